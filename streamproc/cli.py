@@ -1,0 +1,228 @@
+"""The ``streamproc`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from streamproc.config import Settings, load_settings
+from streamproc.errors import ConfigError
+
+__all__ = ["main"]
+
+_config_option = click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="YAML settings file (environment variables override it).",
+)
+
+
+def _settings(config_file: Path | None) -> Settings:
+    try:
+        return load_settings(config_file)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="streamproc")
+def cli() -> None:
+    """Streaming content moderation: Kafka in, vLLM-scored verdicts out."""
+
+
+@cli.command()
+@_config_option
+def worker(config_file: Path | None) -> None:
+    """Consume content topics and publish verdicts until stopped (SIGTERM or Ctrl-C)."""
+    from streamproc.policy import configured_policies  # noqa: PLC0415 - keep --help fast
+    from streamproc.worker import run_worker  # noqa: PLC0415
+
+    settings = _settings(config_file)
+    try:
+        policies = configured_policies(settings.policy)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    # faust parses sys.argv itself; hand it only the program name.
+    sys.argv = sys.argv[:1]
+    run_worker(settings, policies)
+
+
+@cli.command("check-config")
+@_config_option
+def check_config(config_file: Path | None) -> None:
+    """Validate the settings and print them as JSON, secrets masked."""
+    from streamproc.policy import configured_policies  # noqa: PLC0415
+
+    settings = _settings(config_file)
+    try:
+        policies = configured_policies(settings.policy)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    shown = json.loads(settings.model_dump_json())
+    shown["policy_versions"] = {kind: p.version for kind, p in policies.items()}
+    click.echo(json.dumps(shown, indent=2))
+
+
+@cli.group()
+def schemas() -> None:
+    """JSON Schemas of the wire formats."""
+
+
+@schemas.command("export")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("topics/schemas"),
+    show_default=True,
+)
+@click.option("--check", is_flag=True, help="Write nothing; fail if the files differ from the models.")
+def schemas_export(out: Path, check: bool) -> None:
+    """Generate the JSON Schemas from the pydantic models."""
+    from streamproc.schemas.export import check_schemas, write_schemas  # noqa: PLC0415
+
+    if check:
+        stale = check_schemas(out)
+        if stale:
+            raise click.ClickException(
+                f"schemas out of date in {out}: {', '.join(stale)}; run `streamproc schemas export`"
+            )
+        click.echo(f"schemas in {out} match the models")
+        return
+    for path in write_schemas(out):
+        click.echo(f"wrote {path}")
+
+
+@cli.group()
+def topics() -> None:
+    """Topics as code (topics/*.yaml)."""
+
+
+@topics.command("apply")
+@click.option("--bootstrap", required=True, help="Kafka bootstrap servers, HOST:PORT[,HOST:PORT].")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("topics"),
+    show_default=True,
+)
+@click.option(
+    "--replication-factor",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Override the specs' (1 for a single broker).",
+)
+def topics_apply(bootstrap: str, directory: Path, replication_factor: int | None) -> None:
+    """Create missing topics and report drift; safe to run again. Exit 1 on drift."""
+    from streamproc.topics import apply_topics, load_topic_specs  # noqa: PLC0415
+
+    try:
+        specs = load_topic_specs(directory)
+        report = asyncio.run(apply_topics(bootstrap, specs, replication_factor=replication_factor))
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for line in report.lines():
+        click.echo(line)
+    if report.drift:
+        raise click.ClickException("some topics differ from their specs; fix them by hand or update the spec")
+
+
+@cli.command()
+@click.option("--bootstrap", required=True, help="Kafka bootstrap servers, HOST:PORT.")
+@click.option("--topic", required=True, help="Topic to publish to.")
+@click.option("--restamp/--keep-timestamps", default=True, show_default=True, help="Set created_at to now.")
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True, dir_okay=False)
+)
+def publish(bootstrap: str, topic: str, restamp: bool, files: tuple[Path, ...]) -> None:
+    """Publish JSONL events (one per line) as they are, keyed by listing_id or video_id."""
+    from streamproc.samples import publish_jsonl  # noqa: PLC0415
+
+    count = asyncio.run(publish_jsonl(bootstrap, topic, files, restamp=restamp))
+    click.echo(f"published {count} records to {topic}")
+
+
+@cli.command()
+@click.option(
+    "--vllm-python", type=click.Path(path_type=Path, dir_okay=False), help="python of the vLLM virtualenv."
+)
+@click.option(
+    "--model-dir", type=click.Path(path_type=Path, file_okay=False), help="Model directory to serve."
+)
+@click.option(
+    "--vllm-url", default=None, help="Use this running OpenAI-compatible server instead of starting one."
+)
+@click.option(
+    "--model-name", default=None, help="Served model name (default: the settings' inference.model)."
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Stop after this many seconds (default: wait for Ctrl-C).",
+)
+@click.option(
+    "--samples",
+    "samples_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("samples"),
+    show_default=True,
+)
+@click.option(
+    "--topics-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("topics"),
+    show_default=True,
+)
+@click.option("--metrics-port", type=int, default=9108, show_default=True)
+@click.option(
+    "--run-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path(".demo"),
+    show_default=True,
+    help="Logs of the started processes.",
+)
+def demo(
+    vllm_python: Path | None,
+    model_dir: Path | None,
+    vllm_url: str | None,
+    model_name: str | None,
+    duration: float | None,
+    samples_dir: Path,
+    topics_dir: Path,
+    metrics_port: int,
+    run_dir: Path,
+) -> None:
+    """Start a broker, a model server and a worker; moderate the shipped samples."""
+    from streamproc.demo import DemoOptions, run_demo  # noqa: PLC0415
+
+    if vllm_url is None and (vllm_python is None or model_dir is None):
+        raise click.UsageError(
+            "give --vllm-python and --model-dir to start a model server (make demo does), "
+            "or --vllm-url for a running one"
+        )
+    options = DemoOptions(
+        vllm_python=vllm_python,
+        model_dir=model_dir,
+        vllm_url=vllm_url,
+        model_name=model_name or Settings().inference.model,
+        duration=duration,
+        samples_dir=samples_dir,
+        topics_dir=topics_dir,
+        metrics_port=metrics_port,
+        run_dir=run_dir,
+    )
+    try:
+        run_demo(options)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,177 @@
+"""Settings: one typed tree, read once at start-up.
+
+Every field can be set by environment variable (``STREAMPROC_`` prefix, ``__`` between
+levels, e.g. ``STREAMPROC_INFERENCE__BASE_URL``), by a YAML file named in
+``STREAMPROC_CONFIG_FILE`` (or ``--config``), or by keyword in code and tests.
+Precedence: keyword > environment > file > default.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from streamproc.errors import ConfigError
+
+__all__ = [
+    "CONFIG_FILE_ENV",
+    "InferenceSettings",
+    "KafkaSettings",
+    "LogLevel",
+    "MetricsSettings",
+    "PolicySettings",
+    "Settings",
+    "ThresholdOverride",
+    "TopicSettings",
+    "WorkerSettings",
+    "load_settings",
+]
+
+CONFIG_FILE_ENV = "STREAMPROC_CONFIG_FILE"
+LogLevel = Literal["debug", "info", "warning", "error"]
+Seconds = Annotated[float, Field(gt=0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str = Field(default="127.0.0.1:9092", description="Comma-separated host:port list.")
+    group_id: str = Field(default="streamproc", description="Consumer group of the workers.")
+    client_id: str = Field(
+        default_factory=lambda: f"streamproc-{socket.gethostname()}-{os.getpid()}",
+        description="Identifies this worker in broker logs and dead letters.",
+    )
+    auto_offset_reset: Literal["earliest", "latest"] = Field(
+        default="earliest", description="Where a new consumer group starts."
+    )
+    session_timeout_seconds: Seconds = 10.0
+    heartbeat_interval_seconds: Seconds = 1.0
+    rebalance_timeout_seconds: Seconds = 10.0
+
+
+class TopicSettings(_Section):
+    listings: str = "content.listings.v1"
+    videos: str = "content.videos.v1"
+    verdicts: str = "moderation.verdicts.v1"
+    review: str = "moderation.review.v1"
+    dlq: str = "moderation.dlq.v1"
+
+
+class InferenceSettings(_Section):
+    base_url: str = Field(
+        default="http://127.0.0.1:8000/v1",
+        description="OpenAI-compatible API root of the vLLM server.",
+    )
+    model: str = Field(default="smollm2-135m-instruct", description="Served model name sent in each request.")
+    api_key: SecretStr | None = Field(default=None, description="Bearer token, if the server needs one.")
+    timeout_seconds: Seconds = Field(default=30.0, description="Per request, per attempt.")
+    max_attempts: Annotated[int, Field(ge=1, le=20)] = Field(
+        default=3, description="Attempts per item before it is escalated to review."
+    )
+    max_inflight: Annotated[int, Field(ge=1, le=4096)] = Field(
+        default=128, description="Concurrent requests per worker (= HTTP connection pool size)."
+    )
+    top_logprobs: Annotated[int, Field(ge=1, le=20)] = Field(
+        default=20, description="Alternatives requested for the label token."
+    )
+
+
+class ThresholdOverride(_Section):
+    reject: Annotated[float, Field(ge=0, le=1)] | None = None
+    review: Annotated[float, Field(ge=0, le=1)] | None = None
+
+
+class PolicySettings(_Section):
+    thresholds: dict[str, ThresholdOverride] = Field(
+        default_factory=dict,
+        description='Per-category overrides of the built-in thresholds, e.g. {"spam": {"review": 0.3}}.',
+    )
+
+
+class WorkerSettings(_Section):
+    batch_max: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        default=256, description="Most events taken from a topic at once."
+    )
+    batch_within_seconds: Seconds = Field(
+        default=0.05, description="Longest wait to fill a batch before processing it."
+    )
+    data_dir: Path = Field(default=Path(".streamproc-data"), description="Local state of the faust app.")
+    log_level: LogLevel = "info"
+
+
+class MetricsSettings(_Section):
+    enabled: bool = True
+    host: str = "0.0.0.0"  # noqa: S104 - scraped from other hosts by design
+    port: Annotated[int, Field(ge=0, le=65535)] = Field(
+        default=9108, description="Port of /metrics (0 picks a free one)."
+    )
+
+
+class Settings(BaseSettings):
+    """Everything a worker needs to know."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STREAMPROC_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
+    inference: InferenceSettings = InferenceSettings()
+    policy: PolicySettings = PolicySettings()
+    worker: WorkerSettings = WorkerSettings()
+    metrics: MetricsSettings = MetricsSettings()
+
+    @model_validator(mode="after")
+    def _distinct_topics(self) -> Settings:
+        names = list(self.topics.model_dump().values())
+        if len(set(names)) != len(names):
+            raise ValueError(f"topics must all differ, got {names}")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get(CONFIG_FILE_ENV)
+        if config_file:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+        return tuple(sources)
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings, turning validation errors into one readable ConfigError."""
+    if config_file is not None:
+        if not config_file.is_file():
+            raise ConfigError(f"config file {config_file} does not exist; pass an existing YAML file")
+        os.environ[CONFIG_FILE_ENV] = str(config_file)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(
+            f"invalid settings: {problems}. Set them with STREAMPROC_<SECTION>__<FIELD> "
+            f"environment variables or the YAML file in {CONFIG_FILE_ENV}."
+        ) from exc

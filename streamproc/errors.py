@@ -1,0 +1,98 @@
+"""Errors raised by streamproc.
+
+Every error carries ``retriable``: the one place that handles failures decides from it
+whether to retry (transient trouble with the model server) or give up for this item.
+
+    StreamprocError
+    ├── ConfigError                 bad settings or files; fix the configuration
+    ├── DecodeError                 an input record is not a valid event → dead-letter topic
+    │   ├── InvalidJson
+    │   ├── SchemaValidationError
+    │   └── UnsupportedSchemaVersion
+    └── InferenceError              the model server did not give a usable answer
+        ├── InferenceUnavailable    connection refused or reset          (retriable)
+        ├── InferenceTimeout        no answer within the timeout         (retriable)
+        ├── InferenceServerError    HTTP 429 or 5xx                      (retriable)
+        ├── InferenceRequestError   HTTP 4xx: the request itself is wrong
+        └── InferenceProtocolError  a 2xx answer we cannot read
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "ConfigError",
+    "DecodeError",
+    "InferenceError",
+    "InferenceProtocolError",
+    "InferenceRequestError",
+    "InferenceServerError",
+    "InferenceTimeout",
+    "InferenceUnavailable",
+    "InvalidJson",
+    "SchemaValidationError",
+    "StreamprocError",
+    "UnsupportedSchemaVersion",
+]
+
+
+class StreamprocError(Exception):
+    """Root of every error streamproc raises on purpose."""
+
+    retriable: ClassVar[bool] = False
+    #: Short label used in metrics and reason codes.
+    kind: ClassVar[str] = "error"
+
+
+class ConfigError(StreamprocError):
+    """Settings or a file they point to are invalid; the message says how to fix it."""
+
+    kind = "config"
+
+
+class DecodeError(StreamprocError):
+    """An input record cannot be turned into an event."""
+
+    kind = "decode"
+
+
+class InvalidJson(DecodeError):
+    kind = "invalid_json"
+
+
+class SchemaValidationError(DecodeError):
+    kind = "schema_validation"
+
+
+class UnsupportedSchemaVersion(DecodeError):
+    kind = "unsupported_schema_version"
+
+
+class InferenceError(StreamprocError):
+    """The model server did not give a usable answer."""
+
+    kind = "inference"
+
+
+class InferenceUnavailable(InferenceError):
+    retriable = True
+    kind = "unavailable"
+
+
+class InferenceTimeout(InferenceError):
+    retriable = True
+    kind = "timeout"
+
+
+class InferenceServerError(InferenceError):
+    retriable = True
+    kind = "server_error"
+
+
+class InferenceRequestError(InferenceError):
+    kind = "request_error"
+
+
+class InferenceProtocolError(InferenceError):
+    kind = "protocol_error"

@@ -1,0 +1,83 @@
+"""What a moderation policy is: frozen data, versioned by content hash."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+
+from streamproc.errors import ConfigError
+from streamproc.schemas import ContentType
+
+__all__ = ["Category", "Policy", "Thresholds"]
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Score ≥ reject → reject; score ≥ review → review; otherwise approve."""
+
+    reject: float
+    review: float
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.review <= self.reject <= 1.0:
+            raise ConfigError(
+                f"thresholds need 0 <= review <= reject <= 1, got review={self.review} reject={self.reject}"
+            )
+
+
+@dataclass(frozen=True)
+class Category:
+    """One kind of violation, written as policy text the model reads."""
+
+    id: str
+    label: str  # the single letter the model answers with
+    title: str
+    description: str
+    reason_code: str
+    seller_message: str
+    thresholds: Thresholds
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A named set of categories for one content type, with the instructions around them."""
+
+    name: str
+    content_type: ContentType
+    preamble: str
+    categories: tuple[Category, ...]
+    safe_label: str = "N"
+
+    def __post_init__(self) -> None:
+        labels = [c.label for c in self.categories] + [self.safe_label]
+        if len(set(labels)) != len(labels) or not all(len(x) == 1 and x.isupper() for x in labels):
+            raise ConfigError(f"policy {self.name}: labels must be distinct capital letters")
+        ids = [c.id for c in self.categories]
+        if len(set(ids)) != len(ids):
+            raise ConfigError(f"policy {self.name}: category ids must be distinct")
+
+    @cached_property
+    def version(self) -> str:
+        """``name@hash``: any change to text, labels or thresholds gives a new version."""
+        canonical = json.dumps(dataclasses.asdict(self), sort_keys=True, ensure_ascii=False)
+        return f"{self.name}@{hashlib.sha256(canonical.encode()).hexdigest()[:12]}"
+
+    @property
+    def category_ids(self) -> tuple[str, ...]:
+        return tuple(c.id for c in self.categories)
+
+    def with_thresholds(self, overrides: Mapping[str, Thresholds]) -> Policy:
+        """A copy with some categories' thresholds replaced (the version changes with them)."""
+        unknown = set(overrides) - set(self.category_ids)
+        if unknown:
+            raise ConfigError(
+                f"policy {self.name} has no categories {sorted(unknown)}; known: {list(self.category_ids)}"
+            )
+        categories = tuple(
+            dataclasses.replace(c, thresholds=overrides.get(c.id, c.thresholds)) for c in self.categories
+        )
+        return dataclasses.replace(self, categories=categories)

@@ -1,0 +1,61 @@
+"""Bytes on the wire ⇄ models, with decoding failures mapped to DecodeError kinds."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from streamproc.errors import InvalidJson, SchemaValidationError, UnsupportedSchemaVersion
+from streamproc.schemas.common import ContentType
+from streamproc.schemas.listing import ListingEvent
+from streamproc.schemas.video import VideoEvent
+
+__all__ = ["EVENT_MODELS", "decode_event", "encode"]
+
+EVENT_MODELS: Final[dict[ContentType, type[ListingEvent] | type[VideoEvent]]] = {
+    "listing": ListingEvent,
+    "video": VideoEvent,
+}
+_SUPPORTED_VERSIONS: Final = frozenset({1})
+
+
+def decode_event(content_type: ContentType, raw: bytes | None) -> ListingEvent | VideoEvent:
+    """Parse one record value.
+
+    Raises:
+        InvalidJson: not a JSON object.
+        UnsupportedSchemaVersion: a ``schema_version`` this worker does not know.
+        SchemaValidationError: a JSON object that breaks the schema; the message lists
+            each offending field.
+    """
+    if raw is None:
+        raise InvalidJson("record has no value (tombstone); expected a JSON object")
+    try:
+        data: Any = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidJson(f"value is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise InvalidJson(f"value is JSON {type(data).__name__}, expected an object")
+    version = data.get("schema_version", 1)
+    if version not in _SUPPORTED_VERSIONS:
+        raise UnsupportedSchemaVersion(
+            f"schema_version {version!r} is not supported for {content_type} events "
+            f"(supported: {sorted(_SUPPORTED_VERSIONS)})"
+        )
+    try:
+        return EVENT_MODELS[content_type].model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}"
+            for err in exc.errors(include_url=False)
+        )
+        raise SchemaValidationError(
+            f"{exc.error_count()} invalid field(s) in {content_type} event: {problems}"
+        ) from exc
+
+
+def encode(model: BaseModel) -> bytes:
+    """Compact JSON, the format of every record streamproc publishes."""
+    return model.model_dump_json().encode()

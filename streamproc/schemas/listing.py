@@ -1,0 +1,42 @@
+"""``content.listings.v1``: a new or edited marketplace listing."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, HttpUrl, StringConstraints
+
+from streamproc.schemas.common import ContentId, InboundModel, Locale
+
+__all__ = ["ListingEvent", "Price"]
+
+
+class Price(BaseModel):
+    """An amount in a currency (ISO 4217 code)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    amount: Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=4)]
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+
+
+class ListingEvent(InboundModel):
+    """A listing as the marketplace publishes it, keyed by ``listing_id``."""
+
+    schema_version: Literal[1] = 1
+    listing_id: ContentId
+    revision: Annotated[int, Field(ge=0, description="Increases with every edit of the listing.")]
+    seller_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    title: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+    description: Annotated[str, StringConstraints(max_length=20_000)] = ""
+    category_path: Annotated[list[str], Field(max_length=10)] = Field(
+        default_factory=list, description='From the root down, e.g. ["Fashion", "Bags"].'
+    )
+    price: Price
+    image_urls: Annotated[list[HttpUrl], Field(max_length=50)] = Field(default_factory=list)
+    attributes: dict[str, str] = Field(
+        default_factory=dict, description="Free-form item attributes, e.g. brand, size."
+    )
+    locale: Locale = "en-US"
+    created_at: AwareDatetime

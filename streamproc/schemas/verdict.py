@@ -1,0 +1,81 @@
+"""``moderation.verdicts.v1`` and ``moderation.review.v1``: what was decided and why."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, Field
+
+from streamproc.schemas.common import ContentId, ContentType, OutboundModel
+
+__all__ = ["DecidedBy", "Decision", "Latencies", "SourceRef", "TokenUsage", "Verdict"]
+
+Decision = Literal["approve", "reject", "review"]
+Score = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class DecidedBy(OutboundModel):
+    """What settled the decision."""
+
+    kind: Literal["category", "error", "none"] = Field(
+        description="category: a category's threshold; error: inference failed "
+        "(never approve); none: no category reached a threshold."
+    )
+    id: str | None = Field(default=None, description="The category id or error kind.")
+
+
+class Latencies(OutboundModel):
+    """Seconds spent, measured by the worker."""
+
+    inference_seconds: Annotated[float, Field(ge=0)] | None = Field(
+        default=None, description="Model server time for this item, retries included."
+    )
+    processing_seconds: Annotated[float, Field(ge=0)] = Field(
+        description="From the worker receiving the event to the verdict being built."
+    )
+    end_to_end_seconds: float = Field(description="From the event's created_at to the verdict being built.")
+
+
+class TokenUsage(OutboundModel):
+    """Token counts the model server reported for this item."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_prompt_tokens: int | None = Field(
+        default=None, description="Prompt tokens served from the prefix cache, if reported."
+    )
+
+
+class SourceRef(OutboundModel):
+    """Where the event was read from."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+class Verdict(OutboundModel):
+    """The moderation decision for one revision of one item, keyed by ``content_id``.
+
+    Consumers deduplicate on ``idempotency_key``: delivery is at least once, and a
+    redelivered event yields a verdict with the same key.
+    """
+
+    schema_version: Literal[1] = 1
+    content_type: ContentType
+    content_id: ContentId
+    revision: int
+    decision: Decision
+    scores: dict[str, Score] = Field(description="Score in [0, 1] per policy category.")
+    decided_by: DecidedBy
+    reason_code: str = Field(description="Stable machine-readable reason, e.g. COUNTERFEIT.")
+    seller_message: str = Field(description="Text that may be shown to the seller or creator.")
+    policy_version: str
+    model: str
+    latency: Latencies
+    usage: TokenUsage | None = None
+    idempotency_key: str = Field(
+        description="content_type:content_id:revision:policy_version; stable across redeliveries."
+    )
+    source: SourceRef
+    produced_at: AwareDatetime

@@ -1,0 +1,158 @@
+"""One input record in, its output records out: decode → prompt → score → decide.
+
+No Kafka here: the Kafka edge (``worker.app``) hands records in and publishes what comes
+back, so this logic is tested with a fake model server and no broker.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Protocol
+
+from streamproc.config import Settings
+from streamproc.decision import Outcome, build_verdict, decide, decide_on_error
+from streamproc.errors import DecodeError, InferenceError
+from streamproc.inference import LabelCompletion
+from streamproc.metrics import Metrics
+from streamproc.policy import ChatMessage, Policy, build_messages, score_labels
+from streamproc.schemas import ContentType, SourceRef, TokenUsage, decode_event, encode
+from streamproc.worker.dlq import dead_letter
+from streamproc.worker.records import InboundRecord, OutboundRecord
+
+__all__ = ["LabelModel", "Processor"]
+
+log = logging.getLogger(__name__)
+
+
+class LabelModel(Protocol):
+    """What the processor needs from the model server (InferenceClient in production)."""
+
+    async def label(self, messages: list[ChatMessage]) -> LabelCompletion: ...
+
+
+class Processor:
+    """Turns records from the content topics into verdict, review and dead-letter records."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        policies: Mapping[ContentType, Policy],
+        model: LabelModel,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._settings = settings
+        self._policies = policies
+        self._model = model
+        self._metrics = metrics
+        self._clock = clock
+        topics = settings.topics
+        self._content_types: dict[str, ContentType] = {
+            topics.listings: "listing",
+            topics.videos: "video",
+        }
+
+    @property
+    def source_topics(self) -> tuple[str, ...]:
+        return tuple(self._content_types)
+
+    async def process(self, record: InboundRecord) -> list[OutboundRecord]:
+        """Never raises for bad input or model failures: they become records too."""
+        received = time.perf_counter()
+        topics = self._settings.topics
+        self._metrics.events_consumed.labels(topic=record.topic).inc()
+        content_type = self._content_types[record.topic]
+        try:
+            event = decode_event(content_type, record.value)
+        except DecodeError as exc:
+            self._metrics.dead_letters.labels(reason=exc.kind).inc()
+            log.warning("dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc)
+            return [
+                dead_letter(
+                    record,
+                    exc,
+                    dlq_topic=topics.dlq,
+                    worker=self._settings.kafka.client_id,
+                    now=self._clock(),
+                )
+            ]
+
+        policy = self._policies[content_type]
+        scores: dict[str, float] = {}
+        completion: LabelCompletion | None = None
+        try:
+            completion = await self._model.label(build_messages(policy, event))
+            scores = self._score(policy, completion)
+            outcome = decide(policy, scores)
+        except InferenceError as exc:
+            # Fail closed: counted, logged, escalated to a human; never an approval.
+            log.warning(
+                "inference failed for %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc
+            )
+            outcome = decide_on_error(exc.kind)
+
+        now = self._clock()
+        verdict = build_verdict(
+            event=event,
+            policy=policy,
+            outcome=outcome,
+            scores=scores,
+            model=self._settings.inference.model,
+            source=SourceRef(topic=record.topic, partition=record.partition, offset=record.offset),
+            usage=_usage(completion),
+            inference_seconds=completion.seconds if completion else None,
+            processing_seconds=time.perf_counter() - received,
+            now=now,
+        )
+        self._metrics.verdicts.labels(
+            content_type=content_type, decision=verdict.decision, category=_category_label(outcome)
+        ).inc()
+        self._metrics.end_to_end_latency.labels(content_type=content_type).observe(
+            max(0.0, verdict.latency.end_to_end_seconds)
+        )
+        self._metrics.processing_latency.labels(content_type=content_type).observe(
+            verdict.latency.processing_seconds
+        )
+
+        key = verdict.content_id.encode()
+        value = encode(verdict)
+        headers = (
+            ("content-type", b"application/json"),
+            ("decision", verdict.decision.encode()),
+            ("idempotency-key", verdict.idempotency_key.encode()),
+        )
+        outputs = [OutboundRecord(topics.verdicts, key, value, headers)]
+        if verdict.decision == "review":
+            outputs.append(OutboundRecord(topics.review, key, value, headers))
+        return outputs
+
+    def _score(self, policy: Policy, completion: LabelCompletion) -> dict[str, float]:
+        self._metrics.prompt_tokens.inc(completion.prompt_tokens)
+        self._metrics.cached_prompt_tokens.inc(completion.cached_prompt_tokens or 0)
+        try:
+            return score_labels(policy, completion.top_logprobs)
+        except InferenceError as exc:  # an answer outside the label set
+            self._metrics.inference_errors.labels(kind=exc.kind).inc()
+            raise
+
+
+def _usage(completion: LabelCompletion | None) -> TokenUsage | None:
+    if completion is None:
+        return None
+    return TokenUsage(
+        prompt_tokens=completion.prompt_tokens,
+        completion_tokens=completion.completion_tokens,
+        cached_prompt_tokens=completion.cached_prompt_tokens,
+    )
+
+
+def _category_label(outcome: Outcome) -> str:
+    """The ``category`` label of the verdicts metric."""
+    kind = outcome.decided_by.kind
+    if kind == "category" and outcome.decided_by.id:
+        return outcome.decided_by.id
+    return "inference_error" if kind == "error" else "none"
