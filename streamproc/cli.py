@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from streamproc.config import Settings, load_settings
+from streamproc.config import Settings, load_settings, settings_reference
 from streamproc.errors import ConfigError
 
 __all__ = ["main"]
@@ -55,10 +55,14 @@ def worker(config_file: Path | None) -> None:
 
 @cli.command("check-config")
 @_config_option
-def check_config(config_file: Path | None) -> None:
+@click.option("--reference", is_flag=True, help="Print the table of every setting instead (markdown).")
+def check_config(config_file: Path | None, reference: bool) -> None:
     """Validate the settings and print them as JSON, secrets masked."""
     from streamproc.policy import configured_policies  # noqa: PLC0415
 
+    if reference:
+        click.echo(settings_reference())
+        return
     settings = _settings(config_file)
     try:
         policies = configured_policies(settings.policy)

@@ -8,6 +8,7 @@ Precedence: keyword > environment > file > default.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
@@ -35,6 +36,7 @@ __all__ = [
     "TopicSettings",
     "WorkerSettings",
     "load_settings",
+    "settings_reference",
 ]
 
 CONFIG_FILE_ENV = "STREAMPROC_CONFIG_FILE"
@@ -52,21 +54,27 @@ class KafkaSettings(_Section):
     client_id: str = Field(
         default_factory=lambda: f"streamproc-{socket.gethostname()}-{os.getpid()}",
         description="Identifies this worker in broker logs and dead letters.",
+        json_schema_extra={"shown_default": "streamproc-HOSTNAME-PID"},
     )
     auto_offset_reset: Literal["earliest", "latest"] = Field(
         default="earliest", description="Where a new consumer group starts."
     )
-    session_timeout_seconds: Seconds = 10.0
-    heartbeat_interval_seconds: Seconds = 1.0
-    rebalance_timeout_seconds: Seconds = 10.0
+    # Short timeouts make group joins take seconds instead of faust's default 30+ s.
+    session_timeout_seconds: Seconds = Field(
+        default=10.0, description="A worker silent this long is dropped from the group."
+    )
+    heartbeat_interval_seconds: Seconds = Field(default=1.0, description="Consumer heartbeat period.")
+    rebalance_timeout_seconds: Seconds = Field(
+        default=10.0, description="How long members get to rejoin during a rebalance."
+    )
 
 
 class TopicSettings(_Section):
-    listings: str = "content.listings.v1"
-    videos: str = "content.videos.v1"
-    verdicts: str = "moderation.verdicts.v1"
-    review: str = "moderation.review.v1"
-    dlq: str = "moderation.dlq.v1"
+    listings: str = Field(default="content.listings.v1", description="Listing events in.")
+    videos: str = Field(default="content.videos.v1", description="Video events in.")
+    verdicts: str = Field(default="moderation.verdicts.v1", description="Every verdict out.")
+    review: str = Field(default="moderation.review.v1", description="Verdicts needing a human.")
+    dlq: str = Field(default="moderation.dlq.v1", description="Undecodable input, with the reason.")
 
 
 class InferenceSettings(_Section):
@@ -108,12 +116,15 @@ class WorkerSettings(_Section):
         default=0.05, description="Longest wait to fill a batch before processing it."
     )
     data_dir: Path = Field(default=Path(".streamproc-data"), description="Local state of the faust app.")
-    log_level: LogLevel = "info"
+    log_level: LogLevel = Field(default="info", description="debug, info, warning or error.")
 
 
 class MetricsSettings(_Section):
-    enabled: bool = True
-    host: str = "0.0.0.0"  # noqa: S104 - scraped from other hosts by design
+    enabled: bool = Field(default=True, description="Serve Prometheus metrics.")
+    host: str = Field(
+        default="0.0.0.0",  # noqa: S104 - scraped from other hosts by design
+        description="Address /metrics listens on.",
+    )
     port: Annotated[int, Field(ge=0, le=65535)] = Field(
         default=9108, description="Port of /metrics (0 picks a free one)."
     )
@@ -175,3 +186,23 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
             f"invalid settings: {problems}. Set them with STREAMPROC_<SECTION>__<FIELD> "
             f"environment variables or the YAML file in {CONFIG_FILE_ENV}."
         ) from exc
+
+
+def settings_reference() -> str:
+    """The configuration reference as a markdown table (kept in the README by a test)."""
+    rows = ["| environment variable | default | description |", "|---|---|---|"]
+    for section_name, section_field in Settings.model_fields.items():
+        section = section_field.annotation
+        assert isinstance(section, type) and issubclass(section, BaseModel)  # noqa: S101
+        for name, field in section.model_fields.items():
+            extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+            if "shown_default" in extra:
+                default = str(extra["shown_default"])
+            elif field.default_factory is not None:
+                default = json.dumps(field.get_default(call_default_factory=True))
+            else:
+                default = "(none)" if field.default is None else str(field.default)
+            env = f"STREAMPROC_{section_name.upper()}__{name.upper()}"
+            description = (field.description or "").replace("|", "\\|")
+            rows.append(f"| `{env}` | `{default}` | {description} |")
+    return "\n".join(rows)

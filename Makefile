@@ -1,0 +1,56 @@
+# Two entry points: `make demo` and `make test`. Both install what they need:
+#   .venv/            the project and its dev tools (reinstalled when pyproject.toml changes)
+#   ~/.cache/streamproc/vllm-venv-HASH   the vLLM server (once per requirements/vllm-server.txt)
+#   ~/.cache/streamproc/models/KIND-HASH the model directory (once per scripts/prepare_model.py)
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# smollm2 (default), tiny, or a model directory of your own
+MODEL ?= smollm2
+# Set VLLM_URL (and MODEL_NAME) to use a running OpenAI-compatible server instead.
+VLLM_URL ?=
+MODEL_NAME ?= smollm2-135m-instruct
+DEMO_ARGS ?=
+
+.PHONY: install vllm demo test lint clean
+
+$(BIN)/.installed: pyproject.toml
+	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+# Prints nothing; exports the server's python and model directory for the recipes below.
+define with_vllm
+vllm_python="$$(bash scripts/vllm_env.sh)/bin/python"; \
+if [ -d "$(MODEL)" ]; then model_dir="$(MODEL)"; else model_dir="$$(bash scripts/prepare_model.sh $(MODEL))"; fi
+endef
+
+vllm:
+	$(with_vllm); echo "vLLM python: $$vllm_python"; echo "model: $$model_dir"
+
+demo: install
+	if [ -n "$(VLLM_URL)" ]; then \
+	  $(BIN)/streamproc demo --vllm-url "$(VLLM_URL)" --model-name "$(MODEL_NAME)" $(DEMO_ARGS); \
+	else \
+	  $(with_vllm); \
+	  $(BIN)/streamproc demo --vllm-python "$$vllm_python" --model-dir "$$model_dir" --model-name "$(MODEL_NAME)" $(DEMO_ARGS); \
+	fi
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/mypy --check-untyped-defs tests
+	$(BIN)/streamproc schemas export --check
+
+test: lint
+	$(with_vllm); \
+	STREAMPROC_TEST_VLLM_PYTHON="$$vllm_python" STREAMPROC_TEST_MODEL_DIR="$$model_dir" $(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) .demo .test-logs .mypy_cache .ruff_cache .pytest_cache

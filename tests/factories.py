@@ -1,0 +1,54 @@
+"""Builders of valid events for tests: override only what a test is about."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from streamproc.schemas import ListingEvent, VideoEvent
+
+
+def listing_dict(**overrides: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "schema_version": 1,
+        "listing_id": "L-1",
+        "revision": 0,
+        "seller_id": "S-1",
+        "title": "Handmade ceramic mug",
+        "description": "Stoneware, dishwasher safe.",
+        "category_path": ["Home", "Kitchen"],
+        "price": {"amount": "12.50", "currency": "EUR"},
+        "image_urls": ["https://img.example.com/1.jpg"],
+        "attributes": {"colour": "blue"},
+        "locale": "en-GB",
+        "created_at": datetime.now(UTC).isoformat(),
+    }
+    data.update(overrides)
+    return data
+
+
+def video_dict(**overrides: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "schema_version": 1,
+        "video_id": "V-1",
+        "revision": 0,
+        "creator_id": "C-1",
+        "caption": "Morning stretch",
+        "transcript": "Reach up, breathe in.",
+        "ocr_text": "DAY 1",
+        "keyframes": [{"url": "https://frames.example.com/1/0.jpg", "timestamp_seconds": 0}],
+        "duration_seconds": 30,
+        "linked_product_ids": [],
+        "locale": "en-US",
+        "created_at": datetime.now(UTC).isoformat(),
+    }
+    data.update(overrides)
+    return data
+
+
+def listing(**overrides: Any) -> ListingEvent:
+    return ListingEvent.model_validate(listing_dict(**overrides))
+
+
+def video(**overrides: Any) -> VideoEvent:
+    return VideoEvent.model_validate(video_dict(**overrides))

@@ -1,0 +1,120 @@
+"""Real parts for the integration suite: the Tansu broker and a vLLM server, started once
+per session; a fresh set of topics and a worker process per test."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from streamproc.config import TopicSettings
+from streamproc.devstack import Broker, ManagedProcess, VllmServer, free_port, wait_for_port
+from streamproc.topics import apply_topics, load_topic_specs
+
+ROOT = Path(__file__).resolve().parents[2]
+LOGS = ROOT / ".test-logs"
+SERVED_MODEL = "streamproc-test-model"
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[Broker]:
+    with Broker(LOGS / "broker.log") as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def vllm() -> Iterator[VllmServer]:
+    python, model = os.environ.get("STREAMPROC_TEST_VLLM_PYTHON"), os.environ.get("STREAMPROC_TEST_MODEL_DIR")
+    if not python or not model:
+        pytest.fail(
+            "the integration tests need a real vLLM server. Run them with `make test`, which builds "
+            "the server's virtualenv and the model, or set STREAMPROC_TEST_VLLM_PYTHON (python of a "
+            "virtualenv with vllm) and STREAMPROC_TEST_MODEL_DIR (a model directory).",
+            pytrace=False,
+        )
+    with VllmServer(Path(python), Path(model), SERVED_MODEL, LOGS / "vllm.log") as server:
+        yield server
+
+
+@pytest.fixture
+def topics(broker: Broker) -> TopicSettings:
+    """The project's topic specs under names unique to this test."""
+    suffix = uuid.uuid4().hex[:8]
+    specs = [s.model_copy(update={"name": f"{s.name}.{suffix}"}) for s in load_topic_specs(ROOT / "topics")]
+    asyncio.run(apply_topics(broker.bootstrap, specs, replication_factor=1))
+    return TopicSettings(
+        **{field: f"{name}.{suffix}" for field, name in TopicSettings().model_dump().items()}
+    )
+
+
+@dataclass
+class Worker:
+    process: ManagedProcess
+    metrics_port: int
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """Current samples as {(name, sorted labels): value}."""
+        text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+    def total(self, name: str, **labels: str) -> float:
+        """Sum of a metric's samples whose labels include ``labels``."""
+        return sum(
+            value
+            for (sample, sample_labels), value in self.metrics().items()
+            if sample == name and set(labels.items()) <= set(sample_labels)
+        )
+
+
+StartWorker = Callable[..., Worker]
+
+
+@pytest.fixture
+def start_worker(
+    broker: Broker, vllm: VllmServer, topics: TopicSettings, tmp_path: Path
+) -> Iterator[StartWorker]:
+    """Start `streamproc worker` processes wired to this test's topics; extra env overrides."""
+    started: list[ManagedProcess] = []
+
+    def start(**env: str) -> Worker:
+        port = free_port()
+        settings_env = {
+            "STREAMPROC_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap,
+            "STREAMPROC_KAFKA__GROUP_ID": f"streamproc-test-{uuid.uuid4().hex[:8]}",
+            "STREAMPROC_INFERENCE__BASE_URL": vllm.base_url,
+            "STREAMPROC_INFERENCE__MODEL": SERVED_MODEL,
+            "STREAMPROC_METRICS__HOST": "127.0.0.1",
+            "STREAMPROC_METRICS__PORT": str(port),
+            "STREAMPROC_WORKER__DATA_DIR": str(tmp_path / f"worker-{len(started)}"),
+            **{f"STREAMPROC_TOPICS__{field.upper()}": name for field, name in topics.model_dump().items()},
+            **env,
+        }
+        process = ManagedProcess(
+            "worker",
+            [sys.executable, "-m", "streamproc", "worker"],
+            LOGS / f"worker-{uuid.uuid4().hex[:6]}.log",
+            env=settings_env,
+        )
+        process.start()
+        started.append(process)
+        if not wait_for_port("127.0.0.1", port, timeout=60):
+            pytest.fail(f"worker did not start; its log:\n{process.log_tail()}", pytrace=False)
+        return Worker(process, port)
+
+    yield start
+    for process in started:
+        process.stop()

@@ -1,0 +1,53 @@
+"""Publishing and reading records with aiokafka, as an upstream or enforcement service would."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+
+@dataclass(frozen=True)
+class Received:
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: dict[str, bytes]
+
+
+async def produce(bootstrap: str, topic: str, records: Sequence[tuple[bytes | None, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for key, value in records:
+            await producer.send_and_wait(topic, value, key=key)
+    finally:
+        await producer.stop()
+
+
+async def consume(
+    bootstrap: str, topics: Sequence[str], count: int, within: float = 180.0
+) -> list[Received]:
+    """Read from the start until ``count`` records arrived, then 1 s more to catch extras."""
+    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    received: list[Received] = []
+
+    async def read(until: int) -> None:
+        while len(received) < until:
+            for tp, messages in (await consumer.getmany(timeout_ms=500)).items():
+                received.extend(Received(tp.topic, m.key, m.value or b"", dict(m.headers)) for m in messages)
+
+    try:
+        # A timeout returns what arrived: the caller's assertions say what was missing.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within):
+                await read(count)
+            async with asyncio.timeout(1.0):  # anything beyond the expected count is a bug
+                await read(count + 1)
+    finally:
+        await consumer.stop()
+    return received

@@ -1,0 +1,68 @@
+"""`streamproc topics apply` on the real broker, and the inference client on the real server."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from streamproc.config import InferenceSettings
+from streamproc.devstack import Broker, VllmServer
+from streamproc.inference import InferenceClient
+from streamproc.metrics import create
+from streamproc.policy import build_messages, default_policy, score_labels
+from tests.factories import listing
+from tests.integration.conftest import SERVED_MODEL
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def apply(bootstrap: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streamproc",
+            "topics",
+            "apply",
+            "--bootstrap",
+            bootstrap,
+            "--replication-factor",
+            "1",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_topics_apply_creates_then_reports_no_drift(broker: Broker) -> None:
+    first, second = apply(broker.bootstrap), apply(broker.bootstrap)
+    assert first.returncode == 0, first.stderr
+    assert second.returncode == 0, second.stderr
+    names = sorted(p.stem for p in (ROOT / "topics").glob("*.yaml"))
+    assert sorted(line.split()[1] for line in second.stdout.splitlines() if line.startswith("ok")) == names
+    assert "created" not in second.stdout
+
+
+async def test_label_request_against_the_real_server(vllm: VllmServer) -> None:
+    policy = default_policy("listing")
+    settings = InferenceSettings(base_url=vllm.base_url, model=SERVED_MODEL)
+    registry = CollectorRegistry()
+    async with InferenceClient(settings, create(registry)) as client:
+        first = await client.label(build_messages(policy, listing(title="Rolex replica, 1:1 copy")))
+        second = await client.label(build_messages(policy, listing(title="Oak dining table")))
+    for completion in (first, second):
+        assert 1 <= len(completion.top_logprobs) <= 20
+        assert all(logprob <= 0.0 for _, logprob in completion.top_logprobs)
+        assert completion.prompt_tokens > 100 and completion.completion_tokens == 1
+    scores = score_labels(policy, first.top_logprobs)
+    assert set(scores) == set(policy.category_ids)
+    assert all(0.0 <= s <= 1.0 for s in scores.values()) and sum(scores.values()) <= 1.0 + 1e-9
+    assert registry.get_sample_value("streamproc_model_request_latency_seconds_count") == 2

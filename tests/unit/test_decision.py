@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from streamproc.decision import build_verdict, decide, decide_on_error, idempotency_key
+from streamproc.policy import Thresholds, default_policy
+from streamproc.schemas import SourceRef
+from tests.factories import listing
+
+POLICY = default_policy("listing").with_thresholds(
+    {c: Thresholds(reject=0.8, review=0.5) for c in default_policy("listing").category_ids}
+)
+
+
+@pytest.mark.parametrize(
+    ("score", "decision"),
+    [
+        (0.0, "approve"),
+        (0.4999, "approve"),
+        (0.5, "review"),
+        (0.7999, "review"),
+        (0.8, "reject"),
+        (1.0, "reject"),
+    ],
+)
+def test_threshold_boundaries(score: float, decision: str) -> None:
+    assert decide(POLICY, {"spam": score}).decision == decision
+
+
+def test_approve_names_no_category() -> None:
+    outcome = decide(POLICY, {"spam": 0.1, "adult": 0.2})
+    assert (outcome.decision, outcome.decided_by.kind, outcome.reason_code) == (
+        "approve",
+        "none",
+        "NO_VIOLATION",
+    )
+
+
+def test_most_severe_decision_wins_over_higher_score() -> None:
+    # review on adult with 0.79 is less severe than reject on spam with 0.8
+    lenient = POLICY.with_thresholds({"adult": Thresholds(reject=0.95, review=0.5)})
+    outcome = decide(lenient, {"adult": 0.9, "spam": 0.8})
+    assert outcome.decision == "reject" and outcome.decided_by.id == "spam"
+    assert outcome.reason_code == "SPAM" and "spam" in outcome.seller_message
+
+
+def test_among_equals_highest_score_then_policy_order() -> None:
+    assert decide(POLICY, {"adult": 0.6, "spam": 0.7}).decided_by.id == "spam"
+    assert decide(POLICY, {"adult": 0.6, "spam": 0.6}).decided_by.id == "adult"
+
+
+def test_errors_are_never_approved() -> None:
+    outcome = decide_on_error("timeout")
+    assert outcome.decision == "review"
+    assert (outcome.decided_by.kind, outcome.decided_by.id, outcome.reason_code) == (
+        "error",
+        "timeout",
+        "INFERENCE_ERROR",
+    )
+
+
+def test_verdict_carries_everything_enforcement_needs() -> None:
+    created = datetime(2026, 1, 1, tzinfo=UTC)
+    event = listing(listing_id="L-7", revision=2, created_at=created.isoformat())
+    now = created + timedelta(seconds=3)
+    verdict = build_verdict(
+        event=event,
+        policy=POLICY,
+        outcome=decide(POLICY, {"counterfeit": 0.9}),
+        scores={"counterfeit": 0.9},
+        model="m",
+        source=SourceRef(topic="t", partition=1, offset=5),
+        usage=None,
+        inference_seconds=0.2,
+        processing_seconds=0.3,
+        now=now,
+    )
+    assert verdict.decision == "reject" and verdict.reason_code == "COUNTERFEIT"
+    assert (
+        verdict.idempotency_key == f"listing:L-7:2:{POLICY.version}" == idempotency_key(event, POLICY.version)
+    )
+    assert verdict.latency.end_to_end_seconds == 3.0
+    assert (verdict.content_type, verdict.content_id, verdict.revision) == ("listing", "L-7", 2)

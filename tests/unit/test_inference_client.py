@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from prometheus_client import CollectorRegistry
+
+from streamproc.config import InferenceSettings
+from streamproc.errors import (
+    InferenceProtocolError,
+    InferenceRequestError,
+    InferenceServerError,
+    InferenceTimeout,
+    InferenceUnavailable,
+)
+from streamproc.inference import InferenceClient
+from streamproc.metrics import Metrics
+
+MESSAGES = [{"role": "system", "content": "policy"}, {"role": "user", "content": "item"}]
+
+
+def completion(top: list[tuple[str, float]], cached: int | None = 5) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-1",
+        "model": "m",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "length",
+                "message": {"role": "assistant", "content": top[0][0]},
+                "logprobs": {
+                    "content": [
+                        {
+                            "token": top[0][0],
+                            "logprob": top[0][1],
+                            "top_logprobs": [{"token": t, "logprob": lp, "bytes": None} for t, lp in top],
+                        }
+                    ]
+                },
+            }
+        ],
+        "usage": {
+            "prompt_tokens": 120,
+            "completion_tokens": 1,
+            "total_tokens": 121,
+            "prompt_tokens_details": {"cached_tokens": cached} if cached is not None else None,
+        },
+    }
+
+
+def client_with(handler: Any, metrics: Metrics, **settings: Any) -> InferenceClient:
+    config = InferenceSettings(base_url="http://model.test/v1", model="m", max_attempts=3, **settings)
+    return InferenceClient(config, metrics, transport=httpx.MockTransport(handler), max_backoff_seconds=0.01)
+
+
+async def test_sends_a_single_token_logprob_request_and_reads_the_answer(
+    metrics: Metrics, registry: CollectorRegistry
+) -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=completion([("N", -0.1), ("A", -2.5)]))
+
+    async with client_with(handler, metrics, api_key="s3cret") as client:
+        result = await client.label(MESSAGES)
+    body = orjson.loads(seen[0].content)
+    assert seen[0].url == "http://model.test/v1/chat/completions"
+    assert seen[0].headers["authorization"] == "Bearer s3cret"
+    assert (body["max_tokens"], body["logprobs"], body["top_logprobs"], body["temperature"]) == (
+        1,
+        True,
+        20,
+        0.0,
+    )
+    assert body["messages"] == MESSAGES and body["model"] == "m"
+    assert result.top_logprobs == (("N", -0.1), ("A", -2.5))
+    assert (result.prompt_tokens, result.completion_tokens, result.cached_prompt_tokens) == (120, 1, 5)
+    assert registry.get_sample_value("streamproc_model_request_latency_seconds_count") == 1
+    assert registry.get_sample_value("streamproc_model_requests_in_flight") == 0
+
+
+async def test_retries_server_errors_then_succeeds(metrics: Metrics, registry: CollectorRegistry) -> None:
+    answers = iter(
+        [httpx.Response(503, text="overloaded"), httpx.Response(200, json=completion([("N", 0.0)]))]
+    )
+    async with client_with(lambda request: next(answers), metrics) as client:
+        result = await client.label(MESSAGES)
+    assert result.top_logprobs == (("N", 0.0),)
+    assert registry.get_sample_value("streamproc_inference_retries_total") == 1
+    assert registry.get_sample_value("streamproc_inference_errors_total", {"kind": "server_error"}) == 1
+
+
+@pytest.mark.parametrize(
+    ("handler_error", "expected", "attempts"),
+    [
+        (httpx.Response(500, text="boom"), InferenceServerError, 3),
+        (httpx.Response(429, text="slow down"), InferenceServerError, 3),
+        (httpx.ConnectError("refused"), InferenceUnavailable, 3),
+        (httpx.ReadTimeout("slow"), InferenceTimeout, 3),
+        (httpx.Response(400, json={"error": "bad"}), InferenceRequestError, 1),
+        (httpx.Response(200, json={"choices": [{"index": 0}]}), InferenceProtocolError, 1),
+        (httpx.Response(200, text="<html>"), InferenceProtocolError, 1),
+    ],
+)
+async def test_maps_failures_and_retries_only_transient_ones(
+    metrics: Metrics, handler_error: Any, expected: type[Exception], attempts: int
+) -> None:
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        if isinstance(handler_error, Exception):
+            raise handler_error
+        return handler_error  # type: ignore[no-any-return]
+
+    async with client_with(handler, metrics) as client:
+        with pytest.raises(expected):
+            await client.label(MESSAGES)
+    assert calls == attempts
+
+
+async def test_missing_usage_and_cache_details_are_tolerated(metrics: Metrics) -> None:
+    body = completion([("B", -0.2)], cached=None)
+    del body["usage"]
+    async with client_with(lambda request: httpx.Response(200, json=body), metrics) as client:
+        result = await client.label(MESSAGES)
+    assert (result.prompt_tokens, result.cached_prompt_tokens) == (0, None)

@@ -1,0 +1,155 @@
+from __future__ import annotations
+
+import math
+
+import orjson
+import pytest
+from prometheus_client import CollectorRegistry
+
+from streamproc.config import Settings
+from streamproc.errors import InferenceError, InferenceTimeout
+from streamproc.inference import LabelCompletion
+from streamproc.metrics import Metrics
+from streamproc.policy import ChatMessage, Thresholds, configured_policies
+from streamproc.schemas import DeadLetter, Verdict
+from streamproc.worker import InboundRecord, Processor
+from tests.factories import listing_dict, video_dict
+
+SETTINGS = Settings(kafka={"client_id": "worker-1"})
+TOPICS = SETTINGS.topics
+
+
+class FakeModel:
+    """Answers with fixed label probabilities, or raises."""
+
+    def __init__(
+        self, probabilities: dict[str, float] | None = None, error: InferenceError | None = None
+    ) -> None:
+        self.probabilities = probabilities or {"N": 1.0}
+        self.error = error
+        self.calls: list[list[ChatMessage]] = []
+
+    async def label(self, messages: list[ChatMessage]) -> LabelCompletion:
+        self.calls.append(messages)
+        if self.error is not None:
+            raise self.error
+        top = tuple((label, math.log(p)) for label, p in self.probabilities.items())
+        return LabelCompletion(
+            top, prompt_tokens=100, completion_tokens=1, cached_prompt_tokens=80, seconds=0.01
+        )
+
+
+def processor(model: FakeModel, metrics: Metrics) -> Processor:
+    policies = configured_policies(SETTINGS.policy)
+    policies = {
+        kind: p.with_thresholds({c: Thresholds(reject=0.8, review=0.5) for c in p.category_ids})
+        for kind, p in policies.items()
+    }
+    return Processor(SETTINGS, policies, model, metrics)
+
+
+def record(value: bytes | None, topic: str = TOPICS.listings, key: bytes | None = b"L-1") -> InboundRecord:
+    return InboundRecord(topic=topic, partition=2, offset=41, key=key, value=value)
+
+
+async def test_clean_listing_is_approved_with_one_verdict(
+    metrics: Metrics, registry: CollectorRegistry
+) -> None:
+    outputs = await processor(FakeModel({"N": 0.9, "A": 0.1}), metrics).process(
+        record(orjson.dumps(listing_dict(listing_id="L-1", revision=4)))
+    )
+    assert [o.topic for o in outputs] == [TOPICS.verdicts]
+    verdict = Verdict.model_validate_json(outputs[0].value)
+    assert outputs[0].key == b"L-1"
+    assert dict(outputs[0].headers)["idempotency-key"] == verdict.idempotency_key.encode()
+    assert verdict.decision == "approve" and verdict.revision == 4
+    assert verdict.scores["counterfeit"] == pytest.approx(0.1)
+    assert verdict.usage is not None and verdict.usage.cached_prompt_tokens == 80
+    assert (verdict.source.topic, verdict.source.partition, verdict.source.offset) == (TOPICS.listings, 2, 41)
+    assert verdict.model == SETTINGS.inference.model
+    labels = {"content_type": "listing", "decision": "approve", "category": "none"}
+    assert registry.get_sample_value("streamproc_verdicts_total", labels) == 1
+    assert registry.get_sample_value("streamproc_events_consumed_total", {"topic": TOPICS.listings}) == 1
+    assert registry.get_sample_value("streamproc_prompt_tokens_total") == 100
+    assert registry.get_sample_value("streamproc_cached_prompt_tokens_total") == 80
+    count = "streamproc_end_to_end_latency_seconds_count"
+    assert registry.get_sample_value(count, {"content_type": "listing"}) == 1
+
+
+async def test_review_goes_to_verdicts_and_review_queue(metrics: Metrics) -> None:
+    outputs = await processor(FakeModel({"N": 0.4, "E": 0.6}), metrics).process(
+        record(orjson.dumps(listing_dict()))
+    )
+    assert [o.topic for o in outputs] == [TOPICS.verdicts, TOPICS.review]
+    assert outputs[0].value == outputs[1].value
+    verdict = Verdict.model_validate_json(outputs[0].value)
+    assert (verdict.decision, verdict.decided_by.id, verdict.reason_code) == (
+        "review",
+        "misleading_claims",
+        "MISLEADING_CLAIM",
+    )
+
+
+async def test_video_reject_uses_the_video_policy(metrics: Metrics) -> None:
+    model = FakeModel({"G": 0.95, "N": 0.05})
+    outputs = await processor(model, metrics).process(
+        record(orjson.dumps(video_dict(video_id="V-9")), topic=TOPICS.videos, key=b"V-9")
+    )
+    verdict = Verdict.model_validate_json(outputs[0].value)
+    assert (verdict.decision, verdict.decided_by.id, verdict.content_type) == (
+        "reject",
+        "dangerous_acts",
+        "video",
+    )
+    assert verdict.policy_version.startswith("default-videos@")
+    assert "Dangerous acts" in model.calls[0][0]["content"]
+
+
+async def test_inference_error_becomes_review_never_approve(
+    metrics: Metrics, registry: CollectorRegistry
+) -> None:
+    outputs = await processor(FakeModel(error=InferenceTimeout("slow")), metrics).process(
+        record(orjson.dumps(listing_dict()))
+    )
+    verdict = Verdict.model_validate_json(outputs[0].value)
+    assert verdict.decision == "review" and verdict.reason_code == "INFERENCE_ERROR"
+    assert verdict.scores == {} and verdict.usage is None
+    assert [o.topic for o in outputs] == [TOPICS.verdicts, TOPICS.review]
+    labels = {"content_type": "listing", "decision": "review", "category": "inference_error"}
+    assert registry.get_sample_value("streamproc_verdicts_total", labels) == 1
+
+
+async def test_answer_outside_the_label_set_is_reviewed_and_counted(
+    metrics: Metrics, registry: CollectorRegistry
+) -> None:
+    outputs = await processor(FakeModel({"The": 0.7, "I": 0.3}), metrics).process(
+        record(orjson.dumps(listing_dict()))
+    )
+    verdict = Verdict.model_validate_json(outputs[0].value)
+    assert (verdict.decision, verdict.decided_by.id) == ("review", "protocol_error")
+    assert verdict.usage is not None  # the server did answer
+    assert registry.get_sample_value("streamproc_inference_errors_total", {"kind": "protocol_error"}) == 1
+
+
+async def test_malformed_input_goes_to_the_dead_letter_topic(
+    metrics: Metrics, registry: CollectorRegistry
+) -> None:
+    model = FakeModel()
+    outputs = await processor(model, metrics).process(record(b"\xff\xfe not json", key=b"L-bad"))
+    assert [o.topic for o in outputs] == [TOPICS.dlq]
+    assert outputs[0].key == b"L-bad"
+    letter = DeadLetter.model_validate_json(outputs[0].value)
+    assert letter.reason == "invalid_json" and letter.payload_encoding == "base64"
+    assert (letter.source_topic, letter.source_partition, letter.source_offset) == (TOPICS.listings, 2, 41)
+    assert letter.worker == "worker-1"
+    assert model.calls == []
+    assert registry.get_sample_value("streamproc_dead_letters_total", {"reason": "invalid_json"}) == 1
+
+
+async def test_schema_violation_keeps_the_text_payload(metrics: Metrics) -> None:
+    raw = orjson.dumps(listing_dict(price={"amount": "1", "currency": "euro"}))
+    letter = DeadLetter.model_validate_json(
+        (await processor(FakeModel(), metrics).process(record(raw)))[0].value
+    )
+    assert letter.reason == "schema_validation" and "price.currency" in letter.error_message
+    assert letter.payload.encode() == raw and letter.payload_encoding == "utf-8"
