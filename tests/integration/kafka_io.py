@@ -28,9 +28,7 @@ async def produce(bootstrap: str, topic: str, records: Sequence[tuple[bytes | No
         await producer.stop()
 
 
-async def consume(
-    bootstrap: str, topics: Sequence[str], count: int, within: float = 180.0
-) -> list[Received]:
+async def consume(bootstrap: str, topics: Sequence[str], count: int, within: float = 180.0) -> list[Received]:
     """Read from the start until ``count`` records arrived, then 1 s more to catch extras."""
     consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
     await consumer.start()
