@@ -42,7 +42,12 @@ def vllm() -> Iterator[VllmServer]:
             "virtualenv with vllm) and STREAMPROC_TEST_MODEL_DIR (a model directory).",
             pytrace=False,
         )
-    with VllmServer(Path(python), Path(model), SERVED_MODEL, LOGS / "vllm.log") as server:
+    # --enforce-eager skips torch.compile: start-up drops from about 125 s to 35 s on two
+    # cores, at a throughput cost that these tests do not measure.
+    server = VllmServer(
+        Path(python), Path(model), SERVED_MODEL, LOGS / "vllm.log", extra_args=["--enforce-eager"]
+    )
+    with server:
         yield server
 
 
