@@ -173,15 +173,17 @@ def _print_summary(results: list[tuple[str, dict[str, Any]]], samples_dir: Path,
     titles = _titles(samples_dir)
     verdicts = [r for topic, r in results if "decision" in r]
     letters = [r for topic, r in results if "reason" in r and "decision" not in r]
-    _say(f"\n{'decision':8}  {'id':12}  {'decided by':22}  {'score':>5}  title")
+    _say(f"\n{'decision':8}  {'id':8}  {'decided by':26}  {'highest score':26}  title")
     for v in sorted(verdicts, key=lambda v: (v["content_type"], v["content_id"])):
         decided = v["decided_by"]
         by = f"{decided['kind']}:{decided['id']}" if decided.get("id") else decided["kind"]
-        top = max(v["scores"].values(), default=0.0)
-        title = titles.get(v["content_id"], "")[:60]
-        _say(f"{v['decision']:8}  {v['content_id']:12}  {by:22}  {top:5.2f}  {title}")
+        scores = v["scores"]
+        top = max(scores, key=scores.__getitem__) if scores else None
+        highest = f"{top} {scores[top]:.2f}" if top else "-"
+        title = titles.get(v["content_id"], "")[:50]
+        _say(f"{v['decision']:8}  {v['content_id']:8}  {by:26}  {highest:26}  {title}")
     for letter in letters:
-        _say(f"{'DLQ':8}  {'-':12}  {letter['reason']:22}  {'':5}  {letter['error_message'][:60]}")
+        _say(f"{'DLQ':8}  {letter['key'] or '-':8}  {letter['reason']:26}  {letter['error_message'][:80]}")
     counts = Counter(v["decision"] for v in verdicts)
     _say(
         f"\n{len(verdicts)} verdicts ({', '.join(f'{k} {n}' for k, n in sorted(counts.items()))}), "

@@ -165,6 +165,7 @@ class VllmServer(ManagedProcess):
             "--max-model-len", str(max_model_len),
             "--max-logprobs", "20",
             "--enable-prefix-caching",
+            "--enable-prompt-tokens-details",  # report prefix-cache hits in usage
             *extra_args,
         ]  # fmt: skip
         env = {"HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from streamproc.devstack import Broker, VllmServer
 from streamproc.inference import InferenceClient
 from streamproc.metrics import create
 from streamproc.policy import build_messages, default_policy, score_labels
+from streamproc.topics import apply_topics, load_topic_specs
 from tests.factories import listing
 from tests.integration.conftest import SERVED_MODEL
 
@@ -51,6 +53,19 @@ def test_topics_apply_creates_then_reports_no_drift(broker: Broker) -> None:
     assert "created" not in second.stdout
 
 
+async def test_topics_apply_reports_drift_and_changes_nothing(broker: Broker) -> None:
+    spec = load_topic_specs(ROOT / "topics")[0]
+    spec = spec.model_copy(update={"name": f"drift.{uuid.uuid4().hex[:8]}"})
+    created = await apply_topics(broker.bootstrap, [spec], replication_factor=1)
+    assert created.created == [spec.name]
+    wider = spec.model_copy(update={"partitions": spec.partitions + 3})
+    report = await apply_topics(broker.bootstrap, [wider], replication_factor=1)
+    assert report.created == [] and report.unchanged == []
+    assert report.drift == [f"{spec.name}: partitions {spec.partitions} (spec {wider.partitions})"]
+    again = await apply_topics(broker.bootstrap, [spec], replication_factor=1)
+    assert again.unchanged == [spec.name]  # the topic itself was left alone
+
+
 async def test_label_request_against_the_real_server(vllm: VllmServer) -> None:
     policy = default_policy("listing")
     settings = InferenceSettings(base_url=vllm.base_url, model=SERVED_MODEL)
@@ -58,6 +73,8 @@ async def test_label_request_against_the_real_server(vllm: VllmServer) -> None:
     async with InferenceClient(settings, create(registry)) as client:
         first = await client.label(build_messages(policy, listing(title="Rolex replica, 1:1 copy")))
         second = await client.label(build_messages(policy, listing(title="Oak dining table")))
+    # the policy text is a shared prefix: the second request reuses the first one's cache
+    assert second.cached_prompt_tokens is not None and second.cached_prompt_tokens > 100
     for completion in (first, second):
         assert 1 <= len(completion.top_logprobs) <= 20
         assert all(logprob <= 0.0 for _, logprob in completion.top_logprobs)

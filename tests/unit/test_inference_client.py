@@ -129,3 +129,21 @@ async def test_missing_usage_and_cache_details_are_tolerated(metrics: Metrics) -
     async with client_with(lambda request: httpx.Response(200, json=body), metrics) as client:
         result = await client.label(MESSAGES)
     assert (result.prompt_tokens, result.cached_prompt_tokens) == (0, None)
+
+
+async def test_recorded_vllm_response_is_read_and_scored(metrics: Metrics) -> None:
+    """A real answer of vLLM 0.32 (CPU) serving SmolLM2-135M-Instruct to the listing prompt."""
+    from pathlib import Path
+
+    from streamproc.policy import default_policy, score_labels
+
+    recorded = (Path(__file__).parent / "data" / "vllm-0.32-smollm2-label-response.json").read_bytes()
+    async with client_with(lambda request: httpx.Response(200, content=recorded), metrics) as client:
+        result = await client.label(MESSAGES)
+    assert len(result.top_logprobs) == 20
+    assert result.top_logprobs[0][0] == "You"  # a weak model: the top token is not a label
+    assert (result.prompt_tokens, result.cached_prompt_tokens) == (566, None)
+    scores = score_labels(default_policy("listing"), result.top_logprobs)
+    # Labels found: N, A, F, B, C, D (and more); renormalised over the label set.
+    assert max(scores, key=scores.__getitem__) == "counterfeit"
+    assert 0.0 < sum(scores.values()) < 1.0  # the rest is N's share
