@@ -41,11 +41,14 @@ def cli() -> None:
 def worker(config_file: Path | None) -> None:
     """Consume content topics and publish verdicts until stopped (SIGTERM or Ctrl-C)."""
     from streamproc.policy import configured_policies  # noqa: PLC0415 - keep --help fast
+    from streamproc.topics import require_topics  # noqa: PLC0415
     from streamproc.worker import run_worker  # noqa: PLC0415
 
     settings = _settings(config_file)
     try:
         policies = configured_policies(settings.policy)
+        topics = list(settings.topics.model_dump().values())
+        asyncio.run(require_topics(settings.kafka.bootstrap_servers, topics))
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     # faust parses sys.argv itself; hand it only the program name.

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from streamproc.errors import ConfigError
 
-__all__ = ["ApplyReport", "TopicSpec", "apply_topics", "load_topic_specs"]
+__all__ = ["ApplyReport", "TopicSpec", "apply_topics", "load_topic_specs", "require_topics"]
 
 
 class TopicSpec(BaseModel):
@@ -71,6 +71,32 @@ class ApplyReport:
         )
 
 
+async def _started_admin(bootstrap_servers: str, client_id: str) -> AIOKafkaAdminClient:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id=client_id)
+    try:
+        await admin.start()
+    except KafkaError as exc:
+        await admin.close()
+        raise ConfigError(
+            f"cannot reach Kafka at {bootstrap_servers}: {exc!r}; check the bootstrap servers"
+        ) from exc
+    return admin
+
+
+async def require_topics(bootstrap_servers: str, names: Sequence[str]) -> None:
+    """Fail fast, naming the fix, when Kafka is unreachable or topics are missing."""
+    admin = await _started_admin(bootstrap_servers, "streamproc-preflight")
+    try:
+        missing = sorted(set(names) - set(await admin.list_topics()))
+    finally:
+        await admin.close()
+    if missing:
+        raise ConfigError(
+            f"topics {missing} do not exist on {bootstrap_servers}; create them with "
+            "`streamproc topics apply --bootstrap HOST:PORT` (or set STREAMPROC_TOPICS__*)"
+        )
+
+
 async def apply_topics(
     bootstrap_servers: str,
     specs: Sequence[TopicSpec],
@@ -84,11 +110,7 @@ async def apply_topics(
     ``replication_factor`` overrides the specs' (1 for a single-broker dev cluster).
     """
     report = ApplyReport()
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id=client_id)
-    try:
-        await admin.start()
-    except KafkaError as exc:
-        raise ConfigError(f"cannot reach Kafka at {bootstrap_servers}: {exc!r}; check --bootstrap") from exc
+    admin = await _started_admin(bootstrap_servers, client_id)
     try:
         existing = set(await admin.list_topics())
         missing = [s for s in specs if s.name not in existing]

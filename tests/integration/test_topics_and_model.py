@@ -8,8 +8,10 @@ import uuid
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from prometheus_client import CollectorRegistry
 
+from streamproc.cli import cli
 from streamproc.config import InferenceSettings
 from streamproc.devstack import Broker, VllmServer
 from streamproc.inference import InferenceClient
@@ -83,3 +85,11 @@ async def test_label_request_against_the_real_server(vllm: VllmServer) -> None:
     assert set(scores) == set(policy.category_ids)
     assert all(0.0 <= s <= 1.0 for s in scores.values()) and sum(scores.values()) <= 1.0 + 1e-9
     assert registry.get_sample_value("streamproc_model_request_latency_seconds_count") == 2
+
+
+def test_worker_refuses_to_start_without_its_topics(broker: Broker, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMPROC_KAFKA__BOOTSTRAP_SERVERS", broker.bootstrap)
+    monkeypatch.setenv("STREAMPROC_TOPICS__VERDICTS", f"missing.{uuid.uuid4().hex[:8]}")
+    result = CliRunner().invoke(cli, ["worker"])
+    assert result.exit_code == 1
+    assert "do not exist" in result.output and "streamproc topics apply" in result.output

@@ -77,3 +77,11 @@ def test_demo_needs_a_model_server() -> None:
     result = CliRunner().invoke(cli, ["demo"])
     assert result.exit_code == 2
     assert "--vllm-url" in result.output
+
+
+def test_worker_without_kafka_names_the_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    bootstrap = f"127.0.0.1:{free_port()}"
+    monkeypatch.setenv("STREAMPROC_KAFKA__BOOTSTRAP_SERVERS", bootstrap)
+    result = CliRunner().invoke(cli, ["worker"])
+    assert result.exit_code == 1
+    assert f"cannot reach Kafka at {bootstrap}" in result.output
