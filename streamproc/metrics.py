@@ -6,9 +6,11 @@ are pre-initialised so that dashboards show zeros rather than gaps.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from streamproc.schemas.dead_letter import DeadLetterReason
 
 __all__ = ["DEFAULT_NAMESPACE", "Metrics", "create"]
 
@@ -119,7 +121,7 @@ def create(
     )
     for topic in consumed_topics:
         metrics.events_consumed.labels(topic=topic)
-    for reason in ("invalid_json", "schema_validation", "unsupported_schema_version"):
+    for reason in get_args(DeadLetterReason):
         metrics.dead_letters.labels(reason=reason)
     for kind in ("unavailable", "timeout", "server_error", "request_error", "protocol_error"):
         metrics.inference_errors.labels(kind=kind)

@@ -10,7 +10,9 @@ from streamproc.schemas.common import OutboundModel
 
 __all__ = ["DeadLetter", "DeadLetterReason"]
 
-DeadLetterReason = Literal["invalid_json", "schema_validation", "unsupported_schema_version"]
+DeadLetterReason = Literal[
+    "invalid_json", "schema_validation", "unsupported_schema_version", "internal_error"
+]
 
 
 class DeadLetter(OutboundModel):

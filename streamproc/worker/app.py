@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -64,7 +65,14 @@ def create_app(settings: Settings, policies: Mapping[ContentType, Policy], metri
             ):
                 records = [_inbound(event.message) for event in events]
                 results = await asyncio.gather(*(processor.process(r) for r in records))
-                await publish(app.producer, [out for outputs in results for out in outputs])
+                try:
+                    await publish(app.producer, [out for outputs in results for out in outputs])
+                except Exception:
+                    # Leaving this loop with an error would still ack the batch (faust acks in
+                    # take_events' cleanup) and lose it. Exit without acking: the group
+                    # redelivers the batch to the next owner.
+                    log.critical("cannot publish outputs; exiting so the batch is redelivered", exc_info=True)
+                    os._exit(70)
 
     return app
 

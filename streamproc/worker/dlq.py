@@ -5,15 +5,20 @@ from __future__ import annotations
 import base64
 from datetime import datetime
 
-from streamproc.errors import DecodeError
-from streamproc.schemas import DeadLetter, encode
+from streamproc.schemas import DeadLetter, DeadLetterReason, encode
 from streamproc.worker.records import InboundRecord, OutboundRecord
 
 __all__ = ["dead_letter"]
 
 
 def dead_letter(
-    record: InboundRecord, error: DecodeError, *, dlq_topic: str, worker: str, now: datetime
+    record: InboundRecord,
+    reason: DeadLetterReason,
+    error: Exception,
+    *,
+    dlq_topic: str,
+    worker: str,
+    now: datetime,
 ) -> OutboundRecord:
     """Wrap a rejected record so it can be inspected and replayed; keeps its key."""
     raw = record.value or b""
@@ -28,7 +33,7 @@ def dead_letter(
         key=record.key.decode("utf-8", errors="replace") if record.key is not None else None,
         payload=payload,
         payload_encoding=encoding,
-        reason=error.kind,
+        reason=reason,
         error_type=type(error).__name__,
         error_message=str(error),
         failed_at=now,
@@ -38,5 +43,5 @@ def dead_letter(
         topic=dlq_topic,
         key=record.key,
         value=encode(letter),
-        headers=(("content-type", b"application/json"), ("reason", error.kind.encode())),
+        headers=(("content-type", b"application/json"), ("reason", reason.encode())),
     )

@@ -18,7 +18,7 @@ from streamproc.errors import DecodeError, InferenceError
 from streamproc.inference import LabelCompletion
 from streamproc.metrics import Metrics
 from streamproc.policy import ChatMessage, Policy, build_messages, score_labels
-from streamproc.schemas import ContentType, SourceRef, TokenUsage, decode_event, encode
+from streamproc.schemas import ContentType, DeadLetterReason, SourceRef, TokenUsage, decode_event, encode
 from streamproc.worker.dlq import dead_letter
 from streamproc.worker.records import InboundRecord, OutboundRecord
 
@@ -61,25 +61,39 @@ class Processor:
         return tuple(self._content_types)
 
     async def process(self, record: InboundRecord) -> list[OutboundRecord]:
-        """Never raises for bad input or model failures: they become records too."""
+        """Never raises for bad input, model failures or bugs: they become records too.
+
+        An unexpected error is dead-lettered as ``internal_error`` rather than raised:
+        raising would end the batch, and faust would still ack (and later commit) it.
+        """
+        self._metrics.events_consumed.labels(topic=record.topic).inc()
+        try:
+            return await self._process(record)
+        except DecodeError as exc:
+            log.warning("dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc)
+            return [self._dead_letter(record, exc.kind, exc)]  # type: ignore[arg-type]
+        except Exception as exc:
+            log.exception("internal error on %s[%d]@%d", record.topic, record.partition, record.offset)
+            return [self._dead_letter(record, "internal_error", exc)]
+
+    def _dead_letter(
+        self, record: InboundRecord, reason: DeadLetterReason, error: Exception
+    ) -> OutboundRecord:
+        self._metrics.dead_letters.labels(reason=reason).inc()
+        return dead_letter(
+            record,
+            reason,
+            error,
+            dlq_topic=self._settings.topics.dlq,
+            worker=self._settings.kafka.client_id,
+            now=self._clock(),
+        )
+
+    async def _process(self, record: InboundRecord) -> list[OutboundRecord]:
         received = time.perf_counter()
         topics = self._settings.topics
-        self._metrics.events_consumed.labels(topic=record.topic).inc()
         content_type = self._content_types[record.topic]
-        try:
-            event = decode_event(content_type, record.value)
-        except DecodeError as exc:
-            self._metrics.dead_letters.labels(reason=exc.kind).inc()
-            log.warning("dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc)
-            return [
-                dead_letter(
-                    record,
-                    exc,
-                    dlq_topic=topics.dlq,
-                    worker=self._settings.kafka.client_id,
-                    now=self._clock(),
-                )
-            ]
+        event = decode_event(content_type, record.value)
 
         policy = self._policies[content_type]
         scores: dict[str, float] = {}

@@ -153,3 +153,25 @@ async def test_schema_violation_keeps_the_text_payload(metrics: Metrics) -> None
     )
     assert letter.reason == "schema_validation" and "price.currency" in letter.error_message
     assert letter.payload.encode() == raw and letter.payload_encoding == "utf-8"
+
+
+class BrokenModel:
+    async def label(self, messages: list[ChatMessage]) -> LabelCompletion:
+        raise RuntimeError("bug")
+
+
+async def test_an_unexpected_error_is_dead_lettered_not_raised(
+    metrics: Metrics, registry: CollectorRegistry
+) -> None:
+    policies = configured_policies(SETTINGS.policy)
+    outputs = await Processor(SETTINGS, policies, BrokenModel(), metrics).process(
+        record(orjson.dumps(listing_dict()))
+    )
+    letter = DeadLetter.model_validate_json(outputs[0].value)
+    assert [o.topic for o in outputs] == [TOPICS.dlq]
+    assert (letter.reason, letter.error_type, letter.error_message) == (
+        "internal_error",
+        "RuntimeError",
+        "bug",
+    )
+    assert registry.get_sample_value("streamproc_dead_letters_total", {"reason": "internal_error"}) == 1
