@@ -91,9 +91,6 @@ class InferenceSettings(_Section):
     max_inflight: Annotated[int, Field(ge=1, le=4096)] = Field(
         default=128, description="Concurrent requests per worker (= HTTP connection pool size)."
     )
-    top_logprobs: Annotated[int, Field(ge=1, le=20)] = Field(
-        default=20, description="Alternatives requested for the label token."
-    )
 
 
 class ThresholdOverride(_Section):

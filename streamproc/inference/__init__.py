@@ -1,6 +1,6 @@
 """The model-server edge: HTTP to an OpenAI-compatible (vLLM) API."""
 
-from streamproc.inference.client import InferenceClient, LabelCompletion
-from streamproc.inference.protocol import ChatCompletionResponse, label_request
+from streamproc.inference.client import InferenceClient, read_answer
+from streamproc.inference.protocol import CompletionResponse
 
-__all__ = ["ChatCompletionResponse", "InferenceClient", "LabelCompletion", "label_request"]
+__all__ = ["CompletionResponse", "InferenceClient", "read_answer"]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from dataclasses import dataclass
 from types import TracebackType
 
 import httpx
@@ -27,21 +27,11 @@ from streamproc.errors import (
     InferenceUnavailable,
     StreamprocError,
 )
-from streamproc.inference.protocol import ChatCompletionResponse, label_request
+from streamproc.inference.protocol import ChatLogprobs, CompletionLogprobs, CompletionResponse
 from streamproc.metrics import Metrics
+from streamproc.policy.scorers import ModelAnswer, ModelRequest, TokenChoice
 
-__all__ = ["InferenceClient", "LabelCompletion"]
-
-
-@dataclass(frozen=True)
-class LabelCompletion:
-    """The first token's alternatives, and what the server reported about cost."""
-
-    top_logprobs: tuple[tuple[str, float], ...]
-    prompt_tokens: int
-    completion_tokens: int
-    cached_prompt_tokens: int | None
-    seconds: float  # all attempts, back-off included
+__all__ = ["InferenceClient", "read_answer"]
 
 
 def _is_retriable(exc: BaseException) -> bool:
@@ -95,15 +85,15 @@ class InferenceClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def label(self, messages: list[dict[str, str]]) -> LabelCompletion:
-        """Ask for one label token; retry transient failures with jittered back-off.
+    async def complete(self, request: ModelRequest) -> ModelAnswer:
+        """Send one scorer request; retry transient failures with jittered back-off.
 
         Raises:
             InferenceError: the last attempt's error, once retries are exhausted or the
                 error is permanent.
         """
         started = time.perf_counter()
-        body = orjson.dumps(label_request(self._settings.model, messages, self._settings.top_logprobs))
+        body = orjson.dumps({"model": self._settings.model, **request.body})
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._settings.max_attempts),
             wait=wait_random_exponential(multiplier=0.2, max=self._max_backoff),
@@ -113,31 +103,25 @@ class InferenceClient:
         )
         async for attempt in retrying:
             with attempt:
-                top, prompt_tokens, completion_tokens, cached = await self._post(body)
-        return LabelCompletion(
-            top_logprobs=top,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            cached_prompt_tokens=cached,
-            seconds=time.perf_counter() - started,
-        )
+                answer = await self._post(request.endpoint, body)
+        return dataclasses.replace(answer, seconds=time.perf_counter() - started)
 
     def _count_retry(self, state: RetryCallState) -> None:
         self._metrics.inference_retries.inc()
 
-    async def _post(self, body: bytes) -> _Read:
+    async def _post(self, endpoint: str, body: bytes) -> ModelAnswer:
         metrics = self._metrics
         try:
             with metrics.model_requests_in_flight.track_inprogress(), metrics.model_request_latency.time():
-                response = await self._send(body)
-            return _read_completion(response)
+                response = await self._send(endpoint, body)
+            return read_answer(response)
         except InferenceError as exc:
             metrics.inference_errors.labels(kind=exc.kind).inc()
             raise
 
-    async def _send(self, body: bytes) -> ChatCompletionResponse:
+    async def _send(self, endpoint: str, body: bytes) -> CompletionResponse:
         try:
-            response = await self._http.post("chat/completions", content=body)
+            response = await self._http.post(endpoint, content=body)
         except httpx.TimeoutException as exc:
             raise InferenceTimeout(f"no answer from {self._settings.base_url} in time: {exc!r}") from exc
         except httpx.TransportError as exc:
@@ -148,26 +132,36 @@ class InferenceClient:
         if status >= 400:
             raise InferenceRequestError(f"HTTP {status} from model server: {response.text[:500]}")
         try:
-            return ChatCompletionResponse.model_validate_json(response.content)
+            return CompletionResponse.model_validate_json(response.content)
         except ValidationError as exc:
             raise InferenceProtocolError(f"unreadable completion: {exc}") from exc
 
 
-# (top logprobs, prompt tokens, completion tokens, cached prompt tokens)
-_Read = tuple[tuple[tuple[str, float], ...], int, int, int | None]
-
-
-def _read_completion(response: ChatCompletionResponse) -> _Read:
-    if not response.choices or response.choices[0].logprobs is None:
-        raise InferenceProtocolError("completion has no logprobs; is logprobs supported by the server?")
-    content = response.choices[0].logprobs.content
-    if not content:
-        raise InferenceProtocolError("completion has no generated token")
-    top = tuple((t.token, t.logprob) for t in content[0].top_logprobs)
-    if not top:
-        top = ((content[0].token, content[0].logprob),)
+def read_answer(response: CompletionResponse) -> ModelAnswer:
+    """Generated text and per-token alternatives, from either API's layout."""
+    if not response.choices:
+        raise InferenceProtocolError("completion has no choices")
+    choice = response.choices[0]
+    text = choice.message.content if choice.message is not None else choice.text
+    tokens: tuple[TokenChoice, ...] = ()
+    logprobs = choice.logprobs
+    if isinstance(logprobs, ChatLogprobs) and logprobs.content:
+        tokens = tuple(
+            TokenChoice(t.token, t.logprob, tuple((a.token, a.logprob) for a in t.top_logprobs))
+            for t in logprobs.content
+        )
+    elif isinstance(logprobs, CompletionLogprobs) and logprobs.tokens:
+        tops = logprobs.top_logprobs or [None] * len(logprobs.tokens)
+        tokens = tuple(
+            TokenChoice(token, lp if lp is not None else float("-inf"), tuple((top or {}).items()))
+            for token, lp, top in zip(logprobs.tokens, logprobs.token_logprobs, tops, strict=False)
+        )
     usage = response.usage
-    if usage is None:
-        return top, 0, 0, None
-    details = usage.prompt_tokens_details
-    return top, usage.prompt_tokens, usage.completion_tokens, details.cached_tokens if details else None
+    details = usage.prompt_tokens_details if usage else None
+    return ModelAnswer(
+        text=text or "",
+        tokens=tokens,
+        prompt_tokens=usage.prompt_tokens if usage else 0,
+        completion_tokens=usage.completion_tokens if usage else 0,
+        cached_prompt_tokens=details.cached_tokens if details else None,
+    )

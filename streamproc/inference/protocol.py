@@ -1,18 +1,20 @@
-"""The subset of the OpenAI chat-completions API that streamproc uses, as vLLM serves it."""
+"""The subset of the OpenAI chat and text completion APIs that streamproc reads, as vLLM
+serves them."""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
 __all__ = [
-    "ChatCompletionResponse",
-    "Choice",
-    "ChoiceLogprobs",
+    "ChatLogprobs",
+    "CompletionLogprobs",
+    "CompletionResponse",
+    "Message",
     "PromptTokensDetails",
+    "ResponseChoice",
     "TokenLogprob",
     "TopLogprob",
     "Usage",
-    "label_request",
 ]
 
 
@@ -32,13 +34,29 @@ class TokenLogprob(_Lenient):
     top_logprobs: list[TopLogprob] = []
 
 
-class ChoiceLogprobs(_Lenient):
+class ChatLogprobs(_Lenient):
+    """Chat API: one entry per generated token."""
+
     content: list[TokenLogprob] | None = None
 
 
-class Choice(_Lenient):
+class CompletionLogprobs(_Lenient):
+    """Text completion API (legacy layout): parallel lists per generated token."""
+
+    tokens: list[str] = []
+    token_logprobs: list[float | None] = []
+    top_logprobs: list[dict[str, float] | None] | None = None
+
+
+class Message(_Lenient):
+    content: str | None = None
+
+
+class ResponseChoice(_Lenient):
     index: int = 0
-    logprobs: ChoiceLogprobs | None = None
+    message: Message | None = None  # chat
+    text: str | None = None  # text completion
+    logprobs: ChatLogprobs | CompletionLogprobs | None = None
     finish_reason: str | None = None
 
 
@@ -52,20 +70,8 @@ class Usage(_Lenient):
     prompt_tokens_details: PromptTokensDetails | None = None
 
 
-class ChatCompletionResponse(_Lenient):
+class CompletionResponse(_Lenient):
     id: str = ""
     model: str = ""
-    choices: list[Choice]
+    choices: list[ResponseChoice]
     usage: Usage | None = None
-
-
-def label_request(model: str, messages: list[dict[str, str]], top_logprobs: int) -> dict[str, object]:
-    """Body asking for a single token and its alternatives: the cheapest way to score."""
-    return {
-        "model": model,
-        "messages": messages,
-        "max_tokens": 1,
-        "temperature": 0.0,
-        "logprobs": True,
-        "top_logprobs": top_logprobs,
-    }

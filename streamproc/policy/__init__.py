@@ -1,20 +1,27 @@
 """What "violating" means: policies as frozen data and the pure functions over them."""
 
 from streamproc.policy.default import DEFAULT_POLICIES, configured_policies, default_policy
-from streamproc.policy.model import Category, Policy, Thresholds
-from streamproc.policy.prompt import ChatMessage, build_messages, render_item, system_prompt
-from streamproc.policy.scoring import score_labels
+from streamproc.policy.model import Category, MediaBudget, Policy, Rule, ScorerName, Thresholds
+from streamproc.policy.prompt import ItemContent, item_content, render_item, user_content
+from streamproc.policy.scorers import SCORERS, ModelAnswer, ModelRequest, Scorer, TokenChoice
 
 __all__ = [
     "DEFAULT_POLICIES",
+    "SCORERS",
     "Category",
-    "ChatMessage",
+    "ItemContent",
+    "MediaBudget",
+    "ModelAnswer",
+    "ModelRequest",
     "Policy",
+    "Rule",
+    "Scorer",
+    "ScorerName",
     "Thresholds",
-    "build_messages",
+    "TokenChoice",
     "configured_policies",
     "default_policy",
+    "item_content",
     "render_item",
-    "score_labels",
-    "system_prompt",
+    "user_content",
 ]

@@ -8,11 +8,14 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Literal
 
 from streamproc.errors import ConfigError
-from streamproc.schemas import ContentType
+from streamproc.schemas import ContentType, Decision
 
-__all__ = ["Category", "Policy", "Thresholds"]
+__all__ = ["Category", "MediaBudget", "Policy", "Rule", "ScorerName", "Thresholds"]
+
+ScorerName = Literal["label_logprob", "yes_no", "llama_guard", "json"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,32 @@ class Category:
     reason_code: str
     seller_message: str
     thresholds: Thresholds
+    examples: tuple[str, ...] = ()
+    #: Code of this category in a guard model's taxonomy, e.g. "S8" (llama_guard scorer).
+    guard_code: str | None = None
+
+
+@dataclass(frozen=True)
+class MediaBudget:
+    """How many images go to the model; 0 means a text-only request."""
+
+    max_images: int = 0
+    max_keyframes: int = 0
+    keyframe_sampling: Literal["uniform", "first"] = "uniform"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A rule-engine expression that decides an item before the model (``pre``) or
+    overrides the model's decision after it (``post``)."""
+
+    id: str
+    stage: Literal["pre", "post"]
+    when: str
+    decision: Decision
+    reason_code: str
+    seller_message: str = ""
+    category: str | None = None
 
 
 @dataclass(frozen=True)
@@ -51,6 +80,13 @@ class Policy:
     preamble: str
     categories: tuple[Category, ...]
     safe_label: str = "N"
+    scorer: ScorerName = "label_logprob"
+    media: MediaBudget = MediaBudget()
+    rules: tuple[Rule, ...] = ()
+    #: Named lists rules can refer to, e.g. banned_sellers, blocked_terms.
+    lists: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    #: Median price per category path ("Fashion > Watches"), for price-anomaly rules.
+    median_prices: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         labels = [c.label for c in self.categories] + [self.safe_label]

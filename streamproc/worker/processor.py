@@ -6,6 +6,7 @@ back, so this logic is tested with a fake model server and no broker.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -15,22 +16,21 @@ from typing import Protocol
 from streamproc.config import Settings
 from streamproc.decision import Outcome, build_verdict, decide, decide_on_error
 from streamproc.errors import DecodeError, InferenceError
-from streamproc.inference import LabelCompletion
 from streamproc.metrics import Metrics
-from streamproc.policy import ChatMessage, Policy, build_messages, score_labels
+from streamproc.policy import SCORERS, ModelAnswer, ModelRequest, Policy, Scorer, item_content
 from streamproc.schemas import ContentType, DeadLetterReason, SourceRef, TokenUsage, decode_event, encode
 from streamproc.worker.dlq import dead_letter
 from streamproc.worker.records import InboundRecord, OutboundRecord
 
-__all__ = ["LabelModel", "Processor"]
+__all__ = ["ModelClient", "Processor"]
 
 log = logging.getLogger(__name__)
 
 
-class LabelModel(Protocol):
+class ModelClient(Protocol):
     """What the processor needs from the model server (InferenceClient in production)."""
 
-    async def label(self, messages: list[ChatMessage]) -> LabelCompletion: ...
+    async def complete(self, request: ModelRequest) -> ModelAnswer: ...
 
 
 class Processor:
@@ -40,7 +40,7 @@ class Processor:
         self,
         settings: Settings,
         policies: Mapping[ContentType, Policy],
-        model: LabelModel,
+        model: ModelClient,
         metrics: Metrics,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -97,10 +97,12 @@ class Processor:
 
         policy = self._policies[content_type]
         scores: dict[str, float] = {}
-        completion: LabelCompletion | None = None
+        answers: list[ModelAnswer] = []
         try:
-            completion = await self._model.label(build_messages(policy, event))
-            scores = self._score(policy, completion)
+            scorer = SCORERS[policy.scorer]
+            requests = scorer.requests(policy, item_content(policy, event))
+            answers = list(await asyncio.gather(*(self._model.complete(r) for r in requests)))
+            scores = self._score(scorer, policy, answers)
             outcome = decide(policy, scores)
         except InferenceError as exc:
             # Fail closed: counted, logged, escalated to a human; never an approval.
@@ -117,8 +119,8 @@ class Processor:
             scores=scores,
             model=self._settings.inference.model,
             source=SourceRef(topic=record.topic, partition=record.partition, offset=record.offset),
-            usage=_usage(completion),
-            inference_seconds=completion.seconds if completion else None,
+            usage=_usage(answers),
+            inference_seconds=max((a.seconds for a in answers), default=None),
             processing_seconds=time.perf_counter() - received,
             now=now,
         )
@@ -144,23 +146,25 @@ class Processor:
             outputs.append(OutboundRecord(topics.review, key, value, headers))
         return outputs
 
-    def _score(self, policy: Policy, completion: LabelCompletion) -> dict[str, float]:
-        self._metrics.prompt_tokens.inc(completion.prompt_tokens)
-        self._metrics.cached_prompt_tokens.inc(completion.cached_prompt_tokens or 0)
+    def _score(self, scorer: Scorer, policy: Policy, answers: list[ModelAnswer]) -> dict[str, float]:
+        for answer in answers:
+            self._metrics.prompt_tokens.inc(answer.prompt_tokens)
+            self._metrics.cached_prompt_tokens.inc(answer.cached_prompt_tokens or 0)
         try:
-            return score_labels(policy, completion.top_logprobs)
-        except InferenceError as exc:  # an answer outside the label set
+            return scorer.scores(policy, answers)
+        except InferenceError as exc:  # an answer outside the expected format
             self._metrics.inference_errors.labels(kind=exc.kind).inc()
             raise
 
 
-def _usage(completion: LabelCompletion | None) -> TokenUsage | None:
-    if completion is None:
+def _usage(answers: list[ModelAnswer]) -> TokenUsage | None:
+    if not answers:
         return None
+    cached = [a.cached_prompt_tokens for a in answers if a.cached_prompt_tokens is not None]
     return TokenUsage(
-        prompt_tokens=completion.prompt_tokens,
-        completion_tokens=completion.completion_tokens,
-        cached_prompt_tokens=completion.cached_prompt_tokens,
+        prompt_tokens=sum(a.prompt_tokens for a in answers),
+        completion_tokens=sum(a.completion_tokens for a in answers),
+        cached_prompt_tokens=sum(cached) if cached else None,
     )
 
 

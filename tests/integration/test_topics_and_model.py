@@ -16,7 +16,8 @@ from streamproc.config import InferenceSettings
 from streamproc.devstack import Broker, VllmServer
 from streamproc.inference import InferenceClient
 from streamproc.metrics import create
-from streamproc.policy import build_messages, default_policy, score_labels
+from streamproc.policy import default_policy, item_content
+from streamproc.policy.scorers import LabelLogprobScorer
 from streamproc.topics import apply_topics, load_topic_specs
 from tests.factories import listing
 from tests.integration.conftest import SERVED_MODEL
@@ -70,18 +71,24 @@ async def test_topics_apply_reports_drift_and_changes_nothing(broker: Broker) ->
 
 async def test_label_request_against_the_real_server(vllm: VllmServer) -> None:
     policy = default_policy("listing")
+    scorer = LabelLogprobScorer()
     settings = InferenceSettings(base_url=vllm.base_url, model=SERVED_MODEL)
     registry = CollectorRegistry()
     async with InferenceClient(settings, create(registry)) as client:
-        first = await client.label(build_messages(policy, listing(title="Rolex replica, 1:1 copy")))
-        second = await client.label(build_messages(policy, listing(title="Oak dining table")))
+        [first_request] = scorer.requests(
+            policy, item_content(policy, listing(title="Rolex replica, 1:1 copy"))
+        )
+        [second_request] = scorer.requests(policy, item_content(policy, listing(title="Oak dining table")))
+        first = await client.complete(first_request)
+        second = await client.complete(second_request)
     # the policy text is a shared prefix: the second request reuses the first one's cache
     assert second.cached_prompt_tokens is not None and second.cached_prompt_tokens > 100
-    for completion in (first, second):
-        assert 1 <= len(completion.top_logprobs) <= 20
-        assert all(logprob <= 0.0 for _, logprob in completion.top_logprobs)
-        assert completion.prompt_tokens > 100 and completion.completion_tokens == 1
-    scores = score_labels(policy, first.top_logprobs)
+    for answer in (first, second):
+        [token] = answer.tokens
+        assert 1 <= len(token.top_logprobs) <= 20
+        assert all(logprob <= 0.0 for _, logprob in token.top_logprobs)
+        assert answer.prompt_tokens > 100 and answer.completion_tokens == 1
+    scores = scorer.scores(policy, [first])
     assert set(scores) == set(policy.category_ids)
     assert all(0.0 <= s <= 1.0 for s in scores.values()) and sum(scores.values()) <= 1.0 + 1e-9
     assert registry.get_sample_value("streamproc_model_request_latency_seconds_count") == 2

@@ -17,8 +17,13 @@ from streamproc.errors import (
 )
 from streamproc.inference import InferenceClient
 from streamproc.metrics import Metrics
+from streamproc.policy.scorers import ModelRequest, logprob_request
 
-MESSAGES = [{"role": "system", "content": "policy"}, {"role": "user", "content": "item"}]
+MESSAGES: list[dict[str, Any]] = [
+    {"role": "system", "content": "policy"},
+    {"role": "user", "content": "item"},
+]
+REQUEST = logprob_request(MESSAGES)
 
 
 def completion(top: list[tuple[str, float]], cached: int | None = 5) -> dict[str, Any]:
@@ -65,7 +70,7 @@ async def test_sends_a_single_token_logprob_request_and_reads_the_answer(
         return httpx.Response(200, json=completion([("N", -0.1), ("A", -2.5)]))
 
     async with client_with(handler, metrics, api_key="s3cret") as client:
-        result = await client.label(MESSAGES)
+        result = await client.complete(REQUEST)
     body = orjson.loads(seen[0].content)
     assert seen[0].url == "http://model.test/v1/chat/completions"
     assert seen[0].headers["authorization"] == "Bearer s3cret"
@@ -76,7 +81,8 @@ async def test_sends_a_single_token_logprob_request_and_reads_the_answer(
         0.0,
     )
     assert body["messages"] == MESSAGES and body["model"] == "m"
-    assert result.top_logprobs == (("N", -0.1), ("A", -2.5))
+    assert result.text == "N"
+    assert result.tokens[0].top_logprobs == (("N", -0.1), ("A", -2.5))
     assert (result.prompt_tokens, result.completion_tokens, result.cached_prompt_tokens) == (120, 1, 5)
     assert registry.get_sample_value("streamproc_model_request_latency_seconds_count") == 1
     assert registry.get_sample_value("streamproc_model_requests_in_flight") == 0
@@ -87,8 +93,8 @@ async def test_retries_server_errors_then_succeeds(metrics: Metrics, registry: C
         [httpx.Response(503, text="overloaded"), httpx.Response(200, json=completion([("N", 0.0)]))]
     )
     async with client_with(lambda request: next(answers), metrics) as client:
-        result = await client.label(MESSAGES)
-    assert result.top_logprobs == (("N", 0.0),)
+        result = await client.complete(REQUEST)
+    assert result.tokens[0].top_logprobs == (("N", 0.0),)
     assert registry.get_sample_value("streamproc_inference_retries_total") == 1
     assert registry.get_sample_value("streamproc_inference_errors_total", {"kind": "server_error"}) == 1
 
@@ -101,7 +107,7 @@ async def test_retries_server_errors_then_succeeds(metrics: Metrics, registry: C
         (httpx.ConnectError("refused"), InferenceUnavailable, 3),
         (httpx.ReadTimeout("slow"), InferenceTimeout, 3),
         (httpx.Response(400, json={"error": "bad"}), InferenceRequestError, 1),
-        (httpx.Response(200, json={"choices": [{"index": 0}]}), InferenceProtocolError, 1),
+        (httpx.Response(200, json={"choices": []}), InferenceProtocolError, 1),
         (httpx.Response(200, text="<html>"), InferenceProtocolError, 1),
     ],
 )
@@ -119,7 +125,7 @@ async def test_maps_failures_and_retries_only_transient_ones(
 
     async with client_with(handler, metrics) as client:
         with pytest.raises(expected):
-            await client.label(MESSAGES)
+            await client.complete(REQUEST)
     assert calls == attempts
 
 
@@ -127,7 +133,7 @@ async def test_missing_usage_and_cache_details_are_tolerated(metrics: Metrics) -
     body = completion([("B", -0.2)], cached=None)
     del body["usage"]
     async with client_with(lambda request: httpx.Response(200, json=body), metrics) as client:
-        result = await client.label(MESSAGES)
+        result = await client.complete(REQUEST)
     assert (result.prompt_tokens, result.cached_prompt_tokens) == (0, None)
 
 
@@ -135,15 +141,47 @@ async def test_recorded_vllm_response_is_read_and_scored(metrics: Metrics) -> No
     """A real answer of vLLM 0.32 (CPU) serving SmolLM2-135M-Instruct to the listing prompt."""
     from pathlib import Path
 
-    from streamproc.policy import default_policy, score_labels
+    from streamproc.policy import default_policy
+    from streamproc.policy.scorers import LabelLogprobScorer
 
     recorded = (Path(__file__).parent / "data" / "vllm-0.32-smollm2-label-response.json").read_bytes()
     async with client_with(lambda request: httpx.Response(200, content=recorded), metrics) as client:
-        result = await client.label(MESSAGES)
-    assert len(result.top_logprobs) == 20
-    assert result.top_logprobs[0][0] == "You"  # a weak model: the top token is not a label
+        result = await client.complete(REQUEST)
+    [token] = result.tokens
+    assert len(token.top_logprobs) == 20
+    assert token.token == "You"  # a weak model: the top token is not a label
     assert (result.prompt_tokens, result.cached_prompt_tokens) == (566, None)
-    scores = score_labels(default_policy("listing"), result.top_logprobs)
+    scores = LabelLogprobScorer().scores(default_policy("listing"), [result])
     # Labels found: N, A, F, B, C, D (and more); renormalised over the label set.
     assert max(scores, key=scores.__getitem__) == "counterfeit"
     assert 0.0 < sum(scores.values()) < 1.0  # the rest is N's share
+
+
+async def test_text_completion_layout_is_read(metrics: Metrics) -> None:
+    body = {
+        "choices": [
+            {
+                "index": 0,
+                "text": "\n\nunsafe\nS1",
+                "logprobs": {
+                    "tokens": ["\n\n", "unsafe"],
+                    "token_logprobs": [-0.01, -0.3],
+                    "top_logprobs": [{"\n\n": -0.01}, {"unsafe": -0.3, "safe": -1.4}],
+                },
+            }
+        ],
+        "usage": {"prompt_tokens": 300, "completion_tokens": 4},
+    }
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=body)
+
+    async with client_with(handler, metrics) as client:
+        result = await client.complete(ModelRequest("completions", {"prompt": "p", "max_tokens": 10}))
+    assert seen[0].url == "http://model.test/v1/completions"
+    assert orjson.loads(seen[0].content) == {"model": "m", "prompt": "p", "max_tokens": 10}
+    assert result.text == "\n\nunsafe\nS1"
+    assert result.tokens[1].token == "unsafe"
+    assert dict(result.tokens[1].top_logprobs) == {"unsafe": -0.3, "safe": -1.4}

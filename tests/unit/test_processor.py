@@ -8,9 +8,8 @@ from prometheus_client import CollectorRegistry
 
 from streamproc.config import Settings
 from streamproc.errors import InferenceError, InferenceTimeout
-from streamproc.inference import LabelCompletion
 from streamproc.metrics import Metrics
-from streamproc.policy import ChatMessage, Thresholds, configured_policies
+from streamproc.policy import ModelAnswer, ModelRequest, Thresholds, TokenChoice, configured_policies
 from streamproc.schemas import DeadLetter, Verdict
 from streamproc.worker import InboundRecord, Processor
 from tests.factories import listing_dict, video_dict
@@ -27,15 +26,16 @@ class FakeModel:
     ) -> None:
         self.probabilities = probabilities or {"N": 1.0}
         self.error = error
-        self.calls: list[list[ChatMessage]] = []
+        self.calls: list[ModelRequest] = []
 
-    async def label(self, messages: list[ChatMessage]) -> LabelCompletion:
-        self.calls.append(messages)
+    async def complete(self, request: ModelRequest) -> ModelAnswer:
+        self.calls.append(request)
         if self.error is not None:
             raise self.error
         top = tuple((label, math.log(p)) for label, p in self.probabilities.items())
-        return LabelCompletion(
-            top, prompt_tokens=100, completion_tokens=1, cached_prompt_tokens=80, seconds=0.01
+        token = TokenChoice(top[0][0], top[0][1], top)
+        return ModelAnswer(
+            top[0][0], (token,), prompt_tokens=100, completion_tokens=1, cached_prompt_tokens=80, seconds=0.01
         )
 
 
@@ -102,7 +102,7 @@ async def test_video_reject_uses_the_video_policy(metrics: Metrics) -> None:
         "video",
     )
     assert verdict.policy_version.startswith("default-videos@")
-    assert "Dangerous acts" in model.calls[0][0]["content"]
+    assert "Dangerous acts" in model.calls[0].body["messages"][0]["content"]
 
 
 async def test_inference_error_becomes_review_never_approve(
@@ -156,7 +156,7 @@ async def test_schema_violation_keeps_the_text_payload(metrics: Metrics) -> None
 
 
 class BrokenModel:
-    async def label(self, messages: list[ChatMessage]) -> LabelCompletion:
+    async def complete(self, request: ModelRequest) -> ModelAnswer:
         raise RuntimeError("bug")
 
 

@@ -1,0 +1,25 @@
+"""Scorer strategies, chosen by name in a policy pack (``scorer:``)."""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Final
+
+from streamproc.policy.scorers.base import ModelAnswer, ModelRequest, Scorer, TokenChoice, logprob_request
+from streamproc.policy.scorers.label_logprob import LabelLogprobScorer, label_scores, system_prompt
+
+__all__ = [
+    "SCORERS",
+    "LabelLogprobScorer",
+    "ModelAnswer",
+    "ModelRequest",
+    "Scorer",
+    "TokenChoice",
+    "label_scores",
+    "logprob_request",
+    "system_prompt",
+]
+
+SCORERS: Final[MappingProxyType[str, Scorer]] = MappingProxyType(
+    {scorer.name: scorer for scorer in (LabelLogprobScorer(),)}
+)

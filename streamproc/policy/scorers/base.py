@@ -1,0 +1,81 @@
+"""What every scorer is: requests to build, and a score per category from the answers.
+
+Scorers are pure: they build request bodies and read answers; the inference client sends
+them. Each is small and chosen by name in the policy pack (``scorer:``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Protocol
+
+from streamproc.policy.model import Policy
+from streamproc.policy.prompt import ItemContent
+
+__all__ = ["ModelAnswer", "ModelRequest", "Scorer", "TokenChoice", "logprob_request"]
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """One HTTP request to an OpenAI-compatible server, without the model name."""
+
+    endpoint: Literal["chat/completions", "completions"]
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TokenChoice:
+    """One generated token and the alternatives the server reported for its position."""
+
+    token: str
+    logprob: float
+    top_logprobs: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelAnswer:
+    """What came back for one request."""
+
+    text: str
+    tokens: tuple[TokenChoice, ...] = ()
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_prompt_tokens: int | None = None
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Scorer(Protocol):
+    """Turns an item into model requests, and the answers into scores in [0, 1]."""
+
+    name: ClassVar[str]
+
+    def requests(self, policy: Policy, item: ItemContent) -> list[ModelRequest]:
+        """The requests for one item (their order is the order of ``answers``)."""
+        ...
+
+    def scores(self, policy: Policy, answers: Sequence[ModelAnswer]) -> dict[str, float]:
+        """Score per category id, in policy order.
+
+        Raises:
+            InferenceProtocolError: the answers do not follow the expected format; the
+                item is then escalated, never approved.
+        """
+        ...
+
+
+def logprob_request(
+    messages: list[dict[str, Any]], *, max_tokens: int = 1, top_logprobs: int = 20
+) -> ModelRequest:
+    """A chat request for a few tokens with their alternatives: the cheap way to score."""
+    return ModelRequest(
+        "chat/completions",
+        {
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "temperature": 0.0,
+            "logprobs": True,
+            "top_logprobs": top_logprobs,
+        },
+    )
