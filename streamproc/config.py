@@ -32,7 +32,6 @@ __all__ = [
     "MetricsSettings",
     "PolicySettings",
     "Settings",
-    "ThresholdOverride",
     "TopicSettings",
     "WorkerSettings",
     "load_settings",
@@ -93,16 +92,13 @@ class InferenceSettings(_Section):
     )
 
 
-class ThresholdOverride(_Section):
-    reject: Annotated[float, Field(ge=0, le=1)] | None = None
-    review: Annotated[float, Field(ge=0, le=1)] | None = None
-
-
 class PolicySettings(_Section):
-    thresholds: dict[str, ThresholdOverride] = Field(
-        default_factory=dict,
-        description='Per-category overrides of the built-in thresholds, e.g. {"spam": {"review": 0.3}}.',
+    paths: list[Path] = Field(
+        default_factory=lambda: [Path("policies")],
+        description="Policy pack files or folders of them (*.yaml).",
+        json_schema_extra={"shown_default": '["policies"]'},
     )
+    watch: bool = Field(default=True, description="Reload changed packs without a restart.")
 
 
 class WorkerSettings(_Section):

@@ -26,6 +26,7 @@ __all__ = [
     "build_verdict",
     "content_ref",
     "decide",
+    "decide_by_rule",
     "decide_on_error",
     "idempotency_key",
 ]
@@ -74,6 +75,20 @@ def decide(policy: Policy, scores: Mapping[str, float]) -> Outcome:
     return Outcome(
         decision, DecidedBy(kind="category", id=winner.id), winner.reason_code, winner.seller_message
     )
+
+
+def decide_by_rule(
+    rule_id: str,
+    decision: Decision,
+    reason_code: str,
+    seller_message: str,
+    policy: Policy,
+    category: str | None,
+) -> Outcome:
+    """A rule's decision; its message defaults to its category's."""
+    if not seller_message and category is not None:
+        seller_message = next((c.seller_message for c in policy.categories if c.id == category), "")
+    return Outcome(decision, DecidedBy(kind="rule", id=rule_id), reason_code, seller_message)
 
 
 def decide_on_error(error_kind: str) -> Outcome:

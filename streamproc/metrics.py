@@ -18,6 +18,7 @@ DEFAULT_NAMESPACE = "streamproc"
 
 # The default buckets stop at 10 s; end-to-end latency includes queueing in Kafka,
 # which can reach minutes under backlog.
+_COUNT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 _E2E_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 
@@ -33,6 +34,12 @@ class Metrics(NamedTuple):
     inference_retries: Counter
     prompt_tokens: Counter
     cached_prompt_tokens: Counter
+    model_requests_per_item: Histogram
+    completion_tokens_per_item: Histogram
+    rule_matches: Counter
+    model_calls_saved: Counter
+    policy_reloads: Counter
+    policy_info: Gauge
 
 
 def create(
@@ -118,7 +125,52 @@ def create(
             namespace=namespace,
             registry=registry,
         ),
+        model_requests_per_item=Histogram(
+            "model_requests_per_item",
+            "Model requests one item needed, by scorer.",
+            ["scorer"],
+            namespace=namespace,
+            registry=registry,
+            buckets=_COUNT_BUCKETS,
+        ),
+        completion_tokens_per_item=Histogram(
+            "completion_tokens_per_item",
+            "Tokens the model generated for one item, by scorer.",
+            ["scorer"],
+            namespace=namespace,
+            registry=registry,
+            buckets=_COUNT_BUCKETS,
+        ),
+        rule_matches=Counter(
+            "rule_matches",
+            "Items decided or overridden by a policy rule, by stage and rule.",
+            ["stage", "rule"],
+            namespace=namespace,
+            registry=registry,
+        ),
+        model_calls_saved=Counter(
+            "model_calls_saved",
+            "Model requests not sent because a pre-model rule decided the item.",
+            namespace=namespace,
+            registry=registry,
+        ),
+        policy_reloads=Counter(
+            "policy_reloads",
+            "Policy pack reloads, by result (applied or rejected).",
+            ["result"],
+            namespace=namespace,
+            registry=registry,
+        ),
+        policy_info=Gauge(
+            "policy_info",
+            "1 for each policy pack version being served.",
+            ["name", "version"],
+            namespace=namespace,
+            registry=registry,
+        ),
     )
+    for result in ("applied", "rejected"):
+        metrics.policy_reloads.labels(result=result)
     for topic in consumed_topics:
         metrics.events_consumed.labels(topic=topic)
     for reason in get_args(DeadLetterReason):
@@ -129,6 +181,6 @@ def create(
         metrics.end_to_end_latency.labels(content_type=content_type)
         metrics.processing_latency.labels(content_type=content_type)
         for decision in ("approve", "reject", "review"):
-            for category in (*categories, "none", "inference_error"):
+            for category in (*categories, "none", "inference_error", "rule"):
                 metrics.verdicts.labels(content_type=content_type, decision=decision, category=category)
     return metrics

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from streamproc.schemas import ListingEvent, VideoEvent
+from streamproc.policy import Policy, PolicySet, load_policy_set
+from streamproc.schemas import ContentType, ListingEvent, VideoEvent
 
 
 def listing_dict(**overrides: Any) -> dict[str, Any]:
@@ -52,3 +54,17 @@ def listing(**overrides: Any) -> ListingEvent:
 
 def video(**overrides: Any) -> VideoEvent:
     return VideoEvent.model_validate(video_dict(**overrides))
+
+
+ROOT = Path(__file__).resolve().parents[1]
+POLICIES = ROOT / "policies"
+
+
+def shipped_policies() -> PolicySet:
+    """The packs under policies/, as the worker loads them by default."""
+    return load_policy_set([POLICIES])
+
+
+def default_policy(content_type: ContentType) -> Policy:
+    """The shipped default pack for a content type."""
+    return next(p for p in shipped_policies().policies if p.content_type == content_type and not p.verticals)

@@ -9,12 +9,10 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Final
 
-from streamproc.config import PolicySettings
-from streamproc.errors import ConfigError
 from streamproc.policy.model import Category, Policy, Thresholds
 from streamproc.schemas import ContentType
 
-__all__ = ["DEFAULT_POLICIES", "configured_policies", "default_policy"]
+__all__ = ["DEFAULT_POLICIES", "default_policy"]
 
 _STRICT = Thresholds(reject=0.85, review=0.5)
 _LENIENT = Thresholds(reject=0.95, review=0.7)
@@ -146,27 +144,3 @@ DEFAULT_POLICIES: Final[MappingProxyType[ContentType, Policy]] = MappingProxyTyp
 
 def default_policy(content_type: ContentType) -> Policy:
     return DEFAULT_POLICIES[content_type]
-
-
-def configured_policies(settings: PolicySettings) -> dict[ContentType, Policy]:
-    """The built-in policies with the threshold overrides from the settings applied."""
-    known = {c.id for p in DEFAULT_POLICIES.values() for c in p.categories}
-    unknown = sorted(set(settings.thresholds) - known)
-    if unknown:
-        raise ConfigError(f"policy.thresholds names unknown categories {unknown}; known: {sorted(known)}")
-    configured = {}
-    for content_type, policy in DEFAULT_POLICIES.items():
-        overrides = {
-            c.id: Thresholds(
-                reject=_pick(settings.thresholds[c.id].reject, c.thresholds.reject),
-                review=_pick(settings.thresholds[c.id].review, c.thresholds.review),
-            )
-            for c in policy.categories
-            if c.id in settings.thresholds
-        }
-        configured[content_type] = policy.with_thresholds(overrides)
-    return configured
-
-
-def _pick(override: float | None, default: float) -> float:
-    return default if override is None else override

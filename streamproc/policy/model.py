@@ -87,6 +87,8 @@ class Policy:
     lists: tuple[tuple[str, tuple[str, ...]], ...] = ()
     #: Median price per category path ("Fashion > Watches"), for price-anomaly rules.
     median_prices: tuple[tuple[str, float], ...] = ()
+    #: First elements of listing category paths this policy is for; () = the default.
+    verticals: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         labels = [c.label for c in self.categories] + [self.safe_label]
@@ -95,6 +97,9 @@ class Policy:
         ids = [c.id for c in self.categories]
         if len(set(ids)) != len(ids):
             raise ConfigError(f"policy {self.name}: category ids must be distinct")
+        codes = [c.guard_code for c in self.categories if c.guard_code]
+        if len(set(codes)) != len(codes):
+            raise ConfigError(f"policy {self.name}: guard_code values must be distinct, got {codes}")
 
     @cached_property
     def version(self) -> str:

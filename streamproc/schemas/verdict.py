@@ -17,11 +17,11 @@ Score = Annotated[float, Field(ge=0.0, le=1.0)]
 class DecidedBy(OutboundModel):
     """What settled the decision."""
 
-    kind: Literal["category", "error", "none"] = Field(
-        description="category: a category's threshold; error: inference failed "
-        "(never approve); none: no category reached a threshold."
+    kind: Literal["category", "rule", "error", "none"] = Field(
+        description="category: a category's threshold; rule: a policy rule, before or after "
+        "the model; error: inference failed (never approve); none: no category reached a threshold."
     )
-    id: str | None = Field(default=None, description="The category id or error kind.")
+    id: str | None = Field(default=None, description="The category id, rule id or error kind.")
 
 
 class Latencies(OutboundModel):

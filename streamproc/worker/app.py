@@ -9,9 +9,10 @@ commits only a contiguous prefix of acked offsets per partition.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import faust
@@ -23,8 +24,8 @@ from streamproc.config import Settings
 from streamproc.inference import InferenceClient
 from streamproc.metrics import Metrics
 from streamproc.metrics import create as create_metrics
-from streamproc.policy import Policy
-from streamproc.schemas import ContentType
+from streamproc.policy import PolicySet
+from streamproc.worker.policy_watch import publish_policy_info, watch_policies
 from streamproc.worker.processor import Processor
 from streamproc.worker.records import InboundRecord, OutboundRecord
 
@@ -33,7 +34,7 @@ __all__ = ["create_app", "publish", "run_worker"]
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, policies: Mapping[ContentType, Policy], metrics: Metrics) -> faust.App:
+def create_app(settings: Settings, policies: PolicySet, metrics: Metrics) -> faust.App:
     """Build the faust app with its one moderation agent."""
     kafka = settings.kafka
     app = faust.App(
@@ -60,21 +61,38 @@ def create_app(settings: Settings, policies: Mapping[ContentType, Policy], metri
     async def moderate(stream: faust.StreamT[Any]) -> None:
         async with InferenceClient(settings.inference, metrics) as client:
             processor = Processor(settings, policies, client, metrics)
-            async for events in stream.take_events(  # type: ignore[attr-defined]
-                settings.worker.batch_max, within=settings.worker.batch_within_seconds
-            ):
-                records = [_inbound(event.message) for event in events]
-                results = await asyncio.gather(*(processor.process(r) for r in records))
-                try:
-                    await publish(app.producer, [out for outputs in results for out in outputs])
-                except Exception:
-                    # Leaving this loop with an error would still ack the batch (faust acks in
-                    # take_events' cleanup) and lose it. Exit without acking: the group
-                    # redelivers the batch to the next owner.
-                    log.critical("cannot publish outputs; exiting so the batch is redelivered", exc_info=True)
-                    os._exit(70)
+            watcher = None
+            if settings.policy.watch:
+                watcher = asyncio.create_task(
+                    watch_policies(settings.policy.paths, processor.replace_policies, metrics)
+                )
+            try:
+                await _moderate(stream, processor, settings, app)
+            finally:
+                if watcher is not None:
+                    watcher.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await watcher
 
     return app
+
+
+async def _moderate(
+    stream: faust.StreamT[Any], processor: Processor, settings: Settings, app: faust.App
+) -> None:
+    async for events in stream.take_events(  # type: ignore[attr-defined]
+        settings.worker.batch_max, within=settings.worker.batch_within_seconds
+    ):
+        records = [_inbound(event.message) for event in events]
+        results = await asyncio.gather(*(processor.process(r) for r in records))
+        try:
+            await publish(app.producer, [out for outputs in results for out in outputs])
+        except Exception:
+            # Leaving this loop with an error would still ack the batch (faust acks in
+            # take_events' cleanup) and lose it. Exit without acking: the group
+            # redelivers the batch to the next owner.
+            log.critical("cannot publish outputs; exiting so the batch is redelivered", exc_info=True)
+            os._exit(70)
 
 
 def _inbound(message: Any) -> InboundRecord:
@@ -116,18 +134,17 @@ async def publish(producer: Any, records: Sequence[OutboundRecord]) -> None:
                 raise errors[0]
 
 
-def run_worker(settings: Settings, policies: Mapping[ContentType, Policy]) -> None:
+def run_worker(settings: Settings, policies: PolicySet) -> None:
     """Serve /metrics and run the faust worker until SIGTERM or Ctrl-C."""
     registry = CollectorRegistry()
     metrics = create_metrics(
         registry,
         consumed_topics=(settings.topics.listings, settings.topics.videos),
-        categories=tuple(sorted({c for p in policies.values() for c in p.category_ids})),
+        categories=policies.category_ids,
     )
     if settings.metrics.enabled:
         server, _thread = start_http_server(settings.metrics.port, settings.metrics.host, registry)
         log.info("metrics at http://%s:%d/metrics", settings.metrics.host, server.server_port)
-    for policy in policies.values():
-        log.info("policy %s for %s content", policy.version, policy.content_type)
+    publish_policy_info(metrics, policies)
     app = create_app(settings, policies, metrics)
     faust.Worker(app, loglevel=settings.worker.log_level.upper()).execute_from_commandline()

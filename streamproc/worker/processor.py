@@ -9,16 +9,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Protocol
 
 from streamproc.config import Settings
-from streamproc.decision import Outcome, build_verdict, decide, decide_on_error
+from streamproc.decision import Outcome, build_verdict, decide, decide_by_rule, decide_on_error
 from streamproc.errors import DecodeError, InferenceError
 from streamproc.metrics import Metrics
-from streamproc.policy import SCORERS, ModelAnswer, ModelRequest, Policy, Scorer, item_content
-from streamproc.schemas import ContentType, DeadLetterReason, SourceRef, TokenUsage, decode_event, encode
+from streamproc.policy import SCORERS, ModelAnswer, ModelRequest, Policy, PolicySet, Scorer, item_content
+from streamproc.policy.rules import CompiledRules, RuleHit
+from streamproc.schemas import (
+    ContentEvent,
+    ContentType,
+    DeadLetterReason,
+    SourceRef,
+    TokenUsage,
+    decode_event,
+    encode,
+)
 from streamproc.worker.dlq import dead_letter
 from streamproc.worker.records import InboundRecord, OutboundRecord
 
@@ -39,14 +48,15 @@ class Processor:
     def __init__(
         self,
         settings: Settings,
-        policies: Mapping[ContentType, Policy],
+        policies: PolicySet,
         model: ModelClient,
         metrics: Metrics,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._settings = settings
-        self._policies = policies
+        #: Replaced as a whole on reload; each item reads it once, so it sees one version.
+        self.policies = policies
         self._model = model
         self._metrics = metrics
         self._clock = clock
@@ -59,6 +69,10 @@ class Processor:
     @property
     def source_topics(self) -> tuple[str, ...]:
         return tuple(self._content_types)
+
+    def replace_policies(self, policies: PolicySet) -> None:
+        """Serve new packs from the next item on (items in flight finish on the old ones)."""
+        self.policies = policies
 
     async def process(self, record: InboundRecord) -> list[OutboundRecord]:
         """Never raises for bad input, model failures or bugs: they become records too.
@@ -95,21 +109,8 @@ class Processor:
         content_type = self._content_types[record.topic]
         event = decode_event(content_type, record.value)
 
-        policy = self._policies[content_type]
-        scores: dict[str, float] = {}
-        answers: list[ModelAnswer] = []
-        try:
-            scorer = SCORERS[policy.scorer]
-            requests = scorer.requests(policy, item_content(policy, event))
-            answers = list(await asyncio.gather(*(self._model.complete(r) for r in requests)))
-            scores = self._score(scorer, policy, answers)
-            outcome = decide(policy, scores)
-        except InferenceError as exc:
-            # Fail closed: counted, logged, escalated to a human; never an approval.
-            log.warning(
-                "inference failed for %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc
-            )
-            outcome = decide_on_error(exc.kind)
+        policy = self.policies.select(event)
+        outcome, scores, answers = await self._decide(policy, self.policies.rules(policy), event)
 
         now = self._clock()
         verdict = build_verdict(
@@ -146,6 +147,37 @@ class Processor:
             outputs.append(OutboundRecord(topics.review, key, value, headers))
         return outputs
 
+    async def _decide(
+        self, policy: Policy, rules: CompiledRules, event: ContentEvent
+    ) -> tuple[Outcome, dict[str, float], list[ModelAnswer]]:
+        """Pre-rules, then the model, then post-rules; an inference error is final."""
+        metrics = self._metrics
+        scorer = SCORERS[policy.scorer]
+        requests = scorer.requests(policy, item_content(policy, event))
+        hit = rules.pre(event)
+        if hit is not None:
+            metrics.rule_matches.labels(stage="pre", rule=hit.rule_id).inc()
+            metrics.model_calls_saved.inc(len(requests))
+            return _rule_outcome(policy, hit), {}, []
+        metrics.model_requests_per_item.labels(scorer=scorer.name).observe(len(requests))
+        answers: list[ModelAnswer] = []
+        try:
+            answers = list(await asyncio.gather(*(self._model.complete(r) for r in requests)))
+            metrics.completion_tokens_per_item.labels(scorer=scorer.name).observe(
+                sum(a.completion_tokens for a in answers)
+            )
+            scores = self._score(scorer, policy, answers)
+        except InferenceError as exc:
+            # Fail closed: counted, logged, escalated to a human; never an approval.
+            log.warning("inference failed (%s): %s", policy.name, exc)
+            return decide_on_error(exc.kind), {}, answers
+        outcome = decide(policy, scores)
+        hit = rules.post(event, scores, outcome.decision)
+        if hit is not None:
+            metrics.rule_matches.labels(stage="post", rule=hit.rule_id).inc()
+            outcome = _rule_outcome(policy, hit)
+        return outcome, scores, answers
+
     def _score(self, scorer: Scorer, policy: Policy, answers: list[ModelAnswer]) -> dict[str, float]:
         for answer in answers:
             self._metrics.prompt_tokens.inc(answer.prompt_tokens)
@@ -168,9 +200,15 @@ def _usage(answers: list[ModelAnswer]) -> TokenUsage | None:
     )
 
 
+def _rule_outcome(policy: Policy, hit: RuleHit) -> Outcome:
+    return decide_by_rule(
+        hit.rule_id, hit.decision, hit.reason_code, hit.seller_message, policy, hit.category
+    )
+
+
 def _category_label(outcome: Outcome) -> str:
-    """The ``category`` label of the verdicts metric."""
+    """The ``category`` label of the verdicts metric (bounded: category ids and three more)."""
     kind = outcome.decided_by.kind
     if kind == "category" and outcome.decided_by.id:
         return outcome.decided_by.id
-    return "inference_error" if kind == "error" else "none"
+    return {"error": "inference_error", "rule": "rule"}.get(kind, "none")

@@ -4,6 +4,7 @@ per session; a fresh set of topics and a worker process per test."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 import uuid
@@ -76,12 +77,12 @@ class Worker:
             for s in family.samples
         }
 
-    def total(self, name: str, **labels: str) -> float:
+    def total(self, metric: str, /, **labels: str) -> float:
         """Sum of a metric's samples whose labels include ``labels``."""
         return sum(
             value
             for (sample, sample_labels), value in self.metrics().items()
-            if sample == name and set(labels.items()) <= set(sample_labels)
+            if sample == metric and set(labels.items()) <= set(sample_labels)
         )
 
 
@@ -105,6 +106,7 @@ def start_worker(
             "STREAMPROC_METRICS__HOST": "127.0.0.1",
             "STREAMPROC_METRICS__PORT": str(port),
             "STREAMPROC_WORKER__DATA_DIR": str(tmp_path / f"worker-{len(started)}"),
+            "STREAMPROC_POLICY__PATHS": json.dumps([str(ROOT / "policies")]),
             **{f"STREAMPROC_TOPICS__{field.upper()}": name for field, name in topics.model_dump().items()},
             **env,
         }

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import jsonschema
@@ -12,9 +16,9 @@ import pytest
 from streamproc.config import TopicSettings
 from streamproc.decision import decide
 from streamproc.devstack import Broker, free_port
-from streamproc.policy import DEFAULT_POLICIES
-from streamproc.schemas import DeadLetter, Verdict
-from tests.factories import listing_dict
+from streamproc.policy import load_pack
+from streamproc.schemas import DeadLetter, Verdict, decode_event
+from tests.factories import listing_dict, shipped_policies
 from tests.integration.conftest import SERVED_MODEL, StartWorker
 from tests.integration.kafka_io import consume, produce
 
@@ -43,6 +47,9 @@ async def test_listings_and_videos_get_verdicts_on_the_right_topics(
         broker.bootstrap, topics.videos, [(str(x["video_id"]).encode(), orjson.dumps(x)) for x in videos]
     )
 
+    events = {str(x["listing_id"]): decode_event("listing", orjson.dumps(x)) for x in listings} | {
+        str(x["video_id"]): decode_event("video", orjson.dumps(x)) for x in videos
+    }
     received = await consume(broker.bootstrap, [topics.verdicts, topics.review, topics.dlq], 6)
     on_verdicts = [r for r in received if r.topic == topics.verdicts]
     assert not [r for r in received if r.topic == topics.dlq]
@@ -56,7 +63,7 @@ async def test_listings_and_videos_get_verdicts_on_the_right_topics(
         VERDICT_SCHEMA.validate(orjson.loads(record.value))  # the published contract
         assert record.key == content_id.encode()
         assert record.headers["idempotency-key"] == verdict.idempotency_key.encode()
-        policy = DEFAULT_POLICIES[verdict.content_type]
+        policy = shipped_policies().select(events[content_id])
         assert verdict.policy_version == policy.version and verdict.model == SERVED_MODEL
         assert verdict.idempotency_key == f"{verdict.content_type}:{content_id}:0:{policy.version}"
         if verdict.decided_by.kind == "error":
@@ -109,26 +116,52 @@ async def test_malformed_events_are_dead_lettered_and_the_next_valid_one_decided
     assert worker.total("streamproc_dead_letters_total", reason="schema_validation") == 1
 
 
-async def test_thresholds_from_settings_change_decisions(
-    broker: Broker, topics: TopicSettings, start_worker: StartWorker
+async def wait_for(condition: Callable[[], bool], what: str, within: float = 30.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.2)
+
+
+async def test_editing_a_pack_changes_decisions_without_restart_and_a_broken_edit_is_rejected(
+    broker: Broker, topics: TopicSettings, start_worker: StartWorker, tmp_path: Path
 ) -> None:
-    # review=reject=0 for counterfeit: any answer the model gives must end as a reject.
-    worker = start_worker(STREAMPROC_POLICY__THRESHOLDS='{"counterfeit": {"review": 0.0, "reject": 0.0}}')
-    items = [
-        listing_dict(listing_id=f"L-t{i}", title=title) for i, title in enumerate(["Wool scarf", "Oak table"])
-    ]
-    await produce(
-        broker.bootstrap, topics.listings, [(str(x["listing_id"]).encode(), orjson.dumps(x)) for x in items]
+    packs = tmp_path / "policies"
+    shutil.copytree(ROOT / "policies", packs)
+    worker = start_worker(STREAMPROC_POLICY__PATHS=json.dumps([str(packs)]))
+
+    async def verdict_for(listing_id: str, seen: int) -> Verdict:
+        item = listing_dict(listing_id=listing_id, title="Wool scarf")
+        await produce(broker.bootstrap, topics.listings, [(listing_id.encode(), orjson.dumps(item))])
+        received = await consume(broker.bootstrap, [topics.verdicts], seen + 1)
+        [verdict] = [
+            v for v in (Verdict.model_validate_json(r.value) for r in received) if v.content_id == listing_id
+        ]
+        return verdict
+
+    first = await verdict_for("L-h1", 0)
+    assert first.policy_version == load_pack(ROOT / "policies" / "listings.yaml").version
+
+    # review = reject = 0 for counterfeit: any scored answer must now be a reject
+    listings = packs / "listings.yaml"
+    listings.write_text(
+        listings.read_text().replace("{reject: 0.85, review: 0.5}", "{reject: 0.0, review: 0.0}", 1)
     )
-    received = await consume(broker.bootstrap, [topics.verdicts], 2)
-    verdicts = [Verdict.model_validate_json(r.value) for r in received]
-    assert len(verdicts) == 2
-    scored = [v for v in verdicts if v.decided_by.kind != "error"]
-    assert scored, f"the model answered outside the label set for every item: {verdicts}"
-    for verdict in scored:
-        assert (verdict.decision, verdict.reason_code) == ("reject", "COUNTERFEIT")
-        assert verdict.policy_version != DEFAULT_POLICIES["listing"].version
-    assert worker.total("streamproc_verdicts_total", decision="reject", category="counterfeit") == len(scored)
+    edited = load_pack(listings).version
+    await wait_for(lambda: worker.total("streamproc_policy_reloads_total", result="applied") >= 1, "reload")
+    second = await verdict_for("L-h2", 1)
+    assert second.policy_version == edited != first.policy_version
+    if second.decided_by.kind != "error":
+        assert (second.decision, second.reason_code) == ("reject", "COUNTERFEIT")
+    assert worker.total("streamproc_policy_info", name="marketplace-listings", version=edited) == 1
+
+    listings.write_text(listings.read_text().replace("reason_code: SPAM", "reason_code: not a code"))
+    await wait_for(
+        lambda: worker.total("streamproc_policy_reloads_total", result="rejected") >= 1, "rejection"
+    )
+    third = await verdict_for("L-h3", 2)
+    assert third.policy_version == edited  # the last valid version keeps serving
+    assert worker.process.alive()
 
 
 async def test_model_server_down_never_approves(

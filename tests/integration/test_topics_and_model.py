@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import cast
 
 import pytest
 from click.testing import CliRunner
@@ -14,12 +16,13 @@ from prometheus_client import CollectorRegistry
 from streamproc.cli import cli
 from streamproc.config import InferenceSettings
 from streamproc.devstack import Broker, VllmServer
+from streamproc.errors import InferenceProtocolError
 from streamproc.inference import InferenceClient
 from streamproc.metrics import create
-from streamproc.policy import default_policy, item_content
-from streamproc.policy.scorers import LabelLogprobScorer
+from streamproc.policy import ScorerName, item_content
+from streamproc.policy.scorers import SCORERS, LabelLogprobScorer
 from streamproc.topics import apply_topics, load_topic_specs
-from tests.factories import listing
+from tests.factories import default_policy, listing
 from tests.integration.conftest import SERVED_MODEL
 
 pytestmark = pytest.mark.integration
@@ -100,3 +103,23 @@ def test_worker_refuses_to_start_without_its_topics(broker: Broker, monkeypatch:
     result = CliRunner().invoke(cli, ["worker"])
     assert result.exit_code == 1
     assert "do not exist" in result.output and "streamproc topics apply" in result.output
+
+
+@pytest.mark.parametrize("name", sorted(SCORERS))
+async def test_every_scorer_against_the_real_server(vllm: VllmServer, name: str) -> None:
+    scorer = SCORERS[name]
+    policy = dataclasses.replace(default_policy("listing"), scorer=cast(ScorerName, name))
+    requests = scorer.requests(policy, item_content(policy, listing(title="Rolex replica, 1:1 copy")))
+    settings = InferenceSettings(base_url=vllm.base_url, model=SERVED_MODEL, timeout_seconds=120)
+    async with InferenceClient(settings, create(CollectorRegistry())) as client:
+        answers = [await client.complete(request) for request in requests]  # the server accepts each
+    assert all(a.prompt_tokens > 50 and a.completion_tokens >= 1 for a in answers)
+    first_word = answers[0].text.strip().split("\n")[0].strip().lower()
+    if name == "llama_guard" and first_word not in {"safe", "unsafe"}:
+        # not a guard model: its answer is outside the format, which must be an error
+        with pytest.raises(InferenceProtocolError):
+            scorer.scores(policy, answers)
+        return
+    scores = scorer.scores(policy, answers)
+    assert list(scores) == list(policy.category_ids)
+    assert all(0.0 <= s <= 1.0 for s in scores.values())

@@ -45,7 +45,7 @@ def test_check_config_prints_settings_and_policy_versions(monkeypatch: pytest.Mo
     monkeypatch.setenv("STREAMPROC_INFERENCE__API_KEY", "s3cret")
     result = CliRunner().invoke(cli, ["check-config"])
     assert result.exit_code == 0, result.output
-    assert "default-listings@" in result.output and "s3cret" not in result.output
+    assert "marketplace-listings@" in result.output and "s3cret" not in result.output
 
 
 def test_check_config_names_a_bad_setting(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -22,10 +22,10 @@ def test_defaults_are_valid() -> None:
 def test_nested_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STREAMPROC_INFERENCE__BASE_URL", "http://gpu-1:8000/v1")
     monkeypatch.setenv("STREAMPROC_INFERENCE__API_KEY", "s3cret")
-    monkeypatch.setenv("STREAMPROC_POLICY__THRESHOLDS", '{"spam": {"review": 0.3}}')
+    monkeypatch.setenv("STREAMPROC_POLICY__PATHS", '["/etc/streamproc/policies", "extra.yaml"]')
     settings = load_settings()
     assert settings.inference.base_url == "http://gpu-1:8000/v1"
-    assert settings.policy.thresholds["spam"].review == 0.3
+    assert settings.policy.paths == [Path("/etc/streamproc/policies"), Path("extra.yaml")]
     assert "s3cret" not in settings.model_dump_json()  # secrets are masked when shown
 
 

@@ -5,9 +5,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from streamproc.decision import build_verdict, decide, decide_on_error, idempotency_key
-from streamproc.policy import Thresholds, default_policy
+from streamproc.policy import Thresholds
 from streamproc.schemas import SourceRef
-from tests.factories import listing
+from tests.factories import default_policy, listing
 
 POLICY = default_policy("listing").with_thresholds(
     {c: Thresholds(reject=0.8, review=0.5) for c in default_policy("listing").category_ids}

@@ -141,8 +141,8 @@ async def test_recorded_vllm_response_is_read_and_scored(metrics: Metrics) -> No
     """A real answer of vLLM 0.32 (CPU) serving SmolLM2-135M-Instruct to the listing prompt."""
     from pathlib import Path
 
-    from streamproc.policy import default_policy
     from streamproc.policy.scorers import LabelLogprobScorer
+    from tests.factories import default_policy
 
     recorded = (Path(__file__).parent / "data" / "vllm-0.32-smollm2-label-response.json").read_bytes()
     async with client_with(lambda request: httpx.Response(200, content=recorded), metrics) as client:

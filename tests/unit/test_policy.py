@@ -5,22 +5,13 @@ import math
 
 import pytest
 
-from streamproc.config import PolicySettings, ThresholdOverride
 from streamproc.errors import ConfigError, InferenceProtocolError
-from streamproc.policy import (
-    DEFAULT_POLICIES,
-    MediaBudget,
-    Policy,
-    Thresholds,
-    configured_policies,
-    default_policy,
-    item_content,
-)
+from streamproc.policy import MediaBudget, Policy, Thresholds, item_content
 from streamproc.policy.prompt import sample_keyframes
 from streamproc.policy.scorers import LabelLogprobScorer
 from streamproc.policy.scorers import label_scores as score_labels
 from streamproc.schemas import ContentEvent
-from tests.factories import listing, video
+from tests.factories import default_policy, listing, video
 
 LISTINGS = default_policy("listing")
 
@@ -39,7 +30,7 @@ def test_videos_have_dangerous_acts_and_listings_do_not() -> None:
 
 def test_version_is_stable_and_changes_with_thresholds() -> None:
     assert LISTINGS.version == default_policy("listing").version
-    assert LISTINGS.version.startswith("default-listings@")
+    assert LISTINGS.version.startswith("marketplace-listings@")
     changed = LISTINGS.with_thresholds({"spam": Thresholds(reject=0.99, review=0.2)})
     assert changed.version != LISTINGS.version
     assert changed.categories[-1].thresholds == Thresholds(reject=0.99, review=0.2)
@@ -48,18 +39,6 @@ def test_version_is_stable_and_changes_with_thresholds() -> None:
 def test_thresholds_must_be_ordered() -> None:
     with pytest.raises(ConfigError, match="review <= reject"):
         Thresholds(reject=0.4, review=0.6)
-
-
-def test_configured_policies_apply_partial_overrides() -> None:
-    policies = configured_policies(PolicySettings(thresholds={"counterfeit": ThresholdOverride(review=0.1)}))
-    counterfeit = policies["listing"].categories[0]
-    assert counterfeit.thresholds == Thresholds(reject=0.85, review=0.1)
-    assert policies["video"].categories[0].thresholds.review == 0.1
-
-
-def test_configured_policies_reject_unknown_categories() -> None:
-    with pytest.raises(ConfigError, match="unknown categories \\['weapons'\\]"):
-        configured_policies(PolicySettings(thresholds={"weapons": ThresholdOverride(review=0.1)}))
 
 
 def test_system_prompt_is_a_shared_prefix_and_item_is_delimited() -> None:
@@ -73,9 +52,7 @@ def test_system_prompt_is_a_shared_prefix_and_item_is_delimited() -> None:
 
 
 def test_video_prompt_includes_transcript_and_ocr() -> None:
-    text = build_messages(DEFAULT_POLICIES["video"], video(transcript="hold your breath", ocr_text="TRY IT"))[
-        1
-    ]
+    text = build_messages(default_policy("video"), video(transcript="hold your breath", ocr_text="TRY IT"))[1]
     assert "hold your breath" in str(text["content"]) and "TRY IT" in str(text["content"])
 
 

@@ -9,10 +9,10 @@ from prometheus_client import CollectorRegistry
 from streamproc.config import Settings
 from streamproc.errors import InferenceError, InferenceTimeout
 from streamproc.metrics import Metrics
-from streamproc.policy import ModelAnswer, ModelRequest, Thresholds, TokenChoice, configured_policies
+from streamproc.policy import ModelAnswer, ModelRequest, PolicySet, Thresholds, TokenChoice
 from streamproc.schemas import DeadLetter, Verdict
 from streamproc.worker import InboundRecord, Processor
-from tests.factories import listing_dict, video_dict
+from tests.factories import listing_dict, shipped_policies, video_dict
 
 SETTINGS = Settings(kafka={"client_id": "worker-1"})
 TOPICS = SETTINGS.topics
@@ -40,11 +40,12 @@ class FakeModel:
 
 
 def processor(model: FakeModel, metrics: Metrics) -> Processor:
-    policies = configured_policies(SETTINGS.policy)
-    policies = {
-        kind: p.with_thresholds({c: Thresholds(reject=0.8, review=0.5) for c in p.category_ids})
-        for kind, p in policies.items()
-    }
+    policies = PolicySet(
+        [
+            p.with_thresholds({c: Thresholds(reject=0.8, review=0.5) for c in p.category_ids})
+            for p in shipped_policies().policies
+        ]
+    )
     return Processor(SETTINGS, policies, model, metrics)
 
 
@@ -101,7 +102,7 @@ async def test_video_reject_uses_the_video_policy(metrics: Metrics) -> None:
         "dangerous_acts",
         "video",
     )
-    assert verdict.policy_version.startswith("default-videos@")
+    assert verdict.policy_version.startswith("short-videos@")
     assert "Dangerous acts" in model.calls[0].body["messages"][0]["content"]
 
 
@@ -163,8 +164,7 @@ class BrokenModel:
 async def test_an_unexpected_error_is_dead_lettered_not_raised(
     metrics: Metrics, registry: CollectorRegistry
 ) -> None:
-    policies = configured_policies(SETTINGS.policy)
-    outputs = await Processor(SETTINGS, policies, BrokenModel(), metrics).process(
+    outputs = await Processor(SETTINGS, shipped_policies(), BrokenModel(), metrics).process(
         record(orjson.dumps(listing_dict()))
     )
     letter = DeadLetter.model_validate_json(outputs[0].value)
@@ -175,3 +175,41 @@ async def test_an_unexpected_error_is_dead_lettered_not_raised(
         "bug",
     )
     assert registry.get_sample_value("streamproc_dead_letters_total", {"reason": "internal_error"}) == 1
+
+
+async def test_a_pre_rule_decides_without_calling_the_model(
+    metrics: Metrics, registry: CollectorRegistry
+) -> None:
+    model = FakeModel()
+    raw = orjson.dumps(listing_dict(title="Rolex Submariner replica", attributes={"brand": "Rolex"}))
+    verdict = Verdict.model_validate_json((await processor(model, metrics).process(record(raw)))[0].value)
+    assert (verdict.decision, verdict.decided_by.kind, verdict.decided_by.id) == (
+        "reject",
+        "rule",
+        "blocked-terms",
+    )
+    assert verdict.reason_code == "BLOCKED_TERM" and verdict.scores == {} and verdict.usage is None
+    assert model.calls == []
+    assert registry.get_sample_value("streamproc_model_calls_saved_total") == 1
+    assert (
+        registry.get_sample_value("streamproc_rule_matches_total", {"stage": "pre", "rule": "blocked-terms"})
+        == 1
+    )
+
+
+async def test_a_post_rule_overrides_the_model(metrics: Metrics) -> None:
+    raw = orjson.dumps(
+        listing_dict(category_path=["Health", "Supplements"], attributes={"first_listing": "true"})
+    )
+    outputs = await processor(FakeModel({"N": 1.0}), metrics).process(record(raw))
+    verdict = Verdict.model_validate_json(outputs[0].value)
+    assert (verdict.decision, verdict.decided_by.id) == ("review", "first-listing-in-regulated-category")
+    assert verdict.scores["counterfeit"] == 0.0  # the model was asked, and its scores are kept
+    assert [o.topic for o in outputs] == [TOPICS.verdicts, TOPICS.review]
+
+
+async def test_per_item_request_and_token_counts(metrics: Metrics, registry: CollectorRegistry) -> None:
+    await processor(FakeModel(), metrics).process(record(orjson.dumps(listing_dict())))
+    labels = {"scorer": "label_logprob"}
+    assert registry.get_sample_value("streamproc_model_requests_per_item_sum", labels) == 1
+    assert registry.get_sample_value("streamproc_completion_tokens_per_item_sum", labels) == 1

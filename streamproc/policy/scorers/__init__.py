@@ -6,20 +6,29 @@ from types import MappingProxyType
 from typing import Final
 
 from streamproc.policy.scorers.base import ModelAnswer, ModelRequest, Scorer, TokenChoice, logprob_request
+from streamproc.policy.scorers.json_scores import JsonScorer
 from streamproc.policy.scorers.label_logprob import LabelLogprobScorer, label_scores, system_prompt
+from streamproc.policy.scorers.llama_guard import LlamaGuardScorer
+from streamproc.policy.scorers.yes_no import YesNoScorer
 
 __all__ = [
     "SCORERS",
+    "JsonScorer",
     "LabelLogprobScorer",
+    "LlamaGuardScorer",
     "ModelAnswer",
     "ModelRequest",
     "Scorer",
     "TokenChoice",
+    "YesNoScorer",
     "label_scores",
     "logprob_request",
     "system_prompt",
 ]
 
 SCORERS: Final[MappingProxyType[str, Scorer]] = MappingProxyType(
-    {scorer.name: scorer for scorer in (LabelLogprobScorer(),)}
+    {
+        scorer.name: scorer
+        for scorer in (LabelLogprobScorer(), YesNoScorer(), LlamaGuardScorer(), JsonScorer())
+    }
 )

@@ -1,0 +1,471 @@
+r"""Policy rules: expressions that decide an item before the model or override it after.
+
+A rule's ``when`` is a `rule-engine <https://zerosteiner.github.io/rule-engine/>`_
+expression, a small safe language (never Python ``eval``). It is evaluated against the
+fields below, which are the same for listings and videos; a field that does not apply to
+the item is empty (``""``, ``[]``, ``{}``, ``0``) or, for prices and durations, ``null``.
+Fields are typed when the policy is compiled, so a misspelled field, an operation on the
+wrong type or a post-only field in a pre rule is a :class:`~streamproc.errors.ConfigError`.
+
+Every rule:
+
+- ``content_type``: ``"listing"`` or ``"video"``
+- ``content_id``: ``listing_id`` or ``video_id``
+- ``revision``: number
+- ``owner_id``: ``seller_id`` (listings) or ``creator_id`` (videos)
+- ``locale``: e.g. ``"en-GB"``
+- ``text``: all text of the item, lower-cased, joined by newlines: title, description and
+  attribute values (listings); caption, transcript and OCR text (videos)
+- ``title``, ``description``: listings; ``""`` for videos
+- ``category``: the category path joined with ``" > "``, e.g. ``"Fashion > Watches"``
+- ``category_path``: the category path as a list of strings, from the root down
+- ``price``: number, or ``null`` for videos
+- ``currency``: ISO 4217 code; ``""`` for videos
+- ``attributes``: mapping of attribute name to string value; ``{}`` for videos
+- ``image_count``: number of image URLs; ``0`` for videos
+- ``caption``, ``transcript``, ``ocr_text``: videos; ``""`` for listings
+- ``duration_seconds``: number, or ``null`` for listings
+- ``keyframe_count``, ``linked_product_count``: videos; ``0`` for listings
+- ``median_price``: the policy's median price for the longest prefix of the category path
+  that has one (``"Fashion > Watches > Luxury"`` uses ``"Fashion > Watches"`` when only
+  that is listed), else ``null``
+- ``lists``: the policy's named lists, mapping name to list of strings
+
+Post rules only (after the model has scored the item):
+
+- ``scores``: mapping of category id to score in [0, 1]
+- ``decision``: the decision the thresholds gave: ``"approve"``, ``"review"`` or ``"reject"``
+- ``max_score``: the highest score, ``0`` when there are none
+
+Idioms (strings in single or double quotes, with backslashes doubled: ``'\\b'`` is a
+regex word boundary, ``'\b'`` is not; ``=~`` is a regex match from the start of the string,
+``=~~`` a regex search anywhere)::
+
+    owner_id in lists['banned_sellers']
+    $any([term.as_lower in text for term in lists['blocked_terms']])
+    text =~~ '\\b(replica|aaa grade)\\b'
+    attributes&['brand'] != null and median_price != null and price < median_price * 0.2
+    attributes&['first_listing'] == 'true' and category_path&[0] == 'Health'
+    decision == 'approve' and max_score > 0.3
+    scores['counterfeit'] > 0.3
+
+Mappings are read with brackets, ``attributes['brand']``, never ``attributes.brand``
+(deprecated in rule-engine 5, the minimum version). ``&[`` is null-safe: ``attributes&['brand']`` is ``null``
+when the item has no brand, where ``attributes['brand']`` is an error. ``lists[...]`` and
+``scores[...]`` with a literal name are checked against the policy when it is compiled.
+The list comprehension in the blocked-terms idiom costs about 20 µs per term and item.
+
+A rule is a yes/no question: an expression that gives a number or a string (``price``,
+``attributes&['brand']``) is rejected; compare it (``!= null``, ``> 0``). An error while
+evaluating one item, such as arithmetic on a ``null`` price, makes that rule not match;
+:meth:`CompiledRules.evaluate_pre` and :meth:`CompiledRules.evaluate_post` report it.
+Guard nullable fields (``median_price != null and ...``) to keep such errors away.
+
+Rules are tried in policy order and the first that matches decides. A post rule's decision
+replaces the model's, so one that should only escalate says so (``decision == 'approve'``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Protocol, get_args
+
+import rule_engine  # type: ignore[import-untyped, unused-ignore]
+
+from streamproc.errors import ConfigError
+from streamproc.policy.model import Policy, Rule
+from streamproc.schemas import ContentEvent, Decision, ListingEvent
+
+__all__ = [
+    "POST_RULE_FIELDS",
+    "RULE_FIELDS",
+    "CompiledRules",
+    "RuleError",
+    "RuleHit",
+    "RuleOutcome",
+    "rule_context",
+]
+
+_T = rule_engine.DataType
+_FIELD_TYPES: Final[dict[str, Any]] = {
+    "content_type": _T.STRING,
+    "content_id": _T.STRING,
+    "revision": _T.FLOAT,
+    "owner_id": _T.STRING,
+    "locale": _T.STRING,
+    "text": _T.STRING,
+    "title": _T.STRING,
+    "description": _T.STRING,
+    "category": _T.STRING,
+    "category_path": _T.ARRAY(_T.STRING),
+    "price": _T.FLOAT,
+    "currency": _T.STRING,
+    "attributes": _T.MAPPING(_T.STRING, _T.STRING),
+    "image_count": _T.FLOAT,
+    "caption": _T.STRING,
+    "transcript": _T.STRING,
+    "ocr_text": _T.STRING,
+    "duration_seconds": _T.FLOAT,
+    "keyframe_count": _T.FLOAT,
+    "linked_product_count": _T.FLOAT,
+    "median_price": _T.FLOAT,
+    "lists": _T.MAPPING(_T.STRING, _T.ARRAY(_T.STRING)),
+}
+_POST_FIELD_TYPES: Final[dict[str, Any]] = {
+    "scores": _T.MAPPING(_T.STRING, _T.FLOAT),
+    "decision": _T.STRING,
+    "max_score": _T.FLOAT,
+}
+
+#: Fields every rule can use, in the order of the module documentation.
+RULE_FIELDS: Final[tuple[str, ...]] = tuple(_FIELD_TYPES)
+#: Fields only post rules can use.
+POST_RULE_FIELDS: Final[tuple[str, ...]] = tuple(_POST_FIELD_TYPES)
+
+_DECISIONS: Final = frozenset(get_args(Decision))
+_STAGES: Final = frozenset({"pre", "post"})
+# ``lists['name']`` / ``scores["id"]`` with a literal key: checked against the policy, since
+# rule-engine types a mapping's values but not its keys and a typo would never match.
+_LITERAL_KEY = re.compile(r"""\b(lists|scores)\s*&?\[\s*(?:'([^'\\]*)'|"([^"\\]*)")\s*\]""")
+
+
+@dataclass(frozen=True)
+class RuleHit:
+    """What a matching rule decided."""
+
+    rule_id: str
+    decision: Decision
+    reason_code: str
+    seller_message: str
+    #: The policy category the decision is attributed to, if the rule names one.
+    category: str | None
+
+
+@dataclass(frozen=True)
+class RuleError:
+    """A rule that failed to evaluate for one item, and so did not match it."""
+
+    rule_id: str
+    message: str
+
+
+@dataclass(frozen=True)
+class RuleOutcome:
+    """The first matching rule of a stage, and the rules tried before it that failed."""
+
+    hit: RuleHit | None
+    errors: tuple[RuleError, ...] = ()
+
+
+class _Matcher(Protocol):
+    """The part of ``rule_engine.Rule`` used here (the library ships no type hints)."""
+
+    def matches(self, thing: Mapping[str, Any]) -> bool: ...
+
+
+@dataclass(frozen=True)
+class _CompiledRule:
+    rule: Rule
+    matcher: _Matcher
+
+    def hit(self) -> RuleHit:
+        r = self.rule
+        return RuleHit(r.id, r.decision, r.reason_code, r.seller_message, r.category)
+
+
+class _InvalidRule(Exception):
+    """One problem with one rule; :meth:`CompiledRules.compile` collects them."""
+
+
+@dataclass(frozen=True)
+class _Lookups:
+    """The policy's lists and median prices, indexed once per policy."""
+
+    lists: dict[str, tuple[str, ...]]
+    medians: dict[tuple[str, ...], float]
+
+    @classmethod
+    def of(cls, policy: Policy) -> _Lookups:
+        medians = {_path_key(path.split(">")): float(m) for path, m in policy.median_prices}
+        return cls(lists={name: tuple(values) for name, values in policy.lists}, medians=medians)
+
+    def median_price(self, category_path: Sequence[str]) -> float | None:
+        key = _path_key(category_path)
+        for end in range(len(key), 0, -1):  # longest prefix first
+            median = self.medians.get(key[:end])
+            if median is not None:
+                return median
+        return None
+
+
+class CompiledRules:
+    """A policy's rules, parsed and type-checked once, ready to evaluate against items.
+
+    Evaluation is pure and thread-safe; it never raises for a single item's data.
+    """
+
+    def __init__(self, policy: Policy, pre: Sequence[_CompiledRule], post: Sequence[_CompiledRule]) -> None:
+        """Use :meth:`compile`."""
+        self._pre = tuple(pre)
+        self._post = tuple(post)
+        self._lookups = _Lookups.of(policy)
+
+    @classmethod
+    def compile(cls, policy: Policy) -> CompiledRules:
+        """Parse and type-check every rule of ``policy``.
+
+        Args:
+            policy: The policy whose ``rules`` to compile; its lists, median prices and
+                category ids are what the rules may refer to.
+
+        Returns:
+            The compiled rules, pre and post stage each in policy order.
+
+        Raises:
+            ConfigError: A rule has a syntax error, an unknown field, a type error, a
+                non-boolean result, an unknown list or score name, an unknown stage,
+                decision or category, or a duplicate id. The message names every such
+                rule and its problem.
+        """
+        problems: list[str] = []
+        compiled: list[_CompiledRule] = []
+        seen: set[str] = set()
+        for rule in policy.rules:
+            if rule.id in seen:
+                problems.append(f"rule {rule.id!r}: the id is used by an earlier rule; ids must be distinct")
+                continue
+            seen.add(rule.id)
+            try:
+                compiled.append(_CompiledRule(rule, _compile_rule(rule, policy)))
+            except _InvalidRule as problem:
+                problems.append(f"rule {rule.id!r}: {problem}")
+        if problems:
+            raise ConfigError(f"policy {policy.name} has invalid rules:\n  " + "\n  ".join(problems))
+        return cls(
+            policy,
+            pre=[c for c in compiled if c.rule.stage == "pre"],
+            post=[c for c in compiled if c.rule.stage == "post"],
+        )
+
+    @property
+    def rule_ids(self) -> tuple[str, ...]:
+        """Ids of the compiled rules: pre rules, then post rules, each in policy order."""
+        return tuple(c.rule.id for c in self._pre + self._post)
+
+    def pre(self, event: ContentEvent) -> RuleHit | None:
+        """The first pre rule matching ``event``, in policy order; ``None`` if none does.
+
+        Args:
+            event: The item, before the model has seen it.
+
+        Returns:
+            What the matching rule decided, or ``None`` to ask the model.
+        """
+        return self.evaluate_pre(event).hit
+
+    def post(self, event: ContentEvent, scores: Mapping[str, float], decision: Decision) -> RuleHit | None:
+        """The first post rule matching ``event`` and its model result, in policy order.
+
+        Args:
+            event: The item.
+            scores: Score per category id, as the scorer gave them.
+            decision: The decision the thresholds gave for ``scores``.
+
+        Returns:
+            What the matching rule decided (it replaces ``decision``), or ``None`` to keep
+            the model's decision.
+        """
+        return self.evaluate_post(event, scores, decision).hit
+
+    def evaluate_pre(self, event: ContentEvent) -> RuleOutcome:
+        """Like :meth:`pre`, with the rules that failed to evaluate (and did not match)."""
+        return _first_match(self._pre, _context(self._lookups, event))
+
+    def evaluate_post(
+        self, event: ContentEvent, scores: Mapping[str, float], decision: Decision
+    ) -> RuleOutcome:
+        """Like :meth:`post`, with the rules that failed to evaluate (and did not match)."""
+        return _first_match(self._post, _context(self._lookups, event, scores, decision))
+
+
+def rule_context(
+    policy: Policy,
+    event: ContentEvent,
+    scores: Mapping[str, float] | None = None,
+    decision: Decision | None = None,
+) -> dict[str, Any]:
+    """The fields rules are evaluated against (see the module documentation).
+
+    Args:
+        policy: Gives ``lists`` and ``median_price``.
+        event: The listing or video.
+        scores: Post stage: score per category id.
+        decision: Post stage: the decision the thresholds gave.
+
+    Returns:
+        :data:`RULE_FIELDS`, plus :data:`POST_RULE_FIELDS` when ``scores`` or ``decision``
+        is given.
+    """
+    return _context(_Lookups.of(policy), event, scores, decision)
+
+
+def _context(
+    lookups: _Lookups,
+    event: ContentEvent,
+    scores: Mapping[str, float] | None = None,
+    decision: Decision | None = None,
+) -> dict[str, Any]:
+    if isinstance(event, ListingEvent):
+        path = list(event.category_path)
+        texts = [event.title, event.description, *event.attributes.values()]
+        fields: dict[str, Any] = {
+            "content_type": "listing",
+            "content_id": event.listing_id,
+            "owner_id": event.seller_id,
+            "title": event.title,
+            "description": event.description,
+            "price": float(event.price.amount),
+            "currency": event.price.currency,
+            "attributes": dict(event.attributes),
+            "image_count": len(event.image_urls),
+            "caption": "",
+            "transcript": "",
+            "ocr_text": "",
+            "duration_seconds": None,
+            "keyframe_count": 0,
+            "linked_product_count": 0,
+        }
+    else:
+        path = []
+        texts = [event.caption, event.transcript, event.ocr_text]
+        fields = {
+            "content_type": "video",
+            "content_id": event.video_id,
+            "owner_id": event.creator_id,
+            "title": "",
+            "description": "",
+            "price": None,
+            "currency": "",
+            "attributes": {},
+            "image_count": 0,
+            "caption": event.caption,
+            "transcript": event.transcript,
+            "ocr_text": event.ocr_text,
+            "duration_seconds": event.duration_seconds,
+            "keyframe_count": len(event.keyframes),
+            "linked_product_count": len(event.linked_product_ids),
+        }
+    fields |= {
+        "revision": event.revision,
+        "locale": event.locale,
+        "text": "\n".join(t for t in texts if t).lower(),
+        "category": " > ".join(path),
+        "category_path": path,
+        "median_price": lookups.median_price(path),
+        "lists": {name: list(values) for name, values in lookups.lists.items()},
+    }
+    context = {name: fields[name] for name in RULE_FIELDS}
+    if scores is not None or decision is not None:
+        score_map = {k: float(v) for k, v in (scores or {}).items()}
+        context |= {
+            "scores": score_map,
+            "decision": decision,
+            "max_score": max(score_map.values(), default=0.0),
+        }
+    return context
+
+
+def _first_match(rules: Sequence[_CompiledRule], context: Mapping[str, Any]) -> RuleOutcome:
+    errors: list[RuleError] = []
+    for compiled in rules:
+        try:
+            matched = compiled.matcher.matches(context)
+        except rule_engine.EngineError as error:
+            # One item's data (a null price, a missing attribute) must not stop the worker.
+            errors.append(RuleError(compiled.rule.id, _evaluation_message(error)))
+            continue
+        if matched:
+            return RuleOutcome(compiled.hit(), tuple(errors))
+    return RuleOutcome(None, tuple(errors))
+
+
+def _compile_rule(rule: Rule, policy: Policy) -> _Matcher:
+    """Parse and check one rule; raises :class:`_InvalidRule` with the first problem."""
+    if rule.stage not in _STAGES:
+        raise _InvalidRule(f"stage must be 'pre' or 'post', got {rule.stage!r}")
+    if rule.decision not in _DECISIONS:
+        raise _InvalidRule(f"decision must be one of {sorted(_DECISIONS)}, got {rule.decision!r}")
+    if rule.category is not None and rule.category not in policy.category_ids:
+        raise _InvalidRule(
+            f"category {rule.category!r} is not a category of the policy; known: {list(policy.category_ids)}"
+        )
+    types = _FIELD_TYPES | _POST_FIELD_TYPES if rule.stage == "post" else _FIELD_TYPES
+    # mapping_attribute_lookup=False: ``mapping.key`` is deprecated in rule-engine 5 (warns on
+    # every new context, removed in 6), so make it a compile-time error. The option is also
+    # why 5.0 is the minimum: 4.x rejects typed fields holding an empty list or mapping.
+    context = rule_engine.Context(
+        type_resolver=rule_engine.type_resolver_from_dict(types), mapping_attribute_lookup=False
+    )
+    try:
+        matcher: _Matcher = rule_engine.Rule(rule.when, context=context)
+    except rule_engine.EngineError as error:
+        raise _InvalidRule(_compile_message(error, rule)) from None
+    _check_boolean(matcher)
+    _check_literal_keys(rule.when, policy)
+    return matcher
+
+
+def _check_boolean(matcher: _Matcher) -> None:
+    # rule-engine would take any truthy value as a match; ``price`` alone is almost surely a
+    # mistake. The result type lives on the parsed statement (read defensively: not API).
+    result_type = getattr(
+        getattr(getattr(matcher, "statement", None), "expression", None), "result_type", None
+    )
+    if result_type is None or _T.NULLABLE.unwrap(result_type) in (_T.BOOLEAN, _T.UNDEFINED):
+        return
+    name = getattr(result_type, "name", str(result_type))
+    raise _InvalidRule(
+        f"the expression gives a {name}, not true/false; compare it, e.g. `... != null` or `... > 0`"
+    )
+
+
+def _check_literal_keys(text: str, policy: Policy) -> None:
+    list_names = [name for name, _ in policy.lists]
+    for match in _LITERAL_KEY.finditer(text):
+        mapping, key = match.group(1), match.group(2) if match.group(2) is not None else match.group(3)
+        if mapping == "lists" and key not in list_names:
+            raise _InvalidRule(f"the policy has no list {key!r}; lists: {list_names}")
+        if mapping == "scores" and key not in policy.category_ids:
+            raise _InvalidRule(f"scores has no category {key!r}; categories: {list(policy.category_ids)}")
+
+
+def _compile_message(error: Any, rule: Rule) -> str:
+    message = str(getattr(error, "message", error))
+    if isinstance(error, rule_engine.SymbolResolutionError):
+        name = error.symbol_name
+        if name in _POST_FIELD_TYPES and rule.stage == "pre":
+            return f"unknown field {name!r}: {', '.join(POST_RULE_FIELDS)} exist only in post rules"
+        known = RULE_FIELDS + POST_RULE_FIELDS if rule.stage == "post" else RULE_FIELDS
+        # difflib rather than rule-engine's suggestion, which always offers one ("zzz" → "content_type").
+        close = difflib.get_close_matches(name, known, n=1)
+        if close:
+            return f"unknown field {name!r} (did you mean {close[0]!r}?)"
+        return f"unknown field {name!r}; fields: {', '.join(known)}"
+    if isinstance(error, rule_engine.errors.SyntaxError):
+        return message if message.startswith("syntax error") else f"syntax error: {message}"
+    return f"type error: {message}"
+
+
+def _evaluation_message(error: Any) -> str:
+    message = str(getattr(error, "message", error))
+    if isinstance(error, rule_engine.errors.LookupError):
+        # Name the missing key, not the (possibly large) container.
+        return f"{message}: no item {getattr(error, 'item', None)!r}"
+    return message
+
+
+def _path_key(parts: Sequence[str]) -> tuple[str, ...]:
+    return tuple(p.strip() for p in parts)

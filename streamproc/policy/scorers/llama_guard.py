@@ -1,0 +1,136 @@
+"""``llama_guard``: one raw text completion per item in Llama Guard 3's own prompt format.
+
+The prompt is Llama Guard 3's prompt-classification template (the model card's chat
+template, and ``PROMPT_TEMPLATE_3`` in llama-recipes) with the policy's categories in
+place of the default taxonomy: one ``"{code}: {title}."`` line per category, followed by
+its description, where ``code`` is the category's ``guard_code`` or ``S{position}``. The
+item is the one ``User`` message of the conversation. The prompt already holds the Llama 3
+special tokens, including ``<|begin_of_text|>``, so it goes to the text completion endpoint
+with ``add_special_tokens`` off (a vLLM extra parameter) to avoid a second BOS token.
+Llama 3 special-token strings and the template's own section markers are removed from the
+item text, so an item cannot end its turn or the conversation early.
+
+Llama Guard 3 text models read no images: an item's ``image_urls`` are not sent (the item
+text still says how many images it has).
+
+The model answers ``safe``, or ``unsafe`` and a second line of violated codes
+(``unsafe\\nS1,S3``). Scoring:
+
+* p_unsafe: at the first generated token that reads ``safe`` or ``unsafe`` (leading
+  whitespace tokens are skipped), P(unsafe) / (P(safe) + P(unsafe)) over that position's
+  alternatives, variants summed. No such token, or neither word among its alternatives,
+  is a format error, never an approval.
+* A category scores p_unsafe if the answer lists its code, or if the answer lists no
+  known code at all; otherwise 0. So an ``unsafe`` verdict without (known) codes flags
+  every category rather than approving by omission, and a ``safe`` verdict spreads its
+  small p_unsafe over every category, where the thresholds still see it. Categories that
+  share a code share its score.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from typing import ClassVar, Final
+
+from streamproc.errors import InferenceProtocolError
+from streamproc.policy.model import Policy
+from streamproc.policy.prompt import ItemContent, delimited
+from streamproc.policy.scorers.base import ModelAnswer, ModelRequest, TokenChoice
+
+__all__ = ["LlamaGuardScorer", "guard_codes", "guard_prompt", "unsafe_probability"]
+
+# Verbatim from the Llama Guard 3 template, "according our" included: the model was tuned on it.
+_TASK: Final = (
+    "Task: Check if there is unsafe content in 'User' messages in conversations according our "
+    "safety policy with the below categories."
+)
+_INSTRUCTIONS: Final = (
+    "Provide your safety assessment for ONLY THE LAST User message in the above conversation:\n"
+    " - First line must read 'safe' or 'unsafe'.\n"
+    " - If unsafe, a second line must include a comma-separated list of violated categories."
+)
+# Special tokens such as <|eot_id|>, and the template's section markers.
+_FORGEABLE: Final = re.compile(
+    r"<\|[^|<>]*\|>|<(?:BEGIN|END) (?:CONVERSATION|UNSAFE CONTENT CATEGORIES)>", re.IGNORECASE
+)
+
+
+def guard_codes(policy: Policy) -> tuple[str, ...]:
+    """Each category's code, in policy order: its ``guard_code``, else S1, S2, ... by position."""
+    return tuple((c.guard_code or f"S{i + 1}").upper() for i, c in enumerate(policy.categories))
+
+
+def guard_prompt(policy: Policy, item: ItemContent) -> str:
+    """The complete prompt, special tokens included, ending where the assistant's answer starts."""
+    categories = []
+    for code, category in zip(guard_codes(policy), policy.categories, strict=True):
+        categories.append(f"{code}: {category.title.rstrip('.')}.\n{category.description}")
+    text = _FORGEABLE.sub("", item.text)
+    return (
+        "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n"
+        f"{_TASK}\n\n"
+        "<BEGIN UNSAFE CONTENT CATEGORIES>\n"
+        + "\n".join(categories)
+        + "\n<END UNSAFE CONTENT CATEGORIES>\n\n"
+        "<BEGIN CONVERSATION>\n\n"
+        f"User: {delimited(ItemContent(text=text))}\n\n"
+        "<END CONVERSATION>\n\n"
+        f"{_INSTRUCTIONS}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+    )
+
+
+def unsafe_probability(tokens: Iterable[TokenChoice]) -> float:
+    """P(unsafe) renormalised over safe and unsafe, at the first token that is one of them."""
+    for choice in tokens:
+        word = choice.token.strip().lower()
+        if not word:
+            continue  # the model may open its answer with a newline token
+        if word not in ("safe", "unsafe"):
+            break
+        mass = {"safe": 0.0, "unsafe": 0.0}
+        for token, logprob in choice.top_logprobs or ((choice.token, choice.logprob),):
+            alternative = token.strip().lower()
+            if alternative in mass and math.isfinite(logprob):
+                mass[alternative] += math.exp(logprob)
+        total = mass["safe"] + mass["unsafe"]
+        if total <= 0.0:
+            raise InferenceProtocolError("neither 'safe' nor 'unsafe' is among the top log-probabilities")
+        return min(1.0, mass["unsafe"] / total)
+    raise InferenceProtocolError("the answer does not start with 'safe' or 'unsafe'")
+
+
+def _listed_codes(text: str) -> set[str]:
+    """The codes on the answer's second line (``S1, S3``), upper-cased."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if len(lines) < 2:
+        return set()
+    return {code.strip().upper() for code in lines[1].split(",") if code.strip()}
+
+
+class LlamaGuardScorer:
+    name: ClassVar[str] = "llama_guard"
+
+    def requests(self, policy: Policy, item: ItemContent) -> list[ModelRequest]:
+        body = {
+            "prompt": guard_prompt(policy, item),
+            # "unsafe", newline, then about 3 tokens per code ("S", "12", ","): a cut-off
+            # list would silently drop categories.
+            "max_tokens": 8 + 3 * len(policy.categories),
+            "temperature": 0.0,
+            "logprobs": 20,  # legacy completions API: number of top alternatives per token
+            "add_special_tokens": False,  # the prompt has its own <|begin_of_text|>
+        }
+        return [ModelRequest("completions", body)]
+
+    def scores(self, policy: Policy, answers: Sequence[ModelAnswer]) -> dict[str, float]:
+        if len(answers) != 1:
+            raise InferenceProtocolError(f"expected one answer, got {len(answers)}")
+        p_unsafe = unsafe_probability(answers[0].tokens)
+        codes = guard_codes(policy)
+        listed = _listed_codes(answers[0].text) & set(codes)
+        return {
+            category.id: p_unsafe if not listed or code in listed else 0.0
+            for code, category in zip(codes, policy.categories, strict=True)
+        }
