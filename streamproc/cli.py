@@ -255,6 +255,12 @@ def publish(bootstrap: str, topic: str, restamp: bool, files: tuple[Path, ...]) 
     default=Path("topics"),
     show_default=True,
 )
+@click.option(
+    "--policies-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("policies"),
+    show_default=True,
+)
 @click.option("--metrics-port", type=int, default=9108, show_default=True)
 @click.option(
     "--run-dir",
@@ -271,6 +277,7 @@ def demo(
     duration: float | None,
     samples_dir: Path,
     topics_dir: Path,
+    policies_dir: Path,
     metrics_port: int,
     run_dir: Path,
 ) -> None:
@@ -290,6 +297,7 @@ def demo(
         duration=duration,
         samples_dir=samples_dir,
         topics_dir=topics_dir,
+        policies_dir=policies_dir,
         metrics_port=metrics_port,
         run_dir=run_dir,
     )

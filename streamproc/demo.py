@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import sys
 import time
@@ -40,6 +41,7 @@ class DemoOptions:
     duration: float | None
     samples_dir: Path
     topics_dir: Path
+    policies_dir: Path
     metrics_port: int
     run_dir: Path
     results_timeout: float = 900.0
@@ -90,6 +92,7 @@ def run_demo(options: DemoOptions) -> None:
                 "STREAMPROC_METRICS__PORT": str(options.metrics_port),
                 "STREAMPROC_METRICS__HOST": "127.0.0.1",
                 "STREAMPROC_WORKER__DATA_DIR": str(options.run_dir / "worker-data"),
+                "STREAMPROC_POLICY__PATHS": json.dumps([str(options.policies_dir.resolve())]),
             },
         )
         stack.enter_context(worker)

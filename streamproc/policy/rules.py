@@ -30,6 +30,11 @@ Every rule:
   that has one (``"Fashion > Watches > Luxury"`` uses ``"Fashion > Watches"`` when only
   that is listed), else ``null``
 - ``lists``: the policy's named lists, mapping name to list of strings
+- ``owner_lists``: names of the policy's lists that contain ``owner_id``
+- ``text_lists``: names of the policy's lists with an entry that occurs in ``text`` as whole
+  words, ignoring case and punctuation (``"AAA grade"`` is in ``"aaa-grade, boxed"`` but
+  ``"ass"`` is not in ``"class"``); an entry with no letters or digits, such as an emoji,
+  counts when it occurs anywhere
 
 Post rules only (after the model has scored the item):
 
@@ -41,6 +46,8 @@ Idioms (strings in single or double quotes, with backslashes doubled: ``'\\b'`` 
 regex word boundary, ``'\b'`` is not; ``=~`` is a regex match from the start of the string,
 ``=~~`` a regex search anywhere)::
 
+    'banned_sellers' in owner_lists
+    'blocked_terms' in text_lists
     owner_id in lists['banned_sellers']
     $any([term.as_lower in text for term in lists['blocked_terms']])
     text =~~ '\\b(replica|aaa grade)\\b'
@@ -50,10 +57,18 @@ regex word boundary, ``'\b'`` is not; ``=~`` is a regex match from the start of 
     scores['counterfeit'] > 0.3
 
 Mappings are read with brackets, ``attributes['brand']``, never ``attributes.brand``
-(deprecated in rule-engine 5, the minimum version). ``&[`` is null-safe: ``attributes&['brand']`` is ``null``
-when the item has no brand, where ``attributes['brand']`` is an error. ``lists[...]`` and
-``scores[...]`` with a literal name are checked against the policy when it is compiled.
-The list comprehension in the blocked-terms idiom costs about 20 µs per term and item.
+(deprecated in rule-engine 5, the minimum version). ``&[`` is null-safe:
+``attributes&['brand']`` is ``null`` when the item has no brand, where
+``attributes['brand']`` is an error. ``lists[...]`` and ``scores[...]`` with a literal name,
+and ``'name' in owner_lists`` / ``text_lists``, are checked against the policy when it is
+compiled.
+
+Prefer ``owner_lists`` and ``text_lists`` for lists of more than a few dozen entries: their
+cost does not grow with the lists, while a rule that reads ``lists`` costs about 3 µs per
+entry of all the policy's lists per item (rule-engine checks every value it reads), and
+the comprehension above about 30 µs more per term. ``lists`` suits short lists and forms
+the precomputed fields do not cover, e.g. substrings (``term in text``) or
+``category_path&[0] in lists['regulated_roots']``.
 
 A rule is a yes/no question: an expression that gives a number or a string (``price``,
 ``attributes&['brand']``) is rejected; compare it (``!= null``, ``> 0``). An error while
@@ -113,6 +128,8 @@ _FIELD_TYPES: Final[dict[str, Any]] = {
     "linked_product_count": _T.FLOAT,
     "median_price": _T.FLOAT,
     "lists": _T.MAPPING(_T.STRING, _T.ARRAY(_T.STRING)),
+    "owner_lists": _T.ARRAY(_T.STRING),
+    "text_lists": _T.ARRAY(_T.STRING),
 }
 _POST_FIELD_TYPES: Final[dict[str, Any]] = {
     "scores": _T.MAPPING(_T.STRING, _T.FLOAT),
@@ -127,9 +144,15 @@ POST_RULE_FIELDS: Final[tuple[str, ...]] = tuple(_POST_FIELD_TYPES)
 
 _DECISIONS: Final = frozenset(get_args(Decision))
 _STAGES: Final = frozenset({"pre", "post"})
-# ``lists['name']`` / ``scores["id"]`` with a literal key: checked against the policy, since
-# rule-engine types a mapping's values but not its keys and a typo would never match.
-_LITERAL_KEY = re.compile(r"""\b(lists|scores)\s*&?\[\s*(?:'([^'\\]*)'|"([^"\\]*)")\s*\]""")
+# Names written as literals, checked against the policy at compile time since rule-engine
+# types a mapping's values but not its keys and a misspelled name would never match:
+# ``lists['name']``, ``scores["id"]``, ``'name' in owner_lists``.
+_QUOTED_NAME = r"""(?:'(?P<name>[^'\\]*)'|"(?P<name2>[^"\\]*)")"""
+_LITERAL_NAMES: Final = (
+    re.compile(r"\b(?P<field>lists|scores)\s*&?\[\s*" + _QUOTED_NAME + r"\s*\]"),
+    re.compile(_QUOTED_NAME + r"\s+in\s+(?P<field>owner_lists|text_lists)\b"),
+)
+_WORDS: Final = re.compile(r"\w+")
 
 
 @dataclass(frozen=True)
@@ -170,6 +193,8 @@ class _Matcher(Protocol):
 class _CompiledRule:
     rule: Rule
     matcher: _Matcher
+    #: The fields the expression reads.
+    fields: frozenset[str]
 
     def hit(self) -> RuleHit:
         r = self.rule
@@ -181,16 +206,46 @@ class _InvalidRule(Exception):
 
 
 @dataclass(frozen=True)
+class _Terms:
+    """One list's entries as lower-case word sequences, for ``text_lists``."""
+
+    phrases: frozenset[tuple[str, ...]]
+    lengths: tuple[int, ...]
+    #: Entries without letters or digits (emoji, "$$$"): matched as substrings.
+    symbols: tuple[str, ...]
+
+    @classmethod
+    def of(cls, entries: Sequence[str]) -> _Terms:
+        phrases = {tuple(_WORDS.findall(e.lower())) for e in entries}
+        symbols = tuple(e.lower() for e in entries if e.strip() and not _WORDS.search(e))
+        phrases.discard(())
+        return cls(frozenset(phrases), tuple(sorted({len(p) for p in phrases})), symbols)
+
+    def occur_in(self, words: Sequence[str], text: str) -> bool:
+        # Set lookups of the text's word n-grams: the cost follows the text, not the list.
+        return any(
+            tuple(words[i : i + n]) in self.phrases for n in self.lengths for i in range(len(words) - n + 1)
+        ) or any(symbol in text for symbol in self.symbols)
+
+
+@dataclass(frozen=True)
 class _Lookups:
     """The policy's lists and median prices, indexed once per policy."""
 
     lists: dict[str, tuple[str, ...]]
+    members: dict[str, frozenset[str]]
+    terms: dict[str, _Terms]
     medians: dict[tuple[str, ...], float]
 
     @classmethod
-    def of(cls, policy: Policy) -> _Lookups:
-        medians = {_path_key(path.split(">")): float(m) for path, m in policy.median_prices}
-        return cls(lists={name: tuple(values) for name, values in policy.lists}, medians=medians)
+    def of(cls, policy: Policy, *, text_lists: bool = True) -> _Lookups:
+        lists = {name: tuple(values) for name, values in policy.lists}
+        return cls(
+            lists=lists,
+            members={name: frozenset(values) for name, values in lists.items()},
+            terms={name: _Terms.of(values) for name, values in lists.items()} if text_lists else {},
+            medians={_path_key(path.split(">")): float(m) for path, m in policy.median_prices},
+        )
 
     def median_price(self, category_path: Sequence[str]) -> float | None:
         key = _path_key(category_path)
@@ -211,7 +266,10 @@ class CompiledRules:
         """Use :meth:`compile`."""
         self._pre = tuple(pre)
         self._post = tuple(post)
-        self._lookups = _Lookups.of(policy)
+        # The one field whose cost grows with the text (and its index with the lists):
+        # computed only if a rule reads it.
+        self._text_lists = any("text_lists" in c.fields for c in self._pre + self._post)
+        self._lookups = _Lookups.of(policy, text_lists=self._text_lists)
 
     @classmethod
     def compile(cls, policy: Policy) -> CompiledRules:
@@ -239,7 +297,7 @@ class CompiledRules:
                 continue
             seen.add(rule.id)
             try:
-                compiled.append(_CompiledRule(rule, _compile_rule(rule, policy)))
+                compiled.append(_compile_rule(rule, policy))
             except _InvalidRule as problem:
                 problems.append(f"rule {rule.id!r}: {problem}")
         if problems:
@@ -282,13 +340,18 @@ class CompiledRules:
 
     def evaluate_pre(self, event: ContentEvent) -> RuleOutcome:
         """Like :meth:`pre`, with the rules that failed to evaluate (and did not match)."""
-        return _first_match(self._pre, _context(self._lookups, event))
+        if not self._pre:
+            return RuleOutcome(None)
+        return _first_match(self._pre, _context(self._lookups, event, text_lists=self._text_lists))
 
     def evaluate_post(
         self, event: ContentEvent, scores: Mapping[str, float], decision: Decision
     ) -> RuleOutcome:
         """Like :meth:`post`, with the rules that failed to evaluate (and did not match)."""
-        return _first_match(self._post, _context(self._lookups, event, scores, decision))
+        if not self._post:
+            return RuleOutcome(None)
+        context = _context(self._lookups, event, scores, decision, text_lists=self._text_lists)
+        return _first_match(self._post, context)
 
 
 def rule_context(
@@ -317,6 +380,8 @@ def _context(
     event: ContentEvent,
     scores: Mapping[str, float] | None = None,
     decision: Decision | None = None,
+    *,
+    text_lists: bool = True,
 ) -> dict[str, Any]:
     if isinstance(event, ListingEvent):
         path = list(event.category_path)
@@ -358,16 +423,21 @@ def _context(
             "keyframe_count": len(event.keyframes),
             "linked_product_count": len(event.linked_product_ids),
         }
+    text = "\n".join(t for t in texts if t).lower()
     fields |= {
         "revision": event.revision,
         "locale": event.locale,
-        "text": "\n".join(t for t in texts if t).lower(),
+        "text": text,
         "category": " > ".join(path),
         "category_path": path,
         "median_price": lookups.median_price(path),
-        "lists": {name: list(values) for name, values in lookups.lists.items()},
+        "lists": dict(lookups.lists),  # tuples: shared, never copied per item
+        "owner_lists": [name for name, members in lookups.members.items() if fields["owner_id"] in members],
     }
-    context = {name: fields[name] for name in RULE_FIELDS}
+    if text_lists:
+        words = _WORDS.findall(text)
+        fields["text_lists"] = [name for name, terms in lookups.terms.items() if terms.occur_in(words, text)]
+    context = {name: fields[name] for name in RULE_FIELDS if name in fields}
     if scores is not None or decision is not None:
         score_map = {k: float(v) for k, v in (scores or {}).items()}
         context |= {
@@ -392,7 +462,7 @@ def _first_match(rules: Sequence[_CompiledRule], context: Mapping[str, Any]) -> 
     return RuleOutcome(None, tuple(errors))
 
 
-def _compile_rule(rule: Rule, policy: Policy) -> _Matcher:
+def _compile_rule(rule: Rule, policy: Policy) -> _CompiledRule:
     """Parse and check one rule; raises :class:`_InvalidRule` with the first problem."""
     if rule.stage not in _STAGES:
         raise _InvalidRule(f"stage must be 'pre' or 'post', got {rule.stage!r}")
@@ -414,8 +484,9 @@ def _compile_rule(rule: Rule, policy: Policy) -> _Matcher:
     except rule_engine.EngineError as error:
         raise _InvalidRule(_compile_message(error, rule)) from None
     _check_boolean(matcher)
-    _check_literal_keys(rule.when, policy)
-    return matcher
+    _check_literal_names(rule.when, policy)
+    # Context.symbols: every name the parsed expression refers to.
+    return _CompiledRule(rule, matcher, frozenset(context.symbols))
 
 
 def _check_boolean(matcher: _Matcher) -> None:
@@ -432,14 +503,17 @@ def _check_boolean(matcher: _Matcher) -> None:
     )
 
 
-def _check_literal_keys(text: str, policy: Policy) -> None:
+def _check_literal_names(text: str, policy: Policy) -> None:
     list_names = [name for name, _ in policy.lists]
-    for match in _LITERAL_KEY.finditer(text):
-        mapping, key = match.group(1), match.group(2) if match.group(2) is not None else match.group(3)
-        if mapping == "lists" and key not in list_names:
-            raise _InvalidRule(f"the policy has no list {key!r}; lists: {list_names}")
-        if mapping == "scores" and key not in policy.category_ids:
-            raise _InvalidRule(f"scores has no category {key!r}; categories: {list(policy.category_ids)}")
+    for pattern in _LITERAL_NAMES:
+        for match in pattern.finditer(text):
+            field, name = match["field"], match["name"] if match["name"] is not None else match["name2"]
+            if field == "scores" and name not in policy.category_ids:
+                raise _InvalidRule(
+                    f"scores has no category {name!r}; categories: {list(policy.category_ids)}"
+                )
+            if field != "scores" and name not in list_names:
+                raise _InvalidRule(f"the policy has no list {name!r} ({field}); lists: {list_names}")
 
 
 def _compile_message(error: Any, rule: Rule) -> str:

@@ -18,7 +18,7 @@ from streamproc.decision import Outcome, build_verdict, decide, decide_by_rule, 
 from streamproc.errors import DecodeError, InferenceError
 from streamproc.metrics import Metrics
 from streamproc.policy import SCORERS, ModelAnswer, ModelRequest, Policy, PolicySet, Scorer, item_content
-from streamproc.policy.rules import CompiledRules, RuleHit
+from streamproc.policy.rules import CompiledRules, RuleHit, RuleOutcome
 from streamproc.schemas import (
     ContentEvent,
     ContentType,
@@ -154,7 +154,7 @@ class Processor:
         metrics = self._metrics
         scorer = SCORERS[policy.scorer]
         requests = scorer.requests(policy, item_content(policy, event))
-        hit = rules.pre(event)
+        hit = _first_hit(rules.evaluate_pre(event), policy)
         if hit is not None:
             metrics.rule_matches.labels(stage="pre", rule=hit.rule_id).inc()
             metrics.model_calls_saved.inc(len(requests))
@@ -172,7 +172,7 @@ class Processor:
             log.warning("inference failed (%s): %s", policy.name, exc)
             return decide_on_error(exc.kind), {}, answers
         outcome = decide(policy, scores)
-        hit = rules.post(event, scores, outcome.decision)
+        hit = _first_hit(rules.evaluate_post(event, scores, outcome.decision), policy)
         if hit is not None:
             metrics.rule_matches.labels(stage="post", rule=hit.rule_id).inc()
             outcome = _rule_outcome(policy, hit)
@@ -198,6 +198,13 @@ def _usage(answers: list[ModelAnswer]) -> TokenUsage | None:
         completion_tokens=sum(a.completion_tokens for a in answers),
         cached_prompt_tokens=sum(cached) if cached else None,
     )
+
+
+def _first_hit(result: RuleOutcome, policy: Policy) -> RuleHit | None:
+    # A rule that fails on one item (e.g. arithmetic on a null) did not match; say so.
+    for error in result.errors:
+        log.warning("rule %s of %s failed on an item: %s", error.rule_id, policy.name, error.message)
+    return result.hit
 
 
 def _rule_outcome(policy: Policy, hit: RuleHit) -> Outcome:

@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from streamproc.cli import cli
 from streamproc.errors import ConfigError
 from streamproc.policy import PolicySet, load_pack, load_policy_set
+from streamproc.schemas import ListingEvent, decode_event
 from tests.factories import POLICIES, listing, shipped_policies, video
 
 
@@ -133,3 +134,34 @@ def test_cli_policy_show_prints_the_exact_request() -> None:
     assert result.exit_code == 0, result.output
     assert result.output.startswith("POST /v1/chat/completions\n")
     assert "Rolex Submariner AAA replica" in result.output and '"top_logprobs": 20' in result.output
+
+
+def test_shipped_rules_catch_the_clear_sample_violations() -> None:
+    policies = shipped_policies()
+    decided = {}
+    for name, content_type in (("listings.jsonl", "listing"), ("videos.jsonl", "video")):
+        for line in (POLICIES.parent / "samples" / name).read_bytes().splitlines():
+            event = decode_event(content_type, line)  # type: ignore[arg-type]
+            policy = policies.select(event)
+            hit = policies.rules(policy).pre(event)
+            post = policies.rules(policy).post(event, {}, "approve")
+            decided[event.listing_id if isinstance(event, ListingEvent) else event.video_id] = (
+                hit.rule_id if hit else post.rule_id if post else None
+            )
+    assert decided == {
+        "L-1001": None,
+        "L-1002": None,
+        "L-1003": None,
+        "L-1004": None,
+        "L-1005": None,
+        "L-1006": "blocked-terms",
+        "L-1007": "blocked-terms",
+        "L-1008": "first-listing-in-regulated-category",
+        "L-1009": "blocked-terms",
+        "L-1010": "off-platform-contact",
+        "V-2001": None,
+        "V-2002": None,
+        "V-2003": None,
+        "V-2004": "known-dangerous-challenge",
+        "V-2005": "gift-card-payment",
+    }

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Literal
 
 import pytest
 
 from streamproc.errors import ConfigError
-from streamproc.policy import Policy, Rule, default_policy
+from streamproc.policy import Policy, Rule
 from streamproc.policy.rules import (
     POST_RULE_FIELDS,
     RULE_FIELDS,
@@ -16,7 +17,7 @@ from streamproc.policy.rules import (
     rule_context,
 )
 from streamproc.schemas import ContentType, Decision, ListingEvent
-from tests.factories import listing, video
+from tests.factories import default_policy, listing, video
 
 BLOCKED_TERMS = "$any([term.as_lower in text for term in lists['blocked_terms']])"
 BANNED_SELLER = "owner_id in lists['banned_sellers']"
@@ -89,6 +90,57 @@ def test_blocked_term_in_a_video_transcript() -> None:
     rules = compiled(rule("blocked_terms", BLOCKED_TERMS), content_type="video")
     assert rules.pre(video(transcript="This replica is perfect")) is not None
     assert rules.pre(video()) is None
+
+
+def test_precomputed_list_fields_match_whole_words_and_exact_owners() -> None:
+    rules = compiled(
+        rule("banned", "'banned_sellers' in owner_lists"),
+        rule("blocked", "'blocked_terms' in text_lists", decision="review"),
+    )
+    banned = rules.pre(listing(seller_id="S-667"))
+    assert banned is not None and banned.rule_id == "banned"
+    assert rules.pre(listing(seller_id="S-6670")) is None  # exact ids, not prefixes
+
+    for text in ("REPLICA watch", "a replica.", "mirror-quality copy", "Mirror   Quality!"):
+        hit = rules.pre(listing(title=text))
+        assert hit is not None and hit.rule_id == "blocked", text
+    for text in ("replicas", "mirror of quality", "a mirror"):
+        assert rules.pre(listing(title=text)) is None, text
+
+    post_only = compiled(rule("blocked", "'blocked_terms' in text_lists", stage="post"), content_type="video")
+    assert post_only.post(video(ocr_text="REPLICA"), {}, "approve") is not None
+
+
+def test_text_lists_matches_entries_without_words_as_substrings() -> None:
+    symbols = dataclasses.replace(policy(), lists=(("emoji", ("💊", "  ")),))
+    context = rule_context(symbols, listing(title="pills💊💊"))
+    assert context["text_lists"] == ["emoji"]
+    assert (
+        rule_context(symbols, listing(title="pills  and more"))["text_lists"] == []
+    )  # blank entries are ignored
+
+
+def test_large_lists_through_precomputed_fields_stay_fast() -> None:
+    big = dataclasses.replace(
+        policy(),
+        lists=(
+            ("banned_sellers", tuple(f"B-{i}" for i in range(100_000))),
+            ("blocked_terms", tuple(f"term {i}" for i in range(20_000))),
+        ),
+        rules=(
+            rule("banned", "'banned_sellers' in owner_lists"),
+            rule("blocked", "'blocked_terms' in text_lists"),
+        ),
+    )
+    rules = CompiledRules.compile(big)
+    item = listing(description="plain words " * 300)
+    started = time.perf_counter()
+    for _ in range(100):
+        assert rules.pre(item) is None
+    # About 1 ms each here; reading ``lists`` instead would take about 0.3 s each.
+    assert time.perf_counter() - started < 2.0
+    assert rules.pre(listing(seller_id="B-99999")) is not None
+    assert rules.pre(listing(title="TERM 19999!")) is not None
 
 
 def test_regex_search_needs_doubled_backslashes() -> None:
@@ -210,9 +262,9 @@ def test_first_matching_rule_of_the_stage_wins_in_policy_order() -> None:
 
 
 def test_a_policy_without_rules_matches_nothing() -> None:
-    rules = CompiledRules.compile(default_policy("listing"))
+    rules = CompiledRules.compile(dataclasses.replace(default_policy("listing"), rules=()))
     assert rules.rule_ids == ()
-    assert rules.pre(listing()) is None
+    assert rules.evaluate_pre(listing()) == RuleOutcome(None)
     assert rules.post(listing(), {"counterfeit": 1.0}, "reject") is None
 
 
@@ -244,6 +296,8 @@ def compile_error(*rules: Rule) -> str:
         ("attributes&['brand']", "pre", "gives a STRING, not true/false"),
         ("owner_id in lists['banned_seller']", "pre", "no list 'banned_seller'"),
         ('scores["counterfit"] > 0.5', "post", "scores has no category 'counterfit'"),
+        ("'banned_seller' in owner_lists", "pre", "no list 'banned_seller' (owner_lists)"),
+        ('"blocked" in text_lists', "post", "no list 'blocked' (text_lists)"),
     ],
 )
 def test_compile_rejects_bad_expressions_naming_the_rule(
@@ -318,11 +372,10 @@ def test_listing_context() -> None:
         "linked_product_count": 0,
         "median_price": 2000.0,
         "lists": None,
+        "owner_lists": [],
+        "text_lists": [],
     }
-    assert context["lists"] == {
-        "banned_sellers": ["S-666", "S-667"],
-        "blocked_terms": ["Replica", "mirror quality"],
-    }
+    assert context["lists"] == dict(LISTS)
 
 
 def test_video_context_with_post_fields() -> None:
