@@ -176,7 +176,7 @@ def _print_summary(results: list[tuple[str, dict[str, Any]]], samples_dir: Path,
     titles = _titles(samples_dir)
     verdicts = [r for topic, r in results if "decision" in r]
     letters = [r for topic, r in results if "reason" in r and "decision" not in r]
-    _say(f"\n{'decision':8}  {'id':8}  {'decided by':26}  {'highest score':26}  title")
+    _say(f"\n{'decision':8}  {'id':8}  {'decided by':44}  {'highest score':22}  title")
     for v in sorted(verdicts, key=lambda v: (v["content_type"], v["content_id"])):
         decided = v["decided_by"]
         by = f"{decided['kind']}:{decided['id']}" if decided.get("id") else decided["kind"]
@@ -184,9 +184,9 @@ def _print_summary(results: list[tuple[str, dict[str, Any]]], samples_dir: Path,
         top = max(scores, key=scores.__getitem__) if scores else None
         highest = f"{top} {scores[top]:.2f}" if top else "-"
         title = titles.get(v["content_id"], "")[:50]
-        _say(f"{v['decision']:8}  {v['content_id']:8}  {by:26}  {highest:26}  {title}")
+        _say(f"{v['decision']:8}  {v['content_id']:8}  {by:44}  {highest:22}  {title}")
     for letter in letters:
-        _say(f"{'DLQ':8}  {letter['key'] or '-':8}  {letter['reason']:26}  {letter['error_message'][:80]}")
+        _say(f"{'DLQ':8}  {letter['key'] or '-':8}  {letter['reason']:44}  {letter['error_message'][:80]}")
     counts = Counter(v["decision"] for v in verdicts)
     _say(
         f"\n{len(verdicts)} verdicts ({', '.join(f'{k} {n}' for k, n in sorted(counts.items()))}), "

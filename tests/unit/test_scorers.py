@@ -1,14 +1,17 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import orjson
 import pytest
 
 from streamproc.errors import InferenceProtocolError
-from streamproc.policy import MediaBudget, Policy, item_content
+from streamproc.inference import CompletionResponse, read_answer
+from streamproc.policy import MediaBudget, Policy, ScorerName, item_content
 from streamproc.policy.prompt import ITEM_CLOSE, ItemContent, delimited
 from streamproc.policy.scorers import (
     SCORERS,
@@ -351,3 +354,24 @@ def test_video_policy_has_one_yes_no_request_per_category() -> None:
     requests = YesNoScorer().requests(videos, item(video(), videos))
     assert len(requests) == len(videos.categories) == 7
     assert "S11: Dangerous acts and challenges." in guard_prompt(videos, item(video(), videos))
+
+
+RECORDED = Path(__file__).parent / "data" / "vllm-0.32-smollm2-scorer-responses.json"
+
+
+@pytest.mark.parametrize("name", ["yes_no", "llama_guard", "json"])
+def test_recorded_vllm_responses(name: str) -> None:
+    """Real answers of vLLM 0.32 (CPU) serving SmolLM2-135M-Instruct to each scorer's requests."""
+    policy = dataclasses.replace(default_policy("listing"), scorer=cast(ScorerName, name))
+    bodies = json.loads(RECORDED.read_text())[name]
+    answers = [read_answer(CompletionResponse.model_validate(body)) for body in bodies]
+    assert len(answers) == len(SCORERS[name].requests(policy, item(listing(), policy)))  # one per request
+    if name == "llama_guard":
+        # SmolLM2 is no guard model: its answer does not start with safe/unsafe → an error
+        assert answers[0].text.strip().split("\n")[0].lower() not in {"safe", "unsafe"}
+        with pytest.raises(InferenceProtocolError):
+            SCORERS[name].scores(policy, answers)
+        return
+    scores = SCORERS[name].scores(policy, answers)
+    assert list(scores) == list(policy.category_ids)
+    assert all(0.0 < s < 1.0 for s in scores.values())
