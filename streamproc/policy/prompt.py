@@ -6,10 +6,11 @@ cache reuses it) and the item after it, between markers that the item cannot for
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from streamproc.policy.model import MediaBudget, Policy
+from streamproc.policy.model import Category, MediaBudget, Policy
 from streamproc.schemas import ContentEvent, Keyframe, ListingEvent, VideoEvent
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "ITEM_CLOSE",
     "ITEM_OPEN",
     "ItemContent",
+    "category_lines",
     "delimited",
     "item_content",
     "render_item",
@@ -96,6 +98,15 @@ def item_content(policy: Policy, event: ContentEvent) -> ItemContent:
         if event.image_urls:
             text += f"\nImages: {len(event.image_urls)} ({len(urls)} attached)"
     return ItemContent(text=text, image_urls=urls)
+
+
+def category_lines(categories: Iterable[Category], head: Callable[[Category], str]) -> list[str]:
+    """One line per category as ``head`` writes it, each followed by its examples."""
+    lines = []
+    for category in categories:
+        lines.append(head(category))
+        lines += [f"   Example: {example}" for example in category.examples]
+    return lines
 
 
 def delimited(item: ItemContent) -> str:

@@ -6,14 +6,15 @@ them. Each is small and chosen by name in the policy pack (``scorer:``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
 
 from streamproc.policy.model import Policy
 from streamproc.policy.prompt import ItemContent
 
-__all__ = ["ModelAnswer", "ModelRequest", "Scorer", "TokenChoice", "logprob_request"]
+__all__ = ["ModelAnswer", "ModelRequest", "Scorer", "TokenChoice", "answer_shares", "logprob_request"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,11 @@ class TokenChoice:
     token: str
     logprob: float
     top_logprobs: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def alternatives(self) -> tuple[tuple[str, float], ...]:
+        """The reported alternatives, or the token itself when the server sent none."""
+        return self.top_logprobs or ((self.token, self.logprob),)
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,28 @@ class Scorer(Protocol):
                 item is then escalated, never approved.
         """
         ...
+
+
+def answer_shares(
+    alternatives: Iterable[tuple[str, float]],
+    answers: Iterable[str],
+    *,
+    fold: Callable[[str], str] = str.lower,
+) -> dict[str, float] | None:
+    """Each answer's share of the probability the alternatives give to any of the answers.
+
+    Tokens are compared stripped and folded (so " Yes", "yes" and "YES" add up); an answer
+    missing from the alternatives gets 0. ``None`` when none of the answers is present.
+    """
+    mass = dict.fromkeys(answers, 0.0)
+    for token, logprob in alternatives:
+        key = fold(token.strip())
+        if key in mass and math.isfinite(logprob):
+            mass[key] += math.exp(logprob)
+    total = sum(mass.values())
+    if total <= 0.0:
+        return None
+    return {answer: min(1.0, share / total) for answer, share in mass.items()}
 
 
 def logprob_request(

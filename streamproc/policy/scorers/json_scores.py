@@ -22,7 +22,7 @@ import orjson
 
 from streamproc.errors import InferenceProtocolError
 from streamproc.policy.model import Policy
-from streamproc.policy.prompt import DATA_NOTICE, ItemContent, user_content
+from streamproc.policy.prompt import DATA_NOTICE, ItemContent, category_lines, user_content
 from streamproc.policy.scorers.base import ModelAnswer, ModelRequest
 
 __all__ = ["JsonScorer", "response_schema", "system_prompt"]
@@ -31,9 +31,7 @@ __all__ = ["JsonScorer", "response_schema", "system_prompt"]
 def system_prompt(policy: Policy) -> str:
     """The long, request-independent part; identical bytes for every item of a policy."""
     lines = [policy.preamble, "", "Policy categories (id: title. description):"]
-    for category in policy.categories:
-        lines.append(f"- {category.id}: {category.title}. {category.description}")
-        lines += [f"    Example: {example}" for example in category.examples]
+    lines += category_lines(policy.categories, lambda c: f"- {c.id}: {c.title}. {c.description}")
     lines += [
         "",
         DATA_NOTICE,

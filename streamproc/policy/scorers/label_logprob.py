@@ -10,14 +10,13 @@ them, the model did not follow the answer format: an error, never an approval.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
 from streamproc.errors import InferenceProtocolError
 from streamproc.policy.model import Policy
-from streamproc.policy.prompt import DATA_NOTICE, ItemContent, user_content
-from streamproc.policy.scorers.base import ModelAnswer, ModelRequest, logprob_request
+from streamproc.policy.prompt import DATA_NOTICE, ItemContent, category_lines, user_content
+from streamproc.policy.scorers.base import ModelAnswer, ModelRequest, answer_shares, logprob_request
 
 __all__ = ["LabelLogprobScorer", "label_scores", "system_prompt"]
 
@@ -25,9 +24,7 @@ __all__ = ["LabelLogprobScorer", "label_scores", "system_prompt"]
 def system_prompt(policy: Policy) -> str:
     """The long, request-independent part; identical bytes for every item of a policy."""
     lines = [policy.preamble, "", "Policy categories:"]
-    for category in policy.categories:
-        lines.append(f"{category.label}. {category.title}: {category.description}")
-        lines += [f"   Example: {example}" for example in category.examples]
+    lines += category_lines(policy.categories, lambda c: f"{c.label}. {c.title}: {c.description}")
     lines += [
         f"{policy.safe_label}. None of the above: the item complies with the policy.",
         "",
@@ -40,18 +37,13 @@ def system_prompt(policy: Policy) -> str:
 
 def label_scores(policy: Policy, top_logprobs: Iterable[tuple[str, float]]) -> dict[str, float]:
     """Score in [0, 1] per category id, in policy order."""
-    labels = {c.label for c in policy.categories} | {policy.safe_label}
-    mass = dict.fromkeys(labels, 0.0)
-    for token, logprob in top_logprobs:
-        letter = token.strip().upper()
-        if letter in mass and math.isfinite(logprob):
-            mass[letter] += math.exp(logprob)
-    total = sum(mass.values())
-    if total <= 0.0:
+    labels = [c.label for c in policy.categories] + [policy.safe_label]
+    shares = answer_shares(top_logprobs, labels, fold=str.upper)
+    if shares is None:
         raise InferenceProtocolError(
             f"none of the label tokens {sorted(labels)} is among the model's top log-probabilities"
         )
-    return {c.id: min(1.0, mass[c.label] / total) for c in policy.categories}
+    return {c.id: shares[c.label] for c in policy.categories}
 
 
 class LabelLogprobScorer:
@@ -67,5 +59,4 @@ class LabelLogprobScorer:
     def scores(self, policy: Policy, answers: Sequence[ModelAnswer]) -> dict[str, float]:
         if len(answers) != 1 or not answers[0].tokens:
             raise InferenceProtocolError("expected one answer with one generated token")
-        first = answers[0].tokens[0]
-        return label_scores(policy, first.top_logprobs or ((first.token, first.logprob),))
+        return label_scores(policy, answers[0].tokens[0].alternatives)

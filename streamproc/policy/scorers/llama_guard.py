@@ -29,7 +29,6 @@ The model answers ``safe``, or ``unsafe`` and a second line of violated codes
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable, Sequence
 from typing import ClassVar, Final
@@ -37,7 +36,7 @@ from typing import ClassVar, Final
 from streamproc.errors import InferenceProtocolError
 from streamproc.policy.model import Policy
 from streamproc.policy.prompt import ItemContent, delimited
-from streamproc.policy.scorers.base import ModelAnswer, ModelRequest, TokenChoice
+from streamproc.policy.scorers.base import ModelAnswer, ModelRequest, TokenChoice, answer_shares
 
 __all__ = ["LlamaGuardScorer", "guard_codes", "guard_prompt", "unsafe_probability"]
 
@@ -89,15 +88,10 @@ def unsafe_probability(tokens: Iterable[TokenChoice]) -> float:
             continue  # the model may open its answer with a newline token
         if word not in ("safe", "unsafe"):
             break
-        mass = {"safe": 0.0, "unsafe": 0.0}
-        for token, logprob in choice.top_logprobs or ((choice.token, choice.logprob),):
-            alternative = token.strip().lower()
-            if alternative in mass and math.isfinite(logprob):
-                mass[alternative] += math.exp(logprob)
-        total = mass["safe"] + mass["unsafe"]
-        if total <= 0.0:
+        shares = answer_shares(choice.alternatives, ("safe", "unsafe"))
+        if shares is None:
             raise InferenceProtocolError("neither 'safe' nor 'unsafe' is among the top log-probabilities")
-        return min(1.0, mass["unsafe"] / total)
+        return shares["unsafe"]
     raise InferenceProtocolError("the answer does not start with 'safe' or 'unsafe'")
 
 

@@ -18,14 +18,13 @@ model did not follow the answer format: an error naming the category, never an a
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
 from streamproc.errors import InferenceProtocolError
 from streamproc.policy.model import Category, Policy
-from streamproc.policy.prompt import DATA_NOTICE, ItemContent, user_content
-from streamproc.policy.scorers.base import ModelAnswer, ModelRequest, logprob_request
+from streamproc.policy.prompt import DATA_NOTICE, ItemContent, category_lines, user_content
+from streamproc.policy.scorers.base import ModelAnswer, ModelRequest, answer_shares, logprob_request
 
 __all__ = ["YesNoScorer", "question", "system_prompt", "yes_probability"]
 
@@ -45,23 +44,15 @@ def system_prompt(policy: Policy) -> str:
 
 def question(category: Category) -> str:
     """The only text that differs between the requests of one item, so it comes last."""
-    lines = ["Policy category:", f"{category.title}: {category.description}"]
-    lines += [f"   Example: {example}" for example in category.examples]
+    lines = ["Policy category:", *category_lines([category], lambda c: f"{c.title}: {c.description}")]
     lines.append("Does the item violate this policy? Answer Yes or No.")
     return "\n".join(lines)
 
 
 def yes_probability(top_logprobs: Iterable[tuple[str, float]]) -> float | None:
     """P(yes) renormalised over yes and no; None when neither word is among the alternatives."""
-    mass = {"yes": 0.0, "no": 0.0}
-    for token, logprob in top_logprobs:
-        word = token.strip().lower()
-        if word in mass and math.isfinite(logprob):
-            mass[word] += math.exp(logprob)
-    total = mass["yes"] + mass["no"]
-    if total <= 0.0:
-        return None
-    return min(1.0, mass["yes"] / total)
+    shares = answer_shares(top_logprobs, ("yes", "no"))
+    return None if shares is None else shares["yes"]
 
 
 class YesNoScorer:
@@ -87,8 +78,7 @@ class YesNoScorer:
         for category, answer in zip(policy.categories, answers, strict=True):
             if not answer.tokens:
                 raise InferenceProtocolError(f"no generated token for category {category.id}")
-            first = answer.tokens[0]
-            probability = yes_probability(first.top_logprobs or ((first.token, first.logprob),))
+            probability = yes_probability(answer.tokens[0].alternatives)
             if probability is None:
                 raise InferenceProtocolError(
                     f"neither Yes nor No is among the model's top log-probabilities for category "
