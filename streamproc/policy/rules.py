@@ -338,20 +338,41 @@ class CompiledRules:
         """
         return self.evaluate_post(event, scores, decision).hit
 
-    def evaluate_pre(self, event: ContentEvent) -> RuleOutcome:
-        """Like :meth:`pre`, with the rules that failed to evaluate (and did not match)."""
+    def context(self, event: ContentEvent) -> dict[str, Any]:
+        """The fields of ``event`` that every rule sees; empty when there are no rules.
+
+        Building them is most of a rule evaluation's cost (``text_lists`` scans the text):
+        build them once per item and pass them to both stages.
+        """
+        if not (self._pre or self._post):
+            return {}
+        return _context(self._lookups, event, text_lists=self._text_lists)
+
+    def evaluate_pre(self, event: ContentEvent, *, context: Mapping[str, Any] | None = None) -> RuleOutcome:
+        """Like :meth:`pre`, with the rules that failed to evaluate (and did not match).
+
+        ``context`` is :meth:`context` of ``event``, if already built.
+        """
         if not self._pre:
             return RuleOutcome(None)
-        return _first_match(self._pre, _context(self._lookups, event, text_lists=self._text_lists))
+        return _first_match(self._pre, context if context is not None else self.context(event))
 
     def evaluate_post(
-        self, event: ContentEvent, scores: Mapping[str, float], decision: Decision
+        self,
+        event: ContentEvent,
+        scores: Mapping[str, float],
+        decision: Decision,
+        *,
+        context: Mapping[str, Any] | None = None,
     ) -> RuleOutcome:
-        """Like :meth:`post`, with the rules that failed to evaluate (and did not match)."""
+        """Like :meth:`post`, with the rules that failed to evaluate (and did not match).
+
+        ``context`` is :meth:`context` of ``event``, if already built.
+        """
         if not self._post:
             return RuleOutcome(None)
-        context = _context(self._lookups, event, scores, decision, text_lists=self._text_lists)
-        return _first_match(self._post, context)
+        base = context if context is not None else self.context(event)
+        return _first_match(self._post, {**base, **_post_fields(scores, decision)})
 
 
 def rule_context(
@@ -439,13 +460,13 @@ def _context(
         fields["text_lists"] = [name for name, terms in lookups.terms.items() if terms.occur_in(words, text)]
     context = {name: fields[name] for name in RULE_FIELDS if name in fields}
     if scores is not None or decision is not None:
-        score_map = {k: float(v) for k, v in (scores or {}).items()}
-        context |= {
-            "scores": score_map,
-            "decision": decision,
-            "max_score": max(score_map.values(), default=0.0),
-        }
+        context |= _post_fields(scores or {}, decision)
     return context
+
+
+def _post_fields(scores: Mapping[str, float], decision: Decision | None) -> dict[str, Any]:
+    score_map = {k: float(v) for k, v in scores.items()}
+    return {"scores": score_map, "decision": decision, "max_score": max(score_map.values(), default=0.0)}
 
 
 def _first_match(rules: Sequence[_CompiledRule], context: Mapping[str, Any]) -> RuleOutcome:

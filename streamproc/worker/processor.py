@@ -66,10 +66,6 @@ class Processor:
             topics.videos: "video",
         }
 
-    @property
-    def source_topics(self) -> tuple[str, ...]:
-        return tuple(self._content_types)
-
     def replace_policies(self, policies: PolicySet) -> None:
         """Serve new packs from the next item on (items in flight finish on the old ones)."""
         self.policies = policies
@@ -154,7 +150,8 @@ class Processor:
         metrics = self._metrics
         scorer = SCORERS[policy.scorer]
         requests = scorer.requests(policy, item_content(policy, event))
-        hit = _first_hit(rules.evaluate_pre(event), policy)
+        context = rules.context(event)  # built once, read by both stages
+        hit = _first_hit(rules.evaluate_pre(event, context=context), policy)
         if hit is not None:
             metrics.rule_matches.labels(stage="pre", rule=hit.rule_id).inc()
             metrics.model_calls_saved.inc(len(requests))
@@ -172,7 +169,7 @@ class Processor:
             log.warning("inference failed (%s): %s", policy.name, exc)
             return decide_on_error(exc.kind), {}, answers
         outcome = decide(policy, scores)
-        hit = _first_hit(rules.evaluate_post(event, scores, outcome.decision), policy)
+        hit = _first_hit(rules.evaluate_post(event, scores, outcome.decision, context=context), policy)
         if hit is not None:
             metrics.rule_matches.labels(stage="post", rule=hit.rule_id).inc()
             outcome = _rule_outcome(policy, hit)

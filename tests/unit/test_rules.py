@@ -17,7 +17,7 @@ from streamproc.policy.rules import (
     rule_context,
 )
 from streamproc.schemas import ContentType, Decision, ListingEvent
-from tests.factories import default_policy, listing, video
+from tests.factories import default_policy, listing, shipped_policies, video
 
 BLOCKED_TERMS = "$any([term.as_lower in text for term in lists['blocked_terms']])"
 BANNED_SELLER = "owner_id in lists['banned_sellers']"
@@ -405,3 +405,22 @@ def test_video_context_with_post_fields() -> None:
 )
 def test_median_price_uses_the_longest_listed_prefix(path: list[str], median: float | None) -> None:
     assert rule_context(policy(), listing(category_path=path))["median_price"] == median
+
+
+def test_one_context_serves_both_stages() -> None:
+    rules = shipped_policies().rules(default_policy("listing"))
+    item = listing(category_path=["Health", "Tea"], attributes={"first_listing": "true"})
+    context = rules.context(item)
+    assert context["category"] == "Health > Tea" and "scores" not in context
+    assert rules.evaluate_pre(item, context=context) == rules.evaluate_pre(item)
+    post = rules.evaluate_post(item, {"spam": 0.1}, "approve", context=context)
+    assert post == rules.evaluate_post(item, {"spam": 0.1}, "approve")
+    assert post.hit is not None and post.hit.rule_id == "first-listing-in-regulated-category"
+    assert "scores" not in context  # the post fields are added to a copy
+
+
+def test_no_rules_no_context() -> None:
+    assert (
+        CompiledRules.compile(dataclasses.replace(default_policy("listing"), rules=())).context(listing())
+        == {}
+    )
