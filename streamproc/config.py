@@ -85,11 +85,36 @@ class InferenceSettings(_Section):
     api_key: SecretStr | None = Field(default=None, description="Bearer token, if the server needs one.")
     timeout_seconds: Seconds = Field(default=30.0, description="Per request, per attempt.")
     max_attempts: Annotated[int, Field(ge=1, le=20)] = Field(
-        default=3, description="Attempts per item before it is escalated to review."
+        default=3, description="Attempts per request before its item is escalated to review."
     )
     max_inflight: Annotated[int, Field(ge=1, le=4096)] = Field(
-        default=128, description="Concurrent requests per worker (= HTTP connection pool size)."
+        default=256, description="Most concurrent requests per worker (= HTTP connection pool size)."
     )
+    min_inflight: Annotated[int, Field(ge=1, le=4096)] = Field(
+        default=8, description="Fewest concurrent requests the adaptive limit goes down to."
+    )
+    adaptive_concurrency: bool = Field(
+        default=True,
+        description="Follow the server's latency between min_inflight and max_inflight; "
+        "off: always max_inflight.",
+    )
+    breaker_failures: Annotated[int, Field(ge=1, le=1000)] = Field(
+        default=5, description="Consecutive transient failures that open the circuit."
+    )
+    breaker_recovery_seconds: Annotated[int, Field(ge=1, le=3600)] = Field(
+        default=5, description="How long an open circuit fails fast before probing the server."
+    )
+    on_unavailable: Literal["hold", "review"] = Field(
+        default="hold",
+        description="While the circuit is open: hold items (consumption pauses) until the server "
+        "is back, or escalate them to review after max_attempts.",
+    )
+
+    @model_validator(mode="after")
+    def _inflight_range(self) -> InferenceSettings:
+        if self.min_inflight > self.max_inflight:
+            raise ValueError(f"min_inflight ({self.min_inflight}) exceeds max_inflight ({self.max_inflight})")
+        return self
 
 
 class PolicySettings(_Section):
@@ -102,11 +127,23 @@ class PolicySettings(_Section):
 
 
 class WorkerSettings(_Section):
-    batch_max: Annotated[int, Field(ge=1, le=10_000)] = Field(
-        default=256, description="Most events taken from a topic at once."
+    max_inflight_items: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        default=1024,
+        description="Items being processed at once; at this many, consumption pauses (backpressure).",
     )
-    batch_within_seconds: Seconds = Field(
-        default=0.05, description="Longest wait to fill a batch before processing it."
+    fetch_max_records: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        default=500, description="Most records taken from the consumer per poll."
+    )
+    commit_interval_seconds: Seconds = Field(
+        default=1.0, description="How often finished offsets are committed."
+    )
+    drain_timeout_seconds: Seconds = Field(
+        default=5.0,
+        description="On shutdown or partition revocation, how long in-flight items get to finish; "
+        "the rest are left for the next owner.",
+    )
+    linger_ms: Annotated[int, Field(ge=0, le=1000)] = Field(
+        default=5, description="How long the producer waits to fill a batch of outputs."
     )
     data_dir: Path = Field(default=Path(".streamproc-data"), description="Local state of the faust app.")
     log_level: LogLevel = Field(default="info", description="debug, info, warning or error.")

@@ -30,6 +30,12 @@ class Metrics(NamedTuple):
     processing_latency: Histogram
     model_request_latency: Histogram
     model_requests_in_flight: Gauge
+    model_concurrency_limit: Gauge
+    model_circuit_open: Gauge
+    items_in_flight: Gauge
+    consumption_paused: Gauge
+    offset_commits: Counter
+    rebalances: Counter
     inference_errors: Counter
     inference_retries: Counter
     prompt_tokens: Counter
@@ -97,6 +103,44 @@ def create(
         model_requests_in_flight=Gauge(
             "model_requests_in_flight",
             "Requests to the model server awaiting an answer.",
+            namespace=namespace,
+            registry=registry,
+        ),
+        model_concurrency_limit=Gauge(
+            "model_concurrency_limit",
+            "Requests the adaptive limit currently allows in flight.",
+            namespace=namespace,
+            registry=registry,
+        ),
+        model_circuit_open=Gauge(
+            "model_circuit_open",
+            "1 while the circuit breaker leaves the model server alone after repeated failures.",
+            namespace=namespace,
+            registry=registry,
+        ),
+        items_in_flight=Gauge(
+            "items_in_flight",
+            "Input records taken from Kafka whose outputs are not yet acknowledged.",
+            namespace=namespace,
+            registry=registry,
+        ),
+        consumption_paused=Gauge(
+            "consumption_paused",
+            "1 while the worker has paused fetching (window full or model server unavailable).",
+            namespace=namespace,
+            registry=registry,
+        ),
+        offset_commits=Counter(
+            "offset_commits",
+            "Offset commits, by result (ok or failed).",
+            ["result"],
+            namespace=namespace,
+            registry=registry,
+        ),
+        rebalances=Counter(
+            "rebalances",
+            "Partition assignment changes, by event (assigned or revoked).",
+            ["event"],
             namespace=namespace,
             registry=registry,
         ),
@@ -175,7 +219,11 @@ def create(
         metrics.events_consumed.labels(topic=topic)
     for reason in get_args(DeadLetterReason):
         metrics.dead_letters.labels(reason=reason)
-    for kind in ("unavailable", "timeout", "server_error", "request_error", "protocol_error"):
+    for result in ("ok", "failed"):
+        metrics.offset_commits.labels(result=result)
+    for event in ("assigned", "revoked"):
+        metrics.rebalances.labels(event=event)
+    for kind in ("unavailable", "timeout", "server_error", "request_error", "protocol_error", "circuit_open"):
         metrics.inference_errors.labels(kind=kind)
     for content_type in ("listing", "video"):
         metrics.end_to_end_latency.labels(content_type=content_type)

@@ -8,14 +8,9 @@ from types import TracebackType
 
 import httpx
 import orjson
+from circuitbreaker import CircuitBreaker, CircuitBreakerError
 from pydantic import ValidationError
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_random_exponential,
-)
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_random_exponential
 
 from streamproc.config import InferenceSettings
 from streamproc.errors import (
@@ -27,6 +22,7 @@ from streamproc.errors import (
     InferenceUnavailable,
     StreamprocError,
 )
+from streamproc.inference.limiter import AdaptiveLimit, ConcurrencyGate
 from streamproc.inference.protocol import ChatLogprobs, CompletionLogprobs, CompletionResponse
 from streamproc.metrics import Metrics
 from streamproc.policy.scorers import ModelAnswer, ModelRequest, TokenChoice
@@ -38,12 +34,28 @@ def _is_retriable(exc: BaseException) -> bool:
     return isinstance(exc, StreamprocError) and exc.retriable
 
 
-class InferenceClient:
-    """One long-lived HTTP client with bounded concurrency and retries.
+def _is_server_failure(exc_type: type[BaseException], exc: BaseException) -> bool:
+    """What opens the circuit: the server is unreachable, overloaded or failing, not a bad request."""
+    return isinstance(exc, InferenceError) and exc.retriable
 
-    Use as ``async with InferenceClient(settings, metrics) as client``. Concurrency is
-    bounded by the connection pool (``max_inflight``): extra calls wait for a free
-    connection instead of piling onto the server.
+
+class InferenceClient:
+    """One long-lived HTTP client with adaptive concurrency, retries and a circuit breaker.
+
+    Use as ``async with InferenceClient(settings, metrics) as client``.
+
+    - Concurrency: at most ``AdaptiveLimit.current`` requests are in flight; the limit
+      follows the server's latency between ``min_inflight`` and ``max_inflight`` (the HTTP
+      connection pool size).
+    - Retries: transient failures (unreachable, timeout, HTTP 429/5xx) are retried with
+      jittered exponential back-off, up to ``max_attempts`` per request.
+    - Circuit breaker: after ``breaker_failures`` consecutive transient failures the circuit
+      opens and requests fail fast for ``breaker_recovery_seconds``; then one gets through
+      to probe the server. ``available`` is False while it is open, so the worker pauses
+      consumption.
+    - Hold: with ``on_unavailable = "hold"`` a request keeps retrying while the circuit is
+      not closed, instead of failing after ``max_attempts``: when the whole server is down,
+      items wait for it rather than all being escalated to review.
     """
 
     def __init__(
@@ -60,6 +72,21 @@ class InferenceClient:
         headers = {"content-type": "application/json"}
         if settings.api_key is not None:
             headers["authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
+        self.limit = AdaptiveLimit(
+            initial=max(settings.min_inflight, settings.max_inflight // 4),
+            minimum=settings.min_inflight if settings.adaptive_concurrency else settings.max_inflight,
+            maximum=settings.max_inflight,
+        )
+        self._gate = ConcurrencyGate(self.limit)
+        self._breaker = CircuitBreaker(
+            failure_threshold=settings.breaker_failures,
+            recovery_timeout=settings.breaker_recovery_seconds,
+            expected_exception=_is_server_failure,
+            name=f"model server {settings.base_url}",
+        )
+        self._guarded_post = self._breaker.decorate(self._post)
+        metrics.model_concurrency_limit.set_function(lambda: self.limit.current)
+        metrics.model_circuit_open.set_function(lambda: 0.0 if self.available else 1.0)
         self._http = httpx.AsyncClient(
             base_url=settings.base_url.rstrip("/") + "/",
             headers=headers,
@@ -85,17 +112,23 @@ class InferenceClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
+    @property
+    def available(self) -> bool:
+        """False while the circuit is open: the server failed repeatedly and is left alone."""
+        return not self._breaker.opened
+
     async def complete(self, request: ModelRequest) -> ModelAnswer:
         """Send one scorer request; retry transient failures with jittered back-off.
 
         Raises:
-            InferenceError: the last attempt's error, once retries are exhausted or the
-                error is permanent.
+            InferenceError: the last attempt's error, once retries are exhausted (or, when
+                holding, once the server is back and the request still fails) or the error
+                is permanent.
         """
         started = time.perf_counter()
         body = orjson.dumps({"model": self._settings.model, **request.body})
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._settings.max_attempts),
+            stop=self._should_stop,
             wait=wait_random_exponential(multiplier=0.2, max=self._max_backoff),
             retry=retry_if_exception(_is_retriable),
             before_sleep=self._count_retry,
@@ -103,21 +136,43 @@ class InferenceClient:
         )
         async for attempt in retrying:
             with attempt:
-                answer = await self._post(request.endpoint, body)
+                answer = await self._attempt(request.endpoint, body)
         return dataclasses.replace(answer, seconds=time.perf_counter() - started)
+
+    def _should_stop(self, state: RetryCallState) -> bool:
+        if self._settings.on_unavailable == "hold" and not self._breaker.closed:
+            return False
+        return state.attempt_number >= self._settings.max_attempts
 
     def _count_retry(self, state: RetryCallState) -> None:
         self._metrics.inference_retries.inc()
 
+    async def _attempt(self, endpoint: str, body: bytes) -> ModelAnswer:
+        try:
+            return await self._guarded_post(endpoint, body)  # type: ignore[no-any-return]
+        except CircuitBreakerError as exc:
+            self._metrics.inference_errors.labels(kind="circuit_open").inc()
+            raise InferenceUnavailable(f"model server left alone after repeated failures: {exc}") from exc
+
     async def _post(self, endpoint: str, body: bytes) -> ModelAnswer:
         metrics = self._metrics
-        try:
-            with metrics.model_requests_in_flight.track_inprogress(), metrics.model_request_latency.time():
-                response = await self._send(endpoint, body)
-            return read_answer(response)
-        except InferenceError as exc:
-            metrics.inference_errors.labels(kind=exc.kind).inc()
-            raise
+        async with self._gate:
+            started = time.perf_counter()
+            try:
+                with metrics.model_requests_in_flight.track_inprogress():
+                    response = await self._send(endpoint, body)
+                answer = read_answer(response)
+            except InferenceError as exc:
+                metrics.inference_errors.labels(kind=exc.kind).inc()
+                if isinstance(exc, InferenceTimeout):  # overload is latency too
+                    self._observe(time.perf_counter() - started)
+                raise
+            self._observe(time.perf_counter() - started)
+            return answer
+
+    def _observe(self, seconds: float) -> None:
+        self._metrics.model_request_latency.observe(seconds)
+        self.limit.sample(seconds, self._gate.in_flight)
 
     async def _send(self, endpoint: str, body: bytes) -> CompletionResponse:
         try:

@@ -167,12 +167,14 @@ async def test_editing_a_pack_changes_decisions_without_restart_and_a_broken_edi
     assert worker.process.alive()
 
 
-async def test_model_server_down_never_approves(
+async def test_model_server_down_escalates_to_review_when_not_holding(
     broker: Broker, topics: TopicSettings, start_worker: StartWorker
 ) -> None:
     worker = start_worker(
         STREAMPROC_INFERENCE__BASE_URL=f"http://127.0.0.1:{free_port()}/v1",
         STREAMPROC_INFERENCE__MAX_ATTEMPTS="2",
+        STREAMPROC_INFERENCE__ON_UNAVAILABLE="review",
+        STREAMPROC_INFERENCE__BREAKER_FAILURES="1000",  # every attempt reaches the (absent) server
     )
     items = [listing_dict(listing_id=f"L-d{i}") for i in range(3)]
     await produce(

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -56,7 +57,8 @@ def completion(top: list[tuple[str, float]], cached: int | None = 5) -> dict[str
 
 
 def client_with(handler: Any, metrics: Metrics, **settings: Any) -> InferenceClient:
-    config = InferenceSettings(base_url="http://model.test/v1", model="m", max_attempts=3, **settings)
+    settings = {"max_attempts": 3, **settings}
+    config = InferenceSettings(base_url="http://model.test/v1", model="m", **settings)
     return InferenceClient(config, metrics, transport=httpx.MockTransport(handler), max_backoff_seconds=0.01)
 
 
@@ -185,3 +187,75 @@ async def test_text_completion_layout_is_read(metrics: Metrics) -> None:
     assert result.text == "\n\nunsafe\nS1"
     assert result.tokens[1].token == "unsafe"
     assert dict(result.tokens[1].top_logprobs) == {"unsafe": -0.3, "safe": -1.4}
+
+
+async def test_circuit_opens_after_consecutive_failures_and_then_fails_fast(
+    metrics: Metrics, registry: CollectorRegistry
+) -> None:
+    calls = 0
+
+    def down(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        raise httpx.ConnectError("refused")
+
+    async with client_with(
+        down,
+        metrics,
+        max_attempts=1,
+        breaker_failures=2,
+        breaker_recovery_seconds=60,
+        on_unavailable="review",
+    ) as client:
+        for _ in range(2):
+            with pytest.raises(InferenceUnavailable):
+                await client.complete(REQUEST)
+        assert not client.available
+        assert registry.get_sample_value("streamproc_model_circuit_open") == 1
+        with pytest.raises(InferenceUnavailable, match="left alone"):
+            await client.complete(REQUEST)
+    assert calls == 2  # the third request never reached the server
+    assert registry.get_sample_value("streamproc_inference_errors_total", {"kind": "circuit_open"}) == 1
+
+
+async def test_holding_waits_out_an_outage_instead_of_failing(
+    metrics: Metrics, registry: CollectorRegistry
+) -> None:
+    loop = asyncio.get_running_loop()
+    back_at = loop.time() + 1.5
+    calls = 0
+
+    def flaky(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        if loop.time() < back_at:
+            raise httpx.ConnectError("refused")
+        return httpx.Response(200, json=completion([("N", 0.0)]))
+
+    async with client_with(
+        flaky, metrics, max_attempts=2, breaker_failures=2, breaker_recovery_seconds=1, on_unavailable="hold"
+    ) as client:
+        answers = await asyncio.gather(*(client.complete(REQUEST) for _ in range(5)))
+        assert client.available
+    assert all(a.text == "N" for a in answers)  # more failures than max_attempts, yet answered
+    assert registry.get_sample_value("streamproc_model_circuit_open") == 0
+    assert calls < 30  # while the circuit was open the server was left alone
+
+
+async def test_concurrency_is_bounded_by_the_limit(metrics: Metrics, registry: CollectorRegistry) -> None:
+    running = peak = 0
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.01)
+        running -= 1
+        return httpx.Response(200, json=completion([("N", 0.0)]))
+
+    fixed = {"max_inflight": 4, "min_inflight": 1, "adaptive_concurrency": False}
+    async with client_with(slow, metrics, **fixed) as client:
+        await asyncio.gather(*(client.complete(REQUEST) for _ in range(40)))
+        assert client.limit.current == 4
+    assert peak == 4
+    assert registry.get_sample_value("streamproc_model_concurrency_limit") == 4
