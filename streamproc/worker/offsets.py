@@ -19,11 +19,12 @@ __all__ = ["OffsetLedger", "PartitionOffsets"]
 class PartitionOffsets:
     """Offsets of one partition, in fetch order (Kafka delivers them ascending)."""
 
-    __slots__ = ("_done", "_pending", "committed", "position")
+    __slots__ = ("_awaiting_commit", "_done", "_pending", "committed", "position")
 
     def __init__(self) -> None:
-        self._pending: deque[int] = deque()
+        self._pending: deque[int] = deque()  # from the first unfinished offset on
         self._done: set[int] = set()
+        self._awaiting_commit: deque[int] = deque()  # finished, below position, not yet committed
         #: Next offset to consume once everything before it is finished (the commit value).
         self.position: int | None = None
         #: The position last committed to the broker.
@@ -40,11 +41,26 @@ class PartitionOffsets:
         while pending and pending[0] in done:
             first = pending.popleft()
             done.discard(first)
+            self._awaiting_commit.append(first)
             self.position = first + 1
 
+    def mark_committed(self, position: int) -> int:
+        """Record a commit; returns how many offsets it covered."""
+        self.committed = position
+        awaiting, covered = self._awaiting_commit, 0
+        while awaiting and awaiting[0] < position:
+            awaiting.popleft()
+            covered += 1
+        return covered
+
     @property
-    def in_flight(self) -> int:
+    def unfinished(self) -> int:
         return len(self._pending)
+
+    @property
+    def uncommitted(self) -> int:
+        """Offsets taken but not yet committed: what a crash now would process again."""
+        return len(self._pending) + len(self._awaiting_commit)
 
 
 class OffsetLedger:
@@ -52,9 +68,12 @@ class OffsetLedger:
 
     def __init__(self) -> None:
         self._partitions: dict[TopicPartition, PartitionOffsets] = {}
+        #: Offsets taken and not yet committed, over all partitions.
+        self.uncommitted = 0
 
     def started(self, tp: TopicPartition, offset: int) -> None:
         self._partitions.setdefault(tp, PartitionOffsets()).started(offset)
+        self.uncommitted += 1
 
     def finished(self, tp: TopicPartition, offset: int) -> None:
         partition = self._partitions.get(tp)
@@ -73,12 +92,14 @@ class OffsetLedger:
     def committed(self, offsets: dict[TopicPartition, int]) -> None:
         for tp, position in offsets.items():
             if tp in self._partitions:
-                self._partitions[tp].committed = position
+                self.uncommitted -= self._partitions[tp].mark_committed(position)
 
     def forget(self, tps: Iterable[TopicPartition]) -> None:
         for tp in tps:
-            self._partitions.pop(tp, None)
+            partition = self._partitions.pop(tp, None)
+            if partition is not None:
+                self.uncommitted -= partition.uncommitted
 
-    def in_flight(self, tp: TopicPartition) -> int:
+    def unfinished(self, tp: TopicPartition) -> int:
         partition = self._partitions.get(tp)
-        return partition.in_flight if partition is not None else 0
+        return partition.unfinished if partition is not None else 0

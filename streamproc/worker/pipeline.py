@@ -3,12 +3,14 @@
 Built on aiokafka directly (faust's agent loop measured about 20x slower on this path and
 acks batches rather than items; see load/RESULTS.md):
 
-- **Window.** Up to ``worker.max_inflight_items`` items are processed at once, across
-  partitions, so the model server always has work to batch. Items with the same key in
-  one partition (revisions of one listing) run one after another, in offset order.
+- **Window.** Up to ``worker.max_inflight_items`` records are taken and not yet committed,
+  across partitions, so the model server always has work to batch, and a crash repeats
+  at most that many. Items with the same key in one partition (revisions of one listing)
+  run one after another, in offset order.
 - **Safe commits.** An item is finished when the broker has acknowledged all its outputs.
-  Every ``commit_interval_seconds`` each partition's commit moves to the end of its
-  contiguous prefix of finished offsets, never past an unfinished one.
+  Every ``commit_interval_seconds`` (sooner when half the window waits for a commit)
+  each partition's commit moves to the end of its contiguous prefix of finished offsets,
+  never past an unfinished one.
 - **Backpressure.** When the window is full, or the model server's circuit is open,
   every assigned partition is paused. The consumer keeps polling while paused, so slow
   model calls never starve heartbeats or poll deadlines into a rebalance.
@@ -72,6 +74,7 @@ class Pipeline:
         self._in_flight = 0
         self._paused = False
         self._stopping = asyncio.Event()
+        self._commit_due = asyncio.Event()
         self._commit_lock = asyncio.Lock()
         self._failure: BaseException | None = None
         kafka = settings.kafka
@@ -95,7 +98,13 @@ class Pipeline:
 
     @property
     def in_flight(self) -> int:
+        """Items started and not finished."""
         return self._in_flight
+
+    @property
+    def uncommitted(self) -> int:
+        """Records taken and not yet committed: what the window bounds."""
+        return self._ledger.uncommitted
 
     def stop(self) -> None:
         """Stop fetching; ``run`` then drains, commits and returns."""
@@ -127,7 +136,7 @@ class Pipeline:
         consumer, window = self._consumer, self._settings.worker.max_inflight_items
         while not self._stopping.is_set():
             self._apply_backpressure()
-            room = max(1, min(self._settings.worker.fetch_max_records, window - self._in_flight))
+            room = max(1, min(self._settings.worker.fetch_max_records, window - self._ledger.uncommitted))
             batches = await consumer.getmany(timeout_ms=_POLL_TIMEOUT_MS, max_records=room)
             for tp, records in batches.items():
                 if tp in consumer.assignment():
@@ -136,22 +145,18 @@ class Pipeline:
             await asyncio.sleep(0)  # let the new items start before polling again
 
     def _apply_backpressure(self) -> None:
-        window = self._settings.worker.max_inflight_items
-        pause = (
-            self._in_flight >= window
-            or (self._paused and self._in_flight > window * _RESUME_AT)
-            or not self._ready()
-        )
+        window, taken = self._settings.worker.max_inflight_items, self._ledger.uncommitted
+        pause = taken >= window or (self._paused and taken > window * _RESUME_AT) or not self._ready()
         if pause == self._paused:
             if pause:  # partitions assigned since the pause must pause too
                 self._consumer.pause(*self._consumer.assignment())
             return
         if pause:
             self._consumer.pause(*self._consumer.assignment())
-            log.info("pausing: %d items in flight, model server ready: %s", self._in_flight, self._ready())
+            log.info("pausing: %d records uncommitted, model server ready: %s", taken, self._ready())
         else:
             self._consumer.resume(*self._consumer.assignment())
-            log.info("resuming consumption: %d items in flight", self._in_flight)
+            log.info("resuming: %d records uncommitted", taken)
         self._paused = pause
         self._metrics.consumption_paused.set(1 if pause else 0)
 
@@ -185,6 +190,8 @@ class Pipeline:
             del self._tails[(tp, key)]
         self._in_flight -= 1
         self._metrics.items_in_flight.set(self._in_flight)
+        if self._ledger.uncommitted - self._in_flight >= self._settings.worker.max_inflight_items // 2:
+            self._commit_due.set()
         if not task.cancelled() and (error := task.exception()) is not None and self._failure is None:
             log.critical("stopping: an item failed and will be redelivered", exc_info=error)
             self._failure = error
@@ -192,7 +199,10 @@ class Pipeline:
 
     async def _commit_periodically(self) -> None:
         while True:
-            await asyncio.sleep(self._settings.worker.commit_interval_seconds)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._settings.worker.commit_interval_seconds):
+                    await self._commit_due.wait()
+            self._commit_due.clear()
             await self._commit()
 
     async def _commit(self, tps: Iterable[TopicPartition] | None = None) -> None:

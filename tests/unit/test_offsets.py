@@ -20,7 +20,10 @@ def test_position_moves_only_over_the_contiguous_prefix_of_finished_offsets() ->
     assert partition.position == 11
     partition.finished(11)
     assert partition.position == 14
-    assert partition.in_flight == 0
+    assert partition.unfinished == 0
+    assert partition.uncommitted == 4  # finished, but a crash now would process them again
+    assert partition.mark_committed(14) == 4
+    assert partition.uncommitted == 0
 
 
 def test_offsets_must_ascend() -> None:
@@ -37,18 +40,20 @@ def test_ledger_reports_only_moved_positions_of_the_asked_partitions() -> None:
     ledger.finished(TP0, 0)
     ledger.finished(TP1, 7)
     assert ledger.to_commit() == {TP0: 1, TP1: 8}
+    assert ledger.uncommitted == 2
     assert ledger.to_commit([TP1]) == {TP1: 8}
     ledger.committed({TP0: 1})
     assert ledger.to_commit() == {TP1: 8}
     ledger.committed({TP1: 8})
     assert ledger.to_commit() == {}
+    assert ledger.uncommitted == 0
 
 
 def test_a_forgotten_partition_ignores_late_finishes() -> None:
     ledger = OffsetLedger()
     ledger.started(TP0, 3)
-    assert ledger.in_flight(TP0) == 1
+    assert ledger.unfinished(TP0) == 1
     ledger.forget([TP0])
     ledger.finished(TP0, 3)  # an abandoned item finishing after revocation
     assert ledger.to_commit() == {}
-    assert ledger.in_flight(TP0) == 0
+    assert (ledger.unfinished(TP0), ledger.uncommitted) == (0, 0)

@@ -1,0 +1,200 @@
+"""Delivery under faults: the in-flight window, safe commits, SIGKILL, and a model server outage."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client import CollectorRegistry
+
+from streamproc.config import KafkaSettings, Settings, TopicSettings, WorkerSettings
+from streamproc.devstack import Broker, VllmServer
+from streamproc.metrics import create as create_metrics
+from streamproc.schemas import Verdict
+from streamproc.worker import InboundRecord, OutboundRecord, Pipeline
+from tests.factories import listing_dict
+from tests.integration.conftest import StartWorker
+from tests.integration.kafka_io import Received, consume, produce
+
+pytestmark = pytest.mark.integration
+
+
+async def committed_offsets(bootstrap: str, group_id: str, topic: str) -> dict[TopicPartition, int]:
+    """The group's committed positions, read as any consumer of the group would."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not tps:  # metadata not fetched yet
+            await consumer._client.force_metadata_update()
+            tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        positions = {tp: await consumer.committed(tp) for tp in tps}
+    finally:
+        await consumer.stop()
+    return {tp: position for tp, position in positions.items() if position is not None}
+
+
+async def test_window_keeps_key_order_and_never_commits_past_an_unfinished_item(
+    broker: Broker, topics: TopicSettings
+) -> None:
+    """Hundreds of items in flight finish out of order; one is held back on purpose."""
+    group_id = f"window-{uuid.uuid4().hex[:8]}"
+    settings = Settings(
+        kafka=KafkaSettings(bootstrap_servers=broker.bootstrap, group_id=group_id),
+        topics=topics,
+        worker=WorkerSettings(max_inflight_items=400, commit_interval_seconds=0.2),
+    )
+    release = asyncio.Event()
+    held: list[InboundRecord] = []
+    peak = 0
+
+    async def handler(record: InboundRecord) -> list[OutboundRecord]:
+        nonlocal peak
+        peak = max(peak, pipeline.in_flight)
+        if record.key == b"L-held":
+            held.append(record)
+            await release.wait()
+        else:
+            await asyncio.sleep(random.uniform(0, 0.3))  # noqa: S311 - finish out of order
+        return [OutboundRecord(topics.verdicts, record.key, record.value or b"")]
+
+    pipeline = Pipeline(settings, handler, create_metrics(CollectorRegistry()), topics=[topics.listings])
+    # 40 listings x 10 revisions each, plus one listing whose item never finishes until released.
+    events = [(b"L-held", orjson.dumps({"revision": 0}))] + [
+        (f"L-{n}".encode(), orjson.dumps({"revision": revision})) for revision in range(10) for n in range(40)
+    ]
+    await produce(broker.bootstrap, topics.listings, events)
+    running = asyncio.create_task(pipeline.run())
+    try:
+        outputs = await consume(broker.bootstrap, [topics.verdicts], len(events) - 1, within=60)
+        assert len(outputs) == len(events) - 1
+        await asyncio.sleep(1.0)  # several commit intervals
+        committed = await committed_offsets(broker.bootstrap, group_id, topics.listings)
+        held_tp = TopicPartition(held[0].topic, held[0].partition)
+        assert committed.get(held_tp, 0) <= held[0].offset  # never past the unfinished item
+        release.set()
+        await asyncio.sleep(1.0)
+        ends = await committed_offsets(broker.bootstrap, group_id, topics.listings)
+    finally:
+        pipeline.stop()
+        await running
+    assert peak >= 200  # the window was used across partitions
+    assert sum(ends.values()) == len(events)  # every offset committed once all finished
+    revisions: dict[bytes | None, list[int]] = defaultdict(list)
+    for output in outputs:
+        revisions[output.key].append(orjson.loads(output.value)["revision"])
+    assert all(seen == list(range(10)) for seen in revisions.values()), "a key's revisions came out of order"
+
+
+def verdicts_by_id(received: list[Received], verdict_topic: str) -> dict[str, list[Verdict]]:
+    by_id: dict[str, list[Verdict]] = defaultdict(list)
+    for record in received:
+        if record.topic == verdict_topic:
+            verdict = Verdict.model_validate_json(record.value)
+            by_id[verdict.content_id].append(verdict)
+    return by_id
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}", pytrace=False)
+
+
+async def test_sigkill_with_hundreds_in_flight_loses_nothing_and_bounds_duplicates(
+    broker: Broker, topics: TopicSettings, start_worker: StartWorker
+) -> None:
+    window, count = 250, 300
+    group = {"STREAMPROC_KAFKA__GROUP_ID": f"kill-{uuid.uuid4().hex[:8]}"}
+    env = {
+        **group,
+        "STREAMPROC_WORKER__MAX_INFLIGHT_ITEMS": str(window),
+        "STREAMPROC_INFERENCE__MAX_INFLIGHT": "256",
+        "STREAMPROC_INFERENCE__ADAPTIVE_CONCURRENCY": "false",
+        "STREAMPROC_INFERENCE__TIMEOUT_SECONDS": "300",
+        "STREAMPROC_WORKER__COMMIT_INTERVAL_SECONDS": "0.5",
+    }
+    items = [listing_dict(listing_id=f"L-k{i}", title=f"Ceramic mug no. {i}") for i in range(count)]
+    await produce(
+        broker.bootstrap, topics.listings, [(str(x["listing_id"]).encode(), orjson.dumps(x)) for x in items]
+    )
+    first = start_worker(**env)
+    wait_for(
+        lambda: (
+            first.total("streamproc_model_requests_in_flight") >= 200
+            and first.total("streamproc_verdicts_total") >= 20
+        ),
+        240,
+        "hundreds of model requests in flight and some verdicts",
+    )
+    in_flight = first.total("streamproc_items_in_flight")
+    assert first.process.process is not None
+    first.process.process.send_signal(signal.SIGKILL)
+    first.process.process.wait(10)
+    assert in_flight >= 200
+
+    start_worker(**env)
+    received = await consume(broker.bootstrap, [topics.verdicts], count, within=400)
+    by_id = verdicts_by_id(received, topics.verdicts)
+    assert sorted(by_id) == sorted(str(x["listing_id"]) for x in items)  # every input has a verdict
+    duplicates = sum(len(v) - 1 for v in by_id.values())
+    assert duplicates <= window
+    for copies in by_id.values():
+        assert len({v.idempotency_key for v in copies}) == 1
+
+
+async def test_model_server_outage_pauses_consumption_and_holds_items_until_it_is_back(
+    broker: Broker, vllm: VllmServer, topics: TopicSettings, start_worker: StartWorker
+) -> None:
+    worker = start_worker(
+        STREAMPROC_INFERENCE__BREAKER_FAILURES="3",
+        STREAMPROC_INFERENCE__BREAKER_RECOVERY_SECONDS="2",
+        STREAMPROC_INFERENCE__TIMEOUT_SECONDS="60",
+    )
+
+    def listings(prefix: str, n: int) -> list[tuple[bytes, bytes]]:
+        ids = [f"{prefix}{i}" for i in range(n)]
+        return [(id_.encode(), orjson.dumps(listing_dict(listing_id=id_))) for id_ in ids]
+
+    before = listings("L-before", 10)
+    await produce(broker.bootstrap, topics.listings, before)
+    await consume(broker.bootstrap, [topics.verdicts], len(before), within=120)
+
+    vllm.stop()
+    try:
+        during = listings("L-during", 30)
+        await produce(broker.bootstrap, topics.listings, during)
+        wait_for(
+            lambda: (
+                worker.total("streamproc_consumption_paused") == 1
+                and worker.total("streamproc_model_circuit_open") == 1
+            ),
+            60,
+            "the worker to open the circuit and pause consumption",
+        )
+        await asyncio.sleep(3)
+        decided_while_down = worker.total("streamproc_verdicts_total")
+        assert decided_while_down == len(before)  # nothing decided, nothing escalated, nothing approved
+    finally:
+        vllm.start()
+
+    received = await consume(broker.bootstrap, [topics.verdicts], len(before) + len(during), within=240)
+    by_id = verdicts_by_id(received, topics.verdicts)
+    assert len(by_id) == len(before) + len(during)
+    for copies in by_id.values():
+        for verdict in copies:
+            assert verdict.decided_by.kind != "error"
+            assert verdict.usage is not None  # decided by the model once it was back
+    assert worker.total("streamproc_consumption_paused") == 0
+    assert worker.total("streamproc_inference_errors_total", kind="unavailable") > 0
