@@ -83,8 +83,9 @@ replaces the model's, so one that should only escalate says so (``decision == 'a
 from __future__ import annotations
 
 import difflib
+import functools
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, get_args
 
@@ -221,11 +222,14 @@ class _Terms:
         phrases.discard(())
         return cls(frozenset(phrases), tuple(sorted({len(p) for p in phrases})), symbols)
 
-    def occur_in(self, words: Sequence[str], text: str) -> bool:
-        # Set lookups of the text's word n-grams: the cost follows the text, not the list.
-        return any(
-            tuple(words[i : i + n]) in self.phrases for n in self.lengths for i in range(len(words) - n + 1)
-        ) or any(symbol in text for symbol in self.symbols)
+    def occur_in(self, ngrams: frozenset[tuple[str, ...]], text: str) -> bool:
+        """``ngrams``: the text's word n-grams of (at least) this list's lengths."""
+        return not self.phrases.isdisjoint(ngrams) or any(symbol in text for symbol in self.symbols)
+
+
+def _ngrams(words: Sequence[str], lengths: Iterable[int]) -> frozenset[tuple[str, ...]]:
+    """Every run of ``n`` consecutive words, for each n: built once per item, for all lists."""
+    return frozenset(tuple(words[i : i + n]) for n in lengths for i in range(len(words) - n + 1))
 
 
 @dataclass(frozen=True)
@@ -246,6 +250,10 @@ class _Lookups:
             terms={name: _Terms.of(values) for name, values in lists.items()} if text_lists else {},
             medians={_path_key(path.split(">")): float(m) for path, m in policy.median_prices},
         )
+
+    @functools.cached_property
+    def ngram_lengths(self) -> frozenset[int]:
+        return frozenset(n for terms in self.terms.values() for n in terms.lengths)
 
     def median_price(self, category_path: Sequence[str]) -> float | None:
         key = _path_key(category_path)
@@ -456,8 +464,8 @@ def _context(
         "owner_lists": [name for name, members in lookups.members.items() if fields["owner_id"] in members],
     }
     if text_lists:
-        words = _WORDS.findall(text)
-        fields["text_lists"] = [name for name, terms in lookups.terms.items() if terms.occur_in(words, text)]
+        ngrams = _ngrams(_WORDS.findall(text), lookups.ngram_lengths)
+        fields["text_lists"] = [name for name, terms in lookups.terms.items() if terms.occur_in(ngrams, text)]
     context = {name: fields[name] for name in RULE_FIELDS if name in fields}
     if scores is not None or decision is not None:
         context |= _post_fields(scores or {}, decision)

@@ -45,6 +45,9 @@ Handler = Callable[[InboundRecord], Awaitable[list[OutboundRecord]]]
 #: Consumption resumes once the window has drained to this share of its size.
 _RESUME_AT = 0.75
 _POLL_TIMEOUT_MS = 100
+_FETCH_WAIT_MS = 100
+#: Bigger than aiokafka's 16 KiB default: a full batch makes sends wait for the broker.
+_PRODUCE_BATCH_BYTES = 512 * 1024
 
 
 class PipelineFailed(RuntimeError):
@@ -88,12 +91,14 @@ class Pipeline:
             heartbeat_interval_ms=int(kafka.heartbeat_interval_seconds * 1000),
             rebalance_timeout_ms=int(kafka.rebalance_timeout_seconds * 1000),
             max_poll_records=settings.worker.fetch_max_records,
+            fetch_max_wait_ms=_FETCH_WAIT_MS,
         )
         self._producer = AIOKafkaProducer(
             bootstrap_servers=kafka.bootstrap_servers,
             client_id=kafka.client_id,
             acks="all",
             linger_ms=settings.worker.linger_ms,
+            max_batch_size=_PRODUCE_BATCH_BYTES,
         )
 
     @property
@@ -262,24 +267,57 @@ async def publish(producer: AIOKafkaProducer, records: Sequence[OutboundRecord])
     Broker errors are retried with jittered back-off without end: returning early would
     let the caller commit input whose outputs were never written.
     """
-    pending = list(records)
+    try:
+        await _send_all(producer, records)
+    except _SendFailed as exc:
+        await _send_with_retries(producer, exc.failed)
+    except KafkaError:  # refused before sending (e.g. no metadata yet): all of them again
+        await _send_with_retries(producer, list(records))
+
+
+class _SendFailed(KafkaError):  # type: ignore[misc]
+    """Some records were not acknowledged; ``failed`` lists them, the cause says why."""
+
+    def __init__(self, failed: list[OutboundRecord]) -> None:
+        super().__init__(f"{len(failed)} records not acknowledged")
+        self.failed = failed
+
+
+async def _send_all(producer: AIOKafkaProducer, records: Sequence[OutboundRecord]) -> None:
+    """One attempt: the hot path, without the retry machinery's per-call cost."""
+    futures = [await producer.send(r.topic, r.value, key=r.key, headers=list(r.headers)) for r in records]
+    if len(futures) == 1:
+        try:
+            await futures[0]
+        except KafkaError as exc:
+            raise _SendFailed(list(records)) from exc
+        return
+    outcomes = await asyncio.gather(*futures, return_exceptions=True)
+    failed = [r for r, o in zip(records, outcomes, strict=True) if isinstance(o, BaseException)]
+    if failed:
+        error = next(o for o in outcomes if isinstance(o, BaseException))
+        raise _SendFailed(failed) from error
+
+
+def _cause(error: BaseException | None) -> BaseException | None:
+    return error.__cause__ if isinstance(error, _SendFailed) else error
+
+
+async def _send_with_retries(producer: AIOKafkaProducer, records: list[OutboundRecord]) -> None:
+    pending = records
     retrying = AsyncRetrying(
         retry=retry_if_exception_type(KafkaError),
         wait=wait_random_exponential(multiplier=0.1, max=5.0),
         before_sleep=lambda state: log.warning(
             "publishing %d records failed, retrying: %r",
             len(pending),
-            state.outcome.exception() if state.outcome else None,
+            _cause(state.outcome.exception()) if state.outcome else None,
         ),
     )
     async for attempt in retrying:
         with attempt:
-            futures = [
-                await producer.send(r.topic, r.value, key=r.key, headers=list(r.headers)) for r in pending
-            ]
-            outcomes = await asyncio.gather(*futures, return_exceptions=True)
-            failed = [r for r, o in zip(pending, outcomes, strict=True) if isinstance(o, BaseException)]
-            if failed:
-                errors = [o for o in outcomes if isinstance(o, BaseException)]
-                pending = failed
-                raise errors[0]
+            try:
+                await _send_all(producer, pending)
+            except _SendFailed as exc:
+                pending = exc.failed
+                raise

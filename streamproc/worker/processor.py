@@ -159,7 +159,10 @@ class Processor:
         metrics.model_requests_per_item.labels(scorer=scorer.name).observe(len(requests))
         answers: list[ModelAnswer] = []
         try:
-            answers = list(await asyncio.gather(*(self._model.complete(r) for r in requests)))
+            if len(requests) == 1:  # the common case, without gather's task per request
+                answers = [await self._model.complete(requests[0])]
+            else:
+                answers = list(await asyncio.gather(*(self._model.complete(r) for r in requests)))
             metrics.completion_tokens_per_item.labels(scorer=scorer.name).observe(
                 sum(a.completion_tokens for a in answers)
             )

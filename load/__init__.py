@@ -1,0 +1,1 @@
+"""Load generation and benchmarks (run from the repository root: ``python -m load.<script>``)."""

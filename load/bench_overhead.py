@@ -1,0 +1,159 @@
+"""Worker overhead: verdicts/s through the streamproc pipeline with a zero-cost model, divided by
+msgs/s of a raw aiokafka consume → decode → produce → commit loop, same broker, same data.
+
+    python -m load.bench_overhead [--events 20000] [--repeats 2]
+
+Both run in this process, one after the other, on fresh topics; the best of ``--repeats``
+runs of each counts (the machine is shared and noisy). The worker runs the real
+decode, policy selection, prompt building, scoring, rules, verdict encoding, metrics,
+in-flight window and safe commits; only the model answers instantly. It is measured with
+the shipped packs and with the same packs without rules. Target: ratio >= 0.5.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import click
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from prometheus_client import CollectorRegistry
+
+from load.report import machine_description
+from load.stack import ROOT, ZeroCostModel, broker, fresh_topics, publish_events, without_rules
+from load.workload import make_events
+from streamproc.config import KafkaSettings, Settings, TopicSettings, WorkerSettings
+from streamproc.decision import content_ref
+from streamproc.metrics import create as create_metrics
+from streamproc.policy import load_policy_set
+from streamproc.schemas import decode_event
+from streamproc.worker import InboundRecord, OutboundRecord, Pipeline, Processor
+
+TARGET = 0.5
+
+
+async def raw_loop(bootstrap: str, topics: TopicSettings, count: int, *, validate: bool) -> float:
+    """Messages/s of the plainest correct loop: decode each record, produce one output, commit."""
+    consumer = AIOKafkaConsumer(
+        topics.listings,
+        topics.videos,
+        bootstrap_servers=bootstrap,
+        group_id=f"raw-{topics.verdicts}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=500,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    await consumer.start()
+    done, started = 0, 0.0
+    try:
+        while done < count:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=500)
+            if batches and not started:
+                started = time.perf_counter()
+            futures = []
+            for tp, records in batches.items():
+                kind = "listing" if tp.topic == topics.listings else "video"
+                for record in records:
+                    if validate:
+                        _, content_id = content_ref(decode_event(kind, record.value))  # type: ignore[arg-type]
+                    else:
+                        data = orjson.loads(record.value or b"{}")
+                        content_id = data.get("listing_id") or data.get("video_id")
+                    value = orjson.dumps({"content_id": content_id, "decision": "approve"})
+                    futures.append(await producer.send(topics.verdicts, value, key=record.key))
+                    done += 1
+            await asyncio.gather(*futures)
+            if batches:
+                await consumer.commit()
+        return count / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+async def worker_loop(bootstrap: str, topics: TopicSettings, count: int, policies_dir: Path) -> float:
+    """Items/s through Pipeline + Processor with a model that answers instantly."""
+    settings = Settings(
+        kafka=KafkaSettings(bootstrap_servers=bootstrap, group_id=f"worker-{topics.verdicts}"),
+        topics=topics,
+        worker=WorkerSettings(max_inflight_items=2048),
+    )
+    metrics = create_metrics(CollectorRegistry())
+    processor = Processor(settings, load_policy_set([policies_dir]), ZeroCostModel(), metrics)
+    handled, started = 0, 0.0
+
+    async def handle(record: InboundRecord) -> list[OutboundRecord]:
+        nonlocal handled, started
+        if not started:
+            started = time.perf_counter()
+        handled += 1
+        return await processor.process(record)
+
+    pipeline = Pipeline(settings, handle, metrics, topics=[topics.listings, topics.videos])
+    running = asyncio.create_task(pipeline.run())
+    try:
+        while handled < count or pipeline.uncommitted:  # every output acknowledged and committed
+            if running.done():
+                await running  # raises what stopped it
+            await asyncio.sleep(0.005)
+        return count / (time.perf_counter() - started)
+    finally:
+        pipeline.stop()
+        await running
+
+
+Measure = Callable[[TopicSettings], Awaitable[float]]
+
+
+@click.command()
+@click.option("--events", "count", type=click.IntRange(min=100), default=20_000, show_default=True)
+@click.option("--repeats", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=ROOT / "load" / "results", show_default=True)
+def main(count: int, repeats: int, out: Path) -> None:
+    """Print the worker-overhead ratio (target >= 0.5) and write it as JSON."""
+    run_dir = out / "overhead-run"
+    events = make_events(count, seed=7, run="overhead")
+    with broker(run_dir) as running_broker:
+        bootstrap = running_broker.bootstrap
+        rule_free = without_rules(run_dir / "policies-without-rules")
+        contenders: dict[str, Measure] = {
+            "raw aiokafka loop (orjson decode)": lambda t: raw_loop(bootstrap, t, count, validate=False),
+            "raw aiokafka loop (schema decode)": lambda t: raw_loop(bootstrap, t, count, validate=True),
+            "streamproc worker, shipped packs": lambda t: worker_loop(bootstrap, t, count, ROOT / "policies"),
+            "streamproc worker, packs without rules": lambda t: worker_loop(bootstrap, t, count, rule_free),
+        }
+        best: dict[str, float] = {}
+        for round_ in range(repeats):
+            for name, measure in contenders.items():
+                topics = fresh_topics(bootstrap)
+                asyncio.run(publish_events(bootstrap, topics, events))
+                rate = asyncio.run(measure(topics))
+                best[name] = max(rate, best.get(name, 0.0))
+                click.echo(f"round {round_ + 1}: {name}: {rate:,.0f} msgs/s")
+    baseline = best["raw aiokafka loop (orjson decode)"]
+    ratios = {name: rate / baseline for name, rate in best.items()}
+    result = {
+        "benchmark": "worker overhead",
+        "machine": machine_description(),
+        "events": count,
+        "msgs_per_second": best,
+        "ratio_vs_raw_orjson_loop": ratios,
+        "target": TARGET,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "overhead.json").write_text(json.dumps(result, indent=2) + "\n")
+    click.echo("")
+    for name, rate in best.items():
+        click.echo(f"{name:42s} {rate:9,.0f} msgs/s   ratio {ratios[name]:.3f}")
+    ratio = ratios["streamproc worker, shipped packs"]
+    click.echo(f"\nworker overhead ratio (shipped packs / raw loop): {ratio:.3f}  (target >= {TARGET})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""Summaries of a load run: throughput, latency percentiles, JSON, markdown and a PNG plot."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+__all__ = ["LatencySummary", "RunReport", "machine_description", "percentile", "summarise"]
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of unsorted ``values``; NaN when empty."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+@dataclass(frozen=True)
+class LatencySummary:
+    count: int
+    p50: float
+    p90: float
+    p99: float
+    max: float
+    mean: float
+
+
+def summarise(latencies: Sequence[float]) -> LatencySummary:
+    return LatencySummary(
+        count=len(latencies),
+        p50=percentile(latencies, 50),
+        p90=percentile(latencies, 90),
+        p99=percentile(latencies, 99),
+        max=max(latencies, default=math.nan),
+        mean=sum(latencies) / len(latencies) if latencies else math.nan,
+    )
+
+
+def machine_description() -> str:
+    cores = os.cpu_count() or 0
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError):
+        memory = math.nan
+    python = platform.python_version()
+    return f"{platform.machine()}, {cores} cores, {memory:.0f} GiB RAM, {platform.system()}, Python {python}"
+
+
+@dataclass
+class RunReport:
+    """One open-loop run: what was offered, what came back, and how fast."""
+
+    name: str
+    target_rate: float
+    duration_seconds: float
+    sent: int
+    received: int
+    throughput: float  # received per second over the run
+    latency: LatencySummary
+    #: (seconds since start of the send, end-to-end latency) of every received item.
+    samples: list[tuple[float, float]] = field(default_factory=list, repr=False)
+    machine: str = field(default_factory=machine_description)
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data.pop("samples")
+        return json.dumps(data, indent=2)
+
+    def to_markdown(self) -> str:
+        lat = self.latency
+        return "\n".join(
+            [
+                f"### {self.name}",
+                "",
+                f"Machine: {self.machine}",
+                "",
+                "| target rate | sent | received | throughput | p50 | p90 | p99 | max |",
+                "|---|---|---|---|---|---|---|---|",
+                f"| {self.target_rate:.1f}/s | {self.sent} | {self.received} | {self.throughput:.1f}/s "
+                f"| {lat.p50:.3f} s | {lat.p90:.3f} s | {lat.p99:.3f} s | {lat.max:.3f} s |",
+                "",
+            ]
+        )
+
+    def write(self, folder: Path) -> list[Path]:
+        """Write ``report.json``, ``report.md`` and ``latency.png`` into ``folder``."""
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = [folder / "report.json", folder / "report.md", folder / "latency.png"]
+        paths[0].write_text(self.to_json() + "\n")
+        paths[1].write_text(self.to_markdown())
+        plot_latency(self, paths[2])
+        return paths
+
+
+def plot_latency(report: RunReport, path: Path) -> None:
+    """Latency of every item over the run, with a rolling p99 line."""
+    import matplotlib  # noqa: PLC0415 - heavy, only for plotting
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    if report.samples:
+        xs, ys = zip(*sorted(report.samples), strict=True)
+        ax.scatter(xs, ys, s=4, alpha=0.4, label="item")
+        window = max(1, len(ys) // 50)
+        rolling = [percentile(ys[max(0, i - window) : i + 1], 99) for i in range(len(ys))]
+        ax.plot(xs, rolling, color="tab:red", label=f"rolling p99 ({window} items)")
+    ax.set_xlabel("seconds since start")
+    ax.set_ylabel("end-to-end latency (s)")
+    ax.set_title(f"{report.name}: {report.target_rate:.1f}/s offered, {report.throughput:.1f}/s served")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

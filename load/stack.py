@@ -1,0 +1,163 @@
+"""Real parts for the benchmarks: the Tansu broker, a vLLM server, topics and worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import orjson
+import yaml
+from aiokafka import AIOKafkaProducer
+
+from load.workload import Event
+from streamproc.config import TopicSettings
+from streamproc.devstack import Broker, ManagedProcess, VllmServer, free_port, wait_for_port
+from streamproc.policy import SCORERS, ModelAnswer, ModelRequest, PolicySet, item_content
+from streamproc.policy.scorers import TokenChoice
+from streamproc.schemas import decode_event
+from streamproc.topics import apply_topics, load_topic_specs
+
+__all__ = [
+    "ROOT",
+    "ZeroCostModel",
+    "broker",
+    "fresh_topics",
+    "model_requests",
+    "publish_events",
+    "start_vllm",
+    "start_worker",
+    "topic_of",
+    "vllm_paths",
+    "without_rules",
+]
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVED_MODEL = "bench-model"
+
+
+def fresh_topics(bootstrap: str) -> TopicSettings:
+    """The project's topics under a new suffix, so every measurement starts empty."""
+    suffix = uuid.uuid4().hex[:8]
+    specs = [s.model_copy(update={"name": f"{s.name}.{suffix}"}) for s in load_topic_specs(ROOT / "topics")]
+    asyncio.run(apply_topics(bootstrap, specs, replication_factor=1))
+    return TopicSettings(**{f: f"{name}.{suffix}" for f, name in TopicSettings().model_dump().items()})
+
+
+async def publish_events(bootstrap: str, topics: TopicSettings, events: list[Event]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic_of(topics, e), e.value, key=e.key) for e in events]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+def topic_of(topics: TopicSettings, event: Event) -> str:
+    return topics.listings if event.content_type == "listing" else topics.videos
+
+
+def without_rules(folder: Path) -> Path:
+    """Copies of the shipped packs without rules: every item goes to the model."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for pack in sorted((ROOT / "policies").glob("*.yaml")):
+        data = yaml.safe_load(pack.read_text())
+        data["rules"] = []
+        data["lists"] = {}
+        (folder / pack.name).write_text(yaml.safe_dump(data, sort_keys=False))
+    return folder
+
+
+def model_requests(policies: PolicySet, events: list[Event]) -> list[ModelRequest]:
+    """The requests the worker would send for ``events``, built by the same scorer code."""
+    requests: list[ModelRequest] = []
+    for event in events:
+        decoded = decode_event(event.content_type, event.value)  # type: ignore[arg-type]
+        policy = policies.select(decoded)
+        requests.extend(SCORERS[policy.scorer].requests(policy, item_content(policy, decoded)))
+    return requests
+
+
+class ZeroCostModel:
+    """A model client that answers instantly with the safe label: the worker's own cost only."""
+
+    def __init__(self) -> None:
+        letters = tuple((chr(c), -8.0) for c in range(ord("A"), ord("Z") + 1))
+        self._answer = ModelAnswer(
+            text="Z",
+            tokens=(TokenChoice("Z", -0.01, letters),),
+            prompt_tokens=400,
+            completion_tokens=1,
+            cached_prompt_tokens=380,
+        )
+
+    async def complete(self, request: ModelRequest) -> ModelAnswer:
+        return self._answer
+
+
+@dataclass
+class VllmPaths:
+    python: Path
+    model_dir: Path
+
+
+def vllm_paths() -> VllmPaths:
+    python, model = os.environ.get("STREAMPROC_VLLM_PYTHON"), os.environ.get("STREAMPROC_MODEL_DIR")
+    if not python or not model:
+        raise click.ClickException(
+            "set STREAMPROC_VLLM_PYTHON and STREAMPROC_MODEL_DIR, or run the benchmark with its "
+            "`make bench-*` target, which builds the vLLM virtualenv and the model"
+        )
+    return VllmPaths(Path(python), Path(model))
+
+
+def start_vllm(run_dir: Path, *, eager: bool) -> VllmServer:
+    paths = vllm_paths()
+    server = VllmServer(
+        paths.python,
+        paths.model_dir,
+        SERVED_MODEL,
+        run_dir / "vllm.log",
+        extra_args=["--enforce-eager"] if eager else [],
+    )
+    server.start()
+    return server
+
+
+def start_worker(
+    run_dir: Path, bootstrap: str, topics: TopicSettings, base_url: str, policies: Path, **env: str
+) -> tuple[ManagedProcess, int]:
+    """A `streamproc worker` process; returns it and its metrics port."""
+    port = free_port()
+    settings_env = {
+        "STREAMPROC_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+        "STREAMPROC_KAFKA__GROUP_ID": f"bench-{uuid.uuid4().hex[:8]}",
+        "STREAMPROC_INFERENCE__BASE_URL": base_url,
+        "STREAMPROC_INFERENCE__MODEL": SERVED_MODEL,
+        "STREAMPROC_METRICS__HOST": "127.0.0.1",
+        "STREAMPROC_METRICS__PORT": str(port),
+        "STREAMPROC_WORKER__DATA_DIR": str(run_dir / "worker-data"),
+        "STREAMPROC_WORKER__LOG_LEVEL": "warning",
+        "STREAMPROC_POLICY__PATHS": orjson.dumps([str(policies)]).decode(),
+        "STREAMPROC_POLICY__WATCH": "false",
+        **{f"STREAMPROC_TOPICS__{f.upper()}": name for f, name in topics.model_dump().items()},
+        **env,
+    }
+    process = ManagedProcess(
+        "worker", [sys.executable, "-m", "streamproc", "worker"], run_dir / "worker.log", env=settings_env
+    )
+    process.start()
+    if not wait_for_port("127.0.0.1", port, timeout=60):
+        process.stop()
+        raise click.ClickException(f"worker did not start:\n{process.log_tail()}")
+    return process, port
+
+
+def broker(run_dir: Path) -> Broker:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return Broker(run_dir / "broker.log")
