@@ -13,8 +13,9 @@ MODEL ?= smollm2
 VLLM_URL ?=
 MODEL_NAME ?= smollm2-135m-instruct
 DEMO_ARGS ?=
+BENCH_ARGS ?=
 
-.PHONY: install vllm demo test lint clean
+.PHONY: install vllm demo test lint clean bench-overhead bench-saturation bench-latency
 
 $(BIN)/.installed: pyproject.toml
 	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
@@ -45,12 +46,24 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/mypy --check-untyped-defs tests
+	$(BIN)/mypy --check-untyped-defs tests load
 	$(BIN)/streamproc schemas export --check
 
 test: lint
 	$(with_vllm); \
 	STREAMPROC_TEST_VLLM_PYTHON="$$vllm_python" STREAMPROC_TEST_MODEL_DIR="$$model_dir" $(BIN)/pytest
+
+# Benchmarks (load/): each prints its ratio and writes load/results/*.json.
+bench-overhead: install
+	$(BIN)/python -m load.bench_overhead $(BENCH_ARGS)
+
+bench-saturation: install
+	$(with_vllm); \
+	STREAMPROC_VLLM_PYTHON="$$vllm_python" STREAMPROC_MODEL_DIR="$$model_dir" $(BIN)/python -m load.bench_saturation $(BENCH_ARGS)
+
+bench-latency: install
+	$(with_vllm); \
+	STREAMPROC_VLLM_PYTHON="$$vllm_python" STREAMPROC_MODEL_DIR="$$model_dir" $(BIN)/python -m load.bench_latency $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .demo .test-logs .mypy_cache .ruff_cache .pytest_cache

@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import click
 import orjson
@@ -108,7 +109,7 @@ async def worker_loop(bootstrap: str, topics: TopicSettings, count: int, policie
         await running
 
 
-Measure = Callable[[TopicSettings], Awaitable[float]]
+Measure = Callable[[TopicSettings], Coroutine[Any, Any, float]]
 
 
 @click.command()

@@ -21,20 +21,10 @@ import click
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from load.report import RunReport, summarise
-from load.stack import topic_of
-from load.workload import Event, WorkloadMix, make_events
+from load.workload import Event, WorkloadMix, arrival_offsets, make_events, topic_of
 from streamproc.config import TopicSettings
 
-__all__ = ["arrival_offsets", "open_loop"]
-
-
-def arrival_offsets(count: int, rate: float, rng: random.Random) -> list[float]:
-    """Send times (seconds from start) of a Poisson process with ``rate`` events per second."""
-    offsets, t = [], 0.0
-    for _ in range(count):
-        t += rng.expovariate(rate)
-        offsets.append(t)
-    return offsets
+__all__ = ["open_loop"]
 
 
 async def _verdict_reader(bootstrap: str, topic: str) -> AIOKafkaConsumer:

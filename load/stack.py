@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,24 +16,28 @@ import orjson
 import yaml
 from aiokafka import AIOKafkaProducer
 
-from load.workload import Event
+from load.direct import closed_loop
+from load.workload import Event, make_events, topic_of
 from streamproc.config import TopicSettings
 from streamproc.devstack import Broker, ManagedProcess, VllmServer, free_port, wait_for_port
-from streamproc.policy import SCORERS, ModelAnswer, ModelRequest, PolicySet, item_content
+from streamproc.policy import SCORERS, ModelAnswer, ModelRequest, PolicySet, item_content, load_policy_set
 from streamproc.policy.scorers import TokenChoice
 from streamproc.schemas import decode_event
 from streamproc.topics import apply_topics, load_topic_specs
 
 __all__ = [
     "ROOT",
+    "SERVED_MODEL",
+    "ModelStack",
     "ZeroCostModel",
+    "best_direct_rate",
     "broker",
     "fresh_topics",
     "model_requests",
+    "model_stack",
     "publish_events",
     "start_vllm",
     "start_worker",
-    "topic_of",
     "vllm_paths",
     "without_rules",
 ]
@@ -56,10 +62,6 @@ async def publish_events(bootstrap: str, topics: TopicSettings, events: list[Eve
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
-
-
-def topic_of(topics: TopicSettings, event: Event) -> str:
-    return topics.listings if event.content_type == "listing" else topics.videos
 
 
 def without_rules(folder: Path) -> Path:
@@ -161,3 +163,46 @@ def start_worker(
 def broker(run_dir: Path) -> Broker:
     run_dir.mkdir(parents=True, exist_ok=True)
     return Broker(run_dir / "broker.log")
+
+
+@dataclass
+class ModelStack:
+    """A broker and a vLLM server, with rule-free packs so that every item reaches the model."""
+
+    run_dir: Path
+    bootstrap: str
+    base_url: str
+    policies_dir: Path
+    policies: PolicySet
+
+
+@contextlib.contextmanager
+def model_stack(run_dir: Path, *, eager: bool) -> Iterator[ModelStack]:
+    with broker(run_dir) as running_broker:
+        click.echo(f"starting vLLM ({'eager' if eager else 'compiled'}; minutes on CPU) …")
+        server = start_vllm(run_dir, eager=eager)
+        try:
+            policies_dir = without_rules(run_dir / "policies-without-rules")
+            yield ModelStack(
+                run_dir,
+                running_broker.bootstrap,
+                server.base_url,
+                policies_dir,
+                load_policy_set([policies_dir]),
+            )
+        finally:
+            server.stop()
+
+
+def best_direct_rate(
+    stack: ModelStack, concurrencies: Sequence[int], per_point: int, seed: int
+) -> tuple[int, float, dict[int, float]]:
+    """The direct client's requests/s at each concurrency (fresh items each), and the best."""
+    rates: dict[int, float] = {}
+    for n, concurrency in enumerate(concurrencies):
+        events = make_events(per_point, seed=seed + n, run=f"direct{n}")
+        requests = model_requests(stack.policies, events)
+        rates[concurrency] = asyncio.run(closed_loop(stack.base_url, SERVED_MODEL, requests, concurrency))
+        click.echo(f"direct client, {concurrency:4d} in flight: {rates[concurrency]:7.2f} req/s")
+    best = max(rates, key=lambda c: rates[c])
+    return best, rates[best], rates

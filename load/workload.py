@@ -13,7 +13,9 @@ from typing import Any
 
 import orjson
 
-__all__ = ["Event", "WorkloadMix", "make_events"]
+from streamproc.config import TopicSettings
+
+__all__ = ["Event", "WorkloadMix", "arrival_offsets", "make_events", "topic_of"]
 
 _WORDS = tuple(
     [
@@ -157,3 +159,16 @@ def make_events(count: int, *, seed: int = 1, mix: WorkloadMix | None = None, ru
         key = str(data.get("listing_id") or data["video_id"]).encode()
         events.append(Event(content_type, key, orjson.dumps(data)))
     return events
+
+
+def arrival_offsets(count: int, rate: float, rng: random.Random) -> list[float]:
+    """Send times (seconds from start) of a Poisson process with ``rate`` events per second."""
+    offsets, t = [], 0.0
+    for _ in range(count):
+        t += rng.expovariate(rate)
+        offsets.append(t)
+    return offsets
+
+
+def topic_of(topics: TopicSettings, event: Event) -> str:
+    return topics.listings if event.content_type == "listing" else topics.videos

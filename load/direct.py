@@ -1,0 +1,73 @@
+"""The baseline: a plain HTTP client sending the worker's own model requests straight to vLLM."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Sequence
+
+import httpx
+import orjson
+
+from load.report import RunReport, summarise
+from load.workload import arrival_offsets
+from streamproc.policy import ModelRequest
+
+__all__ = ["closed_loop", "open_loop_direct"]
+
+
+def _client(base_url: str, connections: int) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=base_url.rstrip("/") + "/",
+        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+        timeout=httpx.Timeout(600.0),
+        headers={"content-type": "application/json"},
+    )
+
+
+async def _send(http: httpx.AsyncClient, model: str, request: ModelRequest) -> None:
+    response = await http.post(request.endpoint, content=orjson.dumps({"model": model, **request.body}))
+    response.raise_for_status()
+
+
+async def closed_loop(base_url: str, model: str, requests: Sequence[ModelRequest], concurrency: int) -> float:
+    """Requests/s with ``concurrency`` requests always in flight."""
+    pending = iter(requests)
+    async with _client(base_url, concurrency) as http:
+
+        async def lane() -> None:
+            for request in pending:  # lanes share one iterator
+                await _send(http, model, request)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(lane() for _ in range(concurrency)))
+        return len(requests) / (time.perf_counter() - started)
+
+
+async def open_loop_direct(
+    base_url: str, model: str, requests: Sequence[ModelRequest], rate: float, *, seed: int, name: str
+) -> RunReport:
+    """Poisson arrivals at ``rate``; each latency from the scheduled send time to the answer."""
+    offsets = arrival_offsets(len(requests), rate, random.Random(seed))  # noqa: S311
+    samples: list[tuple[float, float]] = []
+    async with _client(base_url, 1024) as http:
+        started = time.perf_counter()
+
+        async def one(request: ModelRequest, offset: float) -> None:
+            await asyncio.sleep(max(0.0, started + offset - time.perf_counter()))
+            await _send(http, model, request)
+            samples.append((offset, time.perf_counter() - started - offset))
+
+        await asyncio.gather(*(one(r, o) for r, o in zip(requests, offsets, strict=True)))
+        elapsed = time.perf_counter() - started
+    return RunReport(
+        name=name,
+        target_rate=rate,
+        duration_seconds=offsets[-1],
+        sent=len(requests),
+        received=len(samples),
+        throughput=len(samples) / elapsed,
+        latency=summarise([latency for _, latency in samples]),
+        samples=samples,
+    )
