@@ -129,7 +129,8 @@ class PolicySettings(_Section):
 class WorkerSettings(_Section):
     max_inflight_items: Annotated[int, Field(ge=1, le=100_000)] = Field(
         default=1024,
-        description="Items being processed at once; at this many, consumption pauses (backpressure).",
+        description="Records taken and not yet committed (in-flight window); at this many, consumption "
+        "pauses. A crash repeats at most this many.",
     )
     fetch_max_records: Annotated[int, Field(ge=1, le=100_000)] = Field(
         default=500, description="Most records taken from the consumer per poll."

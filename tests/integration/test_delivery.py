@@ -63,7 +63,7 @@ async def test_window_keeps_key_order_and_never_commits_past_an_unfinished_item(
             held.append(record)
             await release.wait()
         else:
-            await asyncio.sleep(random.uniform(0, 0.3))  # noqa: S311 - finish out of order
+            await asyncio.sleep(random.uniform(0, 0.3))  # finish out of order
         return [OutboundRecord(topics.verdicts, record.key, record.value or b"")]
 
     pipeline = Pipeline(settings, handler, create_metrics(CollectorRegistry()), topics=[topics.listings])

@@ -1,0 +1,42 @@
+"""The load generator against a real broker, with an in-process worker whose model answers instantly."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from load.loadgen import open_loop
+from load.stack import ZeroCostModel
+from load.workload import make_events
+from streamproc.config import KafkaSettings, Settings, TopicSettings
+from streamproc.devstack import Broker
+from streamproc.metrics import create as create_metrics
+from streamproc.worker import Pipeline, Processor
+from tests.factories import shipped_policies
+
+pytestmark = pytest.mark.integration
+
+
+async def test_open_loop_run_reads_back_every_verdict_and_times_it(
+    broker: Broker, topics: TopicSettings
+) -> None:
+    settings = Settings(
+        kafka=KafkaSettings(bootstrap_servers=broker.bootstrap, group_id=f"load-{uuid.uuid4().hex[:8]}"),
+        topics=topics,
+    )
+    metrics = create_metrics(CollectorRegistry())
+    processor = Processor(settings, shipped_policies(), ZeroCostModel(), metrics)
+    pipeline = Pipeline(settings, processor.process, metrics, topics=[topics.listings, topics.videos])
+    running = asyncio.create_task(pipeline.run())
+    try:
+        events = make_events(200, seed=9, run=uuid.uuid4().hex[:6])
+        report = await open_loop(broker.bootstrap, topics, events, 100.0, settle_seconds=60)
+    finally:
+        pipeline.stop()
+        await running
+    assert (report.sent, report.received, len(report.samples)) == (200, 200, 200)
+    assert 0 < report.latency.p50 <= report.latency.p99 <= report.latency.max < 60
+    assert 50 < report.throughput < 200  # about the offered 100/s

@@ -1,0 +1,58 @@
+"""The load generator's parts: arrival schedule, workload mix, percentiles and reports."""
+
+from __future__ import annotations
+
+import random
+import statistics
+from pathlib import Path
+
+import orjson
+
+from load.report import RunReport, percentile, summarise
+from load.workload import WorkloadMix, arrival_offsets, make_events
+from streamproc.schemas import decode_event
+
+
+def test_arrivals_follow_the_target_rate_with_exponential_gaps() -> None:
+    offsets = arrival_offsets(20_000, 50.0, random.Random(3))
+    gaps = [b - a for a, b in zip([0.0, *offsets], offsets, strict=False)]
+    assert abs(statistics.fmean(gaps) - 1 / 50) < 0.001
+    # An exponential distribution's standard deviation equals its mean.
+    assert abs(statistics.pstdev(gaps) - 1 / 50) < 0.002
+    assert offsets == sorted(offsets)
+
+
+def test_workload_events_are_valid_unique_and_mixed_as_asked() -> None:
+    events = make_events(1_000, seed=2, mix=WorkloadMix(video_share=0.25, risky_share=0.1))
+    decoded = [decode_event(e.content_type, e.value) for e in events]  # type: ignore[arg-type]
+    assert len({e.key for e in events}) == len(events)
+    assert 0.2 < sum(e.content_type == "video" for e in events) / len(events) < 0.3
+    sizes = [len(orjson.loads(e.value).get("description", "")) for e in events if e.content_type == "listing"]
+    assert max(sizes) > 4 * statistics.median(sizes)  # a long tail, not one size
+    assert len(decoded) == len(events)
+
+
+def test_nearest_rank_percentiles() -> None:
+    values = [float(v) for v in range(1, 101)]
+    random.Random(1).shuffle(values)
+    assert (percentile(values, 50), percentile(values, 99), percentile(values, 100)) == (50.0, 99.0, 100.0)
+    summary = summarise(values)
+    assert (summary.count, summary.p90, summary.max, summary.mean) == (100, 90.0, 100.0, 50.5)
+
+
+def test_report_writes_json_markdown_and_a_png(tmp_path: Path) -> None:
+    latencies = [0.1 * (i % 7 + 1) for i in range(200)]
+    report = RunReport(
+        name="unit",
+        target_rate=10.0,
+        duration_seconds=20.0,
+        sent=200,
+        received=200,
+        throughput=9.8,
+        latency=summarise(latencies),
+        samples=[(i / 10, v) for i, v in enumerate(latencies)],
+    )
+    json_path, markdown_path, png_path = report.write(tmp_path)
+    assert orjson.loads(json_path.read_bytes())["latency"]["p99"] == max(latencies)
+    assert "| 10.0/s | 200 | 200 | 9.8/s |" in markdown_path.read_text()
+    assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
