@@ -73,7 +73,6 @@ class InferenceClient:
         if settings.api_key is not None:
             headers["authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
         self.limit = AdaptiveLimit(
-            initial=max(settings.min_inflight, settings.max_inflight // 4),
             minimum=settings.min_inflight if settings.adaptive_concurrency else settings.max_inflight,
             maximum=settings.max_inflight,
         )

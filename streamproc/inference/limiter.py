@@ -1,12 +1,16 @@
 """How many requests to keep in flight: a limit that follows the model server's latency.
 
 A continuous-batching server gets more throughput from more concurrent requests until it
-saturates; past that point extra requests only queue and latency grows. ``AdaptiveLimit``
-follows the gradient algorithm of Netflix's concurrency-limits: it compares a short-term
-average of request latency with a long-term one, shrinks the limit when the short-term
-latency exceeds ``tolerance`` times the long-term one (requests are queueing), and grows it
-by about √limit per sample otherwise. ``ConcurrencyGate`` holds requests back while the
-limit is reached.
+saturates; past that point extra requests only wait in its queue, latency grows, and
+requests that outlive their timeout waste the work already done on them.
+
+``AdaptiveLimit`` starts at its minimum and compares the recent latency (a short moving
+average) with the no-load latency (the lowest recent average seen). While the recent
+latency stays within ``tolerance`` times the no-load one, the limit grows by 1/√limit per
+answer (about √limit per round of requests); above it, requests are queueing and the
+limit shrinks by 2 % per answer. When the limit is at its minimum and latency is still
+high, the prompts or the server got slower: that latency becomes the new no-load one.
+``ConcurrencyGate`` holds requests back while the limit is reached.
 """
 
 from __future__ import annotations
@@ -17,31 +21,21 @@ from types import TracebackType
 
 __all__ = ["AdaptiveLimit", "ConcurrencyGate"]
 
+_DECREASE = 0.98
+
 
 class AdaptiveLimit:
     """A concurrency limit in ``[minimum, maximum]`` adjusted by each latency sample."""
 
-    def __init__(
-        self,
-        *,
-        initial: int,
-        minimum: int,
-        maximum: int,
-        tolerance: float = 2.0,
-        smoothing: float = 0.2,
-        short_window: int = 10,
-        long_window: int = 500,
-    ) -> None:
+    def __init__(self, *, minimum: int, maximum: int, tolerance: float = 2.0, short_window: int = 10) -> None:
         if not 1 <= minimum <= maximum:
             raise ValueError(f"need 1 <= minimum <= maximum, got {minimum} and {maximum}")
         self.minimum, self.maximum = minimum, maximum
-        self._limit = float(min(max(initial, minimum), maximum))
+        self._limit = float(minimum)
         self._tolerance = tolerance
-        self._smoothing = smoothing
-        self._short_alpha = 2.0 / (short_window + 1)
-        self._long_alpha = 2.0 / (long_window + 1)
-        self._short: float | None = None
-        self._long: float | None = None
+        self._alpha = 2.0 / (short_window + 1)
+        self._recent: float | None = None
+        self._no_load: float | None = None
 
     @property
     def current(self) -> int:
@@ -49,20 +43,18 @@ class AdaptiveLimit:
 
     def sample(self, seconds: float, in_flight: int) -> int:
         """Account one finished request that took ``seconds`` with ``in_flight`` running."""
-        if self._short is None or self._long is None:
-            self._short = self._long = seconds
+        if self._recent is None or self._no_load is None:
+            self._recent = self._no_load = seconds
             return self.current
-        self._short += self._short_alpha * (seconds - self._short)
-        self._long += self._long_alpha * (seconds - self._long)
-        # After a long period of high latency, let the baseline come down quickly.
-        if self._long > 2 * self._short:
-            self._long *= 0.95
-        gradient = max(0.5, min(1.0, self._tolerance * self._long / self._short))
-        target = self._limit * gradient + math.sqrt(self._limit)
-        if in_flight < self._limit / 2:
-            # Not using the limit we have: latency says nothing about a bigger one.
-            target = min(target, self._limit)
-        limit = (1 - self._smoothing) * self._limit + self._smoothing * target
+        self._recent += self._alpha * (seconds - self._recent)
+        self._no_load = min(self._no_load, self._recent)
+        limit = self._limit
+        if self._recent > self._tolerance * self._no_load:
+            if limit <= self.minimum:
+                self._no_load = self._recent
+            limit *= _DECREASE
+        elif in_flight >= limit / 2:  # a limit we do not use says nothing about a bigger one
+            limit += 1 / math.sqrt(limit)
         self._limit = min(max(limit, float(self.minimum)), float(self.maximum))
         return self.current
 

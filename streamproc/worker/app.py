@@ -89,7 +89,9 @@ def create_app(settings: Settings, policies: PolicySet, metrics: Metrics) -> fau
         autodiscover=False,
         datadir=str(settings.worker.data_dir),
     )
-    app.service(ModerationService(settings, policies, metrics))  # type: ignore[arg-type]  # instances work too
+    # A dependency starts with the app, before faust waits (up to 30 s) for table recovery
+    # that an app without tables does not need.
+    app.add_dependency(ModerationService(settings, policies, metrics))
     return app
 
 

@@ -94,6 +94,38 @@ async def test_window_keeps_key_order_and_never_commits_past_an_unfinished_item(
     assert all(seen == list(range(10)) for seen in revisions.values()), "a key's revisions came out of order"
 
 
+async def test_items_slower_than_the_session_timeout_cause_no_rebalance(
+    broker: Broker, topics: TopicSettings
+) -> None:
+    settings = Settings(
+        kafka=KafkaSettings(
+            bootstrap_servers=broker.bootstrap,
+            group_id=f"slow-{uuid.uuid4().hex[:8]}",
+            session_timeout_seconds=6,
+            rebalance_timeout_seconds=6,
+        ),
+        topics=topics,
+    )
+    registry = CollectorRegistry()
+
+    async def slow(record: InboundRecord) -> list[OutboundRecord]:
+        await asyncio.sleep(15)  # a model call far slower than the session timeout
+        return [OutboundRecord(topics.verdicts, record.key, record.value or b"")]
+
+    pipeline = Pipeline(settings, slow, create_metrics(registry), topics=[topics.listings])
+    await produce(broker.bootstrap, topics.listings, [(f"L-s{i}".encode(), b"{}") for i in range(20)])
+    running = asyncio.create_task(pipeline.run())
+    try:
+        outputs = await consume(broker.bootstrap, [topics.verdicts], 20, within=60)
+        revoked = registry.get_sample_value("streamproc_rebalances_total", {"event": "revoked"})
+        assigned = registry.get_sample_value("streamproc_rebalances_total", {"event": "assigned"})
+    finally:
+        pipeline.stop()
+        await running
+    assert len(outputs) == 20
+    assert (assigned, revoked) == (1, 0)
+
+
 def verdicts_by_id(received: list[Received], verdict_topic: str) -> dict[str, list[Verdict]]:
     by_id: dict[str, list[Verdict]] = defaultdict(list)
     for record in received:
@@ -198,3 +230,4 @@ async def test_model_server_outage_pauses_consumption_and_holds_items_until_it_i
             assert verdict.usage is not None  # decided by the model once it was back
     assert worker.total("streamproc_consumption_paused") == 0
     assert worker.total("streamproc_inference_errors_total", kind="unavailable") > 0
+    assert worker.total("streamproc_rebalances_total", event="revoked") == 0  # the group stayed stable

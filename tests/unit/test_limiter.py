@@ -7,41 +7,62 @@ import pytest
 from streamproc.inference.limiter import AdaptiveLimit, ConcurrencyGate
 
 
-def test_limit_grows_while_latency_is_steady_and_the_limit_is_used() -> None:
-    limit = AdaptiveLimit(initial=8, minimum=4, maximum=64)
-    for _ in range(200):
+def test_limit_starts_at_its_minimum_and_grows_while_latency_is_flat() -> None:
+    limit = AdaptiveLimit(minimum=4, maximum=64)
+    assert limit.current == 4
+    for _ in range(1000):
         limit.sample(0.1, in_flight=limit.current)
     assert limit.current == 64
 
 
 def test_limit_shrinks_when_latency_climbs_past_the_tolerance() -> None:
-    limit = AdaptiveLimit(initial=64, minimum=4, maximum=64)
-    for _ in range(50):
-        limit.sample(0.1, in_flight=64)
-    for _ in range(50):
-        limit.sample(1.0, in_flight=64)  # 10x the baseline: requests are queueing
+    limit = AdaptiveLimit(minimum=4, maximum=64)
+    for _ in range(1000):
+        limit.sample(0.1, in_flight=limit.current)
+    for _ in range(100):
+        limit.sample(1.0, in_flight=limit.current)  # 10x the no-load latency: requests queue
     assert limit.current < 16
 
 
 def test_limit_does_not_grow_when_the_caller_does_not_use_it() -> None:
-    limit = AdaptiveLimit(initial=16, minimum=4, maximum=64)
-    for _ in range(200):
+    limit = AdaptiveLimit(minimum=16, maximum=64)
+    for _ in range(500):
         limit.sample(0.1, in_flight=2)
     assert limit.current == 16
 
 
-def test_limit_stays_within_bounds_and_rejects_bad_bounds() -> None:
-    limit = AdaptiveLimit(initial=1000, minimum=4, maximum=32)
-    assert limit.current == 32
-    for _ in range(100):
-        limit.sample(5.0 if _ % 2 else 0.01, in_flight=32)
-    assert 4 <= limit.current <= 32
+def test_limit_settles_low_on_a_server_that_serves_one_request_at_a_time() -> None:
+    """Latency grows with every request in flight (a saturated server): the limit stays low."""
+    limit = AdaptiveLimit(minimum=8, maximum=256)
+    for _ in range(3000):
+        limit.sample(0.1 * limit.current, in_flight=limit.current)
+    assert limit.current <= 20  # latency stays within about twice that at the minimum
+
+
+def test_limit_grows_on_a_batching_server_until_latency_rises() -> None:
+    """Flat latency up to 100 in flight, then linear: the limit ends near the knee."""
+    limit = AdaptiveLimit(minimum=8, maximum=1024)
+    for _ in range(5000):
+        limit.sample(0.05 * max(1.0, limit.current / 100), in_flight=limit.current)
+    assert 100 <= limit.current <= 250
+
+
+def test_slower_prompts_move_the_no_load_latency() -> None:
+    limit = AdaptiveLimit(minimum=8, maximum=256)
+    for _ in range(1000):
+        limit.sample(0.1 * limit.current, in_flight=limit.current)
+    for _ in range(1000):
+        limit.sample(0.3 * limit.current, in_flight=limit.current)  # three times slower per request
+    assert 8 <= limit.current <= 20  # neither stuck at the floor nor grown into a queue
+
+
+def test_bad_bounds_are_rejected() -> None:
     with pytest.raises(ValueError, match="minimum"):
-        AdaptiveLimit(initial=1, minimum=8, maximum=4)
+        AdaptiveLimit(minimum=8, maximum=4)
 
 
 async def test_gate_never_runs_more_bodies_than_the_limit() -> None:
-    gate = ConcurrencyGate(AdaptiveLimit(initial=3, minimum=3, maximum=3))
+    gate = ConcurrencyGate(AdaptiveLimit(minimum=3, maximum=3))
     running = peak = 0
 
     async def body() -> None:
