@@ -26,6 +26,7 @@ from load.stack import (
     best_direct_rate,
     fresh_topics,
     model_requests,
+    model_server_options,
     model_stack,
     start_worker,
 )
@@ -37,14 +38,7 @@ from load.workload import make_events
     "--duration", type=click.FloatRange(min=10), default=60, show_default=True, help="Seconds per run."
 )
 @click.option("--saturation-rate", type=click.FloatRange(min=0.1), help="Skip measuring it.")
-@click.option("--eager", is_flag=True, help="Start vLLM with --enforce-eager (faster start, slower model).")
-@click.option(
-    "--niceness",
-    type=click.IntRange(0, 19),
-    default=10,
-    show_default=True,
-    help="Priority of everything but the model server (0: same as the model server).",
-)
+@model_server_options
 @click.option("--out", type=click.Path(path_type=Path), default=ROOT / "load" / "results", show_default=True)
 def main(duration: float, saturation_rate: float | None, eager: bool, niceness: int, out: Path) -> None:
     """Print both p99 latencies at half the saturation rate and their ratio."""

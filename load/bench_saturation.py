@@ -28,6 +28,7 @@ from load.stack import (
     best_direct_rate,
     fresh_topics,
     model_requests,
+    model_server_options,
     model_stack,
     start_worker,
 )
@@ -41,14 +42,7 @@ _BURST_RATE = 10_000.0
 @click.command()
 @click.option("--events", "count", type=click.IntRange(min=50), default=300, show_default=True)
 @click.option("--concurrency", "concurrencies", default="16,32,64,128", show_default=True)
-@click.option("--eager", is_flag=True, help="Start vLLM with --enforce-eager (faster start, slower model).")
-@click.option(
-    "--niceness",
-    type=click.IntRange(0, 19),
-    default=10,
-    show_default=True,
-    help="Priority of everything but the model server (0: same as the model server).",
-)
+@model_server_options
 @click.option("--out", type=click.Path(path_type=Path), default=ROOT / "load" / "results", show_default=True)
 def main(count: int, concurrencies: str, eager: bool, niceness: int, out: Path) -> None:
     """Print the model-saturation ratio (target >= 0.95) and write it as JSON."""

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import httpx
 import orjson
 
-from load.report import RunReport, summarise
+from load.report import RunReport
 from load.workload import arrival_offsets
 from streamproc.policy import ModelRequest
 
@@ -60,14 +60,4 @@ async def open_loop_direct(
             samples.append((offset, time.perf_counter() - started - offset))
 
         await asyncio.gather(*(one(r, o) for r, o in zip(requests, offsets, strict=True)))
-        elapsed = time.perf_counter() - started
-    return RunReport(
-        name=name,
-        target_rate=rate,
-        duration_seconds=offsets[-1],
-        sent=len(requests),
-        received=len(samples),
-        throughput=len(samples) / elapsed,
-        latency=summarise([latency for _, latency in samples]),
-        samples=samples,
-    )
+    return RunReport.of(name, rate, offsets, len(requests), samples)

@@ -20,7 +20,7 @@ from pathlib import Path
 import click
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from load.report import RunReport, summarise
+from load.report import RunReport
 from load.workload import Event, WorkloadMix, arrival_offsets, make_events, topic_of
 from streamproc.config import TopicSettings
 
@@ -94,18 +94,8 @@ async def open_loop(
             await reading
         await producer.stop()
         await reader.stop()
-    samples = [(scheduled[k] - start, v) for k, v in latencies.items()]
-    last = max((scheduled[k] + v for k, v in latencies.items()), default=start)
-    return RunReport(
-        name=name,
-        target_rate=rate,
-        duration_seconds=offsets[-1],
-        sent=len(events),
-        received=len(latencies),
-        throughput=len(latencies) / max(1e-9, last - start),
-        latency=summarise(list(latencies.values())),
-        samples=samples,
-    )
+    samples = [(scheduled[key] - start, latency) for key, latency in latencies.items()]
+    return RunReport.of(name, rate, offsets, len(events), samples)
 
 
 @click.command()

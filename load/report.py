@@ -68,6 +68,28 @@ class RunReport:
     samples: list[tuple[float, float]] = field(default_factory=list, repr=False)
     machine: str = field(default_factory=machine_description)
 
+    @classmethod
+    def of(
+        cls,
+        name: str,
+        rate: float,
+        offsets: Sequence[float],
+        sent: int,
+        samples: Sequence[tuple[float, float]],
+    ) -> RunReport:
+        """From (scheduled send offset, latency) pairs; throughput runs to the last answer."""
+        finished = max((offset + latency for offset, latency in samples), default=0.0)
+        return cls(
+            name=name,
+            target_rate=rate,
+            duration_seconds=offsets[-1] if offsets else 0.0,
+            sent=sent,
+            received=len(samples),
+            throughput=len(samples) / max(1e-9, finished),
+            latency=summarise([latency for _, latency in samples]),
+            samples=list(samples),
+        )
+
     def to_json(self) -> str:
         data = asdict(self)
         data.pop("samples")

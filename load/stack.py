@@ -7,9 +7,10 @@ import contextlib
 import os
 import sys
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 import orjson
@@ -34,6 +35,7 @@ __all__ = [
     "broker",
     "fresh_topics",
     "model_requests",
+    "model_server_options",
     "model_stack",
     "publish_events",
     "start_vllm",
@@ -163,6 +165,20 @@ def start_worker(
 def broker(run_dir: Path) -> Broker:
     run_dir.mkdir(parents=True, exist_ok=True)
     return Broker(run_dir / "broker.log")
+
+
+def model_server_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--eager`` and ``--niceness``, shared by the benchmarks that start a model server."""
+    command = click.option(
+        "--niceness",
+        type=click.IntRange(0, 19),
+        default=10,
+        show_default=True,
+        help="Priority of everything but the model server (0: same as the model server).",
+    )(command)
+    return click.option(
+        "--eager", is_flag=True, help="Start vLLM with --enforce-eager (faster start, slower model)."
+    )(command)
 
 
 @dataclass
