@@ -29,7 +29,8 @@ __all__ = ["open_loop"]
 
 async def _verdict_reader(bootstrap: str, topic: str) -> AIOKafkaConsumer:
     """A consumer positioned at the current end of the verdict topic (no group)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    # A short fetch wait: the measuring side must not add latency of its own.
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10)
     await consumer.start()
     partitions = consumer.partitions_for_topic(topic)
     if not partitions:

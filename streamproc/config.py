@@ -91,7 +91,7 @@ class InferenceSettings(_Section):
         default=256, description="Most concurrent requests per worker (= HTTP connection pool size)."
     )
     min_inflight: Annotated[int, Field(ge=1, le=4096)] = Field(
-        default=8, description="Fewest concurrent requests the adaptive limit goes down to."
+        default=32, description="Fewest concurrent requests the adaptive limit goes down to."
     )
     adaptive_concurrency: bool = Field(
         default=True,

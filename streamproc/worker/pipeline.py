@@ -45,7 +45,9 @@ Handler = Callable[[InboundRecord], Awaitable[list[OutboundRecord]]]
 #: Consumption resumes once the window has drained to this share of its size.
 _RESUME_AT = 0.75
 _POLL_TIMEOUT_MS = 100
-_FETCH_WAIT_MS = 100
+#: Longest a fetch waits for data. Kafka answers as soon as data arrives; some compatible
+#: brokers (Tansu) wait out the whole interval, which then adds to every item's latency.
+_FETCH_WAIT_MS = 20
 #: Bigger than aiokafka's 16 KiB default: a full batch makes sends wait for the broker.
 _PRODUCE_BATCH_BYTES = 512 * 1024
 
