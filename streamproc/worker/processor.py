@@ -73,8 +73,8 @@ class Processor:
     async def process(self, record: InboundRecord) -> list[OutboundRecord]:
         """Never raises for bad input, model failures or bugs: they become records too.
 
-        An unexpected error is dead-lettered as ``internal_error`` rather than raised:
-        raising would end the batch, and faust would still ack (and later commit) it.
+        An unexpected error is dead-lettered as ``internal_error`` rather than raised: one
+        bad item must not stop the worker and hold up every partition behind it.
         """
         self._metrics.events_consumed.labels(topic=record.topic).inc()
         try:
