@@ -74,6 +74,13 @@ class TopicSettings(_Section):
     verdicts: str = Field(default="moderation.verdicts.v1", description="Every verdict out.")
     review: str = Field(default="moderation.review.v1", description="Verdicts needing a human.")
     dlq: str = Field(default="moderation.dlq.v1", description="Undecodable input, with the reason.")
+    audit: str = Field(default="moderation.audit.v1", description="Verdicts sampled for human QA.")
+    shadow: str = Field(
+        default="moderation.shadow.v1", description="Candidate (shadow) policy verdicts; never enforced."
+    )
+    labels: str = Field(
+        default="moderation.labels.v1", description="Human labels in: QA audits, review outcomes, appeals."
+    )
 
 
 class InferenceSettings(_Section):

@@ -1,34 +1,46 @@
 """Wire models: the contract with upstream publishers and enforcement consumers."""
 
+from streamproc.schemas.audit import AuditSample
 from streamproc.schemas.codec import EVENT_MODELS, decode_event, encode
 from streamproc.schemas.common import ContentType
 from streamproc.schemas.dead_letter import DeadLetter, DeadLetterReason
+from streamproc.schemas.label import LabelEvent
 from streamproc.schemas.listing import ListingEvent, Price
 from streamproc.schemas.verdict import (
     DecidedBy,
     Decision,
+    HumanDecision,
+    LabelSource,
     Latencies,
+    ReviewTicket,
     SourceRef,
     TokenUsage,
     Verdict,
+    VerdictMode,
 )
 from streamproc.schemas.video import Keyframe, VideoEvent
 
 __all__ = [
     "EVENT_MODELS",
+    "AuditSample",
     "ContentEvent",
     "ContentType",
     "DeadLetter",
     "DeadLetterReason",
     "DecidedBy",
     "Decision",
+    "HumanDecision",
     "Keyframe",
+    "LabelEvent",
+    "LabelSource",
     "Latencies",
     "ListingEvent",
     "Price",
+    "ReviewTicket",
     "SourceRef",
     "TokenUsage",
     "Verdict",
+    "VerdictMode",
     "VideoEvent",
     "decode_event",
     "encode",

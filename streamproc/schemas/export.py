@@ -8,7 +8,9 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel
 
+from streamproc.schemas.audit import AuditSample
 from streamproc.schemas.dead_letter import DeadLetter
+from streamproc.schemas.label import LabelEvent
 from streamproc.schemas.listing import ListingEvent
 from streamproc.schemas.verdict import Verdict
 from streamproc.schemas.video import VideoEvent
@@ -22,6 +24,8 @@ SCHEMA_FILES: Final[dict[str, tuple[type[BaseModel], Literal["validation", "seri
     "video-event.v1.json": (VideoEvent, "validation"),
     "verdict.v1.json": (Verdict, "serialization"),
     "dead-letter.v1.json": (DeadLetter, "serialization"),
+    "label-event.v1.json": (LabelEvent, "validation"),
+    "audit-sample.v1.json": (AuditSample, "serialization"),
 }
 
 

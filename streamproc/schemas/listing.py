@@ -39,4 +39,8 @@ class ListingEvent(InboundModel):
         default_factory=dict, description="Free-form item attributes, e.g. brand, size."
     )
     locale: Locale = "en-US"
+    audience: Annotated[int, Field(ge=0)] | None = Field(
+        default=None,
+        description="Expected reach (followers, impressions); ranks the item in the review queue.",
+    )
     created_at: AwareDatetime

@@ -8,20 +8,34 @@ from pydantic import AwareDatetime, Field
 
 from streamproc.schemas.common import ContentId, ContentType, OutboundModel
 
-__all__ = ["DecidedBy", "Decision", "Latencies", "SourceRef", "TokenUsage", "Verdict"]
+__all__ = [
+    "DecidedBy",
+    "Decision",
+    "HumanDecision",
+    "LabelSource",
+    "Latencies",
+    "ReviewTicket",
+    "SourceRef",
+    "TokenUsage",
+    "Verdict",
+    "VerdictMode",
+]
 
 Decision = Literal["approve", "reject", "review"]
+VerdictMode = Literal["live", "shadow"]
+LabelSource = Literal["qa_audit", "review", "appeal"]
 Score = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 class DecidedBy(OutboundModel):
     """What settled the decision."""
 
-    kind: Literal["category", "rule", "error", "none"] = Field(
+    kind: Literal["category", "rule", "error", "none", "human"] = Field(
         description="category: a category's threshold; rule: a policy rule, before or after "
-        "the model; error: inference failed (never approve); none: no category reached a threshold."
+        "the model; error: inference failed (never approve); none: no category reached a "
+        "threshold; human: a reviewer's decision on an earlier verdict."
     )
-    id: str | None = Field(default=None, description="The category id, rule id or error kind.")
+    id: str | None = Field(default=None, description="The category id, rule id, error kind or labeler id.")
 
 
 class Latencies(OutboundModel):
@@ -54,6 +68,26 @@ class SourceRef(OutboundModel):
     offset: int
 
 
+class ReviewTicket(OutboundModel):
+    """Where a ``review`` verdict goes in the human review queue."""
+
+    priority: Annotated[float, Field(ge=0)] = Field(description="risk times reach; higher first.")
+    risk: Score = Field(description="The highest category score (1 when the model failed).")
+    reach: Annotated[float, Field(ge=0)] = Field(description="The event's audience, at least 1.")
+    deadline: AwareDatetime = Field(description="Decide by then (the category's review SLA).")
+
+
+class HumanDecision(OutboundModel):
+    """On a final verdict: the human decision that settled an earlier automated one."""
+
+    source: LabelSource
+    labeler_id: str
+    label_id: str
+    original_decision: Decision
+    original_idempotency_key: str
+    overturned: bool = Field(description="True when the human decision differs from the original.")
+
+
 class Verdict(OutboundModel):
     """The moderation decision for one revision of one item, keyed by ``content_id``.
 
@@ -62,11 +96,21 @@ class Verdict(OutboundModel):
     """
 
     schema_version: Literal[1] = 1
+    mode: VerdictMode = Field(
+        default="live",
+        description="live verdicts enforce; shadow verdicts (a candidate policy) go only to the "
+        "shadow topic and never to enforcement.",
+    )
     content_type: ContentType
     content_id: ContentId
     revision: int
     decision: Decision
     scores: dict[str, Score] = Field(description="Score in [0, 1] per policy category.")
+    flagged_categories: list[str] = Field(
+        default_factory=list,
+        description="Categories held violated: score at or above their review threshold, or "
+        "the deciding rule's category. Empty for approvals and inference errors.",
+    )
     decided_by: DecidedBy
     reason_code: str = Field(description="Stable machine-readable reason, e.g. COUNTERFEIT.")
     seller_message: str = Field(description="Text that may be shown to the seller or creator.")
@@ -74,8 +118,11 @@ class Verdict(OutboundModel):
     model: str
     latency: Latencies
     usage: TokenUsage | None = None
+    review: ReviewTicket | None = Field(default=None, description="Set on automated review verdicts.")
+    human: HumanDecision | None = Field(default=None, description="Set on final verdicts after a human.")
     idempotency_key: str = Field(
-        description="content_type:content_id:revision:policy_version; stable across redeliveries."
+        description="content_type:content_id:revision:policy_version, with :human:LABEL_ID on "
+        "final verdicts; stable across redeliveries."
     )
     source: SourceRef
     produced_at: AwareDatetime

@@ -40,4 +40,8 @@ class VideoEvent(InboundModel):
         default_factory=list, description="Listings the video links to."
     )
     locale: Locale = "en-US"
+    audience: Annotated[int, Field(ge=0)] | None = Field(
+        default=None,
+        description="Expected reach (followers, impressions); ranks the item in the review queue.",
+    )
     created_at: AwareDatetime

@@ -1,0 +1,64 @@
+"""Confusion counts and scores against scikit-learn on the same pairs."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from sklearn.metrics import multilabel_confusion_matrix, precision_recall_fscore_support
+
+from streamproc.quality import Confusion, confusion_by_category
+
+CATEGORIES = ["counterfeit", "prohibited_items", "adult", "spam"]
+
+
+def random_pairs(seed: int, count: int) -> list[tuple[list[str], list[str], float]]:
+    rng = random.Random(seed)
+    pairs = []
+    for _ in range(count):
+        truth = [c for c in CATEGORIES if rng.random() < 0.2]
+        predicted = [c for c in CATEGORIES if (c in truth) != (rng.random() < 0.15)]
+        pairs.append((truth, predicted, rng.choice([1.0, 2.0, 10.0, 50.0])))
+    return pairs
+
+
+def indicator(rows: list[list[str]]) -> np.ndarray:
+    return np.array([[c in row for c in CATEGORIES] for row in rows], dtype=int)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_scores_equal_scikit_learn(seed: int, weighted: bool) -> None:
+    pairs = random_pairs(seed, 300)
+    weights = [w if weighted else 1.0 for _, _, w in pairs]
+    ours = confusion_by_category([(t, p, w) for (t, p, _), w in zip(pairs, weights, strict=True)], CATEGORIES)
+    y_true, y_pred = indicator([t for t, _, _ in pairs]), indicator([p for _, p, _ in pairs])
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        y_true, y_pred, average=None, sample_weight=weights, zero_division=0
+    )
+    matrices = multilabel_confusion_matrix(y_true, y_pred, sample_weight=weights)
+    for i, category in enumerate(CATEGORIES):
+        c = ours[category]
+        (tn, fp), (fn, tp) = matrices[i]
+        assert (c.tn, c.fp, c.fn, c.tp) == pytest.approx((tn, fp, fn, tp))
+        assert (c.precision, c.recall, c.f1) == pytest.approx((precision[i], recall[i], f1[i]))
+
+
+def test_undefined_scores_are_zero_not_errors() -> None:
+    empty = Confusion()
+    assert (empty.precision, empty.recall, empty.f1, empty.total) == (0.0, 0.0, 0.0, 0.0)
+    only_negatives = Confusion(tn=5)
+    assert only_negatives.f1 == 0.0
+
+
+def test_counts_land_in_the_right_cell() -> None:
+    c = Confusion()
+    c.add(truth=True, predicted=True)
+    c.add(truth=False, predicted=True, weight=2)
+    c.add(truth=True, predicted=False, weight=3)
+    c.add(truth=False, predicted=False, weight=4)
+    assert (c.tp, c.fp, c.fn, c.tn) == (1, 2, 3, 4)
+    assert c.precision == pytest.approx(1 / 3)
+    assert c.recall == pytest.approx(1 / 4)
+    assert c.f1 == pytest.approx(2 / (2 + 2 + 3))
