@@ -28,6 +28,7 @@ __all__ = [
     "decide",
     "decide_by_rule",
     "decide_on_error",
+    "flagged_categories",
     "idempotency_key",
 ]
 
@@ -44,6 +45,8 @@ class Outcome:
     decided_by: DecidedBy
     reason_code: str
     seller_message: str
+    #: The category a rule named, if the outcome is a rule's.
+    rule_category: str | None = None
 
 
 def _category_decision(category: Category, score: float) -> Decision:
@@ -88,7 +91,7 @@ def decide_by_rule(
     """A rule's decision; its message defaults to its category's."""
     if not seller_message and category is not None:
         seller_message = next((c.seller_message for c in policy.categories if c.id == category), "")
-    return Outcome(decision, DecidedBy(kind="rule", id=rule_id), reason_code, seller_message)
+    return Outcome(decision, DecidedBy(kind="rule", id=rule_id), reason_code, seller_message, category)
 
 
 def decide_on_error(error_kind: str) -> Outcome:
@@ -96,6 +99,21 @@ def decide_on_error(error_kind: str) -> Outcome:
     return Outcome(
         "review", DecidedBy(kind="error", id=error_kind), INFERENCE_ERROR_REASON, INFERENCE_ERROR_MESSAGE
     )
+
+
+def flagged_categories(policy: Policy, outcome: Outcome, scores: Mapping[str, float]) -> list[str]:
+    """Categories the verdict holds violated, in policy order; none for approvals and errors.
+
+    A category is flagged when its score reaches its review threshold, or when the deciding
+    rule names it.
+    """
+    if outcome.decision == "approve" or outcome.decided_by.kind == "error":
+        return []
+    return [
+        c.id
+        for c in policy.categories
+        if scores.get(c.id, 0.0) >= c.thresholds.review or c.id == outcome.rule_category
+    ]
 
 
 def content_ref(event: ContentEvent) -> tuple[str, str]:
@@ -130,6 +148,7 @@ def build_verdict(
         revision=event.revision,
         decision=outcome.decision,
         scores=dict(scores),
+        flagged_categories=flagged_categories(policy, outcome, scores),
         decided_by=outcome.decided_by,
         reason_code=outcome.reason_code,
         seller_message=outcome.seller_message,

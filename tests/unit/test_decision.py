@@ -4,7 +4,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from streamproc.decision import build_verdict, decide, decide_on_error, idempotency_key
+from streamproc.decision import (
+    build_verdict,
+    decide,
+    decide_by_rule,
+    decide_on_error,
+    flagged_categories,
+    idempotency_key,
+)
 from streamproc.policy import Thresholds
 from streamproc.schemas import SourceRef
 from tests.factories import default_policy, listing
@@ -83,3 +90,28 @@ def test_verdict_carries_everything_enforcement_needs() -> None:
     )
     assert verdict.latency.end_to_end_seconds == 3.0
     assert (verdict.content_type, verdict.content_id, verdict.revision) == ("listing", "L-7", 2)
+
+
+def test_flagged_categories_are_those_at_or_above_review_in_policy_order() -> None:
+    policy = POLICY
+    ids = [c.id for c in policy.categories]
+    scores = {ids[2]: 0.99, ids[0]: policy.categories[0].thresholds.review, ids[1]: 0.01}
+    outcome = decide(policy, scores)
+    assert flagged_categories(policy, outcome, scores) == [ids[0], ids[2]]
+
+
+def test_nothing_is_flagged_on_approval_or_error() -> None:
+    policy = POLICY
+    scores = {c.id: 0.99 for c in policy.categories}
+    assert flagged_categories(policy, decide_on_error("timeout"), scores) == []
+    allowed = decide_by_rule("trusted", "approve", "TRUSTED", "", policy, None)
+    assert flagged_categories(policy, allowed, scores) == []
+
+
+def test_a_rule_flags_the_category_it_names() -> None:
+    policy = POLICY
+    category = policy.categories[1].id
+    outcome = decide_by_rule("blocked-terms", "reject", "BLOCKED", "", policy, category)
+    assert flagged_categories(policy, outcome, {}) == [category]
+    verdict_less = decide_by_rule("no-category", "review", "CHECK", "", policy, None)
+    assert flagged_categories(policy, verdict_less, {}) == []
