@@ -31,7 +31,7 @@ from streamproc.schemas import (
 from streamproc.worker.dlq import dead_letter
 from streamproc.worker.records import InboundRecord, OutboundRecord
 
-__all__ = ["ModelClient", "Processor"]
+__all__ = ["ModelClient", "Processor", "evaluate"]
 
 log = logging.getLogger(__name__)
 
@@ -146,47 +146,70 @@ class Processor:
     async def _decide(
         self, policy: Policy, rules: CompiledRules, event: ContentEvent
     ) -> tuple[Outcome, dict[str, float], list[ModelAnswer]]:
-        """Pre-rules, then the model, then post-rules; an inference error is final."""
-        metrics = self._metrics
-        scorer = SCORERS[policy.scorer]
-        requests = scorer.requests(policy, item_content(policy, event))
-        context = rules.context(event)  # built once, read by both stages
-        hit = _first_hit(rules.evaluate_pre(event, context=context), policy)
-        if hit is not None:
+        return await evaluate(policy, rules, event, self._model, self._metrics)
+
+
+async def evaluate(
+    policy: Policy,
+    rules: CompiledRules,
+    event: ContentEvent,
+    model: ModelClient,
+    metrics: Metrics | None = None,
+) -> tuple[Outcome, dict[str, float], list[ModelAnswer]]:
+    """Pre-rules, then the model, then post-rules; an inference error is final.
+
+    The decision path of the worker, shared with offline evaluation. Returns the outcome,
+    the per-category scores (empty when a pre-rule decided or inference failed) and the
+    model's answers. ``metrics`` is optional so that callers outside the worker can skip them.
+    """
+    scorer = SCORERS[policy.scorer]
+    requests = scorer.requests(policy, item_content(policy, event))
+    context = rules.context(event)  # built once, read by both stages
+    hit = _first_hit(rules.evaluate_pre(event, context=context), policy)
+    if hit is not None:
+        if metrics is not None:
             metrics.rule_matches.labels(stage="pre", rule=hit.rule_id).inc()
             metrics.model_calls_saved.inc(len(requests))
-            return _rule_outcome(policy, hit), {}, []
+        return _rule_outcome(policy, hit), {}, []
+    if metrics is not None:
         metrics.model_requests_per_item.labels(scorer=scorer.name).observe(len(requests))
-        answers: list[ModelAnswer] = []
-        try:
-            if len(requests) == 1:  # the common case, without gather's task per request
-                answers = [await self._model.complete(requests[0])]
-            else:
-                answers = list(await asyncio.gather(*(self._model.complete(r) for r in requests)))
+    answers: list[ModelAnswer] = []
+    try:
+        if len(requests) == 1:  # the common case, without gather's task per request
+            answers = [await model.complete(requests[0])]
+        else:
+            answers = list(await asyncio.gather(*(model.complete(r) for r in requests)))
+        if metrics is not None:
             metrics.completion_tokens_per_item.labels(scorer=scorer.name).observe(
                 sum(a.completion_tokens for a in answers)
             )
-            scores = self._score(scorer, policy, answers)
-        except InferenceError as exc:
-            # Fail closed: counted, logged, escalated to a human; never an approval.
-            log.warning("inference failed (%s): %s", policy.name, exc)
-            return decide_on_error(exc.kind), {}, answers
-        outcome = decide(policy, scores)
-        hit = _first_hit(rules.evaluate_post(event, scores, outcome.decision, context=context), policy)
-        if hit is not None:
+        scores = _score(scorer, policy, answers, metrics)
+    except InferenceError as exc:
+        # Fail closed: counted, logged, escalated to a human; never an approval.
+        log.warning("inference failed (%s): %s", policy.name, exc)
+        return decide_on_error(exc.kind), {}, answers
+    outcome = decide(policy, scores)
+    hit = _first_hit(rules.evaluate_post(event, scores, outcome.decision, context=context), policy)
+    if hit is not None:
+        if metrics is not None:
             metrics.rule_matches.labels(stage="post", rule=hit.rule_id).inc()
-            outcome = _rule_outcome(policy, hit)
-        return outcome, scores, answers
+        outcome = _rule_outcome(policy, hit)
+    return outcome, scores, answers
 
-    def _score(self, scorer: Scorer, policy: Policy, answers: list[ModelAnswer]) -> dict[str, float]:
+
+def _score(
+    scorer: Scorer, policy: Policy, answers: list[ModelAnswer], metrics: Metrics | None
+) -> dict[str, float]:
+    if metrics is not None:
         for answer in answers:
-            self._metrics.prompt_tokens.inc(answer.prompt_tokens)
-            self._metrics.cached_prompt_tokens.inc(answer.cached_prompt_tokens or 0)
-        try:
-            return scorer.scores(policy, answers)
-        except InferenceError as exc:  # an answer outside the expected format
-            self._metrics.inference_errors.labels(kind=exc.kind).inc()
-            raise
+            metrics.prompt_tokens.inc(answer.prompt_tokens)
+            metrics.cached_prompt_tokens.inc(answer.cached_prompt_tokens or 0)
+    try:
+        return scorer.scores(policy, answers)
+    except InferenceError as exc:  # an answer outside the expected format
+        if metrics is not None:
+            metrics.inference_errors.labels(kind=exc.kind).inc()
+        raise
 
 
 def _usage(answers: list[ModelAnswer]) -> TokenUsage | None:
