@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import sys
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -163,8 +164,14 @@ def start_worker(
 
 
 def broker(run_dir: Path) -> Broker:
+    """The benchmark's broker; from here on SIGTERM unwinds the stack, so nothing is left running."""
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     run_dir.mkdir(parents=True, exist_ok=True)
     return Broker(run_dir / "broker.log")
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def model_server_options(command: Callable[..., Any]) -> Callable[..., Any]:
