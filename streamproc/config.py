@@ -26,11 +26,13 @@ from streamproc.errors import ConfigError
 
 __all__ = [
     "CONFIG_FILE_ENV",
+    "AuditSettings",
     "InferenceSettings",
     "KafkaSettings",
     "LogLevel",
     "MetricsSettings",
     "PolicySettings",
+    "QualitySettings",
     "Settings",
     "TopicSettings",
     "WorkerSettings",
@@ -168,6 +170,64 @@ class MetricsSettings(_Section):
     )
 
 
+class QualitySettings(_Section):
+    group_id: str | None = Field(
+        default=None,
+        description="Consumer group of `streamproc quality`; default: the workers' group id + `-quality`.",
+        json_schema_extra={"shown_default": "KAFKA__GROUP_ID-quality"},
+    )
+    data_dir: Path = Field(
+        default=Path(".streamproc-quality"),
+        description="Folder of the quality service's SQLite join store (keep it across restarts).",
+    )
+    retention_days: Annotated[float, Field(gt=0)] = Field(
+        default=30.0,
+        description="Content revisions whose newest verdict or label is older than this are pruned.",
+    )
+    max_items: Annotated[int, Field(ge=1)] = Field(
+        default=100_000, description="Most content revisions kept in the store; the oldest are pruned first."
+    )
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] = Field(
+        default=9109, description="Port of the quality service's /metrics (0 picks a free one)."
+    )
+    refresh_seconds: Seconds = Field(
+        default=2.0, description="How often the exported accuracy figures are recomputed from the store."
+    )
+
+
+Rate = Annotated[float, Field(ge=0.0, le=1.0)]
+_DEFAULT_DECISION_RATES: dict[Literal["approve", "review", "reject"], float] = {
+    "review": 0.05,
+    "reject": 0.05,
+}
+
+
+class AuditSettings(_Section):
+    """Which live verdicts go to the audit topic for human QA (see streamproc.quality.sampling)."""
+
+    enabled: bool = Field(default=True, description="Send a sample of live verdicts to the audit topic.")
+    base_rate: Rate = Field(default=0.01, description="Share of every verdict sampled.")
+    decision_rates: dict[Literal["approve", "review", "reject"], Rate] = Field(
+        default_factory=_DEFAULT_DECISION_RATES.copy,
+        description="Sampling rate per decision (JSON), where higher than the base rate.",
+    )
+    category_rates: dict[str, Rate] = Field(
+        default_factory=dict,
+        description="Sampling rate per flagged or deciding category id (JSON), where higher than the "
+        "base rate.",
+    )
+    category_default_rate: Rate = Field(
+        default=0.0, description="Rate for flagged categories not in category_rates."
+    )
+    near_threshold_band: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        default=0.05,
+        description="A score this close to a category's review or reject threshold counts as near it.",
+    )
+    near_threshold_boost: Annotated[float, Field(ge=1.0, le=1000.0)] = Field(
+        default=5.0, description="Factor on the probability of a verdict with a score near a threshold."
+    )
+
+
 class Settings(BaseSettings):
     """Everything a worker needs to know."""
 
@@ -184,6 +244,8 @@ class Settings(BaseSettings):
     policy: PolicySettings = PolicySettings()
     worker: WorkerSettings = WorkerSettings()
     metrics: MetricsSettings = MetricsSettings()
+    audit: AuditSettings = AuditSettings()
+    quality: QualitySettings = QualitySettings()
 
     @model_validator(mode="after")
     def _distinct_topics(self) -> Settings:

@@ -11,8 +11,9 @@ from typing import NamedTuple, get_args
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from streamproc.schemas.dead_letter import DeadLetterReason
+from streamproc.schemas.verdict import LabelSource
 
-__all__ = ["DEFAULT_NAMESPACE", "Metrics", "create"]
+__all__ = ["DEFAULT_NAMESPACE", "Metrics", "QualityMetrics", "create", "create_quality"]
 
 DEFAULT_NAMESPACE = "streamproc"
 
@@ -46,6 +47,10 @@ class Metrics(NamedTuple):
     model_calls_saved: Counter
     policy_reloads: Counter
     policy_info: Gauge
+    audit_samples: Counter
+    shadow_verdicts: Counter
+    shadow_agreement: Counter
+    shadow_failures: Counter
 
 
 def create(
@@ -212,7 +217,37 @@ def create(
             namespace=namespace,
             registry=registry,
         ),
+        audit_samples=Counter(
+            "audit_samples",
+            "Live verdicts sent to the audit topic, by decision.",
+            ["decision"],
+            namespace=namespace,
+            registry=registry,
+        ),
+        shadow_verdicts=Counter(
+            "shadow_verdicts",
+            "Verdicts of shadow (candidate) packs, by pack name and decision; never enforced.",
+            ["policy", "decision"],
+            namespace=namespace,
+            registry=registry,
+        ),
+        shadow_agreement=Counter(
+            "shadow_agreement",
+            "Shadow verdicts by whether their decision equals the live decision (agreed: true or false).",
+            ["policy", "agreed"],
+            namespace=namespace,
+            registry=registry,
+        ),
+        shadow_failures=Counter(
+            "shadow_failures",
+            "Shadow evaluations that failed with an error (the live verdict is unaffected), by pack name.",
+            ["policy"],
+            namespace=namespace,
+            registry=registry,
+        ),
     )
+    for decision in ("approve", "reject", "review"):
+        metrics.audit_samples.labels(decision=decision)
     for result in ("applied", "rejected"):
         metrics.policy_reloads.labels(result=result)
     for topic in consumed_topics:
@@ -231,4 +266,181 @@ def create(
         for decision in ("approve", "reject", "review"):
             for category in (*categories, "none", "inference_error", "rule"):
                 metrics.verdicts.labels(content_type=content_type, decision=decision, category=category)
+    return metrics
+
+
+class QualityMetrics(NamedTuple):
+    """What ``streamproc quality`` exports.
+
+    The counters count this process's work; the gauges are set from the join store, so
+    they survive a restart and cover what the store holds (its retention and size bound).
+    """
+
+    records_consumed: Counter
+    dead_letters: Counter
+    final_verdicts_published: Counter
+    store_items: Gauge
+    labels: Gauge
+    verdicts: Gauge
+    pairs: Gauge
+    pairs_excluded: Gauge
+    confusion: Gauge
+    precision: Gauge
+    recall: Gauge
+    f1: Gauge
+    automation: Gauge
+    labeler_pairs: Gauge
+    labeler_agreement: Gauge
+    labeler_exact_agreement: Gauge
+    shadow_compared: Gauge
+    shadow_agreement: Gauge
+    human_verdicts: Gauge
+
+
+def create_quality(
+    registry: CollectorRegistry, namespace: str = DEFAULT_NAMESPACE, *, consumed_topics: tuple[str, ...] = ()
+) -> QualityMetrics:
+    """Create and register the quality service's metrics."""
+    scored = ["policy_version", "mode", "category"]
+    metrics = QualityMetrics(
+        records_consumed=Counter(
+            "quality_records_consumed",
+            "Records the quality service received, by topic.",
+            ["topic"],
+            namespace=namespace,
+            registry=registry,
+        ),
+        dead_letters=Counter(
+            "quality_dead_letters",
+            "Records the quality service sent to the dead-letter topic, by reason.",
+            ["reason"],
+            namespace=namespace,
+            registry=registry,
+        ),
+        final_verdicts_published=Counter(
+            "quality_final_verdicts_published",
+            "Final verdicts published from review and appeal outcomes, by label source.",
+            ["source"],
+            namespace=namespace,
+            registry=registry,
+        ),
+        store_items=Gauge(
+            "quality_store_items",
+            "Content revisions held in the join store.",
+            namespace=namespace,
+            registry=registry,
+        ),
+        labels=Gauge(
+            "quality_labels",
+            "Labels held in the join store, by source.",
+            ["source"],
+            namespace=namespace,
+            registry=registry,
+        ),
+        verdicts=Gauge(
+            "quality_verdicts",
+            "Automated verdicts held in the join store, by policy version, mode and decision.",
+            ["policy_version", "mode", "decision"],
+            namespace=namespace,
+            registry=registry,
+        ),
+        pairs=Gauge(
+            "quality_pairs",
+            "(label, verdict) pairs scored, unweighted.",
+            ["policy_version", "mode"],
+            namespace=namespace,
+            registry=registry,
+        ),
+        pairs_excluded=Gauge(
+            "quality_pairs_excluded",
+            "(label, verdict) pairs not scored, by reason (inference_error).",
+            ["policy_version", "mode", "reason"],
+            namespace=namespace,
+            registry=registry,
+        ),
+        confusion=Gauge(
+            "quality_confusion",
+            "Weighted (label, verdict) pairs per category and outcome (tp, fp, fn, tn).",
+            [*scored, "outcome"],
+            namespace=namespace,
+            registry=registry,
+        ),
+        precision=Gauge(
+            "quality_precision_ratio",
+            "tp / (tp + fp) per category, weighted; 0 when nothing was flagged.",
+            scored,
+            namespace=namespace,
+            registry=registry,
+        ),
+        recall=Gauge(
+            "quality_recall_ratio",
+            "tp / (tp + fn) per category, weighted; 0 when nothing truly applies.",
+            scored,
+            namespace=namespace,
+            registry=registry,
+        ),
+        f1=Gauge(
+            "quality_f1_ratio",
+            "Harmonic mean of precision and recall per category, weighted.",
+            scored,
+            namespace=namespace,
+            registry=registry,
+        ),
+        automation=Gauge(
+            "quality_automation_ratio",
+            "Share of live verdicts decided without a human (decision other than review).",
+            ["policy_version"],
+            namespace=namespace,
+            registry=registry,
+        ),
+        labeler_pairs=Gauge(
+            "quality_labeler_pairs",
+            "Pairs of labels by different labelers on the same content revision.",
+            namespace=namespace,
+            registry=registry,
+        ),
+        labeler_agreement=Gauge(
+            "quality_labeler_agreement_ratio",
+            "Share of labeler pairs that agree on whether the category applies.",
+            ["category"],
+            namespace=namespace,
+            registry=registry,
+        ),
+        labeler_exact_agreement=Gauge(
+            "quality_labeler_exact_agreement_ratio",
+            "Share of labeler pairs that name exactly the same categories.",
+            namespace=namespace,
+            registry=registry,
+        ),
+        shadow_compared=Gauge(
+            "quality_shadow_compared",
+            "Content revisions with both a live verdict and this shadow policy's verdict.",
+            ["policy_version"],
+            namespace=namespace,
+            registry=registry,
+        ),
+        shadow_agreement=Gauge(
+            "quality_shadow_agreement_ratio",
+            "Share of those revisions where the shadow decision equals the live one.",
+            ["policy_version"],
+            namespace=namespace,
+            registry=registry,
+        ),
+        human_verdicts=Gauge(
+            "quality_human_verdicts",
+            "Final (human) verdicts read back from the verdict topic, by policy version, source and "
+            "whether they overturned the automated decision.",
+            ["policy_version", "source", "overturned"],
+            namespace=namespace,
+            registry=registry,
+        ),
+    )
+    for topic in consumed_topics:
+        metrics.records_consumed.labels(topic=topic)
+    for reason in get_args(DeadLetterReason):
+        metrics.dead_letters.labels(reason=reason)
+    for source in get_args(LabelSource):
+        metrics.labels.labels(source=source)
+        if source != "qa_audit":
+            metrics.final_verdicts_published.labels(source=source)
     return metrics

@@ -11,7 +11,7 @@ from streamproc.schemas.common import OutboundModel
 __all__ = ["DeadLetter", "DeadLetterReason"]
 
 DeadLetterReason = Literal[
-    "invalid_json", "schema_validation", "unsupported_schema_version", "internal_error"
+    "invalid_json", "schema_validation", "unsupported_schema_version", "internal_error", "missing_decision"
 ]
 
 

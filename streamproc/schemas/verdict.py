@@ -80,12 +80,16 @@ class ReviewTicket(OutboundModel):
 class HumanDecision(OutboundModel):
     """On a final verdict: the human decision that settled an earlier automated one."""
 
-    source: LabelSource
-    labeler_id: str
-    label_id: str
-    original_decision: Decision
-    original_idempotency_key: str
-    overturned: bool = Field(description="True when the human decision differs from the original.")
+    source: LabelSource = Field(description="review (review queue outcome) or appeal (appeal outcome).")
+    labeler_id: str = Field(description="Who decided (also decided_by.id).")
+    label_id: str = Field(description="The label event that carried the decision.")
+    original_decision: Decision = Field(description="The automated live verdict's decision.")
+    original_idempotency_key: str = Field(description="The automated live verdict's idempotency key.")
+    overturned: bool = Field(
+        description="True when the human decision differs from the automation's: for an original "
+        "approve or reject, from that decision; for an original review, from its lean (reject when "
+        "it flagged a category, else approve)."
+    )
 
 
 class Verdict(OutboundModel):
