@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from streamproc.policy import Category, Policy
 from streamproc.schemas import (
@@ -13,9 +13,11 @@ from streamproc.schemas import (
     Decision,
     Latencies,
     ListingEvent,
+    ReviewTicket,
     SourceRef,
     TokenUsage,
     Verdict,
+    VerdictMode,
 )
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "decide_on_error",
     "flagged_categories",
     "idempotency_key",
+    "review_ticket",
 ]
 
 NO_VIOLATION_REASON = "NO_VIOLATION"
@@ -116,6 +119,25 @@ def flagged_categories(policy: Policy, outcome: Outcome, scores: Mapping[str, fl
     ]
 
 
+def review_ticket(
+    policy: Policy, event: ContentEvent, scores: Mapping[str, float], flagged: Sequence[str], now: datetime
+) -> ReviewTicket:
+    """Where a review goes in the human queue: priority = risk * reach, due within the SLA.
+
+    risk is the highest category score, or 1 when there are none (inference failed, or a
+    pre-model rule decided without the model); reach is the event's audience, at least 1.
+    The SLA is the shortest among the flagged categories', else the pack's.
+    """
+    risk = max(scores.values(), default=1.0)
+    reach = float(max(1, event.audience or 1))
+    return ReviewTicket(
+        priority=risk * reach,
+        risk=risk,
+        reach=reach,
+        deadline=now + timedelta(hours=policy.review_sla(flagged)),
+    )
+
+
 def content_ref(event: ContentEvent) -> tuple[str, str]:
     """(content_type, content_id) of an event."""
     if isinstance(event, ListingEvent):
@@ -140,15 +162,19 @@ def build_verdict(
     inference_seconds: float | None,
     processing_seconds: float,
     now: datetime,
+    mode: VerdictMode = "live",
 ) -> Verdict:
+    """The verdict record; a ``review`` decision carries its review ticket."""
     content_type, content_id = content_ref(event)
+    flagged = flagged_categories(policy, outcome, scores)
     return Verdict(
+        mode=mode,
         content_type=content_type,
         content_id=content_id,
         revision=event.revision,
         decision=outcome.decision,
         scores=dict(scores),
-        flagged_categories=flagged_categories(policy, outcome, scores),
+        flagged_categories=flagged,
         decided_by=outcome.decided_by,
         reason_code=outcome.reason_code,
         seller_message=outcome.seller_message,
@@ -160,6 +186,7 @@ def build_verdict(
             end_to_end_seconds=(now - event.created_at).total_seconds(),
         ),
         usage=usage,
+        review=review_ticket(policy, event, scores, flagged, now) if outcome.decision == "review" else None,
         idempotency_key=idempotency_key(event, policy.version),
         source=source,
         produced_at=now,

@@ -17,7 +17,16 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from streamproc.errors import ConfigError
-from streamproc.policy.model import Category, MediaBudget, Policy, Rule, ScorerName, Thresholds
+from streamproc.policy.model import (
+    DEFAULT_REVIEW_SLA_HOURS,
+    Category,
+    MediaBudget,
+    Policy,
+    PolicyMode,
+    Rule,
+    ScorerName,
+    Thresholds,
+)
 from streamproc.policy.rules import CompiledRules
 from streamproc.policy.scorers import SCORERS
 from streamproc.schemas import ContentEvent, ContentType, Decision, ListingEvent
@@ -37,6 +46,7 @@ __all__ = [
 Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]*$", max_length=64)]
 ReasonCode = Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]*$", max_length=64)]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+SlaHours = Annotated[float, Field(gt=0, le=24 * 365)]
 
 
 class _Spec(BaseModel):
@@ -64,6 +74,7 @@ class CategorySpec(_Spec):
     seller_message: Annotated[str, StringConstraints(min_length=1)]
     thresholds: ThresholdsSpec
     guard_code: Annotated[str, StringConstraints(pattern=r"^S[0-9]{1,2}$")] | None = None
+    review_sla_hours: SlaHours | None = None
 
 
 class MediaSpec(_Spec):
@@ -89,6 +100,9 @@ class PackSpec(_Spec):
     description: str = ""
     content_type: ContentType
     verticals: list[Annotated[str, StringConstraints(min_length=1)]] = []
+    mode: PolicyMode = "live"
+    shadow_sample: Probability = 1.0
+    review_sla_hours: SlaHours = DEFAULT_REVIEW_SLA_HOURS
     scorer: ScorerName = "label_logprob"
     preamble: Annotated[str, StringConstraints(min_length=1)]
     safe_label: Annotated[str, StringConstraints(pattern=r"^[A-Z]$")] = "N"
@@ -111,6 +125,7 @@ class PackSpec(_Spec):
                 thresholds=Thresholds(reject=c.thresholds.reject, review=c.thresholds.review),
                 examples=tuple(c.examples),
                 guard_code=c.guard_code,
+                review_sla_hours=c.review_sla_hours,
             )
             for c in self.categories
         )
@@ -126,10 +141,21 @@ class PackSpec(_Spec):
             lists=tuple((k, tuple(v)) for k, v in sorted(self.lists.items())),
             median_prices=tuple(sorted(self.median_prices.items())),
             verticals=tuple(self.verticals),
+            review_sla_hours=self.review_sla_hours,
+            mode=self.mode,
+            shadow_sample=self.shadow_sample,
         )
 
     def _labels(self) -> set[str]:
         return {c.label for c in self.categories if c.label}
+
+    @model_validator(mode="after")
+    def _sample_only_for_shadows(self) -> PackSpec:
+        if self.mode == "live" and self.shadow_sample != 1.0:
+            raise ValueError(
+                "shadow_sample applies to mode: shadow packs only; remove it or set mode: shadow"
+            )
+        return self
 
 
 def _line_of(root: yaml.Node | None, loc: Sequence[int | str]) -> int | None:
@@ -196,32 +222,40 @@ def pack_files(paths: Iterable[Path]) -> list[Path]:
 
 
 class PolicySet:
-    """The live packs, with their compiled rules: one default per content type, plus packs
-    for some verticals."""
+    """The packs in force, with their compiled rules.
+
+    Live packs: one default per content type, plus packs for some verticals; ``select``
+    picks the one that decides an item. Shadow packs (candidates) follow the same
+    selection and never decide: ``shadows`` lists those an item is also run through.
+    """
 
     def __init__(self, policies: Sequence[Policy]) -> None:
-        self.policies = tuple(policies)
+        every = tuple(policies)
+        #: The live packs (what ``select`` chooses from).
+        self.policies = tuple(p for p in every if p.mode == "live")
+        #: The candidate packs, run beside the live ones.
+        self.shadow_policies = tuple(p for p in every if p.mode == "shadow")
         for content_type in ("listing", "video"):
             defaults = [p.name for p in self.policies if p.content_type == content_type and not p.verticals]
+            shadows = [p.name for p in self.shadow_policies if p.content_type == content_type]
+            if shadows and not any(p.content_type == content_type for p in self.policies):
+                raise ConfigError(
+                    f"shadow packs {shadows} are the only {content_type} packs; a shadow runs beside a "
+                    f"live pack: also load the live packs (e.g. policies/ next to policies/candidates/)"
+                )
             if len(defaults) != 1:
                 raise ConfigError(
-                    f"need exactly one {content_type} pack without verticals (the default), "
+                    f"need exactly one {content_type} pack without verticals (the default, mode live), "
                     f"found {defaults or 'none'}"
                 )
-        names = [p.name for p in self.policies]
+        names = [p.name for p in every]
         if len(set(names)) != len(names):
             raise ConfigError(f"pack names must be unique, got {names}")
-        self._rules = {p.name: CompiledRules.compile(p) for p in self.policies}
+        self._rules = {p.name: CompiledRules.compile(p) for p in every}
 
     def select(self, event: ContentEvent) -> Policy:
-        """The pack for this event: its vertical's, else its content type's default."""
-        is_listing = isinstance(event, ListingEvent)
-        content_type: ContentType = "listing" if is_listing else "video"
-        vertical = (
-            event.category_path[0].casefold()
-            if isinstance(event, ListingEvent) and event.category_path
-            else None
-        )
+        """The live pack for this event: its vertical's, else its content type's default."""
+        content_type, vertical = _selector(event)
         default: Policy | None = None
         for policy in self.policies:
             if policy.content_type != content_type:
@@ -233,16 +267,43 @@ class PolicySet:
         assert default is not None  # noqa: S101 - checked in __init__
         return default
 
+    def shadows(self, event: ContentEvent) -> tuple[Policy, ...]:
+        """The shadow packs for this event, before sampling: those for its vertical, and the
+        default candidates (no verticals) when the live default decides it."""
+        if not self.shadow_policies:
+            return ()
+        content_type, vertical = _selector(event)
+        live_default = not self.select(event).verticals
+        return tuple(
+            p
+            for p in self.shadow_policies
+            if p.content_type == content_type
+            and (vertical in {v.casefold() for v in p.verticals} if p.verticals else live_default)
+        )
+
     def rules(self, policy: Policy) -> CompiledRules:
         return self._rules[policy.name]
 
     @property
     def versions(self) -> dict[str, str]:
+        """Live packs: name → version."""
         return {p.name: p.version for p in self.policies}
+
+    @property
+    def shadow_versions(self) -> dict[str, str]:
+        """Shadow packs: name → version."""
+        return {p.name: p.version for p in self.shadow_policies}
 
     @property
     def category_ids(self) -> tuple[str, ...]:
         return tuple(sorted({c for p in self.policies for c in p.category_ids}))
+
+
+def _selector(event: ContentEvent) -> tuple[ContentType, str | None]:
+    """(content type, case-folded vertical) that pack selection goes by."""
+    if isinstance(event, ListingEvent):
+        return "listing", event.category_path[0].casefold() if event.category_path else None
+    return "video", None
 
 
 def load_policy_set(paths: Iterable[Path]) -> PolicySet:

@@ -14,17 +14,27 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from streamproc.config import Settings
-from streamproc.decision import Outcome, build_verdict, decide, decide_by_rule, decide_on_error
+from streamproc.decision import (
+    Outcome,
+    build_verdict,
+    content_ref,
+    decide,
+    decide_by_rule,
+    decide_on_error,
+)
 from streamproc.errors import DecodeError, InferenceError
 from streamproc.metrics import Metrics
 from streamproc.policy import SCORERS, ModelAnswer, ModelRequest, Policy, PolicySet, Scorer, item_content
 from streamproc.policy.rules import CompiledRules, RuleHit, RuleOutcome
+from streamproc.quality.sampling import audit_sample, drawn, shadow_key
 from streamproc.schemas import (
     ContentEvent,
     ContentType,
     DeadLetterReason,
     SourceRef,
     TokenUsage,
+    Verdict,
+    VerdictMode,
     decode_event,
     encode,
 )
@@ -104,23 +114,32 @@ class Processor:
         topics = self._settings.topics
         content_type = self._content_types[record.topic]
         event = decode_event(content_type, record.value)
+        policies = self.policies  # one set for the whole item, even if a reload lands meanwhile
+        source = SourceRef(topic=record.topic, partition=record.partition, offset=record.offset)
 
-        policy = self.policies.select(event)
-        outcome, scores, answers = await self._decide(policy, self.policies.rules(policy), event)
+        policy = policies.select(event)
+        shadows = _sampled_shadows(policies, event)
+        live = self._verdict(policies, policy, event, source, received)
+        if shadows:
+            # Candidates run beside the live path on the same model client. _shadow_verdict
+            # catches their failures, so only the live path can raise here; if it does, the
+            # candidates are cancelled rather than left running.
+            tasks = [
+                asyncio.create_task(self._shadow_verdict(policies, p, event, source, received))
+                for p in shadows
+            ]
+            try:
+                verdict, outcome = await live
+            except BaseException:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                raise
+            shadow_verdicts = [v for v in await asyncio.gather(*tasks) if v is not None]
+        else:
+            verdict, outcome = await live
+            shadow_verdicts = []
 
-        now = self._clock()
-        verdict = build_verdict(
-            event=event,
-            policy=policy,
-            outcome=outcome,
-            scores=scores,
-            model=self._settings.inference.model,
-            source=SourceRef(topic=record.topic, partition=record.partition, offset=record.offset),
-            usage=_usage(answers),
-            inference_seconds=max((a.seconds for a in answers), default=None),
-            processing_seconds=time.perf_counter() - received,
-            now=now,
-        )
         self._metrics.verdicts.labels(
             content_type=content_type, decision=verdict.decision, category=_category_label(outcome)
         ).inc()
@@ -133,15 +152,62 @@ class Processor:
 
         key = verdict.content_id.encode()
         value = encode(verdict)
-        headers = (
-            ("content-type", b"application/json"),
-            ("decision", verdict.decision.encode()),
-            ("idempotency-key", verdict.idempotency_key.encode()),
-        )
+        headers = _headers(verdict)
         outputs = [OutboundRecord(topics.verdicts, key, value, headers)]
         if verdict.decision == "review":
             outputs.append(OutboundRecord(topics.review, key, value, headers))
+        sample = audit_sample(verdict, policy, self._settings.audit)
+        if sample is not None:
+            self._metrics.audit_samples.labels(decision=verdict.decision).inc()
+            outputs.append(OutboundRecord(topics.audit, key, encode(sample), headers))
+        for shadow in shadow_verdicts:  # never to the verdict, review or audit topics
+            name = shadow.policy_version.partition("@")[0]
+            self._metrics.shadow_verdicts.labels(policy=name, decision=shadow.decision).inc()
+            agreed = "true" if shadow.decision == verdict.decision else "false"
+            self._metrics.shadow_agreement.labels(policy=name, agreed=agreed).inc()
+            outputs.append(OutboundRecord(topics.shadow, key, encode(shadow), _headers(shadow)))
         return outputs
+
+    async def _verdict(
+        self,
+        policies: PolicySet,
+        policy: Policy,
+        event: ContentEvent,
+        source: SourceRef,
+        received: float,
+        mode: VerdictMode = "live",
+    ) -> tuple[Verdict, Outcome]:
+        """Decide the item under one pack and build its verdict (timed when it is built)."""
+        if mode == "live":
+            outcome, scores, answers = await self._decide(policy, policies.rules(policy), event)
+        else:  # the live metrics (rule matches, tokens per item) stay about live decisions
+            outcome, scores, answers = await evaluate(policy, policies.rules(policy), event, self._model)
+        verdict = build_verdict(
+            event=event,
+            policy=policy,
+            outcome=outcome,
+            scores=scores,
+            model=self._settings.inference.model,
+            source=source,
+            usage=_usage(answers),
+            inference_seconds=max((a.seconds for a in answers), default=None),
+            processing_seconds=time.perf_counter() - received,
+            now=self._clock(),
+            mode=mode,
+        )
+        return verdict, outcome
+
+    async def _shadow_verdict(
+        self, policies: PolicySet, policy: Policy, event: ContentEvent, source: SourceRef, received: float
+    ) -> Verdict | None:
+        """A candidate's verdict, or None when it failed: logged and counted, never raised."""
+        try:
+            verdict, _ = await self._verdict(policies, policy, event, source, received, mode="shadow")
+        except Exception:
+            log.exception("shadow pack %s failed on an item; the live verdict is unaffected", policy.name)
+            self._metrics.shadow_failures.labels(policy=policy.name).inc()
+            return None
+        return verdict
 
     async def _decide(
         self, policy: Policy, rules: CompiledRules, event: ContentEvent
@@ -210,6 +276,24 @@ def _score(
         if metrics is not None:
             metrics.inference_errors.labels(kind=exc.kind).inc()
         raise
+
+
+def _sampled_shadows(policies: PolicySet, event: ContentEvent) -> tuple[Policy, ...]:
+    """The shadow packs this item runs through: a stable draw per item revision and version."""
+    _, content_id = content_ref(event)
+    return tuple(
+        p
+        for p in policies.shadows(event)
+        if drawn(shadow_key(content_id, event.revision, p.version), p.shadow_sample)
+    )
+
+
+def _headers(verdict: Verdict) -> tuple[tuple[str, bytes], ...]:
+    return (
+        ("content-type", b"application/json"),
+        ("decision", verdict.decision.encode()),
+        ("idempotency-key", verdict.idempotency_key.encode()),
+    )
 
 
 def _usage(answers: list[ModelAnswer]) -> TokenUsage | None:
