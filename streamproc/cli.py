@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import json
 import sys
 from pathlib import Path
@@ -42,12 +44,12 @@ def worker(config_file: Path | None) -> None:
     """Consume content topics and publish verdicts until stopped (SIGTERM or Ctrl-C)."""
     from streamproc.policy import load_policy_set  # noqa: PLC0415 - keep --help fast
     from streamproc.topics import require_topics  # noqa: PLC0415
-    from streamproc.worker import run_worker  # noqa: PLC0415
+    from streamproc.worker import run_worker, worker_topics  # noqa: PLC0415
 
     settings = _settings(config_file)
     try:
         policies = load_policy_set(settings.policy.paths)
-        topics = list(settings.topics.model_dump().values())
+        topics = worker_topics(settings, policies)
         asyncio.run(require_topics(settings.kafka.bootstrap_servers, topics))
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -73,6 +75,9 @@ def check_config(config_file: Path | None, reference: bool) -> None:
         raise click.ClickException(str(exc)) from exc
     shown = json.loads(settings.model_dump_json())
     shown["policy_versions"] = policies.versions
+    shown["shadow_policy_versions"] = {
+        p.name: {"version": p.version, "shadow_sample": p.shadow_sample} for p in policies.shadow_policies
+    }
     click.echo(json.dumps(shown, indent=2))
 
 
@@ -131,8 +136,9 @@ def policy_check(files: tuple[Path, ...]) -> None:
             click.echo(str(exc), err=True)
             continue
         loaded.append(pack)
+        mode = f"shadow on {pack.shadow_sample:.0%} of its items, " if pack.mode == "shadow" else ""
         click.echo(
-            f"ok  {path}: {pack.version} ({pack.content_type}, {len(pack.categories)} categories, "
+            f"ok  {path}: {pack.version} ({mode}{pack.content_type}, {len(pack.categories)} categories, "
             f"{len(pack.rules)} rules, scorer {pack.scorer})"
         )
     if failed:
@@ -305,6 +311,95 @@ def demo(
         run_demo(options)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+@cli.command("eval")
+@_config_option
+@click.option(
+    "--policy",
+    "policy_files",
+    multiple=True,
+    required=True,
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="Pack to evaluate (repeat for several: one report each, in DIR/<pack name>/).",
+)
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="Labeled JSONL: {content_type, event, true_categories} per line.",
+)
+@click.option(
+    "--compare",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default=None,
+    help="A second pack to run over the same items, side by side in one report.",
+)
+@click.option("--out", required=True, type=click.Path(path_type=Path, file_okay=False), help="Report folder.")
+@click.option(
+    "--vllm-url", default=None, help="Model server API root (default: the settings' inference.base_url)."
+)
+@click.option(
+    "--model-name", default=None, help="Served model name (default: the settings' inference.model)."
+)
+@click.option(
+    "--vllm-python",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Start a vLLM server with this python (with --model-dir) instead of using a running one.",
+)
+@click.option(
+    "--model-dir", type=click.Path(path_type=Path, file_okay=False), help="Model directory to serve."
+)
+def eval_(
+    config_file: Path | None,
+    policy_files: tuple[Path, ...],
+    data: Path,
+    compare: Path | None,
+    out: Path,
+    vllm_url: str | None,
+    model_name: str | None,
+    vllm_python: Path | None,
+    model_dir: Path | None,
+) -> None:
+    """Run policy packs over a labeled dataset through the model server; write a report."""
+    from streamproc.evaluation import ModelServer, plan_evaluation, run_evaluation  # noqa: PLC0415
+
+    if (vllm_python is None) != (model_dir is None):
+        raise click.UsageError("--vllm-python and --model-dir go together (they start a model server)")
+    if vllm_python is not None and vllm_url is not None:
+        raise click.UsageError("give --vllm-url for a running server, or --vllm-python/--model-dir, not both")
+    settings = _settings(config_file)
+    server = ModelServer(
+        base_url=None if vllm_python is not None else (vllm_url or settings.inference.base_url),
+        model=model_name or settings.inference.model,
+        vllm_python=vllm_python,
+        model_dir=model_dir,
+    )
+    try:
+        plan = plan_evaluation(list(policy_files), data, out, compare)
+        with contextlib.ExitStack() as stack:
+            on_done = None
+            if sys.stderr.isatty():  # a bar on a terminal; nothing in logs and pipes
+                bar = stack.enter_context(
+                    click.progressbar(length=plan.requests, label="evaluating", file=sys.stderr)
+                )
+                on_done = functools.partial(bar.update, 1)
+            reports = run_evaluation(
+                plan,
+                server,
+                settings.inference,
+                on_done=on_done,
+                say=functools.partial(click.echo, err=True),
+            )
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for report in reports:
+        for run in report.runs:
+            click.echo(
+                f"{run.policy.version}: {len(run.evaluated)} items evaluated, {run.skipped} of the other "
+                f"content type skipped, {len(run.errors)} inference errors"
+            )
+        click.echo(f"report: {report.directory / 'report.md'}")
 
 
 def main() -> None:

@@ -72,9 +72,15 @@ class ReviewTicket(OutboundModel):
     """Where a ``review`` verdict goes in the human review queue."""
 
     priority: Annotated[float, Field(ge=0)] = Field(description="risk times reach; higher first.")
-    risk: Score = Field(description="The highest category score (1 when the model failed).")
+    risk: Score = Field(
+        description="The highest category score; 1 when there are none (inference failed, or a "
+        "pre-model rule decided)."
+    )
     reach: Annotated[float, Field(ge=0)] = Field(description="The event's audience, at least 1.")
-    deadline: AwareDatetime = Field(description="Decide by then (the category's review SLA).")
+    deadline: AwareDatetime = Field(
+        description="Decide by then: the shortest review SLA of the flagged categories, else the "
+        "policy pack's."
+    )
 
 
 class HumanDecision(OutboundModel):

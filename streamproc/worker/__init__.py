@@ -1,6 +1,6 @@
 """The Kafka edge: consume content, publish verdicts, dead letters and reviews."""
 
-from streamproc.worker.app import ModerationService, create_app, run_worker
+from streamproc.worker.app import ModerationService, create_app, run_worker, worker_topics
 from streamproc.worker.pipeline import Pipeline, PipelineFailed, publish
 from streamproc.worker.processor import ModelClient, Processor
 from streamproc.worker.records import InboundRecord, OutboundRecord
@@ -16,4 +16,5 @@ __all__ = [
     "create_app",
     "publish",
     "run_worker",
+    "worker_topics",
 ]

@@ -24,9 +24,21 @@ from streamproc.worker.pipeline import Pipeline
 from streamproc.worker.policy_watch import publish_policy_info, watch_policies
 from streamproc.worker.processor import Processor
 
-__all__ = ["ModerationService", "create_app", "run_worker"]
+__all__ = ["ModerationService", "create_app", "run_worker", "worker_topics"]
 
 log = logging.getLogger(__name__)
+
+
+def worker_topics(settings: Settings, policies: PolicySet) -> list[str]:
+    """The topics a worker reads or writes, for the start-up check: content in; verdicts,
+    review and dead letters out; audit when auditing; shadow when shadow packs are loaded."""
+    topics = settings.topics
+    names = [topics.listings, topics.videos, topics.verdicts, topics.review, topics.dlq]
+    if settings.audit.enabled:
+        names.append(topics.audit)
+    if policies.shadow_policies:
+        names.append(topics.shadow)
+    return names
 
 
 class ModerationService(Service):
@@ -63,8 +75,14 @@ class ModerationService(Service):
                     ready=lambda: client.available,
                 )
                 if settings.policy.watch:
+                    # The shadow topic was checked at start only if shadow packs were loaded then.
                     watcher = asyncio.create_task(
-                        watch_policies(settings.policy.paths, processor.replace_policies, metrics)
+                        watch_policies(
+                            settings.policy.paths,
+                            processor.replace_policies,
+                            metrics,
+                            allow_shadows=bool(self._policies.shadow_policies),
+                        )
                     )
                 await self._pipeline.run()
         except Exception as exc:  # noqa: BLE001 - any failure must stop the worker, not just this task
