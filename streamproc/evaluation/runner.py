@@ -1,0 +1,168 @@
+"""Run policy packs over labeled items through the worker's own decision path."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import httpx
+
+from streamproc.decision import flagged_categories
+from streamproc.errors import ConfigError
+from streamproc.evaluation.dataset import LabeledItem
+from streamproc.policy import Policy
+from streamproc.policy.rules import CompiledRules
+from streamproc.schemas import Decision
+from streamproc.worker.processor import ModelClient, evaluate
+
+__all__ = ["RULE_WITHOUT_CATEGORY", "ItemResult", "PackRun", "ServerUnreachable", "check_server", "run_packs"]
+
+#: The predicted class of an item that a rule rejected or escalated without naming a category.
+RULE_WITHOUT_CATEGORY = "(rule)"
+
+_START_HINT = (
+    "start one with `make eval` (it starts a local vLLM server and runs this command), pass "
+    "--vllm-python PY --model-dir DIR to let this command start one, or point --vllm-url at a "
+    "running OpenAI-compatible server"
+)
+
+
+class ServerUnreachable(ConfigError):
+    """The model server cannot be reached or does not serve the model."""
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """What one pack decided for one item."""
+
+    item: LabeledItem
+    decision: Decision
+    #: category, rule, error or none, as in a verdict's ``decided_by``.
+    decided_by: str
+    decided_by_id: str | None
+    reason_code: str
+    scores: dict[str, float]
+    flagged: tuple[str, ...]
+    #: The rule's category, when a rule decided and named one.
+    rule_category: str | None = None
+
+    @property
+    def error(self) -> str | None:
+        """The inference error kind, when the model could not score the item."""
+        return self.decided_by_id if self.decided_by == "error" else None
+
+    @property
+    def scored(self) -> bool:
+        """The model scored the item (no pre-rule decided it, no inference error)."""
+        return self.error is None and bool(self.scores)
+
+    @property
+    def predicted_class(self) -> str:
+        """The deciding category (its rule's, else the first flagged), or ``none``."""
+        if self.decision == "approve":
+            return "none"
+        if self.decided_by == "category" and self.decided_by_id:
+            return self.decided_by_id
+        if self.rule_category:
+            return self.rule_category
+        if self.flagged:
+            return self.flagged[0]
+        return RULE_WITHOUT_CATEGORY
+
+
+@dataclass(frozen=True)
+class PackRun:
+    """A pack's results over the items of its content type, in dataset order."""
+
+    policy: Policy
+    results: list[ItemResult]
+    #: Dataset items of the other content type, not evaluated by this pack.
+    skipped: int
+
+    @property
+    def errors(self) -> list[ItemResult]:
+        return [r for r in self.results if r.error is not None]
+
+    @property
+    def evaluated(self) -> list[ItemResult]:
+        """Results the metrics count: every item but those inference failed on."""
+        return [r for r in self.results if r.error is None]
+
+
+async def check_server(base_url: str, model: str, *, api_key: str | None = None) -> None:
+    """Fail early, with how to start one, when the server is down or does not serve ``model``.
+
+    Raises:
+        ServerUnreachable: naming the URL (and the served models, when the name is wrong).
+    """
+    url = base_url.rstrip("/") + "/models"
+    headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        async with httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0)) as client:
+            response = await client.get(url, headers=headers)
+    except httpx.HTTPError as exc:
+        raise ServerUnreachable(
+            f"no model server answers at {base_url} ({type(exc).__name__}: {exc or 'no detail'}); "
+            f"{_START_HINT}"
+        ) from exc
+    if response.status_code != httpx.codes.OK:
+        raise ServerUnreachable(
+            f"GET {url} answered HTTP {response.status_code}, not an OpenAI-compatible model list; "
+            f"{_START_HINT}"
+        )
+    try:
+        served = [entry["id"] for entry in response.json()["data"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ServerUnreachable(f"GET {url} did not return an OpenAI model list; {_START_HINT}") from exc
+    if model not in served:
+        raise ServerUnreachable(
+            f"the server at {base_url} does not serve model {model!r} (it serves {served}); "
+            "pass --model-name with one of those, or set inference.model in the settings"
+        )
+
+
+async def run_packs(
+    policies: Sequence[Policy],
+    items: Sequence[LabeledItem],
+    model: ModelClient,
+    *,
+    concurrency: int,
+    on_done: Callable[[], None] | None = None,
+) -> list[list[ItemResult]]:
+    """Every pack over the items of its content type, at most ``concurrency`` items at once.
+
+    Returns one list per pack, in dataset order. Inference errors become results (decided
+    by ``error``), never exceptions; other exceptions propagate.
+    """
+    compiled = [CompiledRules.compile(policy) for policy in policies]
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(index: int, item: LabeledItem) -> ItemResult:
+        policy = policies[index]
+        async with gate:
+            outcome, scores, _ = await evaluate(policy, compiled[index], item.event, model)
+        if on_done is not None:
+            on_done()
+        return ItemResult(
+            item=item,
+            decision=outcome.decision,
+            decided_by=outcome.decided_by.kind,
+            decided_by_id=outcome.decided_by.id,
+            reason_code=outcome.reason_code,
+            scores=dict(scores),
+            flagged=tuple(flagged_categories(policy, outcome, scores)),
+            rule_category=outcome.rule_category,
+        )
+
+    tasks: list[list[asyncio.Task[ItemResult]]] = []
+    async with asyncio.TaskGroup() as group:
+        for index, policy in enumerate(policies):
+            tasks.append(
+                [
+                    group.create_task(one(index, item))
+                    for item in items
+                    if item.content_type == policy.content_type
+                ]
+            )
+    return [[task.result() for task in pack_tasks] for pack_tasks in tasks]
