@@ -14,8 +14,10 @@ VLLM_URL ?=
 MODEL_NAME ?= smollm2-135m-instruct
 DEMO_ARGS ?=
 BENCH_ARGS ?=
+# `make eval`: both shipped packs over the shipped labeled dataset; reports in .eval/<pack name>/
+EVAL_ARGS ?= --policy policies/listings.yaml --policy policies/videos.yaml --data samples/labeled.jsonl --out .eval
 
-.PHONY: install vllm demo test lint clean bench-overhead bench-saturation bench-latency
+.PHONY: install vllm demo eval test lint clean bench-overhead bench-saturation bench-latency
 
 $(BIN)/.installed: pyproject.toml
 	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
@@ -42,6 +44,14 @@ demo: install
 	  $(BIN)/streamproc demo --vllm-python "$$vllm_python" --model-dir "$$model_dir" --model-name "$(MODEL_NAME)" $(DEMO_ARGS); \
 	fi
 
+eval: install
+	if [ -n "$(VLLM_URL)" ]; then \
+	  $(BIN)/streamproc eval --vllm-url "$(VLLM_URL)" --model-name "$(MODEL_NAME)" $(EVAL_ARGS); \
+	else \
+	  $(with_vllm); \
+	  $(BIN)/streamproc eval --vllm-python "$$vllm_python" --model-dir "$$model_dir" --model-name "$(MODEL_NAME)" $(EVAL_ARGS); \
+	fi
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -66,4 +76,4 @@ bench-latency: install
 	STREAMPROC_VLLM_PYTHON="$$vllm_python" STREAMPROC_MODEL_DIR="$$model_dir" $(BIN)/python -m load.bench_latency $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .demo .test-logs .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .demo .eval .test-logs .mypy_cache .ruff_cache .pytest_cache
