@@ -58,6 +58,28 @@ def worker(config_file: Path | None) -> None:
     run_worker(settings, policies)
 
 
+@cli.command()
+@_config_option
+def quality(config_file: Path | None) -> None:
+    """Join labels with verdicts: accuracy metrics, and final verdicts from review outcomes."""
+    from streamproc.topics import require_topics  # noqa: PLC0415
+    from streamproc.worker.pipeline import PipelineFailed  # noqa: PLC0415
+    from streamproc.worker.quality_app import open_store, run_quality  # noqa: PLC0415
+
+    settings = _settings(config_file)
+    try:
+        topics = settings.topics
+        needed = [topics.verdicts, topics.shadow, topics.audit, topics.labels, topics.dlq]
+        asyncio.run(require_topics(settings.kafka.bootstrap_servers, needed))
+        store = open_store(settings)
+    except StreamprocError as exc:
+        raise click.ClickException(str(exc)) from exc
+    try:
+        run_quality(settings, store)
+    except (StreamprocError, PipelineFailed) as exc:
+        raise click.ClickException(f"quality service stopped: {exc}") from exc
+
+
 @cli.command("check-config")
 @_config_option
 @click.option("--reference", is_flag=True, help="Print the table of every setting instead (markdown).")

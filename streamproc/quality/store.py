@@ -1,0 +1,419 @@
+"""The quality service's join store: verdicts, audit weights, labels and final verdicts per
+content revision, in SQLite (WAL), so that a restart keeps them.
+
+Every record is stored under its content revision (content type, id, revision). Adding is
+idempotent: a verdict is unique per (revision, policy version, mode), an audit sample per
+verdict idempotency key, a label per ``label_id`` and a final verdict per idempotency key,
+and the first copy wins. The store is bounded: ``prune`` drops revisions whose newest
+record is older than the retention, then the oldest revisions beyond ``max_items``.
+Errors are raised as StoreError, never swallowed.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, cast
+
+import orjson
+
+from streamproc.errors import StreamprocError
+from streamproc.quality.join import JoinLabel, JoinVerdict, LabeledItem
+from streamproc.schemas import AuditSample, LabelEvent, SourceRef, Verdict, VerdictMode, encode
+
+__all__ = ["HumanCount", "QualityStore", "ShadowAgreement", "StoreError", "VerdictCount"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (
+    id INTEGER PRIMARY KEY,
+    content_type TEXT NOT NULL,
+    content_id TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    updated_at REAL NOT NULL,
+    UNIQUE (content_type, content_id, revision)
+);
+CREATE INDEX IF NOT EXISTS items_by_age ON items (updated_at);
+CREATE TABLE IF NOT EXISTS verdicts (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    item_id INTEGER NOT NULL REFERENCES items (id) ON DELETE CASCADE,
+    policy_version TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    decision TEXT NOT NULL,
+    flagged TEXT NOT NULL,
+    categories TEXT NOT NULL,
+    decided_by TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL,
+    produced_at REAL NOT NULL,
+    body TEXT,
+    UNIQUE (item_id, policy_version, mode)
+);
+CREATE INDEX IF NOT EXISTS verdicts_by_key ON verdicts (idempotency_key);
+CREATE TABLE IF NOT EXISTS audit (
+    idempotency_key TEXT PRIMARY KEY,
+    item_id INTEGER NOT NULL REFERENCES items (id) ON DELETE CASCADE,
+    weight REAL NOT NULL,
+    seq INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_by_item ON audit (item_id);
+CREATE TABLE IF NOT EXISTS labels (
+    label_id TEXT PRIMARY KEY,
+    item_id INTEGER NOT NULL REFERENCES items (id) ON DELETE CASCADE,
+    labeler_id TEXT NOT NULL,
+    source TEXT NOT NULL,
+    true_categories TEXT NOT NULL,
+    decision TEXT,
+    created_at REAL NOT NULL,
+    body TEXT NOT NULL,
+    read_from TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS labels_by_item ON labels (item_id);
+CREATE TABLE IF NOT EXISTS finals (
+    idempotency_key TEXT PRIMARY KEY,
+    item_id INTEGER NOT NULL REFERENCES items (id) ON DELETE CASCADE,
+    policy_version TEXT NOT NULL,
+    source TEXT NOT NULL,
+    overturned INTEGER NOT NULL,
+    produced_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS finals_by_item ON finals (item_id);
+"""
+
+#: Revisions removed per DELETE while pruning, so that one prune never holds the lock long.
+_PRUNE_BATCH = 5000
+
+
+class StoreError(StreamprocError):
+    """The join store could not be opened, read or written."""
+
+    kind = "store"
+
+
+@dataclass(frozen=True)
+class VerdictCount:
+    policy_version: str
+    mode: VerdictMode
+    decision: str
+    count: int
+
+
+@dataclass(frozen=True)
+class ShadowAgreement:
+    """A shadow policy version against the live verdicts of the same revisions."""
+
+    policy_version: str
+    compared: int
+    agreed: int
+
+    @property
+    def ratio(self) -> float:
+        return self.agreed / self.compared if self.compared else 0.0
+
+
+@dataclass(frozen=True)
+class HumanCount:
+    policy_version: str
+    source: str
+    overturned: bool
+    count: int
+
+
+class QualityStore:
+    """One SQLite file; use from one thread (the service's event loop)."""
+
+    def __init__(self, path: Path, *, retention: timedelta, max_items: int) -> None:
+        self.path = path
+        self._retention = retention
+        self._max_items = max_items
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL: a process crash loses nothing committed; only an OS crash may lose the
+            # last transactions (their records are then read again from uncommitted offsets
+            # only if the consumer had not committed them yet).
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(_SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(
+                f"cannot open the quality store {path}: {exc}; point STREAMPROC_QUALITY__DATA_DIR "
+                "at a writable folder"
+            ) from exc
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- writing -------------------------------------------------------------------------
+
+    def add_verdict(self, verdict: Verdict) -> bool:
+        """Store an automated verdict; False if one for its revision, version and mode is held."""
+        if verdict.decided_by.kind == "human":
+            raise ValueError("human verdicts go to add_final")
+        produced_at = verdict.produced_at.timestamp()
+        with self._write():
+            item = self._item(verdict.content_type, verdict.content_id, verdict.revision, produced_at)
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO verdicts (item_id, policy_version, mode, decision, flagged, "
+                "categories, decided_by, idempotency_key, produced_at, body) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    item,
+                    verdict.policy_version,
+                    verdict.mode,
+                    verdict.decision,
+                    _json(sorted(verdict.flagged_categories)),
+                    _json(sorted(verdict.scores)),
+                    verdict.decided_by.kind,
+                    verdict.idempotency_key,
+                    produced_at,
+                    encode(verdict).decode() if verdict.mode == "live" else None,
+                ),
+            )
+            return cursor.rowcount == 1
+
+    def add_audit(self, sample: AuditSample) -> bool:
+        """Store the audit weight of a sampled verdict; False if already held."""
+        verdict = sample.verdict
+        with self._write():
+            item = self._item(
+                verdict.content_type, verdict.content_id, verdict.revision, verdict.produced_at.timestamp()
+            )
+            seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM audit").fetchone()[0]
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO audit (idempotency_key, item_id, weight, seq) VALUES (?,?,?,?)",
+                (verdict.idempotency_key, item, sample.weight, seq),
+            )
+            return cursor.rowcount == 1
+
+    def add_label(self, label: LabelEvent, read_from: SourceRef) -> bool:
+        """Store a label; False if one with its ``label_id`` is held."""
+        created_at = label.created_at.timestamp()
+        with self._write():
+            item = self._item(label.content_type, label.content_id, label.revision, created_at)
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO labels (label_id, item_id, labeler_id, source, true_categories, "
+                "decision, created_at, body, read_from) VALUES (?,?,?,?,?,?,?,?,?)",
+                (
+                    label.label_id,
+                    item,
+                    label.labeler_id,
+                    label.source,
+                    _json(sorted(set(label.true_categories))),
+                    label.decision,
+                    created_at,
+                    label.model_dump_json(),
+                    read_from.model_dump_json(),
+                ),
+            )
+            return cursor.rowcount == 1
+
+    def add_final(self, verdict: Verdict) -> bool:
+        """Store a final (human) verdict read back from the verdict topic; False if already held."""
+        if verdict.human is None or verdict.decided_by.kind != "human":
+            raise ValueError("not a final verdict")
+        produced_at = verdict.produced_at.timestamp()
+        with self._write():
+            item = self._item(verdict.content_type, verdict.content_id, verdict.revision, produced_at)
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO finals (idempotency_key, item_id, policy_version, source, overturned, "
+                "produced_at) VALUES (?,?,?,?,?,?)",
+                (
+                    verdict.idempotency_key,
+                    item,
+                    verdict.policy_version,
+                    verdict.human.source,
+                    int(verdict.human.overturned),
+                    produced_at,
+                ),
+            )
+            return cursor.rowcount == 1
+
+    def prune(self, now: datetime) -> int:
+        """Drop revisions older than the retention, then the oldest beyond ``max_items``."""
+        cutoff = (now - self._retention).timestamp()
+        removed = 0
+        with self._write():
+            while True:
+                cursor = self._db.execute(
+                    "DELETE FROM items WHERE id IN (SELECT id FROM items WHERE updated_at < ? LIMIT ?)",
+                    (cutoff, _PRUNE_BATCH),
+                )
+                removed += cursor.rowcount
+                if cursor.rowcount < _PRUNE_BATCH:
+                    break
+            excess = self.item_count() - self._max_items
+            if excess > 0:
+                cursor = self._db.execute(
+                    "DELETE FROM items WHERE id IN (SELECT id FROM items ORDER BY updated_at, id LIMIT ?)",
+                    (excess,),
+                )
+                removed += cursor.rowcount
+        return removed
+
+    # -- reading -------------------------------------------------------------------------
+
+    def original_verdict(self, content_type: str, content_id: str, revision: int) -> Verdict | None:
+        """The first automated live verdict stored for the revision, if any."""
+        row = self._read(
+            "SELECT v.body FROM verdicts v JOIN items i ON i.id = v.item_id WHERE i.content_type = ? "
+            "AND i.content_id = ? AND i.revision = ? AND v.mode = 'live' ORDER BY v.seq LIMIT 1",
+            (content_type, content_id, revision),
+        )
+        return Verdict.model_validate_json(row[0][0]) if row else None
+
+    def settling_labels(
+        self, content_type: str, content_id: str, revision: int
+    ) -> list[tuple[LabelEvent, SourceRef]]:
+        """Review and appeal outcomes with a decision for the revision, in arrival order."""
+        rows = self._read(
+            "SELECT l.body, l.read_from FROM labels l JOIN items i ON i.id = l.item_id "
+            "WHERE i.content_type = ? AND i.content_id = ? AND i.revision = ? "
+            "AND l.source IN ('review', 'appeal') AND l.decision IN ('approve', 'reject') ORDER BY l.rowid",
+            (content_type, content_id, revision),
+        )
+        return [
+            (LabelEvent.model_validate_json(body), SourceRef.model_validate_json(read_from))
+            for body, read_from in rows
+        ]
+
+    def has_final(self, idempotency_key: str) -> bool:
+        """Whether a final verdict with this key was read back from the verdict topic."""
+        return bool(self._read("SELECT 1 FROM finals WHERE idempotency_key = ?", (idempotency_key,)))
+
+    def labeled_items(self) -> Iterator[LabeledItem]:
+        """Every revision with at least one label, with its automated verdicts and audit weights."""
+        labels: dict[int, list[JoinLabel]] = {}
+        for item_id, label_id, labeler_id, source, categories in self._read(
+            "SELECT item_id, label_id, labeler_id, source, true_categories FROM labels "
+            "ORDER BY item_id, rowid"
+        ):
+            labels.setdefault(item_id, []).append(
+                JoinLabel(label_id, labeler_id, source, frozenset(orjson.loads(categories)))
+            )
+        verdicts: dict[int, list[JoinVerdict]] = {}
+        for item_id, version, mode, decision, flagged, categories, decided_by, weight in self._read(
+            "SELECT v.item_id, v.policy_version, v.mode, v.decision, v.flagged, v.categories, v.decided_by, "
+            "a.weight FROM verdicts v JOIN (SELECT DISTINCT item_id FROM labels) l ON l.item_id = v.item_id "
+            "LEFT JOIN audit a ON a.idempotency_key = v.idempotency_key ORDER BY v.item_id, v.seq"
+        ):
+            verdicts.setdefault(item_id, []).append(
+                JoinVerdict(
+                    policy_version=version,
+                    mode=mode,
+                    decision=decision,
+                    flagged=frozenset(orjson.loads(flagged)),
+                    categories=frozenset(orjson.loads(categories)),
+                    decided_by=decided_by,
+                    audit_weight=weight,
+                )
+            )
+        for item_id, item_labels in labels.items():
+            held = tuple(verdicts.get(item_id, ()))
+            # The revision was drawn through its first sampled live verdict.
+            weight = next((v.audit_weight for v in held if v.mode == "live" and v.audit_weight), None)
+            yield LabeledItem(tuple(item_labels), held, weight)
+
+    def verdict_counts(self) -> list[VerdictCount]:
+        """Automated verdicts held, per policy version, mode and decision."""
+        rows = self._read(
+            "SELECT policy_version, mode, decision, COUNT(*) FROM verdicts GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+        )
+        return [VerdictCount(*row) for row in rows]
+
+    def shadow_agreement(self) -> list[ShadowAgreement]:
+        """Per shadow policy version: revisions with a live verdict too, and how many agree.
+
+        A revision's live verdict is its first one stored.
+        """
+        rows = self._read(
+            "SELECT s.policy_version, COUNT(*), SUM(s.decision = l.decision) FROM verdicts s "
+            "JOIN verdicts l ON l.seq = (SELECT MIN(seq) FROM verdicts WHERE item_id = s.item_id "
+            "AND mode = 'live') WHERE s.mode = 'shadow' GROUP BY 1 ORDER BY 1"
+        )
+        return [ShadowAgreement(*row) for row in rows]
+
+    def label_counts(self) -> dict[str, int]:
+        """Labels held, per source."""
+        return dict(self._read("SELECT source, COUNT(*) FROM labels GROUP BY 1"))
+
+    def human_counts(self) -> list[HumanCount]:
+        """Final verdicts read back, per policy version, source and overturned."""
+        rows = self._read(
+            "SELECT policy_version, source, overturned, COUNT(*) FROM finals "
+            "GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+        )
+        return [
+            HumanCount(version, source, bool(overturned), count)
+            for version, source, overturned, count in rows
+        ]
+
+    def item_count(self) -> int:
+        """Content revisions held."""
+        return cast(int, self._read("SELECT COUNT(*) FROM items")[0][0])
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _item(self, content_type: str, content_id: str, revision: int, at: float) -> int:
+        self._db.execute(
+            "INSERT INTO items (content_type, content_id, revision, updated_at) VALUES (?,?,?,?) "
+            "ON CONFLICT (content_type, content_id, revision) "
+            "DO UPDATE SET updated_at = MAX(updated_at, excluded.updated_at)",
+            (content_type, content_id, revision, at),
+        )
+        row = self._db.execute(
+            "SELECT id FROM items WHERE content_type = ? AND content_id = ? AND revision = ?",
+            (content_type, content_id, revision),
+        ).fetchone()
+        return cast(int, row[0])
+
+    def _write(self) -> _Transaction:
+        return _Transaction(self._db, self.path)
+
+    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        try:
+            return self._db.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"reading the quality store {self.path} failed: {exc}") from exc
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE … COMMIT, or ROLLBACK and StoreError."""
+
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+        self._db = db
+        self._path = path
+
+    def __enter__(self) -> None:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StoreError(f"writing the quality store {self._path} failed: {exc}") from exc
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is None:
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error as error:
+                self._db.execute("ROLLBACK")
+                raise StoreError(f"writing the quality store {self._path} failed: {error}") from error
+            return
+        self._db.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.Error):
+            raise StoreError(f"writing the quality store {self._path} failed: {exc}") from exc
+
+
+def _json(value: object) -> str:
+    return orjson.dumps(value).decode()
