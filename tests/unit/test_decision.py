@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from streamproc.decision import (
+    Outcome,
     build_verdict,
     decide,
     decide_by_rule,
@@ -13,7 +14,7 @@ from streamproc.decision import (
     idempotency_key,
 )
 from streamproc.policy import Thresholds
-from streamproc.schemas import SourceRef
+from streamproc.schemas import SourceRef, Verdict
 from tests.factories import default_policy, listing
 
 POLICY = default_policy("listing").with_thresholds(
@@ -115,3 +116,63 @@ def test_a_rule_flags_the_category_it_names() -> None:
     assert flagged_categories(policy, outcome, {}) == [category]
     verdict_less = decide_by_rule("no-category", "review", "CHECK", "", policy, None)
     assert flagged_categories(policy, verdict_less, {}) == []
+
+
+def _review_verdict(
+    scores: dict[str, float], *, audience: int | None = None, outcome: Outcome | None = None
+) -> Verdict:
+    return build_verdict(
+        event=listing(audience=audience),
+        policy=POLICY,
+        outcome=outcome or decide(POLICY, scores),
+        scores=scores,
+        model="m",
+        source=SourceRef(topic="t", partition=0, offset=1),
+        usage=None,
+        inference_seconds=None,
+        processing_seconds=0.1,
+        now=NOW,
+    )
+
+
+NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
+
+
+def test_review_ticket_priority_is_risk_times_reach_due_within_the_pack_sla() -> None:
+    verdict = _review_verdict({"counterfeit": 0.6, "spam": 0.3}, audience=250)
+    assert verdict.review is not None
+    assert (verdict.review.risk, verdict.review.reach) == (0.6, 250)
+    assert verdict.review.priority == pytest.approx(150.0)
+    assert (
+        verdict.review.deadline == NOW + timedelta(hours=POLICY.review_sla_hours) == NOW + timedelta(hours=24)
+    )
+
+
+@pytest.mark.parametrize("audience", [None, 0, 1])
+def test_reach_is_at_least_one(audience: int | None) -> None:
+    verdict = _review_verdict({"counterfeit": 0.6}, audience=audience)
+    assert verdict.review is not None and verdict.review.reach == 1 and verdict.review.priority == 0.6
+
+
+def test_the_shortest_sla_of_the_flagged_categories_applies() -> None:
+    # The shipped pack gives prohibited items 4 hours; counterfeit has none (the pack's 24).
+    verdict = _review_verdict({"counterfeit": 0.7, "prohibited_items": 0.55})
+    assert verdict.flagged_categories == ["counterfeit", "prohibited_items"]
+    assert verdict.review is not None and verdict.review.deadline == NOW + timedelta(hours=4)
+
+
+def test_without_scores_risk_is_one_and_the_pack_sla_applies() -> None:
+    error = _review_verdict({}, audience=10, outcome=decide_on_error("timeout"))
+    assert error.review is not None
+    assert (error.review.risk, error.review.priority) == (1.0, 10.0)
+    assert error.review.deadline == NOW + timedelta(hours=24)
+    # A pre-model rule that names a category: its SLA, risk 1 (no scores to go by).
+    rule = decide_by_rule("r", "review", "PROHIBITED_ITEM", "", POLICY, "prohibited_items")
+    by_rule = _review_verdict({}, outcome=rule)
+    assert by_rule.review is not None and by_rule.review.risk == 1.0
+    assert by_rule.review.deadline == NOW + timedelta(hours=4)
+
+
+def test_only_review_verdicts_carry_a_ticket() -> None:
+    assert _review_verdict({"counterfeit": 0.1}).review is None
+    assert _review_verdict({"counterfeit": 0.9}).review is None
