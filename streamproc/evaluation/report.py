@@ -247,9 +247,9 @@ def _plot_curves(out: Path, report: dict[str, Any]) -> dict[str, Path]:
 
     paths: dict[str, Path] = {}
     for category in report["categories"]:
-        figure, axes = plt.subplots(figsize=(5, 4), dpi=100)
+        figure, axes = plt.subplots(figsize=(6, 5.5), dpi=100)
         drawn = False
-        for pack in report["packs"]:
+        for index, pack in enumerate(report["packs"]):
             entry = pack["categories"][category]
             curve = entry.get("pr_curve")
             if not curve:
@@ -257,12 +257,21 @@ def _plot_curves(out: Path, report: dict[str, Any]) -> dict[str, Path]:
             drawn = True
             ap = entry["average_precision"]
             label = pack["label"] if ap is None else f"{pack['label']} (AP {ap:.2f})"
-            line = axes.step(curve["recall"], curve["precision"], where="post", label=label)[0]
+            # Dashed for the second pack: equal curves (same scores) must both stay visible.
+            line = axes.plot(
+                curve["recall"],
+                curve["precision"],
+                drawstyle="steps-post",
+                linestyle="-" if index == 0 else "--",
+                label=label,
+            )[0]
             point = entry["model_at_review_threshold"]
             axes.plot(
                 point["recall"],
                 point["precision"],
-                marker="o",
+                marker="o" if index == 0 else "s",
+                markersize=8 if index == 0 else 6,
+                linestyle="none",
                 color=line.get_color(),
                 label=f"{pack['label']} at review threshold {entry['review_threshold']:g}",
             )
@@ -271,7 +280,7 @@ def _plot_curves(out: Path, report: dict[str, Any]) -> dict[str, Path]:
         axes.set(xlim=(0, 1.02), ylim=(0, 1.05), xlabel="recall", ylabel="precision", title=category)
         axes.grid(alpha=0.3)
         if drawn:
-            axes.legend(loc="lower left", fontsize="small")
+            axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize="small", frameon=False)
         figure.tight_layout()
         path = out / f"pr_{category}.png"
         figure.savefig(path)
@@ -322,9 +331,10 @@ def _pack_markdown(pack: dict[str, Any], several: bool) -> list[str]:
     lines = [
         f"## {pack['name']} (`{pack['version']}`)" if several else f"## {pack['name']}",
         "",
-        f"{pack['items_total']} {pack['content_type']} items evaluated ({pack['skipped_other_content_type']} "
-        f"items of the other content type skipped); {pack['errors']} inference errors; "
-        f"{pack['scored_by_model']} scored by the model (the rest decided by pre-rules).",
+        f"{pack['items_total']} {pack['content_type']} items ({pack['skipped_other_content_type']} "
+        f"items of the other content type skipped): {pack['errors']} inference error(s), left out; "
+        f"{pack['scored_by_model']} scored by the model; "
+        f"{pack['evaluated'] - pack['scored_by_model']} decided by pre-rules without it.",
         "",
         "### Decisions",
         "",
@@ -440,7 +450,8 @@ def _comparison_markdown(report: dict[str, Any]) -> list[str]:
         f"## Comparison: {comparison['other']} against {comparison['base']}",
         "",
         f"Automation rate {base['decisions']['automation_rate']:.1%} → "
-        f"{other['decisions']['automation_rate']:.1%} ({comparison['automation_rate_delta']:+.1%}).",
+        f"{other['decisions']['automation_rate']:.1%} "
+        f"({comparison['automation_rate_delta'] * 100:+.1f} percentage points).",
         "",
     ]
     rows = []
