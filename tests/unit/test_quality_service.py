@@ -8,9 +8,12 @@ from pathlib import Path
 
 import orjson
 import pytest
+from click.testing import CliRunner
 from prometheus_client import CollectorRegistry
 
-from streamproc.config import Settings
+from streamproc.cli import cli
+from streamproc.config import CONFIG_FILE_ENV, Settings
+from streamproc.devstack import free_port
 from streamproc.metrics import QualityMetrics, create_quality
 from streamproc.quality.store import QualityStore, StoreError
 from streamproc.schemas import AuditSample, DeadLetter, Verdict, encode
@@ -201,8 +204,8 @@ async def test_pruned_series_disappear(processor: QualityProcessor, store: Quali
 
 
 def test_group_id_defaults_to_the_workers_with_a_suffix() -> None:
-    assert quality_group_id(Settings()) == "streamproc-quality"
-    assert quality_group_id(Settings(quality={"group_id": "qa"})) == "qa"
+    assert quality_group_id(Settings(kafka={"group_id": "mod"})) == "mod-quality"
+    assert quality_group_id(Settings(kafka={"group_id": "mod"}, quality={"group_id": "qa"})) == "qa"
 
 
 def _samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -212,3 +215,12 @@ def _samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, st
         for s in family.samples
         if not s.name.endswith("_created")
     }
+
+
+def test_quality_command_without_a_broker_names_the_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    bootstrap = f"127.0.0.1:{free_port()}"
+    monkeypatch.delenv(CONFIG_FILE_ENV, raising=False)
+    monkeypatch.setenv("STREAMPROC_KAFKA__BOOTSTRAP_SERVERS", bootstrap)
+    result = CliRunner().invoke(cli, ["quality"])
+    assert result.exit_code == 1
+    assert f"cannot reach Kafka at {bootstrap}" in result.output
