@@ -191,7 +191,8 @@ class QualitySettings(_Section):
         default=9109, description="Port of the quality service's /metrics (0 picks a free one)."
     )
     refresh_seconds: Seconds = Field(
-        default=2.0, description="How often the exported accuracy figures are recomputed from the store."
+        default=10.0,
+        description="How often the exported accuracy figures are recomputed from the store, if it changed.",
     )
 
 

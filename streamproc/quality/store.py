@@ -55,8 +55,7 @@ CREATE INDEX IF NOT EXISTS verdicts_by_key ON verdicts (idempotency_key);
 CREATE TABLE IF NOT EXISTS audit (
     idempotency_key TEXT PRIMARY KEY,
     item_id INTEGER NOT NULL REFERENCES items (id) ON DELETE CASCADE,
-    weight REAL NOT NULL,
-    seq INTEGER NOT NULL
+    weight REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_by_item ON audit (item_id);
 CREATE TABLE IF NOT EXISTS labels (
@@ -189,10 +188,9 @@ class QualityStore:
             item = self._item(
                 verdict.content_type, verdict.content_id, verdict.revision, verdict.produced_at.timestamp()
             )
-            seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM audit").fetchone()[0]
             cursor = self._db.execute(
-                "INSERT OR IGNORE INTO audit (idempotency_key, item_id, weight, seq) VALUES (?,?,?,?)",
-                (verdict.idempotency_key, item, sample.weight, seq),
+                "INSERT OR IGNORE INTO audit (idempotency_key, item_id, weight) VALUES (?,?,?)",
+                (verdict.idempotency_key, item, sample.weight),
             )
             return cursor.rowcount == 1
 

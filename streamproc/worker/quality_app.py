@@ -282,6 +282,7 @@ class QualityService:
         """Consume until ``stop()``; raises PipelineFailed (e.g. on a store error)."""
         self._maintain()
         maintenance = asyncio.create_task(self._maintain_periodically())
+        maintenance.add_done_callback(self._maintenance_ended)
         try:
             await self._pipeline.run()
         finally:
@@ -289,6 +290,12 @@ class QualityService:
             with contextlib.suppress(asyncio.CancelledError):
                 await maintenance
         self._maintain()
+
+    def _maintenance_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and (error := task.exception()) is not None:
+            # Stale figures must not go unnoticed: stop; run() then raises the error.
+            log.critical("quality store maintenance failed; stopping", exc_info=error)
+            self._pipeline.stop()
 
     def _maintain(self, *, prune: bool = True) -> None:
         if prune:
