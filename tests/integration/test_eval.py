@@ -1,0 +1,143 @@
+"""`streamproc eval` on the shipped labeled dataset, against the real vLLM server.
+
+The served model is a weak judge: these tests check that the report is computed correctly
+from what the server answered, not that the answers are good.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from sklearn.metrics import precision_recall_curve, precision_recall_fscore_support
+
+from streamproc.devstack import VllmServer
+from streamproc.evaluation import load_dataset
+from streamproc.policy import load_pack
+from tests.integration.conftest import SERVED_MODEL
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+DATASET = ROOT / "samples" / "labeled.jsonl"
+LISTINGS = ROOT / "policies" / "listings.yaml"
+VIDEOS = ROOT / "policies" / "videos.yaml"
+
+
+def run_eval(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streamproc", "eval", "--data", str(DATASET), *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def check_pack(pack: dict[str, Any], directory: Path) -> None:
+    """Every number in the pack's section equals scikit-learn's on the section's own items."""
+    items = pack["items"]
+    evaluated = [i for i in items if i["error"] is None]
+    assert pack["evaluated"] == len(evaluated) and pack["errors"] == len(items) - len(evaluated)
+    assert [e["id"] for e in pack["error_items"]] == [i["id"] for i in items if i["error"] is not None]
+    categories = load_pack(LISTINGS if pack["content_type"] == "listing" else VIDEOS).category_ids
+    assert list(pack["categories"]) == list(categories)
+    scored = [i for i in evaluated if i["scores"]]
+    assert scored, "the model scored no item"
+    for category, entry in pack["categories"].items():
+        truth = [category in i["true_categories"] for i in evaluated]
+        predicted = [category in i["flagged_categories"] for i in evaluated]
+        p, r, f, _ = precision_recall_fscore_support(truth, predicted, average="binary", zero_division=0)
+        assert (entry["precision"], entry["recall"], entry["f1"]) == pytest.approx((p, r, f)), category
+        assert entry["support"] == sum(truth)
+        assert (entry["tp"], entry["fp"]) == (
+            sum(t and q for t, q in zip(truth, predicted, strict=True)),
+            sum(q and not t for t, q in zip(truth, predicted, strict=True)),
+        )
+        sweep_truth = [category in i["true_categories"] for i in scored]
+        sweep_scores = [i["scores"][category] for i in scored]
+        at_half = next(s for s in entry["sweep"] if s["threshold"] == 0.5)
+        p, r, f, _ = precision_recall_fscore_support(
+            sweep_truth, [s >= 0.5 for s in sweep_scores], average="binary", zero_division=0
+        )
+        assert (at_half["precision"], at_half["recall"], at_half["f1"]) == pytest.approx((p, r, f))
+        if any(sweep_truth):
+            precision, recall, _ = precision_recall_curve(sweep_truth, sweep_scores)
+            assert entry["pr_curve"]["precision"] == pytest.approx(list(precision))
+            assert entry["pr_curve"]["recall"] == pytest.approx(list(recall))
+        assert (directory / f"pr_{category}.png").read_bytes()[:4] == b"\x89PNG"
+    decisions = pack["decisions"]
+    assert decisions["approve"] + decisions["review"] + decisions["reject"] == len(evaluated)
+
+
+def test_eval_reports_both_shipped_packs_with_numbers_that_recompute(
+    vllm: VllmServer, tmp_path: Path
+) -> None:
+    out = tmp_path / "eval"
+    result = run_eval(
+        "--policy", LISTINGS, "--policy", VIDEOS, "--out", out,
+        "--vllm-url", vllm.base_url, "--model-name", SERVED_MODEL,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    items = load_dataset(DATASET)
+    listings = sum(1 for i in items if i.content_type == "listing")
+    assert f"items evaluated, {len(items) - listings} of the other content type skipped" in result.stdout
+    for name, content_type in (("marketplace-listings", "listing"), ("short-videos", "video")):
+        directory = out / name
+        report = orjson.loads((directory / "report.json").read_bytes())
+        assert report["model"] == {"name": SERVED_MODEL, "base_url": vllm.base_url}
+        [pack] = report["packs"]
+        assert pack["content_type"] == content_type
+        assert [i["id"] for i in pack["items"]] == [i.id for i in items if i.content_type == content_type]
+        check_pack(pack, directory)
+        assert "### Per category, at the pack's thresholds" in (directory / "report.md").read_text()
+    listing_items = {
+        i["id"]: i
+        for i in orjson.loads((out / "marketplace-listings" / "report.json").read_bytes())["packs"][0][
+            "items"
+        ]
+    }
+    # A pre-rule decides this one without a model call, exactly as in the worker.
+    blocked = listing_items["listing:L-3015:0"]
+    assert blocked["decided_by"] == {"kind": "rule", "id": "blocked-terms"} and blocked["scores"] == {}
+
+
+def test_eval_compare_puts_two_versions_side_by_side(vllm: VllmServer, tmp_path: Path) -> None:
+    candidate = tmp_path / "listings-candidate.yaml"
+    candidate.write_text(LISTINGS.read_text().replace("review: 0.5}", "review: 0.05}"))
+    out = tmp_path / "compare"
+    result = run_eval(
+        "--policy", LISTINGS, "--compare", candidate, "--out", out,
+        "--vllm-url", vllm.base_url, "--model-name", SERVED_MODEL,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = orjson.loads((out / "report.json").read_bytes())
+    base, other = report["packs"]
+    assert base["version"] != other["version"]
+    for pack in (base, other):
+        check_pack(pack, out)
+    theirs = {i["id"]: i for i in other["items"]}
+    differing = [
+        i["id"]
+        for i in base["items"]
+        if (i["decision"], i["flagged_categories"])
+        != (theirs[i["id"]]["decision"], theirs[i["id"]]["flagged_categories"])
+    ]
+    assert [d["id"] for d in report["comparison"]["decision_differences"]] == differing
+    markdown = (out / "report.md").read_text()
+    assert f"## Comparison: {other['version']} against {base['version']}" in markdown
+
+
+def test_eval_names_the_models_the_server_serves_when_the_name_is_wrong(
+    vllm: VllmServer, tmp_path: Path
+) -> None:
+    result = run_eval(
+        "--policy", LISTINGS, "--out", tmp_path, "--vllm-url", vllm.base_url, "--model-name", "no-such-model",
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert f"the server at {vllm.base_url} does not serve model 'no-such-model'" in result.stderr
+    assert SERVED_MODEL in result.stderr
