@@ -295,6 +295,7 @@ class QualityMetrics(NamedTuple):
     shadow_compared: Gauge
     shadow_agreement: Gauge
     human_verdicts: Gauge
+    figures_updated: Gauge
 
 
 def create_quality(
@@ -431,6 +432,12 @@ def create_quality(
             "Final (human) verdicts read back from the verdict topic, by policy version, source and "
             "whether they overturned the automated decision.",
             ["policy_version", "source", "overturned"],
+            namespace=namespace,
+            registry=registry,
+        ),
+        figures_updated=Gauge(
+            "quality_figures_updated_timestamp_seconds",
+            "When the store-derived gauges were last checked to be current with the store (Unix time).",
             namespace=namespace,
             registry=registry,
         ),

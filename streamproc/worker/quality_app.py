@@ -306,6 +306,7 @@ class QualityService:
         if self.processor.dirty:
             self.processor.dirty = False
             refresh_figures(self._store, self._metrics)
+        self._metrics.figures_updated.set_to_current_time()
 
     async def _maintain_periodically(self) -> None:
         loop = asyncio.get_running_loop()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -116,12 +117,21 @@ class Quality:
             pytest.fail(f"quality service did not start; its log:\n{self.process.log_tail()}", pytrace=False)
         self.metrics = Worker(self.process, self.port)
 
+    async def current(self) -> None:
+        """Wait until the gauges reflect every record read so far."""
+        mark = time.time()
+        await wait_until(
+            lambda: self.metrics.total("streamproc_quality_figures_updated_timestamp_seconds") > mark,
+            "the quality service to refresh its figures",
+        )
+
     def figures(self) -> Samples:
         """The store-derived gauges (not this process's own counters)."""
         return {
             key: value
             for key, value in self.metrics.metrics().items()
-            if key[0].startswith("streamproc_quality_") and not key[0].endswith(("_total", "_created"))
+            if key[0].startswith("streamproc_quality_")
+            and not key[0].endswith(("_total", "_created", "_timestamp_seconds"))
         }
 
 
@@ -331,6 +341,7 @@ async def test_quality_loop(
         )
 
     await wait_until(lambda: caught_up(quality), "the quality service to read every record")
+    await quality.current()
     figures = quality.figures()
 
     exported = exported_accuracy(figures)
@@ -367,7 +378,7 @@ async def test_quality_loop(
     quality.process.stop()
     again = start_quality()
     await wait_until(lambda: caught_up(again), "the restarted quality service to read every record again")
-    await asyncio.sleep(1.0)  # five refresh periods: a double count would show by now
+    await again.current()
     assert again.figures() == figures
     assert again.metrics.total("streamproc_quality_final_verdicts_published_total") == 0
     assert len(await consume(broker.bootstrap, [topics.verdicts], items + 1)) == items + 1
