@@ -1,7 +1,7 @@
 """Wire models: the contract with upstream publishers and enforcement consumers."""
 
 from streamproc.schemas.audit import AuditSample
-from streamproc.schemas.codec import EVENT_MODELS, decode_event, encode
+from streamproc.schemas.codec import EVENT_MODELS, decode_event, decode_record, encode
 from streamproc.schemas.common import ContentType
 from streamproc.schemas.dead_letter import DeadLetter, DeadLetterReason
 from streamproc.schemas.label import LabelEvent
@@ -43,6 +43,7 @@ __all__ = [
     "VerdictMode",
     "VideoEvent",
     "decode_event",
+    "decode_record",
     "encode",
 ]
 

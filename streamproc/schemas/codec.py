@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
@@ -12,7 +12,7 @@ from streamproc.schemas.common import ContentType
 from streamproc.schemas.listing import ListingEvent
 from streamproc.schemas.video import VideoEvent
 
-__all__ = ["EVENT_MODELS", "decode_event", "encode"]
+__all__ = ["EVENT_MODELS", "decode_event", "decode_record", "encode"]
 
 EVENT_MODELS: Final[dict[ContentType, type[ListingEvent] | type[VideoEvent]]] = {
     "listing": ListingEvent,
@@ -21,8 +21,16 @@ EVENT_MODELS: Final[dict[ContentType, type[ListingEvent] | type[VideoEvent]]] = 
 _SUPPORTED_VERSIONS: Final = frozenset({1})
 
 
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
 def decode_event(content_type: ContentType, raw: bytes | None) -> ListingEvent | VideoEvent:
-    """Parse one record value.
+    """Parse one content record value (see ``decode_record``)."""
+    return decode_record(EVENT_MODELS[content_type], raw, f"{content_type} event")
+
+
+def decode_record(model: type[_Model], raw: bytes | None, what: str) -> _Model:
+    """Parse one record value into ``model``; ``what`` names it in error messages.
 
     Raises:
         InvalidJson: not a JSON object.
@@ -41,19 +49,17 @@ def decode_event(content_type: ContentType, raw: bytes | None) -> ListingEvent |
     version = data.get("schema_version", 1)
     if version not in _SUPPORTED_VERSIONS:
         raise UnsupportedSchemaVersion(
-            f"schema_version {version!r} is not supported for {content_type} events "
+            f"schema_version {version!r} is not supported for a {what} "
             f"(supported: {sorted(_SUPPORTED_VERSIONS)})"
         )
     try:
-        return EVENT_MODELS[content_type].model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}"
             for err in exc.errors(include_url=False)
         )
-        raise SchemaValidationError(
-            f"{exc.error_count()} invalid field(s) in {content_type} event: {problems}"
-        ) from exc
+        raise SchemaValidationError(f"{exc.error_count()} invalid field(s) in {what}: {problems}") from exc
 
 
 def encode(model: BaseModel) -> bytes:
