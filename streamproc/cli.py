@@ -61,21 +61,23 @@ def worker(config_file: Path | None) -> None:
 @cli.command()
 @_config_option
 def quality(config_file: Path | None) -> None:
-    """Join labels with verdicts: accuracy metrics, and final verdicts from review outcomes."""
+    """Join labels with verdicts: accuracy metrics, final verdicts from review outcomes, appeals."""
+    from streamproc.policy import load_policy_set  # noqa: PLC0415
     from streamproc.topics import require_topics  # noqa: PLC0415
     from streamproc.worker.pipeline import PipelineFailed  # noqa: PLC0415
-    from streamproc.worker.quality_app import open_store, run_quality  # noqa: PLC0415
+    from streamproc.worker.quality_app import consumed_topics, open_store, run_quality  # noqa: PLC0415
 
     settings = _settings(config_file)
     try:
+        policies = load_policy_set(settings.policy.paths)  # appeals are re-evaluated with them
         topics = settings.topics
-        needed = [topics.verdicts, topics.shadow, topics.audit, topics.labels, topics.dlq]
+        needed = [*consumed_topics(settings), topics.review, topics.dlq]
         asyncio.run(require_topics(settings.kafka.bootstrap_servers, needed))
         store = open_store(settings)
     except StreamprocError as exc:
         raise click.ClickException(str(exc)) from exc
     try:
-        run_quality(settings, store)
+        run_quality(settings, store, policies)
     except (StreamprocError, PipelineFailed) as exc:
         raise click.ClickException(f"quality service stopped: {exc}") from exc
 

@@ -83,6 +83,10 @@ class TopicSettings(_Section):
     labels: str = Field(
         default="moderation.labels.v1", description="Human labels in: QA audits, review outcomes, appeals."
     )
+    appeals: str = Field(
+        default="moderation.appeals.v1",
+        description="Appeals of enforced verdicts in (re-evaluated by `streamproc quality`).",
+    )
 
 
 class InferenceSettings(_Section):
@@ -193,6 +197,22 @@ class QualitySettings(_Section):
     refresh_seconds: Seconds = Field(
         default=10.0,
         description="How often the exported accuracy figures are recomputed from the store, if it changed.",
+    )
+    appeal_review_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        default=0.3,
+        description="Appeal policy: every category's review threshold is lowered to at most this "
+        "(reject thresholds unchanged), so a re-evaluation confirms a decision only when it is clear.",
+    )
+    appeal_model: str | None = Field(
+        default=None,
+        description="Served model name for appeal re-evaluations (on the same server); default: "
+        "INFERENCE__MODEL.",
+        json_schema_extra={"shown_default": "INFERENCE__MODEL"},
+    )
+    appeal_fetch_timeout_seconds: Seconds = Field(
+        default=10.0,
+        description="How long fetching an appealed item's original record from Kafka may take before "
+        "the appeal goes to a human as APPEAL_CONTENT_UNAVAILABLE.",
     )
 
 

@@ -13,9 +13,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from streamproc.schemas.dead_letter import DeadLetterReason
 from streamproc.schemas.verdict import LabelSource
 
-__all__ = ["DEFAULT_NAMESPACE", "Metrics", "QualityMetrics", "create", "create_quality"]
+__all__ = ["APPEAL_OUTCOMES", "DEFAULT_NAMESPACE", "Metrics", "QualityMetrics", "create", "create_quality"]
 
 DEFAULT_NAMESPACE = "streamproc"
+#: The ``outcome`` label of ``appeals_total`` (see streamproc.quality.appeals.AppealResult).
+APPEAL_OUTCOMES = ("stands", "to_human", "content_unavailable", "error")
 
 # The default buckets stop at 10 s; end-to-end latency includes queueing in Kafka,
 # which can reach minutes under backlog.
@@ -296,6 +298,7 @@ class QualityMetrics(NamedTuple):
     shadow_agreement: Gauge
     human_verdicts: Gauge
     figures_updated: Gauge
+    appeals: Counter
 
 
 def create_quality(
@@ -441,7 +444,17 @@ def create_quality(
             namespace=namespace,
             registry=registry,
         ),
+        appeals=Counter(
+            "appeals",
+            "Appeal verdicts published, by outcome: stands, to_human (the re-evaluation differs), "
+            "content_unavailable, error (inference failed).",
+            ["outcome"],
+            namespace=namespace,
+            registry=registry,
+        ),
     )
+    for outcome in APPEAL_OUTCOMES:
+        metrics.appeals.labels(outcome=outcome)
     for topic in consumed_topics:
         metrics.records_consumed.labels(topic=topic)
     for reason in get_args(DeadLetterReason):

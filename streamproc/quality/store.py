@@ -1,11 +1,13 @@
-"""The quality service's join store: verdicts, audit weights, labels and final verdicts per
-content revision, in SQLite (WAL), so that a restart keeps them.
+"""The quality service's join store: verdicts, audit weights, labels, appeals and final and
+appeal verdicts per content revision, in SQLite (WAL), so that a restart keeps them.
 
 Every record is stored under its content revision (content type, id, revision). Adding is
 idempotent: a verdict is unique per (revision, policy version, mode), an audit sample per
-verdict idempotency key, a label per ``label_id`` and a final verdict per idempotency key,
-and the first copy wins. The store is bounded: ``prune`` drops revisions whose newest
-record is older than the retention, then the oldest revisions beyond ``max_items``.
+verdict idempotency key, a label per ``label_id``, an appeal per ``appeal_id`` and a final
+or appeal verdict per idempotency key, and the first copy wins. Appeal verdicts are kept
+apart from the automated verdicts: they are never scored and never an original. The store
+is bounded: ``prune`` drops revisions whose newest record is older than the retention (with
+their appeals, answered or not), then the oldest revisions beyond ``max_items``.
 Errors are raised as StoreError, never swallowed.
 """
 
@@ -23,7 +25,7 @@ import orjson
 
 from streamproc.errors import StreamprocError
 from streamproc.quality.join import JoinLabel, JoinVerdict, LabeledItem
-from streamproc.schemas import AuditSample, LabelEvent, SourceRef, Verdict, VerdictMode, encode
+from streamproc.schemas import AppealEvent, AuditSample, LabelEvent, SourceRef, Verdict, VerdictMode, encode
 
 __all__ = ["HumanCount", "QualityStore", "ShadowAgreement", "StoreError", "VerdictCount"]
 
@@ -79,6 +81,23 @@ CREATE TABLE IF NOT EXISTS finals (
     produced_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS finals_by_item ON finals (item_id);
+CREATE TABLE IF NOT EXISTS appeals (
+    appeal_id TEXT PRIMARY KEY,
+    item_id INTEGER NOT NULL REFERENCES items (id) ON DELETE CASCADE,
+    created_at REAL NOT NULL,
+    body TEXT NOT NULL,
+    read_from TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS appeals_by_item ON appeals (item_id);
+CREATE TABLE IF NOT EXISTS appeal_verdicts (
+    idempotency_key TEXT PRIMARY KEY,
+    item_id INTEGER NOT NULL REFERENCES items (id) ON DELETE CASCADE,
+    appeal_id TEXT NOT NULL,
+    decision TEXT NOT NULL,
+    stands INTEGER,
+    produced_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS appeal_verdicts_by_item ON appeal_verdicts (item_id);
 """
 
 #: Revisions removed per DELETE while pruning, so that one prune never holds the lock long.
@@ -160,6 +179,8 @@ class QualityStore:
         """Store an automated verdict; False if one for its revision, version and mode is held."""
         if verdict.decided_by.kind == "human":
             raise ValueError("human verdicts go to add_final")
+        if verdict.appeal is not None:
+            raise ValueError("appeal verdicts go to add_appeal_verdict")
         produced_at = verdict.produced_at.timestamp()
         with self._write():
             item = self._item(verdict.content_type, verdict.content_id, verdict.revision, produced_at)
@@ -237,6 +258,40 @@ class QualityStore:
             )
             return cursor.rowcount == 1
 
+    def add_appeal(self, appeal: AppealEvent, read_from: SourceRef) -> bool:
+        """Store an appeal (statement included); False if one with its ``appeal_id`` is held."""
+        created_at = appeal.created_at.timestamp()
+        with self._write():
+            item = self._item(appeal.content_type, appeal.content_id, appeal.revision, created_at)
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO appeals (appeal_id, item_id, created_at, body, read_from) "
+                "VALUES (?,?,?,?,?)",
+                (appeal.appeal_id, item, created_at, appeal.model_dump_json(), read_from.model_dump_json()),
+            )
+            return cursor.rowcount == 1
+
+    def add_appeal_verdict(self, verdict: Verdict) -> bool:
+        """Store an appeal verdict read back from the verdict topic; False if already held."""
+        if verdict.appeal is None:
+            raise ValueError("not an appeal verdict")
+        produced_at = verdict.produced_at.timestamp()
+        stands = None if verdict.appeal.stands is None else int(verdict.appeal.stands)
+        with self._write():
+            item = self._item(verdict.content_type, verdict.content_id, verdict.revision, produced_at)
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO appeal_verdicts (idempotency_key, item_id, appeal_id, decision, "
+                "stands, produced_at) VALUES (?,?,?,?,?,?)",
+                (
+                    verdict.idempotency_key,
+                    item,
+                    verdict.appeal.appeal_id,
+                    verdict.decision,
+                    stands,
+                    produced_at,
+                ),
+            )
+            return cursor.rowcount == 1
+
     def prune(self, now: datetime) -> int:
         """Drop revisions older than the retention, then the oldest beyond ``max_items``."""
         cutoff = (now - self._retention).timestamp()
@@ -282,6 +337,22 @@ class QualityStore:
         )
         return [
             (LabelEvent.model_validate_json(body), SourceRef.model_validate_json(read_from))
+            for body, read_from in rows
+        ]
+
+    def open_appeals(
+        self, content_type: str, content_id: str, revision: int
+    ) -> list[tuple[AppealEvent, SourceRef]]:
+        """Appeals of the revision whose appeal verdict was not read back yet, in arrival order."""
+        rows = self._read(
+            "SELECT a.body, a.read_from FROM appeals a JOIN items i ON i.id = a.item_id "
+            "WHERE i.content_type = ? AND i.content_id = ? AND i.revision = ? AND NOT EXISTS "
+            "(SELECT 1 FROM appeal_verdicts v WHERE v.item_id = a.item_id AND v.appeal_id = a.appeal_id) "
+            "ORDER BY a.rowid",
+            (content_type, content_id, revision),
+        )
+        return [
+            (AppealEvent.model_validate_json(body), SourceRef.model_validate_json(read_from))
             for body, read_from in rows
         ]
 

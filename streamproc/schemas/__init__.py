@@ -1,5 +1,6 @@
 """Wire models: the contract with upstream publishers and enforcement consumers."""
 
+from streamproc.schemas.appeal import AppealEvent
 from streamproc.schemas.audit import AuditSample
 from streamproc.schemas.codec import EVENT_MODELS, decode_event, decode_record, encode
 from streamproc.schemas.common import ContentType
@@ -7,6 +8,7 @@ from streamproc.schemas.dead_letter import DeadLetter, DeadLetterReason
 from streamproc.schemas.label import LabelEvent
 from streamproc.schemas.listing import ListingEvent, Price
 from streamproc.schemas.verdict import (
+    AppealOutcome,
     DecidedBy,
     Decision,
     HumanDecision,
@@ -22,6 +24,8 @@ from streamproc.schemas.video import Keyframe, VideoEvent
 
 __all__ = [
     "EVENT_MODELS",
+    "AppealEvent",
+    "AppealOutcome",
     "AuditSample",
     "ContentEvent",
     "ContentType",

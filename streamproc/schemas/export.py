@@ -8,6 +8,7 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel
 
+from streamproc.schemas.appeal import AppealEvent
 from streamproc.schemas.audit import AuditSample
 from streamproc.schemas.dead_letter import DeadLetter
 from streamproc.schemas.label import LabelEvent
@@ -26,6 +27,7 @@ SCHEMA_FILES: Final[dict[str, tuple[type[BaseModel], Literal["validation", "seri
     "dead-letter.v1.json": (DeadLetter, "serialization"),
     "label-event.v1.json": (LabelEvent, "validation"),
     "audit-sample.v1.json": (AuditSample, "serialization"),
+    "appeal-event.v1.json": (AppealEvent, "validation"),
 }
 
 

@@ -9,6 +9,7 @@ from pydantic import AwareDatetime, Field
 from streamproc.schemas.common import ContentId, ContentType, OutboundModel
 
 __all__ = [
+    "AppealOutcome",
     "DecidedBy",
     "Decision",
     "HumanDecision",
@@ -98,6 +99,19 @@ class HumanDecision(OutboundModel):
     )
 
 
+class AppealOutcome(OutboundModel):
+    """On an appeal verdict: the appeal and what its re-evaluation found."""
+
+    appeal_id: str = Field(description="The appeal event this verdict answers.")
+    original_decision: Decision = Field(description="The appealed live verdict's decision.")
+    original_idempotency_key: str = Field(description="The appealed live verdict's idempotency key.")
+    stands: bool | None = Field(
+        description="True: the re-evaluation under the appeal policy confirms the original decision "
+        "(the verdict repeats it). None: it does not, or the content could not be re-evaluated; the "
+        "verdict is review and a human decides. Never False: only a human overturns."
+    )
+
+
 class Verdict(OutboundModel):
     """The moderation decision for one revision of one item, keyed by ``content_id``.
 
@@ -130,9 +144,13 @@ class Verdict(OutboundModel):
     usage: TokenUsage | None = None
     review: ReviewTicket | None = Field(default=None, description="Set on automated review verdicts.")
     human: HumanDecision | None = Field(default=None, description="Set on final verdicts after a human.")
+    appeal: AppealOutcome | None = Field(
+        default=None, description="Set on appeal verdicts (the re-evaluation of an appealed verdict)."
+    )
     idempotency_key: str = Field(
         description="content_type:content_id:revision:policy_version, with :human:LABEL_ID on "
-        "final verdicts; stable across redeliveries."
+        "final verdicts and :appeal:APPEAL_ID on appeal verdicts (after the appealed verdict's "
+        "key); stable across redeliveries."
     )
     source: SourceRef
     produced_at: AwareDatetime

@@ -1,11 +1,13 @@
-"""``streamproc quality``: labels in, accuracy out, and final verdicts from human review outcomes.
+"""``streamproc quality``: labels in, accuracy out, final verdicts from human outcomes, appeals.
 
-One process per deployment. It consumes the verdict, shadow, audit and label topics in its
-own consumer group through the same ``Pipeline`` as the worker (an offset is committed
-only once the outputs of it and everything before it are acknowledged), keeps what it
-reads in the SQLite join store, exports accuracy figures computed from that store, and
+One process per deployment. It consumes the verdict, shadow, audit, label and appeal topics
+in its own consumer group through the same ``Pipeline`` as the worker (an offset is
+committed only once the outputs of it and everything before it are acknowledged), keeps
+what it reads in the SQLite join store, exports accuracy figures computed from that store,
 publishes a final verdict for every review or appeal outcome once the live verdict it
-settles is known. A plain asyncio process: it has no agents or tables for faust to host.
+settles is known, and an appeal verdict for every appeal (see streamproc.quality.appeals)
+once the appealed live verdict is known. A plain asyncio process: it has no agents or
+tables for faust to host.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -23,19 +26,38 @@ from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from pydantic import BaseModel, ValidationError
 
 from streamproc.config import Settings
+from streamproc.decision import build_verdict, content_ref
 from streamproc.errors import DecodeError, InvalidJson, SchemaValidationError, UnsupportedSchemaVersion
+from streamproc.inference import InferenceClient
 from streamproc.metrics import QualityMetrics, create_quality
 from streamproc.metrics import create as create_worker_metrics
+from streamproc.policy import Policy, PolicySet, load_policy_set
+from streamproc.quality.appeals import AppealResult, appeal_policy, appeal_verdict, unavailable_verdict
 from streamproc.quality.join import accuracy, check_label, final_verdict, labeler_agreement, settles
 from streamproc.quality.store import QualityStore, StoreError
-from streamproc.schemas import AuditSample, DeadLetterReason, LabelEvent, SourceRef, Verdict, encode
+from streamproc.schemas import (
+    AppealEvent,
+    AuditSample,
+    ContentEvent,
+    DeadLetterReason,
+    LabelEvent,
+    SourceRef,
+    TokenUsage,
+    Verdict,
+    decode_event,
+    encode,
+)
+from streamproc.worker.content_fetch import ContentFetcher, ContentUnavailable, KafkaContentFetcher
 from streamproc.worker.dlq import dead_letter
 from streamproc.worker.pipeline import Pipeline
+from streamproc.worker.processor import ModelClient, evaluate
 from streamproc.worker.records import InboundRecord, OutboundRecord
 
 __all__ = [
+    "AppealEvaluator",
     "QualityProcessor",
     "QualityService",
+    "consumed_topics",
     "open_store",
     "quality_group_id",
     "refresh_figures",
@@ -63,8 +85,116 @@ def open_store(settings: Settings) -> QualityStore:
     )
 
 
+class AppealEvaluator:
+    """Re-evaluates an appealed revision: its original record read back from Kafka, decided
+    by the worker's decision path under the appeal policy (see streamproc.quality.appeals).
+
+    Never raises for unreadable content or model failures: they become review verdicts.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        policies: PolicySet,
+        model: ModelClient,
+        fetcher: ContentFetcher,
+        metrics: QualityMetrics,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._policies = policies
+        self._model = model
+        self._fetcher = fetcher
+        self._metrics = metrics
+        self._clock = clock
+        self._threshold = settings.quality.appeal_review_threshold
+        self.model_name = settings.quality.appeal_model or settings.inference.model
+        self._appeal_policies: dict[str, Policy] = {}
+
+    async def verdict(self, original: Verdict, appeal: AppealEvent, source: SourceRef) -> Verdict:
+        """The appeal verdict for ``appeal`` (read at ``source``) of the live verdict ``original``."""
+        received = time.perf_counter()
+        result: AppealResult
+        try:
+            event = await self._content(original)
+        except (ContentUnavailable, DecodeError) as exc:
+            log.warning(
+                "appeal %s of %s: the original content is unavailable (%s: %s); sent to a human",
+                appeal.appeal_id,
+                original.idempotency_key,
+                exc.kind,
+                exc,
+            )
+            verdict = unavailable_verdict(
+                original,
+                appeal,
+                model=self.model_name,
+                review_sla_hours=self._sla(original),
+                source=source,
+                processing_seconds=time.perf_counter() - received,
+                now=self._clock(),
+            )
+            result = "content_unavailable"
+        else:
+            live = self._policies.select(event)
+            policy = self._appeal_policy(live)
+            outcome, scores, answers = await evaluate(policy, self._policies.rules(live), event, self._model)
+            now = self._clock()
+            evaluated = build_verdict(
+                event=event,
+                policy=policy,
+                outcome=outcome,
+                scores=scores,
+                model=self.model_name,
+                source=source,
+                usage=TokenUsage(
+                    prompt_tokens=sum(a.prompt_tokens for a in answers),
+                    completion_tokens=sum(a.completion_tokens for a in answers),
+                )
+                if answers
+                else None,
+                inference_seconds=max((a.seconds for a in answers), default=None),
+                processing_seconds=time.perf_counter() - received,
+                now=now,
+            )
+            verdict, result = appeal_verdict(
+                original, appeal, evaluated, policy=policy, event=event, source=source, now=now
+            )
+        self._metrics.appeals.labels(outcome=result).inc()
+        log.info(
+            "appeal %s of %s: %s (%s)", appeal.appeal_id, original.idempotency_key, result, verdict.decision
+        )
+        return verdict
+
+    async def _content(self, original: Verdict) -> ContentEvent:
+        """The appealed revision's content event, read back from where the worker read it."""
+        where = original.source
+        event = decode_event(original.content_type, await self._fetcher.fetch(where))
+        if content_ref(event) != (original.content_type, original.content_id) or (
+            event.revision != original.revision
+        ):
+            raise ContentUnavailable(
+                f"the record at {where.topic}[{where.partition}]@{where.offset} is "
+                f"{':'.join(content_ref(event))} revision {event.revision}, not the appealed one"
+            )
+        return event
+
+    def _appeal_policy(self, live: Policy) -> Policy:
+        policy = self._appeal_policies.get(live.version)
+        if policy is None:
+            policy = self._appeal_policies[live.version] = appeal_policy(live, self._threshold)
+        return policy
+
+    def _sla(self, original: Verdict) -> float:
+        """The review SLA of the appealed verdict's pack (by name), else its content type's default."""
+        name = original.policy_version.partition("@")[0]
+        packs = [p for p in self._policies.policies if p.content_type == original.content_type]
+        pack = next((p for p in packs if p.name == name), None) or next(p for p in packs if not p.verticals)
+        return pack.review_sla_hours
+
+
 class QualityProcessor:
-    """One record in, its outputs out: final verdicts and dead letters.
+    """One record in, its outputs out: final verdicts, appeal verdicts and dead letters.
 
     Store errors are raised: the item then stays uncommitted and the service stops, rather
     than losing a record. Everything written for one record is one transaction.
@@ -76,11 +206,14 @@ class QualityProcessor:
         store: QualityStore,
         metrics: QualityMetrics,
         *,
+        appeals: AppealEvaluator | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._settings = settings
         self._store = store
         self._metrics = metrics
+        #: Without one, appeals are stored and left unanswered.
+        self._appeals = appeals
         self._clock = clock
         #: Set when the store changed; the exported figures are recomputed then.
         self.dirty = True
@@ -88,7 +221,7 @@ class QualityProcessor:
     async def process(self, record: InboundRecord) -> list[OutboundRecord]:
         self._metrics.records_consumed.labels(topic=record.topic).inc()
         try:
-            return self._process(record)
+            return await self._process(record)
         except DecodeError as exc:
             log.warning("dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc)
             return [self._dead_letter(record, exc.kind, exc)]  # type: ignore[arg-type]
@@ -98,10 +231,12 @@ class QualityProcessor:
             log.exception("internal error on %s[%d]@%d", record.topic, record.partition, record.offset)
             return [self._dead_letter(record, "internal_error", exc)]
 
-    def _process(self, record: InboundRecord) -> list[OutboundRecord]:
+    async def _process(self, record: InboundRecord) -> list[OutboundRecord]:
         topics = self._settings.topics
         if record.topic == topics.labels:
             return self._label(record)
+        if record.topic == topics.appeals:
+            return await self._appeal(record)
         if record.topic == topics.audit:
             self.dirty |= self._store.add_audit(_decode(AuditSample, record.value, "audit sample"))
             return []
@@ -111,13 +246,62 @@ class QualityProcessor:
                 raise SchemaValidationError("a verdict on the shadow topic must have mode shadow")
             self.dirty |= self._store.add_verdict(verdict)
             return []
+        return await self._verdict(verdict)
+
+    async def _verdict(self, verdict: Verdict) -> list[OutboundRecord]:
+        """A record of the verdict topic: automated, or one of ours read back."""
+        if verdict.appeal is not None:  # an appeal verdict, ours, read back: never scored
+            self._store.add_appeal_verdict(verdict)
+            return []
         if verdict.decided_by.kind == "human":  # a final verdict, ours, read back
             self.dirty |= self._store.add_final(verdict)
             return []
         if verdict.mode != "live":
             raise SchemaValidationError("a verdict on the verdict topic must have mode live")
         self.dirty |= self._store.add_verdict(verdict)
-        return self._finals(verdict.content_type, verdict.content_id, verdict.revision)
+        revision = (verdict.content_type, verdict.content_id, verdict.revision)
+        # Both read the store before any await: an appeal and its verdict processed
+        # concurrently are answered once, by whichever of them is stored second.
+        finals = self._finals(*revision)
+        appeals = self._store.open_appeals(*revision)
+        return finals + await self._appeal_verdicts(*revision, appeals)
+
+    async def _appeal(self, record: InboundRecord) -> list[OutboundRecord]:
+        appeal = _decode(AppealEvent, record.value, "appeal")
+        read_from = SourceRef(topic=record.topic, partition=record.partition, offset=record.offset)
+        revision = (appeal.content_type, appeal.content_id, appeal.revision)
+        self._store.add_appeal(appeal, read_from)
+        # The first copy stored wins (its source and statement), and an appeal whose verdict
+        # was read back is answered: nothing to do.
+        stored = [
+            (a, src) for a, src in self._store.open_appeals(*revision) if a.appeal_id == appeal.appeal_id
+        ]
+        return await self._appeal_verdicts(*revision, stored)
+
+    async def _appeal_verdicts(
+        self,
+        content_type: str,
+        content_id: str,
+        revision: int,
+        appeals: list[tuple[AppealEvent, SourceRef]],
+    ) -> list[OutboundRecord]:
+        """Appeal verdicts for these open appeals of the revision, once its live verdict is known.
+
+        Answered again whenever a record of the revision is processed again (redelivery),
+        until the appeal verdict is seen on the verdict topic: at least once, same key.
+        """
+        original = self._store.original_verdict(content_type, content_id, revision)
+        if original is None or self._appeals is None or not appeals:
+            return []  # kept; answered when the live verdict arrives
+        topics = self._settings.topics
+        outputs = []
+        for appeal, read_from in appeals:
+            verdict = await self._appeals.verdict(original, appeal, read_from)
+            key, value, headers = verdict.content_id.encode(), encode(verdict), _headers(verdict)
+            outputs.append(OutboundRecord(topics.verdicts, key, value, headers))
+            if verdict.decision == "review":
+                outputs.append(OutboundRecord(topics.review, key, value, headers))
+        return outputs
 
     def _label(self, record: InboundRecord) -> list[OutboundRecord]:
         label = _decode(LabelEvent, record.value, "label")
@@ -143,14 +327,9 @@ class QualityProcessor:
             if self._store.has_final(final.idempotency_key):
                 continue
             self._metrics.final_verdicts_published.labels(source=label.source).inc()
-            headers = (
-                ("content-type", b"application/json"),
-                ("decision", final.decision.encode()),
-                ("idempotency-key", final.idempotency_key.encode()),
-            )
             outputs.append(
                 OutboundRecord(
-                    self._settings.topics.verdicts, final.content_id.encode(), encode(final), headers
+                    self._settings.topics.verdicts, final.content_id.encode(), encode(final), _headers(final)
                 )
             )
         return outputs
@@ -254,24 +433,33 @@ class _Gauges:
 class QualityService:
     """Pipeline, store pruning and figure refreshes, started and stopped together."""
 
-    def __init__(self, settings: Settings, store: QualityStore, metrics: QualityMetrics) -> None:
+    def __init__(
+        self, settings: Settings, store: QualityStore, metrics: QualityMetrics, policies: PolicySet
+    ) -> None:
         self._settings = settings
         self._store = store
         self._metrics = metrics
-        self.processor = QualityProcessor(settings, store, metrics)
+        # The pipeline's and the model client's own gauges and counters are the worker's; they
+        # are not served here so that dashboards do not mistake this service for a worker.
+        worker_metrics = create_worker_metrics(CollectorRegistry())
+        quality = settings.quality
+        inference = settings.inference
+        if quality.appeal_model is not None:
+            inference = inference.model_copy(update={"model": quality.appeal_model})
+        self._model = InferenceClient(inference, worker_metrics)
+        self._fetcher = KafkaContentFetcher(
+            settings.kafka.bootstrap_servers,
+            settings.kafka.client_id,
+            timeout_seconds=quality.appeal_fetch_timeout_seconds,
+        )
+        appeals = AppealEvaluator(settings, policies, self._model, self._fetcher, metrics)
+        self.processor = QualityProcessor(settings, store, metrics, appeals=appeals)
         kafka = settings.kafka.model_copy(update={"group_id": quality_group_id(settings)})
         self._pipeline = Pipeline(
             settings.model_copy(update={"kafka": kafka}),
             self.processor.process,
-            # The pipeline's own gauges and counters are the worker's; they are not served
-            # here so that dashboards do not mistake this service for a moderation worker.
-            create_worker_metrics(CollectorRegistry()),
-            topics=(
-                settings.topics.verdicts,
-                settings.topics.shadow,
-                settings.topics.audit,
-                settings.topics.labels,
-            ),
+            worker_metrics,
+            topics=consumed_topics(settings),
         )
 
     def stop(self) -> None:
@@ -289,6 +477,8 @@ class QualityService:
             maintenance.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await maintenance
+            await self._fetcher.close()
+            await self._model.aclose()
         self._maintain()
 
     def _maintenance_ended(self, task: asyncio.Task[None]) -> None:
@@ -319,16 +509,25 @@ class QualityService:
             self._maintain(prune=prune)
 
 
-def run_quality(settings: Settings, store: QualityStore) -> None:
-    """Serve /metrics and run the quality service until SIGTERM or Ctrl-C."""
+def consumed_topics(settings: Settings) -> tuple[str, ...]:
+    """The topics the quality service reads."""
+    topics = settings.topics
+    return (topics.verdicts, topics.shadow, topics.audit, topics.labels, topics.appeals)
+
+
+def run_quality(settings: Settings, store: QualityStore, policies: PolicySet | None = None) -> None:
+    """Serve /metrics and run the quality service until SIGTERM or Ctrl-C.
+
+    ``policies``: the live packs appeals are re-evaluated with; default: loaded from
+    ``policy.paths`` (read once, at start).
+    """
     logging.basicConfig(
         level=settings.worker.log_level.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s"
     )
-    topics = settings.topics
+    if policies is None:
+        policies = load_policy_set(settings.policy.paths)
     registry = CollectorRegistry()
-    metrics = create_quality(
-        registry, consumed_topics=(topics.verdicts, topics.shadow, topics.audit, topics.labels)
-    )
+    metrics = create_quality(registry, consumed_topics=consumed_topics(settings))
     if settings.metrics.enabled:
         server, _thread = start_http_server(settings.quality.metrics_port, settings.metrics.host, registry)
         log.info("metrics at http://%s:%d/metrics", settings.metrics.host, server.server_port)
@@ -340,7 +539,7 @@ def run_quality(settings: Settings, store: QualityStore) -> None:
     )
 
     async def main() -> None:
-        service = QualityService(settings, store, metrics)
+        service = QualityService(settings, store, metrics, policies)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, service.stop)
@@ -350,6 +549,14 @@ def run_quality(settings: Settings, store: QualityStore) -> None:
         asyncio.run(main())
     finally:
         store.close()
+
+
+def _headers(verdict: Verdict) -> tuple[tuple[str, bytes], ...]:
+    return (
+        ("content-type", b"application/json"),
+        ("decision", verdict.decision.encode()),
+        ("idempotency-key", verdict.idempotency_key.encode()),
+    )
 
 
 def _decode(model: type[_M], raw: bytes | None, what: str) -> _M:

@@ -34,6 +34,7 @@ def test_schemas_export_writes_files(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["schemas", "export", "--out", str(tmp_path)])
     assert result.exit_code == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "appeal-event.v1.json",
         "audit-sample.v1.json",
         "dead-letter.v1.json",
         "label-event.v1.json",
