@@ -19,15 +19,12 @@ import signal
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
 
-import orjson
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
-from pydantic import BaseModel, ValidationError
 
 from streamproc.config import Settings
 from streamproc.decision import build_verdict, content_ref
-from streamproc.errors import DecodeError, InvalidJson, SchemaValidationError, UnsupportedSchemaVersion
+from streamproc.errors import DecodeError, SchemaValidationError
 from streamproc.inference import InferenceClient
 from streamproc.metrics import QualityMetrics, create_quality
 from streamproc.metrics import create as create_worker_metrics
@@ -45,6 +42,7 @@ from streamproc.schemas import (
     TokenUsage,
     Verdict,
     decode_event,
+    decode_record,
     encode,
 )
 from streamproc.worker.content_fetch import ContentFetcher, ContentUnavailable, KafkaContentFetcher
@@ -66,7 +64,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_M = TypeVar("_M", bound=BaseModel)
 _PRUNE_INTERVAL_SECONDS = 60.0
 
 
@@ -238,9 +235,9 @@ class QualityProcessor:
         if record.topic == topics.appeals:
             return await self._appeal(record)
         if record.topic == topics.audit:
-            self.dirty |= self._store.add_audit(_decode(AuditSample, record.value, "audit sample"))
+            self.dirty |= self._store.add_audit(decode_record(AuditSample, record.value, "audit sample"))
             return []
-        verdict = _decode(Verdict, record.value, "verdict")
+        verdict = decode_record(Verdict, record.value, "verdict")
         if record.topic == topics.shadow:
             if verdict.mode != "shadow":
                 raise SchemaValidationError("a verdict on the shadow topic must have mode shadow")
@@ -267,7 +264,7 @@ class QualityProcessor:
         return finals + await self._appeal_verdicts(*revision, appeals)
 
     async def _appeal(self, record: InboundRecord) -> list[OutboundRecord]:
-        appeal = _decode(AppealEvent, record.value, "appeal")
+        appeal = decode_record(AppealEvent, record.value, "appeal")
         read_from = SourceRef(topic=record.topic, partition=record.partition, offset=record.offset)
         revision = (appeal.content_type, appeal.content_id, appeal.revision)
         self._store.add_appeal(appeal, read_from)
@@ -304,7 +301,7 @@ class QualityProcessor:
         return outputs
 
     def _label(self, record: InboundRecord) -> list[OutboundRecord]:
-        label = _decode(LabelEvent, record.value, "label")
+        label = decode_record(LabelEvent, record.value, "label")
         check_label(label)
         read_from = SourceRef(topic=record.topic, partition=record.partition, offset=record.offset)
         self.dirty |= self._store.add_label(label, read_from)
@@ -557,28 +554,3 @@ def _headers(verdict: Verdict) -> tuple[tuple[str, bytes], ...]:
         ("decision", verdict.decision.encode()),
         ("idempotency-key", verdict.idempotency_key.encode()),
     )
-
-
-def _decode(model: type[_M], raw: bytes | None, what: str) -> _M:
-    """Parse one record value, with the worker's decode errors (and dead-letter reasons)."""
-    if raw is None:
-        raise InvalidJson("record has no value (tombstone); expected a JSON object")
-    try:
-        data: Any = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidJson(f"value is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise InvalidJson(f"value is JSON {type(data).__name__}, expected an object")
-    version = data.get("schema_version", 1)
-    if version != 1:
-        raise UnsupportedSchemaVersion(
-            f"schema_version {version!r} is not supported for a {what} (supported: [1])"
-        )
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}"
-            for err in exc.errors(include_url=False)
-        )
-        raise SchemaValidationError(f"{exc.error_count()} invalid field(s) in {what}: {problems}") from exc
