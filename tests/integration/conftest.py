@@ -87,6 +87,32 @@ class Worker:
 
 
 StartWorker = Callable[..., Worker]
+StartQuality = Callable[..., Worker]
+
+
+def _start(command: str, port: int, env: dict[str, str]) -> Worker:
+    """`streamproc COMMAND` with this environment, once its metrics port answers."""
+    process = ManagedProcess(
+        command,
+        [sys.executable, "-m", "streamproc", command],
+        LOGS / f"{command}-{uuid.uuid4().hex[:6]}.log",
+        env=env,
+    )
+    process.start()
+    if not wait_for_port("127.0.0.1", port, timeout=60):
+        process.stop()
+        pytest.fail(f"{command} did not start; its log:\n{process.log_tail()}", pytrace=False)
+    return Worker(process, port)
+
+
+def _model_and_topics(vllm: VllmServer, topics: TopicSettings) -> dict[str, str]:
+    return {
+        "STREAMPROC_INFERENCE__BASE_URL": vllm.base_url,
+        "STREAMPROC_INFERENCE__MODEL": SERVED_MODEL,
+        "STREAMPROC_METRICS__HOST": "127.0.0.1",
+        "STREAMPROC_POLICY__PATHS": json.dumps([str(ROOT / "policies")]),
+        **{f"STREAMPROC_TOPICS__{field.upper()}": name for field, name in topics.model_dump().items()},
+    }
 
 
 @pytest.fixture
@@ -94,34 +120,60 @@ def start_worker(
     broker: Broker, vllm: VllmServer, topics: TopicSettings, tmp_path: Path
 ) -> Iterator[StartWorker]:
     """Start `streamproc worker` processes wired to this test's topics; extra env overrides."""
-    started: list[ManagedProcess] = []
+    started: list[Worker] = []
 
     def start(**env: str) -> Worker:
         port = free_port()
         settings_env = {
             "STREAMPROC_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap,
             "STREAMPROC_KAFKA__GROUP_ID": f"streamproc-test-{uuid.uuid4().hex[:8]}",
-            "STREAMPROC_INFERENCE__BASE_URL": vllm.base_url,
-            "STREAMPROC_INFERENCE__MODEL": SERVED_MODEL,
-            "STREAMPROC_METRICS__HOST": "127.0.0.1",
             "STREAMPROC_METRICS__PORT": str(port),
             "STREAMPROC_WORKER__DATA_DIR": str(tmp_path / f"worker-{len(started)}"),
-            "STREAMPROC_POLICY__PATHS": json.dumps([str(ROOT / "policies")]),
-            **{f"STREAMPROC_TOPICS__{field.upper()}": name for field, name in topics.model_dump().items()},
+            **_model_and_topics(vllm, topics),
             **env,
         }
-        process = ManagedProcess(
-            "worker",
-            [sys.executable, "-m", "streamproc", "worker"],
-            LOGS / f"worker-{uuid.uuid4().hex[:6]}.log",
-            env=settings_env,
-        )
-        process.start()
-        started.append(process)
-        if not wait_for_port("127.0.0.1", port, timeout=60):
-            pytest.fail(f"worker did not start; its log:\n{process.log_tail()}", pytrace=False)
-        return Worker(process, port)
+        started.append(_start("worker", port, settings_env))
+        return started[-1]
 
     yield start
-    for process in started:
-        process.stop()
+    for worker in started:
+        worker.process.stop()
+
+
+@pytest.fixture
+def start_quality(
+    broker: Broker, vllm: VllmServer, topics: TopicSettings, tmp_path: Path
+) -> Iterator[StartQuality]:
+    """Start `streamproc quality` on this test's topics, always on the same store; extra env overrides.
+
+    Each start joins a new consumer group, so a restart reads every record again.
+    """
+    started: list[Worker] = []
+
+    def start(**env: str) -> Worker:
+        port = free_port()
+        settings_env = {
+            "STREAMPROC_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap,
+            "STREAMPROC_QUALITY__GROUP_ID": f"quality-test-{uuid.uuid4().hex[:8]}",
+            "STREAMPROC_QUALITY__DATA_DIR": str(tmp_path / "quality"),
+            "STREAMPROC_QUALITY__METRICS_PORT": str(port),
+            "STREAMPROC_QUALITY__REFRESH_SECONDS": "0.2",
+            **_model_and_topics(vllm, topics),
+            **env,
+        }
+        started.append(_start("quality", port, settings_env))
+        return started[-1]
+
+    yield start
+    for quality in started:
+        quality.process.stop()
+
+
+async def wait_until(condition: Callable[[], bool], what: str, within: float = 120.0) -> None:
+    """Poll; fail naming what never happened."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not condition():
+        if loop.time() > deadline:
+            pytest.fail(f"timed out waiting for {what}", pytrace=False)
+        await asyncio.sleep(0.2)

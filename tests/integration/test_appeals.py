@@ -4,24 +4,18 @@ appeal policy and publishes appeal verdicts; a human appeal outcome then settles
 
 from __future__ import annotations
 
-import asyncio
-import json
-import sys
-import uuid
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import orjson
 import pytest
 
 from streamproc.config import TopicSettings
-from streamproc.devstack import Broker, ManagedProcess, VllmServer, free_port, wait_for_port
+from streamproc.devstack import Broker
 from streamproc.quality.appeals import APPEAL_CONTENT_UNAVAILABLE, APPEAL_REVIEW
 from streamproc.quality.join import lean
 from streamproc.schemas import AppealEvent, DeadLetter, LabelEvent, SourceRef, Verdict, encode
 from tests.factories import listing_dict
-from tests.integration.conftest import LOGS, ROOT, SERVED_MODEL, StartWorker, Worker
+from tests.integration.conftest import StartQuality, StartWorker, wait_until
 from tests.integration.kafka_io import consume, produce
 
 pytestmark = pytest.mark.integration
@@ -29,61 +23,6 @@ pytestmark = pytest.mark.integration
 CLEAN = "L-7001"
 BLOCKED = "L-7002"  # blocked terms: rejected by a pre-model rule
 GONE = "L-7003"  # a live verdict whose content record is not on the topic
-
-
-def start_quality_process(broker: Broker, vllm: VllmServer, topics: TopicSettings, data_dir: Path) -> Worker:
-    port = free_port()
-    env = {
-        "STREAMPROC_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap,
-        "STREAMPROC_QUALITY__GROUP_ID": f"quality-test-{uuid.uuid4().hex[:8]}",
-        "STREAMPROC_QUALITY__DATA_DIR": str(data_dir),
-        "STREAMPROC_QUALITY__METRICS_PORT": str(port),
-        "STREAMPROC_QUALITY__REFRESH_SECONDS": "0.2",
-        # every scored category reaches review under the appeal policy: only a rule or a
-        # clear reject can stand, whatever the small model answers
-        "STREAMPROC_QUALITY__APPEAL_REVIEW_THRESHOLD": "0.0",
-        "STREAMPROC_QUALITY__APPEAL_FETCH_TIMEOUT_SECONDS": "3",
-        "STREAMPROC_INFERENCE__BASE_URL": vllm.base_url,
-        "STREAMPROC_INFERENCE__MODEL": SERVED_MODEL,
-        "STREAMPROC_POLICY__PATHS": json.dumps([str(ROOT / "policies")]),
-        "STREAMPROC_METRICS__HOST": "127.0.0.1",
-        **{f"STREAMPROC_TOPICS__{field.upper()}": name for field, name in topics.model_dump().items()},
-    }
-    process = ManagedProcess(
-        "quality",
-        [sys.executable, "-m", "streamproc", "quality"],
-        LOGS / f"quality-{uuid.uuid4().hex[:6]}.log",
-        env=env,
-    )
-    process.start()
-    if not wait_for_port("127.0.0.1", port, timeout=60):
-        process.stop()
-        pytest.fail(f"quality service did not start; its log:\n{process.log_tail()}", pytrace=False)
-    return Worker(process, port)
-
-
-@pytest.fixture
-def start_quality(
-    broker: Broker, vllm: VllmServer, topics: TopicSettings, tmp_path: Path
-) -> Iterator[Callable[[], Worker]]:
-    started: list[Worker] = []
-
-    def start() -> Worker:
-        started.append(start_quality_process(broker, vllm, topics, tmp_path / "quality"))
-        return started[-1]
-
-    yield start
-    for quality in started:
-        quality.process.stop()
-
-
-async def wait_until(condition: Callable[[], bool], what: str, within: float = 120.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not condition():
-        if loop.time() > deadline:
-            pytest.fail(f"timed out waiting for {what}", pytrace=False)
-        await asyncio.sleep(0.2)
 
 
 def appeal(content: Verdict, appeal_id: str) -> AppealEvent:
@@ -160,12 +99,17 @@ def check_outcomes(answered: dict[str, Verdict], live: dict[str, Verdict]) -> No
 
 
 async def test_appeals(
-    broker: Broker, topics: TopicSettings, start_worker: StartWorker, start_quality: Callable[[], Worker]
+    broker: Broker, topics: TopicSettings, start_worker: StartWorker, start_quality: StartQuality
 ) -> None:
     start_worker()
     live = await moderate(broker, topics)
     clean_decision = live[CLEAN].decision
-    quality = start_quality()
+    quality = start_quality(
+        # every scored category reaches review under the appeal policy: only a rule or a
+        # clear reject can stand, whatever the small model answers
+        STREAMPROC_QUALITY__APPEAL_REVIEW_THRESHOLD="0.0",
+        STREAMPROC_QUALITY__APPEAL_FETCH_TIMEOUT_SECONDS="3",
+    )
     appeals = {c: appeal(live[c], f"ap-{c}") for c in (CLEAN, BLOCKED, GONE)}
     await produce(
         broker.bootstrap,

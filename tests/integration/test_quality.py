@@ -4,16 +4,11 @@ the final verdict of a review outcome, and keeps its figures across a restart.""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 import time
-import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 import orjson
@@ -21,10 +16,10 @@ import pytest
 from sklearn.metrics import multilabel_confusion_matrix, precision_recall_fscore_support
 
 from streamproc.config import TopicSettings
-from streamproc.devstack import Broker, ManagedProcess, free_port, wait_for_port
+from streamproc.devstack import Broker
 from streamproc.schemas import AuditSample, DeadLetter, LabelEvent, Verdict, encode
 from tests.factories import listing_dict, video_dict
-from tests.integration.conftest import LOGS, ROOT, StartWorker, Worker
+from tests.integration.conftest import ROOT, StartQuality, StartWorker, Worker, wait_until
 from tests.integration.kafka_io import Received, consume, produce
 
 pytestmark = pytest.mark.integration
@@ -91,71 +86,23 @@ def label(content: Verdict, label_id: str, truth: list[str], **fields: object) -
     )
 
 
-class Quality:
-    """A `streamproc quality` process and its metrics."""
-
-    def __init__(self, broker: Broker, topics: TopicSettings, data_dir: Path) -> None:
-        self.port = free_port()
-        env = {
-            "STREAMPROC_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap,
-            # a new group each start: a restart then reads every record again
-            "STREAMPROC_QUALITY__GROUP_ID": f"quality-test-{uuid.uuid4().hex[:8]}",
-            "STREAMPROC_QUALITY__DATA_DIR": str(data_dir),
-            "STREAMPROC_QUALITY__METRICS_PORT": str(self.port),
-            "STREAMPROC_QUALITY__REFRESH_SECONDS": "0.2",
-            "STREAMPROC_METRICS__HOST": "127.0.0.1",
-            **{f"STREAMPROC_TOPICS__{field.upper()}": name for field, name in topics.model_dump().items()},
-        }
-        self.process = ManagedProcess(
-            "quality",
-            [sys.executable, "-m", "streamproc", "quality"],
-            LOGS / f"quality-{uuid.uuid4().hex[:6]}.log",
-            env=env,
-        )
-        self.process.start()
-        if not wait_for_port("127.0.0.1", self.port, timeout=60):
-            pytest.fail(f"quality service did not start; its log:\n{self.process.log_tail()}", pytrace=False)
-        self.metrics = Worker(self.process, self.port)
-
-    async def current(self) -> None:
-        """Wait until the gauges reflect every record read so far."""
-        mark = time.time()
-        await wait_until(
-            lambda: self.metrics.total("streamproc_quality_figures_updated_timestamp_seconds") > mark,
-            "the quality service to refresh its figures",
-        )
-
-    def figures(self) -> Samples:
-        """The store-derived gauges (not this process's own counters)."""
-        return {
-            key: value
-            for key, value in self.metrics.metrics().items()
-            if key[0].startswith("streamproc_quality_")
-            and not key[0].endswith(("_total", "_created", "_timestamp_seconds"))
-        }
+async def current(quality: Worker) -> None:
+    """Wait until the gauges reflect every record read so far."""
+    mark = time.time()
+    await wait_until(
+        lambda: quality.total("streamproc_quality_figures_updated_timestamp_seconds") > mark,
+        "the quality service to refresh its figures",
+    )
 
 
-@pytest.fixture
-def start_quality(broker: Broker, topics: TopicSettings, tmp_path: Path) -> Iterator[Callable[[], Quality]]:
-    started: list[Quality] = []
-
-    def start() -> Quality:
-        started.append(Quality(broker, topics, tmp_path / "quality"))
-        return started[-1]
-
-    yield start
-    for quality in started:
-        quality.process.stop()
-
-
-async def wait_until(condition: Callable[[], bool], what: str, within: float = 120.0) -> None:
-    """Poll; fail naming what never happened."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not condition():
-        if loop.time() > deadline:
-            pytest.fail(f"timed out waiting for {what}", pytrace=False)
-        await asyncio.sleep(0.2)
+def store_figures(quality: Worker) -> Samples:
+    """The store-derived gauges (not the process's own counters)."""
+    return {
+        key: value
+        for key, value in quality.metrics().items()
+        if key[0].startswith("streamproc_quality_")
+        and not key[0].endswith(("_total", "_created", "_timestamp_seconds"))
+    }
 
 
 def expected_accuracy(
@@ -306,7 +253,7 @@ def check_side_figures(figures: Samples, moderated: Moderated) -> None:
 
 
 async def test_quality_loop(
-    broker: Broker, topics: TopicSettings, start_worker: StartWorker, start_quality: Callable[[], Quality]
+    broker: Broker, topics: TopicSettings, start_worker: StartWorker, start_quality: StartQuality
 ) -> None:
     worker = start_worker(
         STREAMPROC_POLICY__PATHS=json.dumps([str(ROOT / "policies"), str(ROOT / "policies" / "candidates")]),
@@ -334,15 +281,15 @@ async def test_quality_loop(
     expected, pair_counts = expected_accuracy([*live, *moderated.shadows], labels, weights)
     scored = sum(s for s, _ in pair_counts.values())
 
-    def caught_up(q: Quality) -> bool:
+    def caught_up(q: Worker) -> bool:
         return (
-            q.metrics.total("streamproc_quality_records_consumed_total") >= total
-            and q.metrics.total("streamproc_quality_pairs") == scored
+            q.total("streamproc_quality_records_consumed_total") >= total
+            and q.total("streamproc_quality_pairs") == scored
         )
 
     await wait_until(lambda: caught_up(quality), "the quality service to read every record")
-    await quality.current()
-    figures = quality.figures()
+    await current(quality)
+    figures = store_figures(quality)
 
     exported = exported_accuracy(figures)
     assert {key: sorted(c) for key, c in exported.items()} == {key: sorted(c) for key, c in expected.items()}
@@ -378,7 +325,7 @@ async def test_quality_loop(
     quality.process.stop()
     again = start_quality()
     await wait_until(lambda: caught_up(again), "the restarted quality service to read every record again")
-    await again.current()
-    assert again.figures() == figures
-    assert again.metrics.total("streamproc_quality_final_verdicts_published_total") == 0
+    await current(again)
+    assert store_figures(again) == figures
+    assert again.total("streamproc_quality_final_verdicts_published_total") == 0
     assert len(await consume(broker.bootstrap, [topics.verdicts], items + 1)) == items + 1
