@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -28,14 +28,25 @@ async def produce(bootstrap: str, topic: str, records: Sequence[tuple[bytes | No
         await producer.stop()
 
 
-async def consume(bootstrap: str, topics: Sequence[str], count: int, within: float = 180.0) -> list[Received]:
-    """Read from the start until ``count`` records arrived, then 1 s more to catch extras."""
+async def consume(
+    bootstrap: str,
+    topics: Sequence[str],
+    count: int,
+    within: float = 180.0,
+    *,
+    until: Callable[[list[Received]], bool] | None = None,
+) -> list[Received]:
+    """Read from the start until ``count`` records arrived (and ``until`` holds, if given),
+    then 1 s more to catch extras."""
     consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
     await consumer.start()
     received: list[Received] = []
 
-    async def read(until: int) -> None:
-        while len(received) < until:
+    def enough(at_least: int) -> bool:
+        return len(received) >= at_least and (until is None or until(received))
+
+    async def read(at_least: int) -> None:
+        while not enough(at_least):
             for tp, messages in (await consumer.getmany(timeout_ms=500)).items():
                 received.extend(Received(tp.topic, m.key, m.value or b"", dict(m.headers)) for m in messages)
 
@@ -45,7 +56,7 @@ async def consume(bootstrap: str, topics: Sequence[str], count: int, within: flo
             async with asyncio.timeout(within):
                 await read(count)
             async with asyncio.timeout(1.0):  # anything beyond the expected count is a bug
-                await read(count + 1)
+                await read(len(received) + 1)
     finally:
         await consumer.stop()
     return received
