@@ -39,9 +39,9 @@ from streamproc.schemas import (
     encode,
 )
 from streamproc.worker.dlq import dead_letter
-from streamproc.worker.records import InboundRecord, OutboundRecord
+from streamproc.worker.records import InboundRecord, OutboundRecord, verdict_records
 
-__all__ = ["ModelClient", "Processor", "evaluate"]
+__all__ = ["ModelClient", "Processor", "decide_verdict", "evaluate"]
 
 log = logging.getLogger(__name__)
 
@@ -150,22 +150,20 @@ class Processor:
             verdict.latency.processing_seconds
         )
 
-        key = verdict.content_id.encode()
-        value = encode(verdict)
-        headers = _headers(verdict)
-        outputs = [OutboundRecord(topics.verdicts, key, value, headers)]
-        if verdict.decision == "review":
-            outputs.append(OutboundRecord(topics.review, key, value, headers))
+        outputs = verdict_records(
+            verdict, topics.verdicts, *([topics.review] if verdict.decision == "review" else [])
+        )
         sample = audit_sample(verdict, policy, self._settings.audit)
         if sample is not None:
             self._metrics.audit_samples.labels(decision=verdict.decision).inc()
-            outputs.append(OutboundRecord(topics.audit, key, encode(sample), headers))
+            on_verdicts = outputs[0]  # the audit record is keyed and headed as the verdict
+            outputs.append(OutboundRecord(topics.audit, on_verdicts.key, encode(sample), on_verdicts.headers))
         for shadow in shadow_verdicts:  # never to the verdict, review or audit topics
             name = shadow.policy_version.partition("@")[0]
             self._metrics.shadow_verdicts.labels(policy=name, decision=shadow.decision).inc()
             agreed = "true" if shadow.decision == verdict.decision else "false"
             self._metrics.shadow_agreement.labels(policy=name, agreed=agreed).inc()
-            outputs.append(OutboundRecord(topics.shadow, key, encode(shadow), _headers(shadow)))
+            outputs += verdict_records(shadow, topics.shadow)
         return outputs
 
     async def _verdict(
@@ -177,25 +175,19 @@ class Processor:
         received: float,
         mode: VerdictMode = "live",
     ) -> tuple[Verdict, Outcome]:
-        """Decide the item under one pack and build its verdict (timed when it is built)."""
-        if mode == "live":
-            outcome, scores, answers = await self._decide(policy, policies.rules(policy), event)
-        else:  # the live metrics (rule matches, tokens per item) stay about live decisions
-            outcome, scores, answers = await evaluate(policy, policies.rules(policy), event, self._model)
-        verdict = build_verdict(
-            event=event,
-            policy=policy,
-            outcome=outcome,
-            scores=scores,
-            model=self._settings.inference.model,
+        # the live metrics (rule matches, tokens per item) stay about live decisions
+        return await decide_verdict(
+            policy,
+            policies.rules(policy),
+            event,
+            self._model,
+            model_name=self._settings.inference.model,
             source=source,
-            usage=_usage(answers),
-            inference_seconds=max((a.seconds for a in answers), default=None),
-            processing_seconds=time.perf_counter() - received,
-            now=self._clock(),
+            received=received,
+            clock=self._clock,
             mode=mode,
+            metrics=self._metrics if mode == "live" else None,
         )
-        return verdict, outcome
 
     async def _shadow_verdict(
         self, policies: PolicySet, policy: Policy, event: ContentEvent, source: SourceRef, received: float
@@ -208,11 +200,6 @@ class Processor:
             self._metrics.shadow_failures.labels(policy=policy.name).inc()
             return None
         return verdict
-
-    async def _decide(
-        self, policy: Policy, rules: CompiledRules, event: ContentEvent
-    ) -> tuple[Outcome, dict[str, float], list[ModelAnswer]]:
-        return await evaluate(policy, rules, event, self._model, self._metrics)
 
 
 async def evaluate(
@@ -263,6 +250,38 @@ async def evaluate(
     return outcome, scores, answers
 
 
+async def decide_verdict(
+    policy: Policy,
+    rules: CompiledRules,
+    event: ContentEvent,
+    model: ModelClient,
+    *,
+    model_name: str,
+    source: SourceRef,
+    received: float,
+    clock: Callable[[], datetime],
+    mode: VerdictMode = "live",
+    metrics: Metrics | None = None,
+) -> tuple[Verdict, Outcome]:
+    """``evaluate``, then the verdict built from it; ``received`` is the ``perf_counter()``
+    reading its processing time runs from."""
+    outcome, scores, answers = await evaluate(policy, rules, event, model, metrics)
+    verdict = build_verdict(
+        event=event,
+        policy=policy,
+        outcome=outcome,
+        scores=scores,
+        model=model_name,
+        source=source,
+        usage=_usage(answers),
+        inference_seconds=max((a.seconds for a in answers), default=None),
+        processing_seconds=time.perf_counter() - received,
+        now=clock(),
+        mode=mode,
+    )
+    return verdict, outcome
+
+
 def _score(
     scorer: Scorer, policy: Policy, answers: list[ModelAnswer], metrics: Metrics | None
 ) -> dict[str, float]:
@@ -285,14 +304,6 @@ def _sampled_shadows(policies: PolicySet, event: ContentEvent) -> tuple[Policy, 
         p
         for p in policies.shadows(event)
         if drawn(shadow_key(content_id, event.revision, p.version), p.shadow_sample)
-    )
-
-
-def _headers(verdict: Verdict) -> tuple[tuple[str, bytes], ...]:
-    return (
-        ("content-type", b"application/json"),
-        ("decision", verdict.decision.encode()),
-        ("idempotency-key", verdict.idempotency_key.encode()),
     )
 
 

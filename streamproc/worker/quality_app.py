@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from streamproc.config import Settings
-from streamproc.decision import build_verdict, content_ref
+from streamproc.decision import content_ref
 from streamproc.errors import DecodeError, SchemaValidationError
 from streamproc.inference import InferenceClient
 from streamproc.metrics import QualityMetrics, create_quality
@@ -39,17 +39,15 @@ from streamproc.schemas import (
     DeadLetterReason,
     LabelEvent,
     SourceRef,
-    TokenUsage,
     Verdict,
     decode_event,
     decode_record,
-    encode,
 )
 from streamproc.worker.content_fetch import ContentFetcher, ContentUnavailable, KafkaContentFetcher
 from streamproc.worker.dlq import dead_letter
 from streamproc.worker.pipeline import Pipeline
-from streamproc.worker.processor import ModelClient, evaluate
-from streamproc.worker.records import InboundRecord, OutboundRecord
+from streamproc.worker.processor import ModelClient, decide_verdict
+from streamproc.worker.records import InboundRecord, OutboundRecord, verdict_records
 
 __all__ = [
     "AppealEvaluator",
@@ -135,27 +133,24 @@ class AppealEvaluator:
         else:
             live = self._policies.select(event)
             policy = self._appeal_policy(live)
-            outcome, scores, answers = await evaluate(policy, self._policies.rules(live), event, self._model)
-            now = self._clock()
-            evaluated = build_verdict(
-                event=event,
-                policy=policy,
-                outcome=outcome,
-                scores=scores,
-                model=self.model_name,
+            evaluated, _ = await decide_verdict(
+                policy,
+                self._policies.rules(live),
+                event,
+                self._model,
+                model_name=self.model_name,
                 source=source,
-                usage=TokenUsage(
-                    prompt_tokens=sum(a.prompt_tokens for a in answers),
-                    completion_tokens=sum(a.completion_tokens for a in answers),
-                )
-                if answers
-                else None,
-                inference_seconds=max((a.seconds for a in answers), default=None),
-                processing_seconds=time.perf_counter() - received,
-                now=now,
+                received=received,
+                clock=self._clock,
             )
             verdict, result = appeal_verdict(
-                original, appeal, evaluated, policy=policy, event=event, source=source, now=now
+                original,
+                appeal,
+                evaluated,
+                policy=policy,
+                event=event,
+                source=source,
+                now=evaluated.produced_at,
             )
         self._metrics.appeals.labels(outcome=result).inc()
         log.info(
@@ -294,10 +289,8 @@ class QualityProcessor:
         outputs = []
         for appeal, read_from in appeals:
             verdict = await self._appeals.verdict(original, appeal, read_from)
-            key, value, headers = verdict.content_id.encode(), encode(verdict), _headers(verdict)
-            outputs.append(OutboundRecord(topics.verdicts, key, value, headers))
-            if verdict.decision == "review":
-                outputs.append(OutboundRecord(topics.review, key, value, headers))
+            review = [topics.review] if verdict.decision == "review" else []
+            outputs += verdict_records(verdict, topics.verdicts, *review)
         return outputs
 
     def _label(self, record: InboundRecord) -> list[OutboundRecord]:
@@ -324,11 +317,7 @@ class QualityProcessor:
             if self._store.has_final(final.idempotency_key):
                 continue
             self._metrics.final_verdicts_published.labels(source=label.source).inc()
-            outputs.append(
-                OutboundRecord(
-                    self._settings.topics.verdicts, final.content_id.encode(), encode(final), _headers(final)
-                )
-            )
+            outputs += verdict_records(final, self._settings.topics.verdicts)
         return outputs
 
     def _dead_letter(
@@ -546,11 +535,3 @@ def run_quality(settings: Settings, store: QualityStore, policies: PolicySet | N
         asyncio.run(main())
     finally:
         store.close()
-
-
-def _headers(verdict: Verdict) -> tuple[tuple[str, bytes], ...]:
-    return (
-        ("content-type", b"application/json"),
-        ("decision", verdict.decision.encode()),
-        ("idempotency-key", verdict.idempotency_key.encode()),
-    )

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["InboundRecord", "OutboundRecord"]
+from streamproc.schemas import Verdict, encode
+
+__all__ = ["InboundRecord", "OutboundRecord", "verdict_headers", "verdict_records"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,3 +24,18 @@ class OutboundRecord:
     key: bytes | None
     value: bytes
     headers: tuple[tuple[str, bytes], ...] = ()
+
+
+def verdict_headers(verdict: Verdict) -> tuple[tuple[str, bytes], ...]:
+    """Headers of every record that carries a verdict: enforcement can route on them unparsed."""
+    return (
+        ("content-type", b"application/json"),
+        ("decision", verdict.decision.encode()),
+        ("idempotency-key", verdict.idempotency_key.encode()),
+    )
+
+
+def verdict_records(verdict: Verdict, *topics: str) -> list[OutboundRecord]:
+    """The verdict, encoded once, to each topic, keyed by its content id."""
+    key, value, headers = verdict.content_id.encode(), encode(verdict), verdict_headers(verdict)
+    return [OutboundRecord(topic, key, value, headers) for topic in topics]
