@@ -181,116 +181,90 @@ class QualityStore:
             raise ValueError("human verdicts go to add_final")
         if verdict.appeal is not None:
             raise ValueError("appeal verdicts go to add_appeal_verdict")
-        produced_at = verdict.produced_at.timestamp()
-        with self._write():
-            item = self._item(verdict.content_type, verdict.content_id, verdict.revision, produced_at)
-            cursor = self._db.execute(
-                "INSERT OR IGNORE INTO verdicts (item_id, policy_version, mode, decision, flagged, "
-                "categories, decided_by, idempotency_key, produced_at, body) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (
-                    item,
-                    verdict.policy_version,
-                    verdict.mode,
-                    verdict.decision,
-                    _json(sorted(verdict.flagged_categories)),
-                    _json(sorted(verdict.scores)),
-                    verdict.decided_by.kind,
-                    verdict.idempotency_key,
-                    produced_at,
-                    encode(verdict).decode() if verdict.mode == "live" else None,
-                ),
-            )
-            return cursor.rowcount == 1
+        return self._add(
+            "verdicts",
+            _revision(verdict),
+            verdict.produced_at.timestamp(),
+            policy_version=verdict.policy_version,
+            mode=verdict.mode,
+            decision=verdict.decision,
+            flagged=_json(sorted(verdict.flagged_categories)),
+            categories=_json(sorted(verdict.scores)),
+            decided_by=verdict.decided_by.kind,
+            idempotency_key=verdict.idempotency_key,
+            produced_at=verdict.produced_at.timestamp(),
+            body=encode(verdict).decode() if verdict.mode == "live" else None,
+        )
 
     def add_audit(self, sample: AuditSample) -> bool:
         """Store the audit weight of a sampled verdict; False if already held."""
         verdict = sample.verdict
-        with self._write():
-            item = self._item(
-                verdict.content_type, verdict.content_id, verdict.revision, verdict.produced_at.timestamp()
-            )
-            cursor = self._db.execute(
-                "INSERT OR IGNORE INTO audit (idempotency_key, item_id, weight) VALUES (?,?,?)",
-                (verdict.idempotency_key, item, sample.weight),
-            )
-            return cursor.rowcount == 1
+        return self._add(
+            "audit",
+            _revision(verdict),
+            verdict.produced_at.timestamp(),
+            idempotency_key=verdict.idempotency_key,
+            weight=sample.weight,
+        )
 
     def add_label(self, label: LabelEvent, read_from: SourceRef) -> bool:
         """Store a label; False if one with its ``label_id`` is held."""
-        created_at = label.created_at.timestamp()
-        with self._write():
-            item = self._item(label.content_type, label.content_id, label.revision, created_at)
-            cursor = self._db.execute(
-                "INSERT OR IGNORE INTO labels (label_id, item_id, labeler_id, source, true_categories, "
-                "decision, created_at, body, read_from) VALUES (?,?,?,?,?,?,?,?,?)",
-                (
-                    label.label_id,
-                    item,
-                    label.labeler_id,
-                    label.source,
-                    _json(sorted(set(label.true_categories))),
-                    label.decision,
-                    created_at,
-                    label.model_dump_json(),
-                    read_from.model_dump_json(),
-                ),
-            )
-            return cursor.rowcount == 1
+        return self._add(
+            "labels",
+            _revision(label),
+            label.created_at.timestamp(),
+            label_id=label.label_id,
+            labeler_id=label.labeler_id,
+            source=label.source,
+            true_categories=_json(sorted(set(label.true_categories))),
+            decision=label.decision,
+            created_at=label.created_at.timestamp(),
+            body=label.model_dump_json(),
+            read_from=read_from.model_dump_json(),
+        )
 
     def add_final(self, verdict: Verdict) -> bool:
         """Store a final (human) verdict read back from the verdict topic; False if already held."""
         if verdict.human is None or verdict.decided_by.kind != "human":
             raise ValueError("not a final verdict")
-        produced_at = verdict.produced_at.timestamp()
-        with self._write():
-            item = self._item(verdict.content_type, verdict.content_id, verdict.revision, produced_at)
-            cursor = self._db.execute(
-                "INSERT OR IGNORE INTO finals (idempotency_key, item_id, policy_version, source, overturned, "
-                "produced_at) VALUES (?,?,?,?,?,?)",
-                (
-                    verdict.idempotency_key,
-                    item,
-                    verdict.policy_version,
-                    verdict.human.source,
-                    int(verdict.human.overturned),
-                    produced_at,
-                ),
-            )
-            return cursor.rowcount == 1
+        return self._add(
+            "finals",
+            _revision(verdict),
+            verdict.produced_at.timestamp(),
+            idempotency_key=verdict.idempotency_key,
+            policy_version=verdict.policy_version,
+            source=verdict.human.source,
+            overturned=int(verdict.human.overturned),
+            produced_at=verdict.produced_at.timestamp(),
+        )
 
     def add_appeal(self, appeal: AppealEvent, read_from: SourceRef) -> bool:
         """Store an appeal (statement included); False if one with its ``appeal_id`` is held."""
-        created_at = appeal.created_at.timestamp()
-        with self._write():
-            item = self._item(appeal.content_type, appeal.content_id, appeal.revision, created_at)
-            cursor = self._db.execute(
-                "INSERT OR IGNORE INTO appeals (appeal_id, item_id, created_at, body, read_from) "
-                "VALUES (?,?,?,?,?)",
-                (appeal.appeal_id, item, created_at, appeal.model_dump_json(), read_from.model_dump_json()),
-            )
-            return cursor.rowcount == 1
+        return self._add(
+            "appeals",
+            _revision(appeal),
+            appeal.created_at.timestamp(),
+            appeal_id=appeal.appeal_id,
+            created_at=appeal.created_at.timestamp(),
+            body=appeal.model_dump_json(),
+            read_from=read_from.model_dump_json(),
+        )
 
     def add_appeal_verdict(self, verdict: Verdict) -> bool:
         """Store an appeal verdict read back from the verdict topic; False if already held."""
         if verdict.appeal is None:
             raise ValueError("not an appeal verdict")
-        produced_at = verdict.produced_at.timestamp()
-        stands = None if verdict.appeal.stands is None else int(verdict.appeal.stands)
-        with self._write():
-            item = self._item(verdict.content_type, verdict.content_id, verdict.revision, produced_at)
-            cursor = self._db.execute(
-                "INSERT OR IGNORE INTO appeal_verdicts (idempotency_key, item_id, appeal_id, decision, "
-                "stands, produced_at) VALUES (?,?,?,?,?,?)",
-                (
-                    verdict.idempotency_key,
-                    item,
-                    verdict.appeal.appeal_id,
-                    verdict.decision,
-                    stands,
-                    produced_at,
-                ),
-            )
-            return cursor.rowcount == 1
+        stands = verdict.appeal.stands
+        return self._add(
+            "appeal_verdicts",
+            _revision(verdict),
+            verdict.produced_at.timestamp(),
+            idempotency_key=verdict.idempotency_key,
+            appeal_id=verdict.appeal.appeal_id,
+            decision=verdict.decision,
+            stands=None if stands is None else int(stands),
+            produced_at=verdict.produced_at.timestamp(),
+        )
 
     def prune(self, now: datetime) -> int:
         """Drop revisions older than the retention, then the oldest beyond ``max_items``."""
@@ -433,6 +407,20 @@ class QualityStore:
 
     # -- internals -----------------------------------------------------------------------
 
+    def _add(self, table: str, revision: tuple[str, str, int], at: float, **row: object) -> bool:
+        """One transaction: the revision's row (touched at ``at``), then ``row`` into ``table``
+        unless its unique key is held. True if the row was added."""
+        columns = ", ".join(("item_id", *row))
+        marks = ", ".join("?" * (len(row) + 1))
+        with self._write():
+            item = self._item(*revision, at)
+            cursor = self._db.execute(
+                # table and column names are this module's constants, never input
+                f"INSERT OR IGNORE INTO {table} ({columns}) VALUES ({marks})",  # noqa: S608
+                (item, *row.values()),
+            )
+            return cursor.rowcount == 1
+
     def _item(self, content_type: str, content_id: str, revision: int, at: float) -> int:
         self._db.execute(
             "INSERT INTO items (content_type, content_id, revision, updated_at) VALUES (?,?,?,?) "
@@ -482,6 +470,10 @@ class _Transaction:
         self._db.execute("ROLLBACK")
         if isinstance(exc, sqlite3.Error):
             raise StoreError(f"writing the quality store {self._path} failed: {exc}") from exc
+
+
+def _revision(record: Verdict | LabelEvent | AppealEvent) -> tuple[str, str, int]:
+    return record.content_type, record.content_id, record.revision
 
 
 def _json(value: object) -> str:
