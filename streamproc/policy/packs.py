@@ -267,13 +267,14 @@ class PolicySet:
         assert default is not None  # noqa: S101 - checked in __init__
         return default
 
-    def shadows(self, event: ContentEvent) -> tuple[Policy, ...]:
+    def shadows(self, event: ContentEvent, live: Policy | None = None) -> tuple[Policy, ...]:
         """The shadow packs for this event, before sampling: those for its vertical, and the
-        default candidates (no verticals) when the live default decides it."""
+        default candidates (no verticals) when the live default decides it. ``live``: what
+        ``select`` chose for it, if the caller has it already."""
         if not self.shadow_policies:
             return ()
         content_type, vertical = _selector(event)
-        live_default = not self.select(event).verticals
+        live_default = not (live or self.select(event)).verticals
         return tuple(
             p
             for p in self.shadow_policies

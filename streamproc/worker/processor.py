@@ -118,7 +118,7 @@ class Processor:
         source = SourceRef(topic=record.topic, partition=record.partition, offset=record.offset)
 
         policy = policies.select(event)
-        shadows = _sampled_shadows(policies, event)
+        shadows = _sampled_shadows(policies, event, policy)
         live = self._verdict(policies, policy, event, source, received)
         if shadows:
             # Candidates run beside the live path on the same model client. _shadow_verdict
@@ -297,12 +297,12 @@ def _score(
         raise
 
 
-def _sampled_shadows(policies: PolicySet, event: ContentEvent) -> tuple[Policy, ...]:
+def _sampled_shadows(policies: PolicySet, event: ContentEvent, live: Policy) -> tuple[Policy, ...]:
     """The shadow packs this item runs through: a stable draw per item revision and version."""
     _, content_id = content_ref(event)
     return tuple(
         p
-        for p in policies.shadows(event)
+        for p in policies.shadows(event, live)
         if drawn(shadow_key(content_id, event.revision, p.version), p.shadow_sample)
     )
 
