@@ -79,10 +79,7 @@ def _counts(confusion: Confusion) -> dict[str, Any]:
         "recall": confusion.recall,
         "f1": confusion.f1,
         "support": int(confusion.tp + confusion.fn),
-        "tp": int(confusion.tp),
-        "fp": int(confusion.fp),
-        "fn": int(confusion.fn),
-        "tn": int(confusion.tn),
+        **_tally(confusion),
     }
 
 

@@ -89,18 +89,25 @@ def best_f1(points: Sequence[SweepPoint]) -> SweepPoint | None:
 
 
 def pr_curve(truth: Sequence[bool], scores: Sequence[float]) -> PRCurve:
-    """Precision and recall at every distinct score, as ``sklearn.metrics.precision_recall_curve``."""
+    """Precision and recall at every distinct score, as ``sklearn.metrics.precision_recall_curve``.
+
+    One pass over the items sorted by score: O(n log n).
+    """
     _check(truth, scores)
     positives = sum(truth)
-    thresholds = sorted(set(scores))
-    precision: list[float] = []
-    recall: list[float] = []
-    for threshold in thresholds:
-        tp = sum(1 for t, s in zip(truth, scores, strict=True) if t and s >= threshold)
-        predicted = sum(1 for s in scores if s >= threshold)
-        precision.append(tp / predicted)  # predicted >= 1: the threshold is one of the scores
-        recall.append(tp / positives if positives else 1.0)
-    return PRCurve((*precision, 1.0), (*recall, 0.0), tuple(thresholds))
+    ranked = sorted(zip(scores, truth, strict=True), key=lambda pair: pair[0], reverse=True)
+    points: list[tuple[float, float, float]] = []  # (threshold, precision, recall), highest first
+    tp = 0
+    for predicted, (score, is_true) in enumerate(ranked, start=1):
+        tp += is_true
+        if predicted == len(ranked) or ranked[predicted][0] != score:  # the last item at this score
+            points.append((score, tp / predicted, tp / positives if positives else 1.0))
+    points.reverse()  # thresholds ascending
+    return PRCurve(
+        (*(p for _, p, _ in points), 1.0),
+        (*(r for _, _, r in points), 0.0),
+        tuple(t for t, _, _ in points),
+    )
 
 
 def average_precision(curve: PRCurve) -> float:
