@@ -19,6 +19,7 @@ import signal
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import get_args
 
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
@@ -28,7 +29,7 @@ from streamproc.errors import DecodeError, SchemaValidationError
 from streamproc.inference import InferenceClient
 from streamproc.metrics import QualityMetrics, create_quality
 from streamproc.metrics import create as create_worker_metrics
-from streamproc.policy import Policy, PolicySet, load_policy_set
+from streamproc.policy import Policy, PolicySet
 from streamproc.quality.appeals import AppealResult, appeal_policy, appeal_verdict, unavailable_verdict
 from streamproc.quality.join import accuracy, check_label, final_verdict, labeler_agreement, settles
 from streamproc.quality.store import QualityStore, StoreError
@@ -38,6 +39,7 @@ from streamproc.schemas import (
     ContentEvent,
     DeadLetterReason,
     LabelEvent,
+    LabelSource,
     SourceRef,
     Verdict,
     decode_event,
@@ -339,7 +341,7 @@ def refresh_figures(store: QualityStore, metrics: QualityMetrics) -> None:
     gauges = _Gauges(metrics)
     metrics.store_items.set(store.item_count())
     counts = store.label_counts()
-    for source in ("qa_audit", "review", "appeal", *counts):
+    for source in (*get_args(LabelSource), *counts):
         gauges.put(metrics.labels, counts.get(source, 0), source)
 
     live: dict[str, tuple[int, int]] = {}
@@ -501,17 +503,14 @@ def consumed_topics(settings: Settings) -> tuple[str, ...]:
     return (topics.verdicts, topics.shadow, topics.audit, topics.labels, topics.appeals)
 
 
-def run_quality(settings: Settings, store: QualityStore, policies: PolicySet | None = None) -> None:
+def run_quality(settings: Settings, store: QualityStore, policies: PolicySet) -> None:
     """Serve /metrics and run the quality service until SIGTERM or Ctrl-C.
 
-    ``policies``: the live packs appeals are re-evaluated with; default: loaded from
-    ``policy.paths`` (read once, at start).
+    ``policies``: the live packs appeals are re-evaluated with (read once, at start).
     """
     logging.basicConfig(
         level=settings.worker.log_level.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s"
     )
-    if policies is None:
-        policies = load_policy_set(settings.policy.paths)
     registry = CollectorRegistry()
     metrics = create_quality(registry, consumed_topics=consumed_topics(settings))
     if settings.metrics.enabled:
