@@ -36,21 +36,20 @@ endef
 vllm:
 	$(with_vllm); echo "vLLM python: $$vllm_python"; echo "model: $$model_dir"
 
+# Prints nothing; sets server_args: the running server (VLLM_URL) or a local vLLM to start.
+define with_model_server
+if [ -n "$(VLLM_URL)" ]; then \
+  server_args=(--vllm-url "$(VLLM_URL)"); \
+else \
+  $(with_vllm); server_args=(--vllm-python "$$vllm_python" --model-dir "$$model_dir"); \
+fi
+endef
+
 demo: install
-	if [ -n "$(VLLM_URL)" ]; then \
-	  $(BIN)/streamproc demo --vllm-url "$(VLLM_URL)" --model-name "$(MODEL_NAME)" $(DEMO_ARGS); \
-	else \
-	  $(with_vllm); \
-	  $(BIN)/streamproc demo --vllm-python "$$vllm_python" --model-dir "$$model_dir" --model-name "$(MODEL_NAME)" $(DEMO_ARGS); \
-	fi
+	$(with_model_server); $(BIN)/streamproc demo "$${server_args[@]}" --model-name "$(MODEL_NAME)" $(DEMO_ARGS)
 
 eval: install
-	if [ -n "$(VLLM_URL)" ]; then \
-	  $(BIN)/streamproc eval --vllm-url "$(VLLM_URL)" --model-name "$(MODEL_NAME)" $(EVAL_ARGS); \
-	else \
-	  $(with_vllm); \
-	  $(BIN)/streamproc eval --vllm-python "$$vllm_python" --model-dir "$$model_dir" --model-name "$(MODEL_NAME)" $(EVAL_ARGS); \
-	fi
+	$(with_model_server); $(BIN)/streamproc eval "$${server_args[@]}" --model-name "$(MODEL_NAME)" $(EVAL_ARGS)
 
 lint: install
 	$(BIN)/ruff check .
