@@ -6,8 +6,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from streamproc.decision import Outcome, build_verdict, decide
 from streamproc.policy import Policy, PolicySet, load_policy_set
-from streamproc.schemas import ContentType, ListingEvent, VideoEvent
+from streamproc.schemas import ContentType, ListingEvent, SourceRef, Verdict, VideoEvent
 
 
 def listing_dict(**overrides: Any) -> dict[str, Any]:
@@ -54,6 +55,29 @@ def listing(**overrides: Any) -> ListingEvent:
 
 def video(**overrides: Any) -> VideoEvent:
     return VideoEvent.model_validate(video_dict(**overrides))
+
+
+def decided_verdict(
+    policy: Policy,
+    scores: dict[str, float],
+    *,
+    now: datetime,
+    outcome: Outcome | None = None,
+    **listing_overrides: Any,
+) -> Verdict:
+    """The verdict the worker builds for a listing under ``policy`` from these scores (or ``outcome``)."""
+    return build_verdict(
+        event=listing(**listing_overrides),
+        policy=policy,
+        outcome=outcome or decide(policy, scores),
+        scores=scores,
+        model="m",
+        source=SourceRef(topic="t", partition=0, offset=1),
+        usage=None,
+        inference_seconds=None,
+        processing_seconds=0.1,
+        now=now,
+    )
 
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,7 +15,7 @@ from streamproc.decision import (
 )
 from streamproc.policy import Thresholds
 from streamproc.schemas import SourceRef, Verdict
-from tests.factories import default_policy, listing
+from tests.factories import decided_verdict, default_policy, listing
 
 POLICY = default_policy("listing").with_thresholds(
     {c: Thresholds(reject=0.8, review=0.5) for c in default_policy("listing").category_ids}
@@ -121,18 +121,7 @@ def test_a_rule_flags_the_category_it_names() -> None:
 def _review_verdict(
     scores: dict[str, float], *, audience: int | None = None, outcome: Outcome | None = None
 ) -> Verdict:
-    return build_verdict(
-        event=listing(audience=audience),
-        policy=POLICY,
-        outcome=outcome or decide(POLICY, scores),
-        scores=scores,
-        model="m",
-        source=SourceRef(topic="t", partition=0, offset=1),
-        usage=None,
-        inference_seconds=None,
-        processing_seconds=0.1,
-        now=NOW,
-    )
+    return decided_verdict(POLICY, scores, outcome=outcome, now=NOW, audience=audience)
 
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)

@@ -10,11 +10,11 @@ import pytest
 from pydantic import ValidationError
 
 from streamproc.config import AuditSettings, Settings
-from streamproc.decision import Outcome, build_verdict, decide, decide_on_error
+from streamproc.decision import Outcome, decide_on_error
 from streamproc.policy import Thresholds
 from streamproc.quality.sampling import audit_probability, audit_sample, drawn, score_band, unit_hash
-from streamproc.schemas import DecidedBy, SourceRef, Verdict
-from tests.factories import default_policy, listing
+from streamproc.schemas import DecidedBy, Verdict
+from tests.factories import decided_verdict, default_policy
 
 POLICY = default_policy("listing").with_thresholds(
     {c: Thresholds(reject=0.8, review=0.5) for c in default_policy("listing").category_ids}
@@ -29,17 +29,8 @@ def verdict(
     listing_id: str = "L-1",
     now: datetime | None = None,
 ) -> Verdict:
-    return build_verdict(
-        event=listing(listing_id=listing_id),
-        policy=POLICY,
-        outcome=outcome or decide(POLICY, scores),
-        scores=scores,
-        model="m",
-        source=SourceRef(topic="t", partition=0, offset=1),
-        usage=None,
-        inference_seconds=None,
-        processing_seconds=0.1,
-        now=now or datetime.now(UTC),
+    return decided_verdict(
+        POLICY, scores, outcome=outcome, now=now or datetime.now(UTC), listing_id=listing_id
     )
 
 
