@@ -6,6 +6,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from streamproc.decision import Outcome, build_verdict, decide
 from streamproc.policy import Policy, PolicySet, load_policy_set
 from streamproc.schemas import ContentType, ListingEvent, SourceRef, Verdict, VideoEvent
@@ -82,6 +84,11 @@ def decided_verdict(
 
 ROOT = Path(__file__).resolve().parents[1]
 POLICIES = ROOT / "policies"
+
+
+def sample_events(name: str) -> list[dict[str, Any]]:
+    """The events of one file under samples/, as dicts."""
+    return [orjson.loads(line) for line in (ROOT / "samples" / name).read_bytes().splitlines()]
 
 
 def shipped_policies() -> PolicySet:

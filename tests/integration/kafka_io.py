@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from streamproc.config import TopicSettings
 
 
 @dataclass(frozen=True)
@@ -60,3 +64,16 @@ async def consume(
     finally:
         await consumer.stop()
     return received
+
+
+async def publish_content(
+    bootstrap: str,
+    topics: TopicSettings,
+    listings: Sequence[Mapping[str, Any]] = (),
+    videos: Sequence[Mapping[str, Any]] = (),
+) -> None:
+    """Listing and video events to their topics, keyed by their ids, as upstream publishes them."""
+    await produce(
+        bootstrap, topics.listings, [(str(x["listing_id"]).encode(), orjson.dumps(x)) for x in listings]
+    )
+    await produce(bootstrap, topics.videos, [(str(x["video_id"]).encode(), orjson.dumps(x)) for x in videos])

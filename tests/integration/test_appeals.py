@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import orjson
 import pytest
 
 from streamproc.config import TopicSettings
@@ -16,7 +15,7 @@ from streamproc.quality.join import lean
 from streamproc.schemas import AppealEvent, DeadLetter, LabelEvent, SourceRef, Verdict, encode
 from tests.factories import listing_dict
 from tests.integration.conftest import StartQuality, StartWorker, wait_until
-from tests.integration.kafka_io import consume, produce
+from tests.integration.kafka_io import consume, produce, publish_content
 
 pytestmark = pytest.mark.integration
 
@@ -51,11 +50,7 @@ async def moderate(broker: Broker, topics: TopicSettings) -> dict[str, Verdict]:
             created_at=now,
         ),
     ]
-    await produce(
-        broker.bootstrap,
-        topics.listings,
-        [(str(x["listing_id"]).encode(), orjson.dumps(x)) for x in listings],
-    )
+    await publish_content(broker.bootstrap, topics, listings)
     live = {
         v.content_id: v
         for v in (

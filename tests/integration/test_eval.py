@@ -65,10 +65,11 @@ def check_pack(pack: dict[str, Any], directory: Path) -> None:
             sweep_truth, [s >= 0.5 for s in sweep_scores], average="binary", zero_division=0
         )
         assert (at_half["precision"], at_half["recall"], at_half["f1"]) == pytest.approx((p, r, f))
-        if any(sweep_truth):
-            precision, recall, _ = precision_recall_curve(sweep_truth, sweep_scores)
-            assert entry["pr_curve"]["precision"] == pytest.approx(list(precision))
-            assert entry["pr_curve"]["recall"] == pytest.approx(list(recall))
+        # the shipped dataset has a model-scored violation of every category
+        assert any(sweep_truth), f"no model-scored {category} violation: its PR curve would go unchecked"
+        precision, recall, _ = precision_recall_curve(sweep_truth, sweep_scores)
+        assert entry["pr_curve"]["precision"] == pytest.approx(list(precision))
+        assert entry["pr_curve"]["recall"] == pytest.approx(list(recall))
         assert (directory / f"pr_{category}.png").read_bytes()[:4] == b"\x89PNG"
     decisions = pack["decisions"]
     assert decisions["approve"] + decisions["review"] + decisions["reject"] == len(evaluated)

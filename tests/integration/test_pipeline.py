@@ -18,9 +18,9 @@ from streamproc.decision import decide
 from streamproc.devstack import Broker, free_port
 from streamproc.policy import load_pack
 from streamproc.schemas import DeadLetter, Verdict, decode_event
-from tests.factories import listing_dict, shipped_policies
+from tests.factories import listing_dict, sample_events, shipped_policies
 from tests.integration.conftest import SERVED_MODEL, StartWorker
-from tests.integration.kafka_io import consume, produce
+from tests.integration.kafka_io import consume, produce, publish_content
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,23 +29,12 @@ VERDICT_SCHEMA = jsonschema.Draft202012Validator(
 )
 
 
-def sample(name: str) -> list[dict[str, object]]:
-    return [orjson.loads(line) for line in (ROOT / "samples" / name).read_bytes().splitlines()]
-
-
 async def test_listings_and_videos_get_verdicts_on_the_right_topics(
     broker: Broker, topics: TopicSettings, start_worker: StartWorker
 ) -> None:
     worker = start_worker()
-    listings, videos = sample("listings.jsonl")[:4], sample("videos.jsonl")[:2]
-    await produce(
-        broker.bootstrap,
-        topics.listings,
-        [(str(x["listing_id"]).encode(), orjson.dumps(x)) for x in listings],
-    )
-    await produce(
-        broker.bootstrap, topics.videos, [(str(x["video_id"]).encode(), orjson.dumps(x)) for x in videos]
-    )
+    listings, videos = sample_events("listings.jsonl")[:4], sample_events("videos.jsonl")[:2]
+    await publish_content(broker.bootstrap, topics, listings, videos)
 
     events = {str(x["listing_id"]): decode_event("listing", orjson.dumps(x)) for x in listings} | {
         str(x["video_id"]): decode_event("video", orjson.dumps(x)) for x in videos
@@ -177,9 +166,7 @@ async def test_model_server_down_escalates_to_review_when_not_holding(
         STREAMPROC_INFERENCE__BREAKER_FAILURES="1000",  # every attempt reaches the (absent) server
     )
     items = [listing_dict(listing_id=f"L-d{i}") for i in range(3)]
-    await produce(
-        broker.bootstrap, topics.listings, [(str(x["listing_id"]).encode(), orjson.dumps(x)) for x in items]
-    )
+    await publish_content(broker.bootstrap, topics, items)
     received = await consume(broker.bootstrap, [topics.verdicts, topics.review], 6)
     verdicts = [Verdict.model_validate_json(r.value) for r in received if r.topic == topics.verdicts]
     assert sorted(v.content_id for v in verdicts) == ["L-d0", "L-d1", "L-d2"]

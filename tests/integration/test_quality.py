@@ -11,16 +11,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
-import orjson
 import pytest
 from sklearn.metrics import multilabel_confusion_matrix, precision_recall_fscore_support
 
 from streamproc.config import TopicSettings
 from streamproc.devstack import Broker
 from streamproc.schemas import AuditSample, DeadLetter, LabelEvent, Verdict, encode
-from tests.factories import listing_dict, video_dict
+from tests.factories import listing_dict, sample_events, video_dict
 from tests.integration.conftest import ROOT, StartQuality, StartWorker, Worker, wait_until
-from tests.integration.kafka_io import Received, consume, produce
+from tests.integration.kafka_io import Received, consume, produce, publish_content
 
 pytestmark = pytest.mark.integration
 
@@ -44,13 +43,9 @@ SECOND_LABELER = {"L-1006": ["counterfeit", "prohibited_items"], "L-3001": ["spa
 REVIEWED = "L-3001"  # the review queue approves it: the rule leaned reject, so it is overturned
 
 
-def sample(name: str) -> list[dict[str, object]]:
-    return [orjson.loads(line) for line in (ROOT / "samples" / name).read_bytes().splitlines()]
-
-
 def events() -> tuple[list[dict[str, object]], list[dict[str, object]]]:
     now = datetime.now(UTC).isoformat()
-    listings = [{**x, "created_at": now} for x in sample("listings.jsonl")] + [
+    listings = [{**x, "created_at": now} for x in sample_events("listings.jsonl")] + [
         listing_dict(listing_id="L-3001", title="Barely used sofa", description="Message me on whatsapp"),
         listing_dict(
             listing_id="L-3002",
@@ -65,7 +60,7 @@ def events() -> tuple[list[dict[str, object]], list[dict[str, object]]]:
         # more clean listings, so that the candidate pack's 25 % shadow sample surely draws some
         *(listing_dict(listing_id=f"L-50{n:02d}", title=f"Board game no. {n}") for n in range(6)),
     ]
-    videos = [{**x, "created_at": now} for x in sample("videos.jsonl")] + [
+    videos = [{**x, "created_at": now} for x in sample_events("videos.jsonl")] + [
         video_dict(video_id="V-4001", caption="Trying the choking challenge", transcript="Here we go."),
         video_dict(video_id="V-4002", caption="Sourdough starter day 3"),
     ]
@@ -198,14 +193,7 @@ class Moderated:
 
 async def moderate(broker: Broker, topics: TopicSettings, worker: Worker) -> Moderated:
     listings, videos = events()
-    await produce(
-        broker.bootstrap,
-        topics.listings,
-        [(str(x["listing_id"]).encode(), orjson.dumps(x)) for x in listings],
-    )
-    await produce(
-        broker.bootstrap, topics.videos, [(str(x["video_id"]).encode(), orjson.dumps(x)) for x in videos]
-    )
+    await publish_content(broker.bootstrap, topics, listings, videos)
     items = len(listings) + len(videos)
     # Every item verdicted and its outputs acknowledged; the worker's counters then say
     # how many shadow verdicts and audit samples to read.

@@ -16,18 +16,15 @@ from streamproc.devstack import Broker
 from streamproc.policy import PolicySet, load_pack, load_policy_set
 from streamproc.quality.sampling import AuditDraw, audit_probability, drawn
 from streamproc.schemas import AuditSample, ContentEvent, Verdict, decode_event
+from tests.factories import sample_events
 from tests.integration.conftest import StartWorker
-from tests.integration.kafka_io import Received, consume, produce
+from tests.integration.kafka_io import Received, consume, publish_content
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 # Everything decided as reject or review is audited; the rest at an even chance (more near
 # a threshold), so the audit topic holds a known, deterministic subset.
 AUDIT = AuditSettings(base_rate=0.5, decision_rates={"review": 1.0, "reject": 1.0})
-
-
-def sample(name: str) -> list[dict[str, object]]:
-    return [orjson.loads(line) for line in (ROOT / "samples" / name).read_bytes().splitlines()]
 
 
 def candidates(folder: Path) -> list[Path]:
@@ -62,21 +59,14 @@ async def test_shadow_verdicts_audit_samples_and_review_tickets(
         STREAMPROC_AUDIT__DECISION_RATES=json.dumps(AUDIT.decision_rates),
     )
 
-    listings, videos = sample("listings.jsonl")[:8], sample("videos.jsonl")[:4]
+    listings, videos = sample_events("listings.jsonl")[:8], sample_events("videos.jsonl")[:4]
     for i, item in enumerate([*listings, *videos]):
         item["audience"] = [None, 0, 40, 2500][i % 4]  # reach: 1, 1, 40, 2500
     # Reviews by rule: an off-platform contact (pre-model, no scores: always review) and a
     # first listing in a regulated category (post-model: review unless the model flags it).
     listings[0]["description"] = f"{listings[0]['description']} Message me on WhatsApp for a discount."
     listings[1].update(category_path=["Health", "Supplements"], attributes={"first_listing": "true"})
-    await produce(
-        broker.bootstrap,
-        topics.listings,
-        [(str(x["listing_id"]).encode(), orjson.dumps(x)) for x in listings],
-    )
-    await produce(
-        broker.bootstrap, topics.videos, [(str(x["video_id"]).encode(), orjson.dumps(x)) for x in videos]
-    )
+    await publish_content(broker.bootstrap, topics, listings, videos)
     events = {str(x["listing_id"]): decode_event("listing", orjson.dumps(x)) for x in listings} | {
         str(x["video_id"]): decode_event("video", orjson.dumps(x)) for x in videos
     }
@@ -148,6 +138,12 @@ def check_review_tickets(reviews: list[Verdict], live: PolicySet, events: dict[s
         sla = live.select(event).review_sla(verdict.flagged_categories)
         assert ticket.deadline > verdict.produced_at
         assert ticket.deadline - verdict.produced_at == timedelta(hours=sla)
+    # One worked by hand: L-1001 (audience None) reviewed by the off-platform-contact rule
+    # before the model: no scores, spam flagged, no category SLA for spam: the pack's 24 h.
+    [contact] = [v for v in reviews if v.content_id == "L-1001"]
+    assert contact.review is not None and contact.flagged_categories == ["spam"]
+    assert (contact.review.risk, contact.review.reach, contact.review.priority) == (1.0, 1.0, 1.0)
+    assert contact.review.deadline - contact.produced_at == timedelta(hours=24)
 
 
 def check_audit_samples(
@@ -160,5 +156,9 @@ def check_audit_samples(
         assert audit.verdict.mode == "live"
         assert (audit.probability, audit.stratum) == (draw.probability, draw.stratum)
         assert math.isclose(audit.weight, 1 / audit.probability)
+        # from AUDIT alone: review and reject at 1; approvals at 0.5, or 1 once boosted (x5, capped)
+        decision = audit.verdict.decision
+        assert audit.probability in ({1.0} if decision != "approve" else {0.5, 1.0})
+        assert audit.stratum.startswith(f"{decision}/")
     decided = {v.idempotency_key for v in live_verdicts if v.decision != "approve"}
     assert decided <= {a.verdict.idempotency_key for a in audits}  # their rate is 1

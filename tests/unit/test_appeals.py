@@ -152,6 +152,9 @@ def test_appeal_policy_lowers_review_thresholds_only() -> None:
     assert lowered.rules == LISTINGS.rules and lowered.preamble == LISTINGS.preamble
     # a threshold above every review threshold changes nothing, version included
     assert appeal_policy(LISTINGS, 1.0).version == LISTINGS.version
+    # the shipped listings pack reviews at 0.5 (0.7 for misleading claims and spam)
+    assert [c.thresholds.review for c in lowered.categories] == [0.3] * 6
+    assert [c.thresholds.review for c in appeal_policy(LISTINGS, 0.6).categories] == [0.5] * 4 + [0.6] * 2
 
 
 def test_appeal_key_extends_the_original_key() -> None:

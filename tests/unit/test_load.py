@@ -56,3 +56,11 @@ def test_report_writes_json_markdown_and_a_png(tmp_path: Path) -> None:
     assert orjson.loads(json_path.read_bytes())["latency"]["p99"] == max(latencies)
     assert "| 10.0/s | 200 | 200 | 9.8/s |" in markdown_path.read_text()
     assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_of_runs_throughput_to_the_last_answer() -> None:
+    # sends at 0, 1, 2 s; answers after 1, 1, 2 s: the last at 4 s, so 3 answers / 4 s
+    report = RunReport.of("x", 1.0, [0.0, 1.0, 2.0], 3, [(0.0, 1.0), (1.0, 1.0), (2.0, 2.0)])
+    assert (report.sent, report.received, report.duration_seconds) == (3, 3, 2.0)
+    assert report.throughput == 0.75
+    assert (report.latency.p50, report.latency.max) == (1.0, 2.0)

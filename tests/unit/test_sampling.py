@@ -81,19 +81,20 @@ def test_category_rates_apply_to_every_flagged_category_with_a_default_for_other
 
 
 @pytest.mark.parametrize(
-    ("score", "boosted"),
-    [
-        (0.44, False),
-        (0.45, True),  # within the band below the review threshold
-        (0.52, True),
-        (0.74, False),
-        (0.76, True),  # within the band below the reject threshold
-        (0.85, True),
-        (0.86, False),
+    ("score", "boosted", "probability"),
+    [  # thresholds review 0.5, reject 0.8; base 0.01, review and reject 0.05, boost 5
+        (0.44, False, 0.01),
+        (0.45, True, 0.05),  # within the band below the review threshold
+        (0.52, True, 0.25),
+        (0.74, False, 0.05),
+        (0.76, True, 0.25),  # within the band below the reject threshold
+        (0.85, True, 0.25),
+        (0.86, False, 0.05),
     ],
 )
-def test_boost_near_a_review_or_reject_threshold(score: float, boosted: bool) -> None:
+def test_boost_near_a_review_or_reject_threshold(score: float, boosted: bool, probability: float) -> None:
     v = verdict({"counterfeit": score})
+    assert audit_probability(v, POLICY, DEFAULTS).probability == pytest.approx(probability)
     unboosted = max(DEFAULTS.base_rate, DEFAULTS.decision_rates.get(v.decision, 0.0))
     expected = unboosted * DEFAULTS.near_threshold_boost if boosted else unboosted
     assert audit_probability(v, POLICY, DEFAULTS).probability == pytest.approx(expected)
@@ -149,6 +150,9 @@ def test_a_redelivered_item_is_drawn_the_same_way() -> None:
 
 def test_unit_hash_is_fixed_per_key_and_in_the_unit_interval() -> None:
     assert unit_hash("listing:L-1:0:p@1") == unit_hash("listing:L-1:0:p@1")
+    # fixed across processes, restarts and machines (SHA-256, not Python's salted hash())
+    assert unit_hash("listing:L-1:0:p@1") == 0.07979850398340115
+    assert unit_hash("listing:L-1:0:p@2") == 0.7212488278231225
     assert unit_hash("listing:L-1:0:p@1") != unit_hash("listing:L-1:0:p@2")
     values = [unit_hash(f"k{i}") for i in range(1000)]
     assert all(0.0 <= x < 1.0 for x in values)

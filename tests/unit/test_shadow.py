@@ -402,3 +402,14 @@ async def test_reload_adding_shadow_packs_is_rejected_when_the_worker_started_wi
         await asyncio.gather(watcher, return_exceptions=True)
     assert registry.get_sample_value("streamproc_policy_reloads_total", rejected) == 1
     assert applied == []
+
+
+def test_the_shadow_draw_depends_on_revision_and_candidate_version() -> None:
+    assert shadow_key("L-1", 2, "p@v") == "L-1:2:p@v"
+    ids = [f"L-{i}" for i in range(40)]
+
+    def drawn_ids(revision: int, version: str) -> list[str]:
+        return [i for i in ids if drawn(shadow_key(i, revision, version), 0.5)]
+
+    assert drawn_ids(0, "p@1") != drawn_ids(1, "p@1")  # another revision: another draw
+    assert drawn_ids(0, "p@1") != drawn_ids(0, "p@2")  # another candidate version: another draw
