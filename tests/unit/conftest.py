@@ -1,9 +1,24 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+from datetime import timedelta
+from itertools import count
+from pathlib import Path
+
 import pytest
 from prometheus_client import CollectorRegistry
 
-from streamproc.metrics import Metrics, create
+from streamproc.config import TopicSettings
+from streamproc.metrics import Metrics, QualityMetrics, create, create_quality
+from streamproc.quality.store import QualityStore
+from streamproc.worker.records import InboundRecord
+
+_offsets = count()
+
+
+def quality_record(topic: str, value: bytes | None) -> InboundRecord:
+    """A record as the quality service receives it: key L-1, each at the next offset."""
+    return InboundRecord(topic, 0, next(_offsets), b"L-1", value)
 
 
 @pytest.fixture
@@ -14,3 +29,15 @@ def registry() -> CollectorRegistry:
 @pytest.fixture
 def metrics(registry: CollectorRegistry) -> Metrics:
     return create(registry, consumed_topics=("content.listings.v1", "content.videos.v1"))
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[QualityStore]:
+    with QualityStore(tmp_path / "q.sqlite3", retention=timedelta(days=30), max_items=100) as opened:
+        yield opened
+
+
+@pytest.fixture
+def quality_metrics(registry: CollectorRegistry) -> QualityMetrics:
+    topics = TopicSettings()
+    return create_quality(registry, consumed_topics=(topics.verdicts, topics.labels))

@@ -4,9 +4,7 @@ model and a fake record fetcher."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any, get_args
 
 import orjson
@@ -15,7 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from streamproc.config import Settings
 from streamproc.errors import InferenceTimeout
-from streamproc.metrics import APPEAL_OUTCOMES, QualityMetrics, create_quality
+from streamproc.metrics import APPEAL_OUTCOMES, QualityMetrics
 from streamproc.quality.appeals import (
     APPEAL_CONTENT_UNAVAILABLE,
     APPEAL_REVIEW,
@@ -27,8 +25,9 @@ from streamproc.quality.store import QualityStore
 from streamproc.schemas import AppealEvent, DeadLetter, SourceRef, Verdict, encode
 from streamproc.worker.content_fetch import ContentUnavailable
 from streamproc.worker.quality_app import AppealEvaluator, QualityProcessor
-from streamproc.worker.records import InboundRecord, OutboundRecord
+from streamproc.worker.records import OutboundRecord
 from tests.factories import listing, listing_dict, shipped_policies
+from tests.unit.conftest import quality_record as record
 from tests.unit.test_processor import FakeModel
 from tests.unit.test_quality_join import NOW, label, verdict
 
@@ -96,24 +95,6 @@ def appeal(**overrides: Any) -> AppealEvent:
     }
     data.update(overrides)
     return AppealEvent(**data)
-
-
-_offsets = iter(range(1_000_000))
-
-
-def record(topic: str, value: bytes | None) -> InboundRecord:
-    return InboundRecord(topic, 0, next(_offsets), b"L-1", value)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[QualityStore]:
-    with QualityStore(tmp_path / "q.sqlite3", retention=timedelta(days=30), max_items=100) as opened:
-        yield opened
-
-
-@pytest.fixture
-def quality_metrics(registry: CollectorRegistry) -> QualityMetrics:
-    return create_quality(registry)
 
 
 def make(

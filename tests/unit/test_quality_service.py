@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from streamproc.metrics import QualityMetrics, create_quality
 from streamproc.quality.store import QualityStore, StoreError
 from streamproc.schemas import AuditSample, DeadLetter, Verdict, encode
 from streamproc.worker.quality_app import QualityProcessor, quality_group_id, refresh_figures
-from streamproc.worker.records import InboundRecord
+from tests.unit.conftest import quality_record as record
 from tests.unit.test_quality_join import NOW, label, verdict
 
 SETTINGS = Settings()
@@ -26,26 +25,8 @@ TOPICS = SETTINGS.topics
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[QualityStore]:
-    with QualityStore(tmp_path / "q.sqlite3", retention=timedelta(days=30), max_items=100) as opened:
-        yield opened
-
-
-@pytest.fixture
-def quality_metrics(registry: CollectorRegistry) -> QualityMetrics:
-    return create_quality(registry, consumed_topics=(TOPICS.verdicts, TOPICS.labels))
-
-
-@pytest.fixture
 def processor(store: QualityStore, quality_metrics: QualityMetrics) -> QualityProcessor:
     return QualityProcessor(SETTINGS, store, quality_metrics, clock=lambda: NOW)
-
-
-_offsets = iter(range(1_000_000))
-
-
-def record(topic: str, value: bytes | None) -> InboundRecord:
-    return InboundRecord(topic, 0, next(_offsets), b"L-1", value)
 
 
 REVIEW_VERDICT = verdict(decision="review", flagged_categories=["spam"], reason_code="OFF_PLATFORM_CONTACT")
