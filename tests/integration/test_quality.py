@@ -10,9 +10,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import numpy as np
 import pytest
-from sklearn.metrics import multilabel_confusion_matrix, precision_recall_fscore_support
 
 from streamproc.config import TopicSettings
 from streamproc.devstack import Broker
@@ -20,6 +18,7 @@ from streamproc.schemas import AuditSample, DeadLetter, LabelEvent, Verdict, enc
 from tests.factories import listing_dict, sample_events, video_dict
 from tests.integration.conftest import ROOT, StartQuality, StartWorker, Worker, wait_until
 from tests.integration.kafka_io import Received, consume, produce, publish_content
+from tests.sklearn_reference import sklearn_per_category
 
 pytestmark = pytest.mark.integration
 
@@ -127,17 +126,9 @@ def expected_accuracy(
     result: dict[tuple[str, str], dict[str, tuple[float, ...]]] = {}
     for group, rows in grouped.items():
         categories = sorted(set().union(*(r[3] for r in rows)))
-        y_true = np.array([[c in r[0] for c in categories] for r in rows])
-        y_pred = np.array([[c in r[1] for c in categories] for r in rows])
-        sample_weight = [r[2] for r in rows]
-        matrices = multilabel_confusion_matrix(y_true, y_pred, sample_weight=sample_weight)
-        precision, recall, f1, _ = precision_recall_fscore_support(
-            y_true, y_pred, average=None, sample_weight=sample_weight, zero_division=0
+        result[group] = sklearn_per_category(
+            [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], categories
         )
-        result[group] = {
-            c: (*(float(x) for x in matrices[i].ravel()), precision[i], recall[i], f1[i])
-            for i, c in enumerate(categories)
-        }
     return result, {key: (scored, excluded) for key, (scored, excluded) in counts.items()}
 
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import random
 
-import numpy as np
 import pytest
-from sklearn.metrics import multilabel_confusion_matrix, precision_recall_fscore_support
 
 from streamproc.quality import Confusion, confusion_by_category
+from tests.sklearn_reference import sklearn_per_category
 
 CATEGORIES = ["counterfeit", "prohibited_items", "adult", "spam"]
 
@@ -23,26 +22,18 @@ def random_pairs(seed: int, count: int) -> list[tuple[list[str], list[str], floa
     return pairs
 
 
-def indicator(rows: list[list[str]]) -> np.ndarray:
-    return np.array([[c in row for c in CATEGORIES] for row in rows], dtype=int)
-
-
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_scores_equal_scikit_learn(seed: int, weighted: bool) -> None:
     pairs = random_pairs(seed, 300)
     weights = [w if weighted else 1.0 for _, _, w in pairs]
     ours = confusion_by_category([(t, p, w) for (t, p, _), w in zip(pairs, weights, strict=True)], CATEGORIES)
-    y_true, y_pred = indicator([t for t, _, _ in pairs]), indicator([p for _, p, _ in pairs])
-    precision, recall, f1, _ = precision_recall_fscore_support(
-        y_true, y_pred, average=None, sample_weight=weights, zero_division=0
-    )
-    matrices = multilabel_confusion_matrix(y_true, y_pred, sample_weight=weights)
-    for i, category in enumerate(CATEGORIES):
+    reference = sklearn_per_category([t for t, _, _ in pairs], [p for _, p, _ in pairs], weights, CATEGORIES)
+    for category in CATEGORIES:
         c = ours[category]
-        (tn, fp), (fn, tp) = matrices[i]
+        tn, fp, fn, tp, precision, recall, f1 = reference[category]
         assert (c.tn, c.fp, c.fn, c.tp) == pytest.approx((tn, fp, fn, tp))
-        assert (c.precision, c.recall, c.f1) == pytest.approx((precision[i], recall[i], f1[i]))
+        assert (c.precision, c.recall, c.f1) == pytest.approx((precision, recall, f1))
 
 
 def test_undefined_scores_are_zero_not_errors() -> None:

@@ -5,9 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import numpy as np
 import pytest
-from sklearn.metrics import multilabel_confusion_matrix, precision_recall_fscore_support
 
 from streamproc.quality.join import (
     HUMAN_APPROVED,
@@ -26,6 +24,7 @@ from streamproc.quality.join import (
     settles,
 )
 from streamproc.schemas import DecidedBy, LabelEvent, Latencies, SourceRef, Verdict
+from tests.sklearn_reference import sklearn_per_category
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 CATEGORIES = ("counterfeit", "spam", "adult")
@@ -148,20 +147,16 @@ def test_accuracy_matches_scikit_learn_with_weights() -> None:
     result = accuracy(items)[("listings@1", "live")]
     assert result.pairs == len(cases) and sorted(result.confusion) == sorted(CATEGORIES)
     categories = sorted(CATEGORIES)
-    y_true = np.array([[c in truth for c in categories] for truth, _, _ in cases])
-    y_pred = np.array([[c in predicted for c in categories] for _, predicted, _ in cases])
-    weights = [w for _, _, w in cases]
-    precision, recall, f1, _ = precision_recall_fscore_support(
-        y_true, y_pred, average=None, sample_weight=weights, zero_division=0
+    reference = sklearn_per_category(
+        [t for t, _, _ in cases], [p for _, p, _ in cases], [w for _, _, w in cases], categories
     )
-    matrices = multilabel_confusion_matrix(y_true, y_pred, sample_weight=weights)
-    for index, category in enumerate(categories):
+    for category in categories:
         confusion = result.confusion[category]
-        (tn, fp), (fn, tp) = matrices[index]
+        tn, fp, fn, tp, precision, recall, f1 = reference[category]
         assert (confusion.tp, confusion.fp, confusion.fn, confusion.tn) == (tp, fp, fn, tn)
-        assert confusion.precision == pytest.approx(precision[index])
-        assert confusion.recall == pytest.approx(recall[index])
-        assert confusion.f1 == pytest.approx(f1[index])
+        assert confusion.precision == pytest.approx(precision)
+        assert confusion.recall == pytest.approx(recall)
+        assert confusion.f1 == pytest.approx(f1)
 
 
 def test_categories_are_those_scored_flagged_or_labelled() -> None:
