@@ -13,12 +13,12 @@ from typing import Any
 
 import orjson
 import pytest
-from sklearn.metrics import precision_recall_curve, precision_recall_fscore_support
 
 from streamproc.devstack import VllmServer
 from streamproc.evaluation import load_dataset
 from streamproc.policy import load_pack
 from tests.integration.conftest import SERVED_MODEL
+from tests.sklearn_reference import check_report_section
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,29 +48,7 @@ def check_pack(pack: dict[str, Any], directory: Path) -> None:
     assert list(pack["categories"]) == list(categories)
     scored = [i for i in evaluated if i["scores"]]
     assert scored, "the model scored no item"
-    for category, entry in pack["categories"].items():
-        truth = [category in i["true_categories"] for i in evaluated]
-        predicted = [category in i["flagged_categories"] for i in evaluated]
-        p, r, f, _ = precision_recall_fscore_support(truth, predicted, average="binary", zero_division=0)
-        assert (entry["precision"], entry["recall"], entry["f1"]) == pytest.approx((p, r, f)), category
-        assert entry["support"] == sum(truth)
-        assert (entry["tp"], entry["fp"]) == (
-            sum(t and q for t, q in zip(truth, predicted, strict=True)),
-            sum(q and not t for t, q in zip(truth, predicted, strict=True)),
-        )
-        sweep_truth = [category in i["true_categories"] for i in scored]
-        sweep_scores = [i["scores"][category] for i in scored]
-        at_half = next(s for s in entry["sweep"] if s["threshold"] == 0.5)
-        p, r, f, _ = precision_recall_fscore_support(
-            sweep_truth, [s >= 0.5 for s in sweep_scores], average="binary", zero_division=0
-        )
-        assert (at_half["precision"], at_half["recall"], at_half["f1"]) == pytest.approx((p, r, f))
-        # the shipped dataset has a model-scored violation of every category
-        assert any(sweep_truth), f"no model-scored {category} violation: its PR curve would go unchecked"
-        precision, recall, _ = precision_recall_curve(sweep_truth, sweep_scores)
-        assert entry["pr_curve"]["precision"] == pytest.approx(list(precision))
-        assert entry["pr_curve"]["recall"] == pytest.approx(list(recall))
-        assert (directory / f"pr_{category}.png").read_bytes()[:4] == b"\x89PNG"
+    check_report_section(pack, directory)
     decisions = pack["decisions"]
     assert decisions["approve"] + decisions["review"] + decisions["reject"] == len(evaluated)
 
