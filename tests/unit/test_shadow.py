@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import math
 import shutil
 from pathlib import Path
 
@@ -18,12 +17,13 @@ from streamproc.cli import cli
 from streamproc.config import Settings
 from streamproc.errors import ConfigError, InferenceTimeout
 from streamproc.metrics import Metrics
-from streamproc.policy import ModelAnswer, ModelRequest, Policy, PolicySet, Thresholds, TokenChoice, load_pack
+from streamproc.policy import ModelAnswer, ModelRequest, Policy, PolicySet, Thresholds, load_pack
 from streamproc.quality.sampling import drawn, shadow_key
 from streamproc.schemas import AuditSample, DeadLetter, Verdict
 from streamproc.worker import InboundRecord, OutboundRecord, Processor, worker_topics
 from streamproc.worker.policy_watch import watch_policies
 from tests.factories import POLICIES, listing, listing_dict, shipped_policies, video, video_dict
+from tests.unit.test_processor import FakeModel as ProcessorFakeModel
 
 ROOT = Path(__file__).resolve().parents[2]
 CANDIDATES = ROOT / "policies" / "candidates"
@@ -59,9 +59,9 @@ def candidate(
     )
 
 
-class FakeModel:
-    """Fixed label probabilities; optionally fails the candidate's requests; records how
-    many requests were in flight at once."""
+class FakeModel(ProcessorFakeModel):
+    """The processor tests' fake model that optionally fails the candidate's (or the live
+    pack's) requests and records how many requests were in flight at once."""
 
     def __init__(
         self,
@@ -70,15 +70,13 @@ class FakeModel:
         candidate_error: Exception | None = None,
         live_error: Exception | None = None,
     ) -> None:
-        self.probabilities = probabilities
+        super().__init__(probabilities)
         self.candidate_error = candidate_error
         self.live_error = live_error
-        self.calls: list[ModelRequest] = []
         self.in_flight = 0
         self.most_in_flight = 0
 
     async def complete(self, request: ModelRequest) -> ModelAnswer:
-        self.calls.append(request)
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
         try:
@@ -86,14 +84,14 @@ class FakeModel:
                 await asyncio.sleep(0)
             is_candidate = MARK in str(request.body)
             if is_candidate and self.candidate_error is not None:
+                self.calls.append(request)
                 raise self.candidate_error
             if not is_candidate and self.live_error is not None:
+                self.calls.append(request)
                 raise self.live_error
         finally:
             self.in_flight -= 1
-        top = tuple((label, math.log(p)) for label, p in self.probabilities.items())
-        token = TokenChoice(top[0][0], top[0][1], top)
-        return ModelAnswer(top[0][0], (token,), prompt_tokens=10, completion_tokens=1, seconds=0.01)
+        return await super().complete(request)
 
 
 def processor(
