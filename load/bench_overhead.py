@@ -32,7 +32,8 @@ from streamproc.decision import content_ref
 from streamproc.metrics import create as create_metrics
 from streamproc.policy import load_policy_set
 from streamproc.schemas import decode_event
-from streamproc.worker import InboundRecord, OutboundRecord, Pipeline, Processor
+from streamproc.stream import InboundRecord, OutboundRecord, Pipeline
+from streamproc.worker import Processor
 
 TARGET = 0.5
 

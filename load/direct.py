@@ -12,7 +12,7 @@ import orjson
 
 from load.report import RunReport
 from load.workload import arrival_offsets
-from streamproc.policy import ModelRequest
+from streamproc.inference.protocol import ModelRequest
 
 __all__ = ["closed_loop", "open_loop_direct"]
 

@@ -21,9 +21,9 @@ from aiokafka import AIOKafkaProducer
 from load.direct import closed_loop
 from load.workload import Event, make_events, topic_of
 from streamproc.config import TopicSettings
-from streamproc.devstack import Broker, ManagedProcess, VllmServer, free_port, wait_for_port
-from streamproc.policy import SCORERS, ModelAnswer, ModelRequest, PolicySet, item_content, load_policy_set
-from streamproc.policy.scorers import TokenChoice
+from streamproc.dev.devstack import Broker, ManagedProcess, VllmServer, free_port, wait_for_port
+from streamproc.inference.protocol import ModelAnswer, ModelRequest, TokenChoice
+from streamproc.policy import SCORERS, PolicySet, item_content, load_policy_set
 from streamproc.schemas import decode_event
 from streamproc.topics import apply_topics, load_topic_specs
 

@@ -63,9 +63,9 @@ def worker(config_file: Path | None) -> None:
 def quality(config_file: Path | None) -> None:
     """Join labels with verdicts: accuracy metrics, final verdicts from review outcomes, appeals."""
     from streamproc.policy import load_policy_set  # noqa: PLC0415
+    from streamproc.quality.service import consumed_topics, open_store, run_quality  # noqa: PLC0415
+    from streamproc.stream.pipeline import PipelineFailed  # noqa: PLC0415
     from streamproc.topics import require_topics  # noqa: PLC0415
-    from streamproc.worker.pipeline import PipelineFailed  # noqa: PLC0415
-    from streamproc.worker.quality_app import consumed_topics, open_store, run_quality  # noqa: PLC0415
 
     settings = _settings(config_file)
     try:
@@ -247,7 +247,7 @@ def topics_apply(bootstrap: str, directory: Path, replication_factor: int | None
 )
 def publish(bootstrap: str, topic: str, restamp: bool, files: tuple[Path, ...]) -> None:
     """Publish JSONL events (one per line) as they are, keyed by listing_id or video_id."""
-    from streamproc.samples import publish_jsonl  # noqa: PLC0415
+    from streamproc.dev.samples import publish_jsonl  # noqa: PLC0415
 
     count = asyncio.run(publish_jsonl(bootstrap, topic, files, restamp=restamp))
     click.echo(f"published {count} records to {topic}")
@@ -312,7 +312,7 @@ def demo(
     run_dir: Path,
 ) -> None:
     """Start a broker, a model server and a worker; moderate the shipped samples."""
-    from streamproc.demo import DemoOptions, run_demo  # noqa: PLC0415
+    from streamproc.dev.demo import DemoOptions, run_demo  # noqa: PLC0415
 
     if vllm_url is None and (vllm_python is None or model_dir is None):
         raise click.UsageError(

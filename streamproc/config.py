@@ -224,7 +224,7 @@ _DEFAULT_DECISION_RATES: dict[Literal["approve", "review", "reject"], float] = {
 
 
 class AuditSettings(_Section):
-    """Which live verdicts go to the audit topic for human QA (see streamproc.quality.sampling)."""
+    """Which live verdicts go to the audit topic for human QA (see streamproc.decision.sampling)."""
 
     enabled: bool = Field(default=True, description="Send a sample of live verdicts to the audit topic.")
     base_rate: Rate = Field(default=0.01, description="Share of every verdict sampled.")

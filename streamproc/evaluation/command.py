@@ -12,7 +12,8 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from streamproc.config import InferenceSettings
-from streamproc.devstack import VllmServer
+from streamproc.decision import ModelClient
+from streamproc.dev.devstack import VllmServer
 from streamproc.errors import ConfigError
 from streamproc.evaluation.dataset import LabeledItem, check_categories, load_dataset
 from streamproc.evaluation.report import ReportContext, build_report, write_report
@@ -20,7 +21,6 @@ from streamproc.evaluation.runner import PackRun, check_server, run_packs
 from streamproc.inference import InferenceClient
 from streamproc.metrics import create
 from streamproc.policy import Policy, load_pack
-from streamproc.worker.processor import ModelClient
 
 __all__ = ["EvalPlan", "EvalReport", "ModelServer", "plan_evaluation", "run_evaluation"]
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import orjson
 
+from streamproc.accuracy.confusion import Confusion, confusion_by_category
+from streamproc.accuracy.curves import average_precision, best_f1, pr_curve, threshold_sweep
 from streamproc.evaluation.runner import RULE_WITHOUT_CATEGORY, ItemResult, PackRun
-from streamproc.quality.confusion import Confusion, confusion_by_category
-from streamproc.quality.curves import average_precision, best_f1, pr_curve, threshold_sweep
 
 __all__ = ["ReportContext", "build_report", "render_markdown", "write_report"]
 

@@ -8,13 +8,12 @@ from dataclasses import dataclass
 
 import httpx
 
-from streamproc.decision import flagged_categories
+from streamproc.decision import ModelClient, evaluate, flagged_categories
 from streamproc.errors import ConfigError
 from streamproc.evaluation.dataset import LabeledItem
 from streamproc.policy import Policy
 from streamproc.policy.rules import CompiledRules
 from streamproc.schemas import Decision
-from streamproc.worker.processor import ModelClient, evaluate
 
 __all__ = ["RULE_WITHOUT_CATEGORY", "ItemResult", "PackRun", "ServerUnreachable", "check_server", "run_packs"]
 

@@ -23,9 +23,15 @@ from streamproc.errors import (
     StreamprocError,
 )
 from streamproc.inference.limiter import AdaptiveLimit, ConcurrencyGate
-from streamproc.inference.protocol import ChatLogprobs, CompletionLogprobs, CompletionResponse
+from streamproc.inference.protocol import (
+    ChatLogprobs,
+    CompletionLogprobs,
+    CompletionResponse,
+    ModelAnswer,
+    ModelRequest,
+    TokenChoice,
+)
 from streamproc.metrics import Metrics
-from streamproc.policy.scorers import ModelAnswer, ModelRequest, TokenChoice
 
 __all__ = ["InferenceClient", "read_answer"]
 

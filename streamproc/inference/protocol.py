@@ -1,7 +1,11 @@
-"""The subset of the OpenAI chat and text completion APIs that streamproc reads, as vLLM
-serves them."""
+"""What goes to the model server and what comes back: the request and answer values the
+scorers build and read, and the subset of the OpenAI chat and text completion APIs that
+streamproc reads, as vLLM serves them."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -10,8 +14,11 @@ __all__ = [
     "CompletionLogprobs",
     "CompletionResponse",
     "Message",
+    "ModelAnswer",
+    "ModelRequest",
     "PromptTokensDetails",
     "ResponseChoice",
+    "TokenChoice",
     "TokenLogprob",
     "TopLogprob",
     "Usage",
@@ -75,3 +82,38 @@ class CompletionResponse(_Lenient):
     model: str = ""
     choices: list[ResponseChoice]
     usage: Usage | None = None
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """One HTTP request to an OpenAI-compatible server, without the model name."""
+
+    endpoint: Literal["chat/completions", "completions"]
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TokenChoice:
+    """One generated token and the alternatives the server reported for its position."""
+
+    token: str
+    logprob: float
+    top_logprobs: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def alternatives(self) -> tuple[tuple[str, float], ...]:
+        """The reported alternatives, or the token itself when the server sent none."""
+        return self.top_logprobs or ((self.token, self.logprob),)
+
+
+@dataclass(frozen=True)
+class ModelAnswer:
+    """What came back for one request."""
+
+    text: str
+    tokens: tuple[TokenChoice, ...] = ()
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_prompt_tokens: int | None = None
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)

@@ -3,22 +3,19 @@
 from streamproc.policy.model import Category, MediaBudget, Policy, Rule, ScorerName, Thresholds
 from streamproc.policy.packs import PolicySet, load_pack, load_policy_set
 from streamproc.policy.prompt import ItemContent, item_content, render_item, user_content
-from streamproc.policy.scorers import SCORERS, ModelAnswer, ModelRequest, Scorer, TokenChoice
+from streamproc.policy.scorers import SCORERS, Scorer
 
 __all__ = [
     "SCORERS",
     "Category",
     "ItemContent",
     "MediaBudget",
-    "ModelAnswer",
-    "ModelRequest",
     "Policy",
     "PolicySet",
     "Rule",
     "Scorer",
     "ScorerName",
     "Thresholds",
-    "TokenChoice",
     "item_content",
     "load_pack",
     "load_policy_set",

@@ -1,5 +1,4 @@
-"""Measuring decisions against human judgement: confusion counts, precision, recall, F1."""
+"""``streamproc quality``: labels joined with verdicts, accuracy figures, final verdicts
+from human outcomes, and appeals."""
 
-from streamproc.quality.confusion import Confusion, confusion_by_category
-
-__all__ = ["Confusion", "confusion_by_category"]
+__all__: list[str] = []

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import combinations
 
+from streamproc.accuracy.confusion import Confusion, confusion_by_category
 from streamproc.errors import DecodeError
-from streamproc.quality.confusion import Confusion, confusion_by_category
 from streamproc.schemas import (
     DecidedBy,
     Decision,

@@ -1,20 +1,6 @@
-"""The Kafka edge: consume content, publish verdicts, dead letters and reviews."""
+"""``streamproc worker``: content events in, verdicts, reviews, audit samples and dead letters out."""
 
-from streamproc.worker.app import ModerationService, create_app, run_worker, worker_topics
-from streamproc.worker.pipeline import Pipeline, PipelineFailed, publish
-from streamproc.worker.processor import ModelClient, Processor
-from streamproc.worker.records import InboundRecord, OutboundRecord
+from streamproc.worker.processor import Processor
+from streamproc.worker.service import ModerationService, create_app, run_worker, worker_topics
 
-__all__ = [
-    "InboundRecord",
-    "ModelClient",
-    "ModerationService",
-    "OutboundRecord",
-    "Pipeline",
-    "PipelineFailed",
-    "Processor",
-    "create_app",
-    "publish",
-    "run_worker",
-    "worker_topics",
-]
+__all__ = ["ModerationService", "Processor", "create_app", "run_worker", "worker_topics"]

@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamproc.config import TopicSettings
-from streamproc.devstack import Broker, ManagedProcess, VllmServer, free_port, wait_for_port
+from streamproc.dev.devstack import Broker, ManagedProcess, VllmServer, free_port, wait_for_port
 from streamproc.topics import apply_topics, load_topic_specs
 
 ROOT = Path(__file__).resolve().parents[2]

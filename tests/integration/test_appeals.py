@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from streamproc.config import TopicSettings
-from streamproc.devstack import Broker
+from streamproc.dev.devstack import Broker
 from streamproc.quality.appeals import APPEAL_CONTENT_UNAVAILABLE, APPEAL_REVIEW
 from streamproc.quality.join import lean
 from streamproc.schemas import AppealEvent, DeadLetter, LabelEvent, SourceRef, Verdict, encode

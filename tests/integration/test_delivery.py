@@ -16,10 +16,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from streamproc.config import KafkaSettings, Settings, TopicSettings, WorkerSettings
-from streamproc.devstack import Broker, VllmServer
+from streamproc.dev.devstack import Broker, VllmServer
 from streamproc.metrics import create as create_metrics
 from streamproc.schemas import Verdict
-from streamproc.worker import InboundRecord, OutboundRecord, Pipeline
+from streamproc.stream import InboundRecord, OutboundRecord, Pipeline
 from tests.factories import listing_dict
 from tests.integration.conftest import StartWorker
 from tests.integration.kafka_io import Received, consume, produce, publish_content

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
-from streamproc.devstack import VllmServer
+from streamproc.dev.devstack import VllmServer
 from streamproc.evaluation import load_dataset
 from streamproc.policy import load_pack
 from tests.integration.conftest import SERVED_MODEL

@@ -12,9 +12,10 @@ from load.loadgen import open_loop
 from load.stack import ZeroCostModel
 from load.workload import make_events
 from streamproc.config import KafkaSettings, Settings, TopicSettings
-from streamproc.devstack import Broker
+from streamproc.dev.devstack import Broker
 from streamproc.metrics import create as create_metrics
-from streamproc.worker import Pipeline, Processor
+from streamproc.stream import Pipeline
+from streamproc.worker import Processor
 from tests.factories import shipped_policies
 from tests.integration.conftest import wait_until
 

@@ -15,7 +15,7 @@ import pytest
 
 from streamproc.config import TopicSettings
 from streamproc.decision import decide
-from streamproc.devstack import Broker, free_port
+from streamproc.dev.devstack import Broker, free_port
 from streamproc.policy import load_pack
 from streamproc.schemas import DeadLetter, Verdict, decode_event
 from tests.factories import listing_dict, sample_events, shipped_policies

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import pytest
 
 from streamproc.config import TopicSettings
-from streamproc.devstack import Broker
+from streamproc.dev.devstack import Broker
 from streamproc.schemas import AuditSample, DeadLetter, LabelEvent, Verdict, encode
 from tests.factories import listing_dict, sample_events, video_dict
 from tests.integration.conftest import ROOT, StartQuality, StartWorker, Worker, wait_until

@@ -12,9 +12,9 @@ import orjson
 import pytest
 
 from streamproc.config import AuditSettings, TopicSettings
-from streamproc.devstack import Broker
+from streamproc.decision.sampling import AuditDraw, audit_probability, drawn
+from streamproc.dev.devstack import Broker
 from streamproc.policy import PolicySet, load_pack, load_policy_set
-from streamproc.quality.sampling import AuditDraw, audit_probability, drawn
 from streamproc.schemas import AuditSample, ContentEvent, Verdict, decode_event
 from tests.factories import sample_events
 from tests.integration.conftest import StartWorker

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from streamproc.cli import cli
 from streamproc.config import InferenceSettings
-from streamproc.devstack import Broker, VllmServer
+from streamproc.dev.devstack import Broker, VllmServer
 from streamproc.errors import InferenceProtocolError
 from streamproc.inference import InferenceClient
 from streamproc.metrics import create

@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 from streamproc.config import TopicSettings
 from streamproc.metrics import Metrics, QualityMetrics, create, create_quality
 from streamproc.quality.store import QualityStore
-from streamproc.worker.records import InboundRecord
+from streamproc.stream.records import InboundRecord
 
 _offsets = count()
 

@@ -21,11 +21,11 @@ from streamproc.quality.appeals import (
     appeal_key,
     appeal_policy,
 )
+from streamproc.quality.content_fetch import ContentUnavailable
+from streamproc.quality.service import AppealEvaluator, QualityProcessor
 from streamproc.quality.store import QualityStore
 from streamproc.schemas import AppealEvent, DeadLetter, SourceRef, Verdict, encode
-from streamproc.worker.content_fetch import ContentUnavailable
-from streamproc.worker.quality_app import AppealEvaluator, QualityProcessor
-from streamproc.worker.records import OutboundRecord
+from streamproc.stream.records import OutboundRecord
 from tests.factories import listing, listing_dict, shipped_policies
 from tests.unit.conftest import quality_record as record
 from tests.unit.test_processor import FakeModel

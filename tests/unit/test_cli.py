@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from streamproc.cli import cli
 from streamproc.config import CONFIG_FILE_ENV
-from streamproc.devstack import free_port
+from streamproc.dev.devstack import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

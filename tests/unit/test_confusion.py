@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from streamproc.quality import Confusion, confusion_by_category
+from streamproc.accuracy import Confusion, confusion_by_category
 from tests.sklearn_reference import sklearn_per_category
 
 CATEGORIES = ["counterfeit", "prohibited_items", "adult", "spam"]

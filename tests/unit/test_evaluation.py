@@ -12,9 +12,16 @@ import pytest
 from click.testing import CliRunner
 from sklearn.metrics import average_precision_score, precision_recall_curve, precision_recall_fscore_support
 
+from streamproc.accuracy.curves import (
+    SWEEP_THRESHOLDS,
+    average_precision,
+    best_f1,
+    pr_curve,
+    threshold_sweep,
+)
 from streamproc.cli import cli
 from streamproc.config import InferenceSettings
-from streamproc.devstack import free_port
+from streamproc.dev.devstack import free_port
 from streamproc.errors import ConfigError, InferenceTimeout
 from streamproc.evaluation import (
     DatasetError,
@@ -26,14 +33,8 @@ from streamproc.evaluation import (
     plan_evaluation,
     run_evaluation,
 )
-from streamproc.policy import ModelAnswer, ModelRequest, TokenChoice, load_pack
-from streamproc.quality.curves import (
-    SWEEP_THRESHOLDS,
-    average_precision,
-    best_f1,
-    pr_curve,
-    threshold_sweep,
-)
+from streamproc.inference.protocol import ModelAnswer, ModelRequest, TokenChoice
+from streamproc.policy import load_pack
 from tests.factories import listing_dict, video_dict
 from tests.sklearn_reference import check_report_section
 

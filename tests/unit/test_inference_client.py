@@ -17,8 +17,9 @@ from streamproc.errors import (
     InferenceUnavailable,
 )
 from streamproc.inference import InferenceClient
+from streamproc.inference.protocol import ModelRequest
 from streamproc.metrics import Metrics
-from streamproc.policy.scorers import ModelRequest, logprob_request
+from streamproc.policy.scorers import logprob_request
 
 MESSAGES: list[dict[str, Any]] = [
     {"role": "system", "content": "policy"},

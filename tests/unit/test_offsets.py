@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from aiokafka import TopicPartition
 
-from streamproc.worker.offsets import OffsetLedger, PartitionOffsets
+from streamproc.stream.offsets import OffsetLedger, PartitionOffsets
 
 TP0 = TopicPartition("content.listings.v1", 0)
 TP1 = TopicPartition("content.listings.v1", 1)

@@ -8,10 +8,12 @@ from prometheus_client import CollectorRegistry
 
 from streamproc.config import Settings
 from streamproc.errors import InferenceError, InferenceTimeout
+from streamproc.inference.protocol import ModelAnswer, ModelRequest, TokenChoice
 from streamproc.metrics import Metrics
-from streamproc.policy import ModelAnswer, ModelRequest, PolicySet, Thresholds, TokenChoice
+from streamproc.policy import PolicySet, Thresholds
 from streamproc.schemas import DeadLetter, Verdict
-from streamproc.worker import InboundRecord, Processor
+from streamproc.stream import InboundRecord
+from streamproc.worker import Processor
 from tests.factories import listing_dict, shipped_policies, video_dict
 
 SETTINGS = Settings(kafka={"client_id": "worker-1"})

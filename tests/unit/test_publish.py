@@ -7,7 +7,7 @@ from typing import Any
 
 from aiokafka.errors import KafkaTimeoutError, NotLeaderForPartitionError
 
-from streamproc.worker import OutboundRecord, publish
+from streamproc.stream import OutboundRecord, publish
 
 
 class FlakyProducer:

@@ -12,11 +12,11 @@ from prometheus_client import CollectorRegistry
 
 from streamproc.cli import cli
 from streamproc.config import CONFIG_FILE_ENV, Settings
-from streamproc.devstack import free_port
+from streamproc.dev.devstack import free_port
 from streamproc.metrics import QualityMetrics, create_quality
+from streamproc.quality.service import QualityProcessor, quality_group_id, refresh_figures
 from streamproc.quality.store import QualityStore, StoreError
 from streamproc.schemas import AuditSample, DeadLetter, Verdict, encode
-from streamproc.worker.quality_app import QualityProcessor, quality_group_id, refresh_figures
 from tests.unit.conftest import quality_record as record
 from tests.unit.test_quality_join import NOW, label, verdict
 

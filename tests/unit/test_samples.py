@@ -5,7 +5,7 @@ from pathlib import Path
 
 import orjson
 
-from streamproc.samples import iter_jsonl_records
+from streamproc.dev.samples import iter_jsonl_records
 
 
 def test_keys_restamping_and_malformed_lines(tmp_path: Path) -> None:

@@ -11,8 +11,8 @@ from pydantic import ValidationError
 
 from streamproc.config import AuditSettings, Settings
 from streamproc.decision import Outcome, decide_on_error
+from streamproc.decision.sampling import audit_probability, audit_sample, drawn, score_band, unit_hash
 from streamproc.policy import Thresholds
-from streamproc.quality.sampling import audit_probability, audit_sample, drawn, score_band, unit_hash
 from streamproc.schemas import DecidedBy, Verdict
 from tests.factories import decided_verdict, default_policy
 

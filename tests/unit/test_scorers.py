@@ -11,6 +11,7 @@ import pytest
 
 from streamproc.errors import InferenceProtocolError
 from streamproc.inference import CompletionResponse, read_answer
+from streamproc.inference.protocol import ModelAnswer, TokenChoice
 from streamproc.policy import MediaBudget, Policy, ScorerName, item_content
 from streamproc.policy.prompt import ITEM_CLOSE, ItemContent, delimited
 from streamproc.policy.scorers import (
@@ -18,8 +19,6 @@ from streamproc.policy.scorers import (
     JsonScorer,
     LabelLogprobScorer,
     LlamaGuardScorer,
-    ModelAnswer,
-    TokenChoice,
     YesNoScorer,
 )
 from streamproc.policy.scorers.llama_guard import guard_codes, guard_prompt

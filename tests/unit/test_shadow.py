@@ -15,12 +15,14 @@ from prometheus_client import CollectorRegistry
 
 from streamproc.cli import cli
 from streamproc.config import Settings
+from streamproc.decision.sampling import drawn, shadow_key
 from streamproc.errors import ConfigError, InferenceTimeout
+from streamproc.inference.protocol import ModelAnswer, ModelRequest
 from streamproc.metrics import Metrics
-from streamproc.policy import ModelAnswer, ModelRequest, Policy, PolicySet, Thresholds, load_pack
-from streamproc.quality.sampling import drawn, shadow_key
+from streamproc.policy import Policy, PolicySet, Thresholds, load_pack
 from streamproc.schemas import AuditSample, DeadLetter, Verdict
-from streamproc.worker import InboundRecord, OutboundRecord, Processor, worker_topics
+from streamproc.stream import InboundRecord, OutboundRecord
+from streamproc.worker import Processor, worker_topics
 from streamproc.worker.policy_watch import watch_policies
 from tests.factories import POLICIES, listing, listing_dict, shipped_policies, video, video_dict
 from tests.unit.test_processor import FakeModel as ProcessorFakeModel

@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Final
 
-from streamproc.policy.scorers.base import ModelAnswer, ModelRequest, Scorer, TokenChoice, logprob_request
+from streamproc.policy.scorers.base import Scorer, logprob_request
 from streamproc.policy.scorers.json_scores import JsonScorer
 from streamproc.policy.scorers.label_logprob import LabelLogprobScorer, label_scores, system_prompt
 from streamproc.policy.scorers.llama_guard import LlamaGuardScorer
@@ -16,10 +16,7 @@ __all__ = [
     "JsonScorer",
     "LabelLogprobScorer",
     "LlamaGuardScorer",
-    "ModelAnswer",
-    "ModelRequest",
     "Scorer",
-    "TokenChoice",
     "YesNoScorer",
     "label_scores",
     "logprob_request",

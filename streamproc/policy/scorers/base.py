@@ -8,48 +8,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Protocol
 
+from streamproc.inference.protocol import ModelAnswer, ModelRequest
 from streamproc.policy.model import Policy
 from streamproc.policy.prompt import ItemContent
 
-__all__ = ["ModelAnswer", "ModelRequest", "Scorer", "TokenChoice", "answer_shares", "logprob_request"]
-
-
-@dataclass(frozen=True)
-class ModelRequest:
-    """One HTTP request to an OpenAI-compatible server, without the model name."""
-
-    endpoint: Literal["chat/completions", "completions"]
-    body: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class TokenChoice:
-    """One generated token and the alternatives the server reported for its position."""
-
-    token: str
-    logprob: float
-    top_logprobs: tuple[tuple[str, float], ...] = ()
-
-    @property
-    def alternatives(self) -> tuple[tuple[str, float], ...]:
-        """The reported alternatives, or the token itself when the server sent none."""
-        return self.top_logprobs or ((self.token, self.logprob),)
-
-
-@dataclass(frozen=True)
-class ModelAnswer:
-    """What came back for one request."""
-
-    text: str
-    tokens: tuple[TokenChoice, ...] = ()
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached_prompt_tokens: int | None = None
-    seconds: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
+__all__ = ["Scorer", "answer_shares", "logprob_request"]
 
 
 class Scorer(Protocol):

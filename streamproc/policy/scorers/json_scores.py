@@ -21,9 +21,9 @@ from typing import Any, ClassVar
 import orjson
 
 from streamproc.errors import InferenceProtocolError
+from streamproc.inference.protocol import ModelAnswer, ModelRequest
 from streamproc.policy.model import Policy
 from streamproc.policy.prompt import DATA_NOTICE, ItemContent, category_lines, user_content
-from streamproc.policy.scorers.base import ModelAnswer, ModelRequest
 
 __all__ = ["JsonScorer", "response_schema", "system_prompt"]
 

@@ -34,9 +34,10 @@ from collections.abc import Iterable, Sequence
 from typing import ClassVar, Final
 
 from streamproc.errors import InferenceProtocolError
+from streamproc.inference.protocol import ModelAnswer, ModelRequest, TokenChoice
 from streamproc.policy.model import Policy
 from streamproc.policy.prompt import ItemContent, delimited
-from streamproc.policy.scorers.base import ModelAnswer, ModelRequest, TokenChoice, answer_shares
+from streamproc.policy.scorers.base import answer_shares
 
 __all__ = ["LlamaGuardScorer", "guard_codes", "guard_prompt", "unsafe_probability"]
 

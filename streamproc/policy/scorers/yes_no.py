@@ -22,9 +22,10 @@ from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
 from streamproc.errors import InferenceProtocolError
+from streamproc.inference.protocol import ModelAnswer, ModelRequest
 from streamproc.policy.model import Category, Policy
 from streamproc.policy.prompt import DATA_NOTICE, ItemContent, category_lines, user_content
-from streamproc.policy.scorers.base import ModelAnswer, ModelRequest, answer_shares, logprob_request
+from streamproc.policy.scorers.base import answer_shares, logprob_request
 
 __all__ = ["YesNoScorer", "question", "system_prompt", "yes_probability"]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from streamproc.quality.confusion import Confusion
+from streamproc.accuracy.confusion import Confusion
 
 __all__ = [
     "SWEEP_THRESHOLDS",

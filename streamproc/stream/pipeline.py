@@ -33,8 +33,8 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponen
 
 from streamproc.config import Settings
 from streamproc.metrics import Metrics
-from streamproc.worker.offsets import OffsetLedger
-from streamproc.worker.records import InboundRecord, OutboundRecord
+from streamproc.stream.offsets import OffsetLedger
+from streamproc.stream.records import InboundRecord, OutboundRecord
 
 __all__ = ["Handler", "Pipeline", "PipelineFailed", "publish"]
 

@@ -11,14 +11,16 @@ import hashlib
 from dataclasses import dataclass
 
 from streamproc.config import AuditSettings
-from streamproc.policy import Policy
-from streamproc.schemas import AuditSample, Verdict
+from streamproc.decision.verdict import content_ref
+from streamproc.policy import Policy, PolicySet
+from streamproc.schemas import AuditSample, ContentEvent, Verdict
 
 __all__ = [
     "AuditDraw",
     "audit_probability",
     "audit_sample",
     "drawn",
+    "sampled_shadows",
     "score_band",
     "shadow_key",
     "unit_hash",
@@ -107,3 +109,13 @@ def audit_sample(verdict: Verdict, policy: Policy, settings: AuditSettings) -> A
 def shadow_key(content_id: str, revision: int, policy_version: str) -> str:
     """The key a shadow pack's sample is drawn by: one item revision, one candidate version."""
     return f"{content_id}:{revision}:{policy_version}"
+
+
+def sampled_shadows(policies: PolicySet, event: ContentEvent, live: Policy) -> tuple[Policy, ...]:
+    """The shadow packs this item runs through: a stable draw per item revision and version."""
+    _, content_id = content_ref(event)
+    return tuple(
+        p
+        for p in policies.shadows(event, live)
+        if drawn(shadow_key(content_id, event.revision, p.version), p.shadow_sample)
+    )

@@ -6,7 +6,7 @@ import base64
 from datetime import datetime
 
 from streamproc.schemas import DeadLetter, DeadLetterReason, encode
-from streamproc.worker.records import InboundRecord, OutboundRecord
+from streamproc.stream.records import InboundRecord, OutboundRecord
 
 __all__ = ["dead_letter"]
 

@@ -24,13 +24,14 @@ from typing import get_args
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from streamproc.config import Settings
-from streamproc.decision import content_ref
+from streamproc.decision import ModelClient, content_ref, decide_verdict
 from streamproc.errors import DecodeError, SchemaValidationError
 from streamproc.inference import InferenceClient
 from streamproc.metrics import QualityMetrics, create_quality
 from streamproc.metrics import create as create_worker_metrics
 from streamproc.policy import Policy, PolicySet
 from streamproc.quality.appeals import AppealResult, appeal_policy, appeal_verdict, unavailable_verdict
+from streamproc.quality.content_fetch import ContentFetcher, ContentUnavailable, KafkaContentFetcher
 from streamproc.quality.join import accuracy, check_label, final_verdict, labeler_agreement, settles
 from streamproc.quality.store import QualityStore, StoreError
 from streamproc.schemas import (
@@ -45,11 +46,9 @@ from streamproc.schemas import (
     decode_event,
     decode_record,
 )
-from streamproc.worker.content_fetch import ContentFetcher, ContentUnavailable, KafkaContentFetcher
-from streamproc.worker.dlq import dead_letter
-from streamproc.worker.pipeline import Pipeline
-from streamproc.worker.processor import ModelClient, decide_verdict
-from streamproc.worker.records import InboundRecord, OutboundRecord, verdict_records
+from streamproc.stream.dead_letter import dead_letter
+from streamproc.stream.pipeline import Pipeline
+from streamproc.stream.records import InboundRecord, OutboundRecord, verdict_records
 
 __all__ = [
     "AppealEvaluator",

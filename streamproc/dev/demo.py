@@ -22,9 +22,9 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from streamproc.config import TopicSettings
-from streamproc.devstack import Broker, ManagedProcess, VllmServer, wait_for_port
+from streamproc.dev.devstack import Broker, ManagedProcess, VllmServer, wait_for_port
+from streamproc.dev.samples import publish_jsonl
 from streamproc.errors import ConfigError
-from streamproc.samples import publish_jsonl
 from streamproc.topics import apply_topics, load_topic_specs
 
 __all__ = ["DemoOptions", "run_demo"]

@@ -20,7 +20,7 @@ from streamproc.inference import InferenceClient
 from streamproc.metrics import Metrics
 from streamproc.metrics import create as create_metrics
 from streamproc.policy import PolicySet
-from streamproc.worker.pipeline import Pipeline
+from streamproc.stream.pipeline import Pipeline
 from streamproc.worker.policy_watch import publish_policy_info, watch_policies
 from streamproc.worker.processor import Processor
 

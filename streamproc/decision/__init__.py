@@ -1,0 +1,43 @@
+"""The pure decision core: thresholds, the rules cascade around the model, verdicts, audit
+and shadow selection. No Kafka; the model server is reached through a ``ModelClient``."""
+
+from streamproc.decision.evaluate import ModelClient, decide_verdict, evaluate
+from streamproc.decision.sampling import audit_sample, drawn, sampled_shadows, shadow_key
+from streamproc.decision.thresholds import (
+    INFERENCE_ERROR_MESSAGE,
+    INFERENCE_ERROR_REASON,
+    NO_VIOLATION_REASON,
+    Outcome,
+    decide,
+    decide_by_rule,
+    decide_on_error,
+)
+from streamproc.decision.verdict import (
+    build_verdict,
+    content_ref,
+    flagged_categories,
+    idempotency_key,
+    review_ticket,
+)
+
+__all__ = [
+    "INFERENCE_ERROR_MESSAGE",
+    "INFERENCE_ERROR_REASON",
+    "NO_VIOLATION_REASON",
+    "ModelClient",
+    "Outcome",
+    "audit_sample",
+    "build_verdict",
+    "content_ref",
+    "decide",
+    "decide_by_rule",
+    "decide_on_error",
+    "decide_verdict",
+    "drawn",
+    "evaluate",
+    "flagged_categories",
+    "idempotency_key",
+    "review_ticket",
+    "sampled_shadows",
+    "shadow_key",
+]
