@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 from streamproc.config import Settings
 from streamproc.errors import InferenceTimeout
 from streamproc.metrics import APPEAL_OUTCOMES, QualityMetrics
+from streamproc.quality.appeal_evaluator import AppealEvaluator
 from streamproc.quality.appeals import (
     APPEAL_CONTENT_UNAVAILABLE,
     APPEAL_REVIEW,
@@ -22,7 +23,7 @@ from streamproc.quality.appeals import (
     appeal_policy,
 )
 from streamproc.quality.content_fetch import ContentUnavailable
-from streamproc.quality.service import AppealEvaluator, QualityProcessor
+from streamproc.quality.processor import QualityProcessor
 from streamproc.quality.store import QualityStore
 from streamproc.schemas import AppealEvent, DeadLetter, SourceRef, Verdict, encode
 from streamproc.stream.records import OutboundRecord

@@ -14,7 +14,9 @@ from streamproc.cli import cli
 from streamproc.config import CONFIG_FILE_ENV, Settings
 from streamproc.dev.devstack import free_port
 from streamproc.metrics import QualityMetrics, create_quality
-from streamproc.quality.service import QualityProcessor, quality_group_id, refresh_figures
+from streamproc.quality.figures import refresh_figures
+from streamproc.quality.processor import QualityProcessor
+from streamproc.quality.service import quality_group_id
 from streamproc.quality.store import QualityStore, StoreError
 from streamproc.schemas import AuditSample, DeadLetter, Verdict, encode
 from tests.unit.conftest import quality_record as record

@@ -1,0 +1,27 @@
+"""The ``streamproc`` command line: wiring only; each command imports its service lazily."""
+
+from __future__ import annotations
+
+import click
+
+from streamproc.cli.demo import demo
+from streamproc.cli.evaluate import eval_
+from streamproc.cli.policy import policy
+from streamproc.cli.resources import publish, schemas, topics
+from streamproc.cli.services import check_config, quality, worker
+
+__all__ = ["cli", "main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="streamproc")
+def cli() -> None:
+    """Streaming content moderation: Kafka in, vLLM-scored verdicts out."""
+
+
+for _command in (worker, quality, check_config, schemas, topics, publish, policy, demo, eval_):
+    cli.add_command(_command)
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,91 @@
+"""Schemas, topics and publishing: `streamproc schemas`, `topics` and `publish`."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import click
+
+from streamproc.errors import ConfigError
+
+__all__ = ["publish", "schemas", "topics"]
+
+
+@click.group()
+def schemas() -> None:
+    """JSON Schemas of the wire formats."""
+
+
+@schemas.command("export")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("topics/schemas"),
+    show_default=True,
+)
+@click.option("--check", is_flag=True, help="Write nothing; fail if the files differ from the models.")
+def schemas_export(out: Path, check: bool) -> None:
+    """Generate the JSON Schemas from the pydantic models."""
+    from streamproc.schemas.export import check_schemas, write_schemas  # noqa: PLC0415
+
+    if check:
+        stale = check_schemas(out)
+        if stale:
+            raise click.ClickException(
+                f"schemas out of date in {out}: {', '.join(stale)}; run `streamproc schemas export`"
+            )
+        click.echo(f"schemas in {out} match the models")
+        return
+    for path in write_schemas(out):
+        click.echo(f"wrote {path}")
+
+
+@click.group()
+def topics() -> None:
+    """Topics as code (topics/*.yaml)."""
+
+
+@topics.command("apply")
+@click.option("--bootstrap", required=True, help="Kafka bootstrap servers, HOST:PORT[,HOST:PORT].")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("topics"),
+    show_default=True,
+)
+@click.option(
+    "--replication-factor",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Override the specs' (1 for a single broker).",
+)
+def topics_apply(bootstrap: str, directory: Path, replication_factor: int | None) -> None:
+    """Create missing topics and report drift; safe to run again. Exit 1 on drift."""
+    from streamproc.topics import apply_topics, load_topic_specs  # noqa: PLC0415
+
+    try:
+        specs = load_topic_specs(directory)
+        report = asyncio.run(apply_topics(bootstrap, specs, replication_factor=replication_factor))
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for line in report.lines():
+        click.echo(line)
+    if report.drift:
+        raise click.ClickException("some topics differ from their specs; fix them by hand or update the spec")
+
+
+@click.command()
+@click.option("--bootstrap", required=True, help="Kafka bootstrap servers, HOST:PORT.")
+@click.option("--topic", required=True, help="Topic to publish to.")
+@click.option("--restamp/--keep-timestamps", default=True, show_default=True, help="Set created_at to now.")
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True, dir_okay=False)
+)
+def publish(bootstrap: str, topic: str, restamp: bool, files: tuple[Path, ...]) -> None:
+    """Publish JSONL events (one per line) as they are, keyed by listing_id or video_id."""
+    from streamproc.dev.samples import publish_jsonl  # noqa: PLC0415
+
+    count = asyncio.run(publish_jsonl(bootstrap, topic, files, restamp=restamp))
+    click.echo(f"published {count} records to {topic}")
