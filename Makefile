@@ -1,4 +1,4 @@
-# Two entry points: `make demo` and `make test`. Both install what they need:
+# Two entry points: `make demo` and `make test` (`make unit`: the fast inner loop). Both install what they need:
 #   .venv/            the project and its dev tools (reinstalled when pyproject.toml changes)
 #   ~/.cache/streamproc/vllm-venv-HASH   the vLLM server (once per requirements/vllm-server.txt)
 #   ~/.cache/streamproc/models/KIND-HASH the model directory (once per scripts/prepare_model.py)
@@ -17,7 +17,7 @@ BENCH_ARGS ?=
 # `make eval`: both shipped packs over the shipped labeled dataset; reports in .eval/<pack name>/
 EVAL_ARGS ?= --policy policies/listings.yaml --policy policies/videos.yaml --data samples/labeled.jsonl --out .eval
 
-.PHONY: install vllm demo eval test lint clean bench-overhead bench-saturation bench-latency
+.PHONY: install vllm demo eval test unit lint docs clean bench-overhead bench-saturation bench-latency
 
 $(BIN)/.installed: pyproject.toml
 	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,18 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/mypy --check-untyped-defs tests load
 	$(BIN)/streamproc schemas export --check
+
+# The fast inner loop: lint, types and unit tests; no broker, no model server.
+unit: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/mypy --check-untyped-defs tests load
+	$(BIN)/pytest tests/unit
+
+# Rewrites the generated tables in README.md and docs/*.md (tests/unit/test_docs.py checks them).
+docs: install
+	$(BIN)/python scripts/gen_docs.py
 
 test: lint
 	$(with_vllm); \

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from streamproc.config import CONFIG_FILE_ENV, load_settings, settings_reference
+from streamproc.config import CONFIG_FILE_ENV, load_settings
 from streamproc.errors import ConfigError
 
 
@@ -54,8 +54,3 @@ def test_topics_must_differ(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "nope.yaml")
-
-
-def test_readme_configuration_reference_is_current() -> None:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    assert settings_reference() in readme, "paste `streamproc check-config --reference` into README.md"
