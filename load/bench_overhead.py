@@ -87,7 +87,15 @@ async def worker_loop(bootstrap: str, topics: TopicSettings, count: int, policie
         worker=WorkerSettings(max_inflight_items=2048),
     )
     metrics = create_metrics(CollectorRegistry())
-    processor = Processor(settings, load_policy_set([policies_dir]), ZeroCostModel(), metrics)
+    processor = Processor(
+        settings.topics,
+        settings.audit,
+        load_policy_set([policies_dir]),
+        ZeroCostModel(),
+        metrics,
+        model_name=settings.inference.model,
+        worker_id=settings.kafka.client_id,
+    )
     handled, started = 0, 0.0
 
     async def handle(record: InboundRecord) -> list[OutboundRecord]:
@@ -97,7 +105,9 @@ async def worker_loop(bootstrap: str, topics: TopicSettings, count: int, policie
         handled += 1
         return await processor.process(record)
 
-    pipeline = Pipeline(settings, handle, metrics, topics=[topics.listings, topics.videos])
+    pipeline = Pipeline(
+        settings.kafka, settings.worker, handle, metrics, topics=[topics.listings, topics.videos]
+    )
     running = asyncio.create_task(pipeline.run())
     try:
         while handled < count or pipeline.uncommitted:  # every output acknowledged and committed

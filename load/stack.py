@@ -146,7 +146,6 @@ def start_worker(
         "STREAMPROC_INFERENCE__MODEL": SERVED_MODEL,
         "STREAMPROC_METRICS__HOST": "127.0.0.1",
         "STREAMPROC_METRICS__PORT": str(port),
-        "STREAMPROC_WORKER__DATA_DIR": str(run_dir / "worker-data"),
         "STREAMPROC_WORKER__LOG_LEVEL": "warning",
         "STREAMPROC_POLICY__PATHS": orjson.dumps([str(policies)]).decode(),
         "STREAMPROC_POLICY__WATCH": "false",

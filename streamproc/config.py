@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -41,6 +42,9 @@ __all__ = [
 ]
 
 CONFIG_FILE_ENV = "STREAMPROC_CONFIG_FILE"
+#: The YAML file ``load_settings`` was given, while it builds the settings (instead of the
+#: environment variable, so one call's --config never leaks into a later ``Settings()``).
+_config_file: ContextVar[str | None] = ContextVar("streamproc_config_file", default=None)
 LogLevel = Literal["debug", "info", "warning", "error"]
 Seconds = Annotated[float, Field(gt=0)]
 
@@ -60,7 +64,8 @@ class KafkaSettings(_Section):
     auto_offset_reset: Literal["earliest", "latest"] = Field(
         default="earliest", description="Where a new consumer group starts."
     )
-    # Short timeouts make group joins take seconds instead of faust's default 30+ s.
+    # Short timeouts make group joins and the takeover of a dead member's partitions take
+    # seconds, not the 30+ s of common client defaults.
     session_timeout_seconds: Seconds = Field(
         default=10.0, description="A worker silent this long is dropped from the group."
     )
@@ -159,7 +164,6 @@ class WorkerSettings(_Section):
     linger_ms: Annotated[int, Field(ge=0, le=1000)] = Field(
         default=5, description="How long the producer waits to fill a batch of outputs."
     )
-    data_dir: Path = Field(default=Path(".streamproc-data"), description="Local state of the faust app.")
     log_level: LogLevel = Field(default="info", description="debug, info, warning or error.")
 
 
@@ -285,18 +289,24 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        config_file = os.environ.get(CONFIG_FILE_ENV)
+        config_file = _config_file.get() or os.environ.get(CONFIG_FILE_ENV)
         if config_file:
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
         return tuple(sources)
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
-    """Build the settings, turning validation errors into one readable ConfigError."""
-    if config_file is not None:
-        if not config_file.is_file():
-            raise ConfigError(f"config file {config_file} does not exist; pass an existing YAML file")
-        os.environ[CONFIG_FILE_ENV] = str(config_file)
+    """Build the settings, turning validation errors into one readable ConfigError.
+
+    ``config_file`` (``--config``) takes the place of ``STREAMPROC_CONFIG_FILE`` for this
+    call only; the environment is left as it is.
+    """
+    if config_file is not None and not config_file.is_file():
+        raise ConfigError(f"config file {config_file} does not exist; pass an existing YAML file")
+    named = os.environ.get(CONFIG_FILE_ENV)
+    if config_file is None and named and not Path(named).is_file():
+        raise ConfigError(f"{CONFIG_FILE_ENV} names {named}, which does not exist; unset it or fix the path")
+    token = _config_file.set(str(config_file) if config_file is not None else None)
     try:
         return Settings(**overrides)
     except ValidationError as exc:
@@ -307,6 +317,8 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
             f"invalid settings: {problems}. Set them with STREAMPROC_<SECTION>__<FIELD> "
             f"environment variables or the YAML file in {CONFIG_FILE_ENV}."
         ) from exc
+    finally:
+        _config_file.reset(token)
 
 
 def settings_reference() -> str:

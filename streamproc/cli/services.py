@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from pathlib import Path
 
 import click
@@ -21,6 +20,7 @@ __all__ = ["check_config", "quality", "worker"]
 def worker(config_file: Path | None) -> None:
     """Consume content topics and publish verdicts until stopped (SIGTERM or Ctrl-C)."""
     from streamproc.policy import load_policy_set  # noqa: PLC0415 - keep --help fast
+    from streamproc.stream import PipelineFailed  # noqa: PLC0415
     from streamproc.topics import require_topics  # noqa: PLC0415
     from streamproc.worker import run_worker, worker_topics  # noqa: PLC0415
 
@@ -31,9 +31,10 @@ def worker(config_file: Path | None) -> None:
         asyncio.run(require_topics(settings.kafka.bootstrap_servers, topics))
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
-    # faust parses sys.argv itself; hand it only the program name.
-    sys.argv = sys.argv[:1]
-    run_worker(settings, policies)
+    try:
+        run_worker(settings, policies)
+    except (StreamprocError, PipelineFailed) as exc:
+        raise click.ClickException(f"worker stopped: {exc}") from exc
 
 
 @click.command()
@@ -42,7 +43,7 @@ def quality(config_file: Path | None) -> None:
     """Join labels with verdicts: accuracy metrics, final verdicts from review outcomes, appeals."""
     from streamproc.policy import load_policy_set  # noqa: PLC0415
     from streamproc.quality.service import consumed_topics, open_store, run_quality  # noqa: PLC0415
-    from streamproc.stream.pipeline import PipelineFailed  # noqa: PLC0415
+    from streamproc.stream import PipelineFailed  # noqa: PLC0415
     from streamproc.topics import require_topics  # noqa: PLC0415
 
     settings = load(config_file)

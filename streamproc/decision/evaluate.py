@@ -17,7 +17,7 @@ from streamproc.decision.thresholds import Outcome, decide, decide_by_rule, deci
 from streamproc.decision.verdict import build_verdict
 from streamproc.errors import InferenceError
 from streamproc.inference.protocol import ModelAnswer, ModelRequest
-from streamproc.metrics import Metrics
+from streamproc.metrics import NOOP, DecisionRecorder
 from streamproc.policy import SCORERS, Policy, Scorer, item_content
 from streamproc.policy.rules import CompiledRules, RuleHit, RuleOutcome
 from streamproc.schemas import ContentEvent, SourceRef, TokenUsage, Verdict, VerdictMode
@@ -38,35 +38,34 @@ async def evaluate(
     rules: CompiledRules,
     event: ContentEvent,
     model: ModelClient,
-    metrics: Metrics | None = None,
+    metrics: DecisionRecorder = NOOP,
 ) -> tuple[Outcome, dict[str, float], list[ModelAnswer]]:
     """Pre-rules, then the model, then post-rules; an inference error is final.
 
-    The decision path of the worker, shared with offline evaluation. Returns the outcome,
-    the per-category scores (empty when a pre-rule decided or inference failed) and the
-    model's answers. ``metrics`` is optional so that callers outside the worker can skip them.
+    The decision path of the worker, shared with offline evaluation and appeals. Returns
+    the outcome, the per-category scores (empty when a pre-rule decided or inference
+    failed) and the model's answers.
     """
     scorer = SCORERS[policy.scorer]
     requests = scorer.requests(policy, item_content(policy, event))
     context = rules.context(event)  # built once, read by both stages
     hit = _first_hit(rules.evaluate_pre(event, context=context), policy)
     if hit is not None:
-        if metrics is not None:
-            metrics.rule_matches.labels(stage="pre", rule=hit.rule_id).inc()
-            metrics.model_calls_saved.inc(len(requests))
+        metrics.pre_rule_matched(hit.rule_id, requests_saved=len(requests))
         return _rule_outcome(policy, hit), {}, []
-    if metrics is not None:
-        metrics.model_requests_per_item.labels(scorer=scorer.name).observe(len(requests))
+    metrics.model_requests(scorer.name, len(requests))
     answers: list[ModelAnswer] = []
     try:
         if len(requests) == 1:  # the common case, without gather's task per request
             answers = [await model.complete(requests[0])]
         else:
             answers = list(await asyncio.gather(*(model.complete(r) for r in requests)))
-        if metrics is not None:
-            metrics.completion_tokens_per_item.labels(scorer=scorer.name).observe(
-                sum(a.completion_tokens for a in answers)
-            )
+        metrics.model_tokens(
+            scorer.name,
+            prompt=sum(a.prompt_tokens for a in answers),
+            cached=sum(a.cached_prompt_tokens or 0 for a in answers),
+            completion=sum(a.completion_tokens for a in answers),
+        )
         scores = _score(scorer, policy, answers, metrics)
     except InferenceError as exc:
         # Fail closed: counted, logged, escalated to a human; never an approval.
@@ -75,8 +74,7 @@ async def evaluate(
     outcome = decide(policy, scores)
     hit = _first_hit(rules.evaluate_post(event, scores, outcome.decision, context=context), policy)
     if hit is not None:
-        if metrics is not None:
-            metrics.rule_matches.labels(stage="post", rule=hit.rule_id).inc()
+        metrics.post_rule_matched(hit.rule_id)
         outcome = _rule_outcome(policy, hit)
     return outcome, scores, answers
 
@@ -92,7 +90,7 @@ async def decide_verdict(
     received: float,
     clock: Callable[[], datetime],
     mode: VerdictMode = "live",
-    metrics: Metrics | None = None,
+    metrics: DecisionRecorder = NOOP,
 ) -> tuple[Verdict, Outcome]:
     """``evaluate``, then the verdict built from it; ``received`` is the ``perf_counter()``
     reading its processing time runs from."""
@@ -114,17 +112,12 @@ async def decide_verdict(
 
 
 def _score(
-    scorer: Scorer, policy: Policy, answers: list[ModelAnswer], metrics: Metrics | None
+    scorer: Scorer, policy: Policy, answers: list[ModelAnswer], metrics: DecisionRecorder
 ) -> dict[str, float]:
-    if metrics is not None:
-        for answer in answers:
-            metrics.prompt_tokens.inc(answer.prompt_tokens)
-            metrics.cached_prompt_tokens.inc(answer.cached_prompt_tokens or 0)
     try:
         return scorer.scores(policy, answers)
     except InferenceError as exc:  # an answer outside the expected format
-        if metrics is not None:
-            metrics.inference_errors.labels(kind=exc.kind).inc()
+        metrics.inference_error(exc.kind)
         raise
 
 

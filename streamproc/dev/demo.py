@@ -91,7 +91,6 @@ def run_demo(options: DemoOptions) -> None:
                 "STREAMPROC_INFERENCE__MODEL": options.model_name,
                 "STREAMPROC_METRICS__PORT": str(options.metrics_port),
                 "STREAMPROC_METRICS__HOST": "127.0.0.1",
-                "STREAMPROC_WORKER__DATA_DIR": str(options.run_dir / "worker-data"),
                 "STREAMPROC_POLICY__PATHS": json.dumps([str(options.policies_dir.resolve())]),
             },
         )

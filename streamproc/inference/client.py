@@ -31,7 +31,7 @@ from streamproc.inference.protocol import (
     ModelRequest,
     TokenChoice,
 )
-from streamproc.metrics import Metrics
+from streamproc.metrics import InferenceRecorder
 
 __all__ = ["InferenceClient", "read_answer"]
 
@@ -67,7 +67,7 @@ class InferenceClient:
     def __init__(
         self,
         settings: InferenceSettings,
-        metrics: Metrics,
+        metrics: InferenceRecorder,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         max_backoff_seconds: float = 5.0,
@@ -90,8 +90,9 @@ class InferenceClient:
             name=f"model server {settings.base_url}",
         )
         self._guarded_post = self._breaker.decorate(self._post)
-        metrics.model_concurrency_limit.set_function(lambda: self.limit.current)
-        metrics.model_circuit_open.set_function(lambda: 0.0 if self.available else 1.0)
+        metrics.watch_model(
+            concurrency_limit=lambda: self.limit.current, circuit_open=lambda: not self.available
+        )
         self._http = httpx.AsyncClient(
             base_url=settings.base_url.rstrip("/") + "/",
             headers=headers,
@@ -150,13 +151,13 @@ class InferenceClient:
         return state.attempt_number >= self._settings.max_attempts
 
     def _count_retry(self, state: RetryCallState) -> None:
-        self._metrics.inference_retries.inc()
+        self._metrics.inference_retry()
 
     async def _attempt(self, endpoint: str, body: bytes) -> ModelAnswer:
         try:
             return await self._guarded_post(endpoint, body)  # type: ignore[no-any-return]
         except CircuitBreakerError as exc:
-            self._metrics.inference_errors.labels(kind="circuit_open").inc()
+            self._metrics.inference_error("circuit_open")
             raise InferenceUnavailable(f"model server left alone after repeated failures: {exc}") from exc
 
     async def _post(self, endpoint: str, body: bytes) -> ModelAnswer:
@@ -164,11 +165,11 @@ class InferenceClient:
         async with self._gate:
             started = time.perf_counter()
             try:
-                with metrics.model_requests_in_flight.track_inprogress():
+                with metrics.model_request_in_flight():
                     response = await self._send(endpoint, body)
                 answer = read_answer(response)
             except InferenceError as exc:
-                metrics.inference_errors.labels(kind=exc.kind).inc()
+                metrics.inference_error(exc.kind)
                 if isinstance(exc, InferenceTimeout):  # overload is latency too
                     self._observe(time.perf_counter() - started)
                 raise
@@ -176,7 +177,7 @@ class InferenceClient:
             return answer
 
     def _observe(self, seconds: float) -> None:
-        self._metrics.model_request_latency.observe(seconds)
+        self._metrics.model_request_latency(seconds)
         self.limit.sample(seconds, self._gate.in_flight)
 
     async def _send(self, endpoint: str, body: bytes) -> CompletionResponse:

@@ -8,10 +8,9 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from streamproc.config import Settings
 from streamproc.decision import ModelClient, content_ref, decide_verdict
 from streamproc.errors import DecodeError
-from streamproc.metrics import QualityMetrics
+from streamproc.metrics import QualityRecorder
 from streamproc.policy import Policy, PolicySet
 from streamproc.quality.appeals import AppealResult, appeal_policy, appeal_verdict, unavailable_verdict
 from streamproc.quality.content_fetch import ContentFetcher, ContentUnavailable
@@ -31,12 +30,13 @@ class AppealEvaluator:
 
     def __init__(
         self,
-        settings: Settings,
         policies: PolicySet,
         model: ModelClient,
         fetcher: ContentFetcher,
-        metrics: QualityMetrics,
+        metrics: QualityRecorder,
         *,
+        model_name: str,
+        review_threshold: float,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._policies = policies
@@ -44,8 +44,8 @@ class AppealEvaluator:
         self._fetcher = fetcher
         self._metrics = metrics
         self._clock = clock
-        self._threshold = settings.quality.appeal_review_threshold
-        self.model_name = settings.quality.appeal_model or settings.inference.model
+        self._threshold = review_threshold
+        self.model_name = model_name
         self._appeal_policies: dict[str, Policy] = {}
 
     async def verdict(self, original: Verdict, appeal: AppealEvent, source: SourceRef) -> Verdict:
@@ -94,7 +94,7 @@ class AppealEvaluator:
                 source=source,
                 now=evaluated.produced_at,
             )
-        self._metrics.appeals.labels(outcome=result).inc()
+        self._metrics.appeal(result)
         log.info(
             "appeal %s of %s: %s (%s)", appeal.appeal_id, original.idempotency_key, result, verdict.decision
         )

@@ -1,96 +1,68 @@
-"""The quality service's exported figures, recomputed from the join store."""
+"""The quality service's exported figures, computed from the join store (pure reads)."""
 
 from __future__ import annotations
 
 from typing import get_args
 
-from prometheus_client import Gauge
-
-from streamproc.metrics import QualityMetrics
+from streamproc.metrics import QUALITY_METRICS, Figures, QualityRecorder
 from streamproc.quality.join import accuracy, labeler_agreement
 from streamproc.quality.store import QualityStore
 from streamproc.schemas import LabelSource
 
-__all__ = ["refresh_figures"]
+__all__ = ["figures", "refresh_figures"]
+
+# Every gauge a refresh sets (all of the service's gauges but the refresh timestamp); a
+# series absent from a refresh is removed (pruned data).
+_FIGURES = tuple(
+    spec.name
+    for spec in QUALITY_METRICS
+    if spec.kind == "gauge" and spec.name != "quality_figures_updated_timestamp_seconds"
+)
 
 
-def refresh_figures(store: QualityStore, metrics: QualityMetrics) -> None:
-    """Set every store-derived gauge from the store; series that no longer exist are removed."""
-    gauges = _Gauges(metrics)
-    metrics.store_items.set(store.item_count())
+def figures(store: QualityStore) -> Figures:
+    """Every store-derived gauge value: metric name → label values → value."""
+    out: dict[str, dict[tuple[str, ...], float]] = {name: {} for name in _FIGURES}
+    out["quality_store_items"][()] = store.item_count()
     counts = store.label_counts()
     for source in (*get_args(LabelSource), *counts):
-        gauges.put(metrics.labels, counts.get(source, 0), source)
+        out["quality_labels"][(source,)] = counts.get(source, 0)
 
     live: dict[str, tuple[int, int]] = {}
     for row in store.verdict_counts():
-        gauges.put(metrics.verdicts, row.count, row.policy_version, row.mode, row.decision)
+        out["quality_verdicts"][(row.policy_version, row.mode, row.decision)] = row.count
         if row.mode == "live":
             automated, total = live.get(row.policy_version, (0, 0))
             live[row.policy_version] = (automated + row.count * (row.decision != "review"), total + row.count)
     for version, (automated, total) in live.items():
-        gauges.put(metrics.automation, automated / total, version)
+        out["quality_automation_ratio"][(version,)] = automated / total
 
     items = list(store.labeled_items())
     for (version, mode), result in accuracy(items).items():
-        gauges.put(metrics.pairs, result.pairs, version, mode)
-        gauges.put(metrics.pairs_excluded, result.excluded, version, mode, "inference_error")
+        out["quality_pairs"][(version, mode)] = result.pairs
+        out["quality_pairs_excluded"][(version, mode, "inference_error")] = result.excluded
         for category, confusion in result.confusion.items():
             for outcome in ("tp", "fp", "fn", "tn"):
-                gauges.put(metrics.confusion, getattr(confusion, outcome), version, mode, category, outcome)
-            gauges.put(metrics.precision, confusion.precision, version, mode, category)
-            gauges.put(metrics.recall, confusion.recall, version, mode, category)
-            gauges.put(metrics.f1, confusion.f1, version, mode, category)
+                out["quality_confusion"][(version, mode, category, outcome)] = getattr(confusion, outcome)
+            out["quality_precision_ratio"][(version, mode, category)] = confusion.precision
+            out["quality_recall_ratio"][(version, mode, category)] = confusion.recall
+            out["quality_f1_ratio"][(version, mode, category)] = confusion.f1
 
     agreement = labeler_agreement(item.labels for item in items)
-    metrics.labeler_pairs.set(agreement.pairs)
-    metrics.labeler_exact_agreement.set(agreement.exact_ratio)
+    out["quality_labeler_pairs"][()] = agreement.pairs
+    out["quality_labeler_exact_agreement_ratio"][()] = agreement.exact_ratio
     for category in agreement.per_category:
-        gauges.put(metrics.labeler_agreement, agreement.ratio(category), category)
+        out["quality_labeler_agreement_ratio"][(category,)] = agreement.ratio(category)
 
     for shadow in store.shadow_agreement():
-        gauges.put(metrics.shadow_compared, shadow.compared, shadow.policy_version)
-        gauges.put(metrics.shadow_agreement, shadow.ratio, shadow.policy_version)
+        out["quality_shadow_compared"][(shadow.policy_version,)] = shadow.compared
+        out["quality_shadow_agreement_ratio"][(shadow.policy_version,)] = shadow.ratio
     for human in store.human_counts():
         overturned = "true" if human.overturned else "false"
-        gauges.put(metrics.human_verdicts, human.count, human.policy_version, human.source, overturned)
-    gauges.remove_unseen()
+        out["quality_human_verdicts"][(human.policy_version, human.source, overturned)] = human.count
+    return out
 
 
-class _Gauges:
-    """Sets labelled gauges and removes, at the end, the series not set this time (pruned data).
-
-    Values are set in place, never cleared first, so a scrape meanwhile sees old or new
-    values, not gaps.
-    """
-
-    def __init__(self, metrics: QualityMetrics) -> None:
-        self._metrics = metrics
-        self._seen: dict[int, set[tuple[str, ...]]] = {}
-
-    def put(self, gauge: Gauge, value: float, *labels: str) -> None:
-        gauge.labels(*labels).set(value)
-        self._seen.setdefault(id(gauge), set()).add(labels)
-
-    def remove_unseen(self) -> None:
-        metrics = self._metrics
-        labelled = (
-            metrics.labels,
-            metrics.verdicts,
-            metrics.automation,
-            metrics.pairs,
-            metrics.pairs_excluded,
-            metrics.confusion,
-            metrics.precision,
-            metrics.recall,
-            metrics.f1,
-            metrics.labeler_agreement,
-            metrics.shadow_compared,
-            metrics.shadow_agreement,
-            metrics.human_verdicts,
-        )
-        for gauge in labelled:
-            seen = self._seen.get(id(gauge), set())
-            held = {tuple(s.labels.values()) for family in gauge.collect() for s in family.samples}
-            for labels in held - seen:
-                gauge.remove(*labels)
+def refresh_figures(store: QualityStore, metrics: QualityRecorder) -> None:
+    """Set every store-derived gauge from the store; series that no longer exist are removed."""
+    metrics.figures(figures(store))

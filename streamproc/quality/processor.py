@@ -8,22 +8,21 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from streamproc.config import Settings
-from streamproc.errors import DecodeError, SchemaValidationError
-from streamproc.metrics import QualityMetrics
+from streamproc.config import TopicSettings
+from streamproc.errors import SchemaValidationError
+from streamproc.metrics import QualityRecorder
 from streamproc.quality.appeal_evaluator import AppealEvaluator
 from streamproc.quality.join import check_label, final_verdict, settles
 from streamproc.quality.store import QualityStore, StoreError
 from streamproc.schemas import (
     AppealEvent,
     AuditSample,
-    DeadLetterReason,
     LabelEvent,
     SourceRef,
     Verdict,
     decode_record,
 )
-from streamproc.stream import InboundRecord, OutboundRecord, dead_letter, verdict_records
+from streamproc.stream import Handler, InboundRecord, OutboundRecord, dead_lettering, verdict_records
 
 __all__ = ["QualityProcessor"]
 
@@ -33,20 +32,22 @@ log = logging.getLogger(__name__)
 class QualityProcessor:
     """One record in, its outputs out: final verdicts, appeal verdicts and dead letters.
 
-    Store errors are raised: the item then stays uncommitted and the service stops, rather
-    than losing a record. Everything written for one record is one transaction.
+    ``process`` dead-letters bad records; store errors are raised: the item then stays
+    uncommitted and the service stops, rather than losing a record. Everything written for
+    one record is one transaction.
     """
 
     def __init__(
         self,
-        settings: Settings,
+        topics: TopicSettings,
         store: QualityStore,
-        metrics: QualityMetrics,
+        metrics: QualityRecorder,
         *,
+        worker_id: str,
         appeals: AppealEvaluator | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self._settings = settings
+        self._topics = topics
         self._store = store
         self._metrics = metrics
         #: Without one, appeals are stored and left unanswered.
@@ -54,22 +55,18 @@ class QualityProcessor:
         self._clock = clock
         #: Set when the store changed; the exported figures are recomputed then.
         self.dirty = True
-
-    async def process(self, record: InboundRecord) -> list[OutboundRecord]:
-        self._metrics.records_consumed.labels(topic=record.topic).inc()
-        try:
-            return await self._process(record)
-        except DecodeError as exc:
-            log.warning("dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc)
-            return [self._dead_letter(record, exc.kind, exc)]  # type: ignore[arg-type]
-        except StoreError:
-            raise
-        except Exception as exc:
-            log.exception("internal error on %s[%d]@%d", record.topic, record.partition, record.offset)
-            return [self._dead_letter(record, "internal_error", exc)]
+        self.process: Handler = dead_lettering(
+            self._process,
+            dlq_topic=topics.dlq,
+            worker=worker_id,
+            metrics=metrics,
+            fatal=(StoreError,),
+            clock=clock,
+        )
 
     async def _process(self, record: InboundRecord) -> list[OutboundRecord]:
-        topics = self._settings.topics
+        self._metrics.record_consumed(record.topic)
+        topics = self._topics
         if record.topic == topics.labels:
             return self._label(record)
         if record.topic == topics.appeals:
@@ -130,7 +127,7 @@ class QualityProcessor:
         original = self._store.original_verdict(content_type, content_id, revision)
         if original is None or self._appeals is None or not appeals:
             return []  # kept; answered when the live verdict arrives
-        topics = self._settings.topics
+        topics = self._topics
         outputs = []
         for appeal, read_from in appeals:
             verdict = await self._appeals.verdict(original, appeal, read_from)
@@ -161,19 +158,6 @@ class QualityProcessor:
             final = final_verdict(original, label, source=read_from, now=self._clock())
             if self._store.has_final(final.idempotency_key):
                 continue
-            self._metrics.final_verdicts_published.labels(source=label.source).inc()
-            outputs += verdict_records(final, self._settings.topics.verdicts)
+            self._metrics.final_verdict_published(label.source)
+            outputs += verdict_records(final, self._topics.verdicts)
         return outputs
-
-    def _dead_letter(
-        self, record: InboundRecord, reason: DeadLetterReason, error: Exception
-    ) -> OutboundRecord:
-        self._metrics.dead_letters.labels(reason=reason).inc()
-        return dead_letter(
-            record,
-            reason,
-            error,
-            dlq_topic=self._settings.topics.dlq,
-            worker=self._settings.kafka.client_id,
-            now=self._clock(),
-        )

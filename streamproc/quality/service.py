@@ -6,8 +6,7 @@ committed only once the outputs of it and everything before it are acknowledged)
 what it reads in the SQLite join store, exports accuracy figures computed from that store,
 publishes a final verdict for every review or appeal outcome once the live verdict it
 settles is known, and an appeal verdict for every appeal (see streamproc.quality.appeals)
-once the appealed live verdict is known. A plain asyncio process: it has no agents or
-tables for faust to host.
+once the appealed live verdict is known.
 """
 
 from __future__ import annotations
@@ -15,22 +14,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from datetime import UTC, datetime, timedelta
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from streamproc.config import Settings
 from streamproc.inference import InferenceClient
-from streamproc.metrics import QualityMetrics, create_quality
-from streamproc.metrics import create as create_worker_metrics
+from streamproc.metrics import NOOP, QualityRecorder, create_quality
 from streamproc.policy import PolicySet
 from streamproc.quality.appeal_evaluator import AppealEvaluator
 from streamproc.quality.content_fetch import KafkaContentFetcher
 from streamproc.quality.figures import refresh_figures
 from streamproc.quality.processor import QualityProcessor
 from streamproc.quality.store import QualityStore
-from streamproc.stream.pipeline import Pipeline
+from streamproc.stream import Pipeline, host
 
 __all__ = [
     "QualityService",
@@ -64,31 +61,39 @@ class QualityService:
     """Pipeline, store pruning and figure refreshes, started and stopped together."""
 
     def __init__(
-        self, settings: Settings, store: QualityStore, metrics: QualityMetrics, policies: PolicySet
+        self, settings: Settings, store: QualityStore, metrics: QualityRecorder, policies: PolicySet
     ) -> None:
         self._settings = settings
         self._store = store
         self._metrics = metrics
-        # The pipeline's and the model client's own gauges and counters are the worker's; they
-        # are not served here so that dashboards do not mistake this service for a worker.
-        worker_metrics = create_worker_metrics(CollectorRegistry())
         quality = settings.quality
         inference = settings.inference
         if quality.appeal_model is not None:
             inference = inference.model_copy(update={"model": quality.appeal_model})
-        self._model = InferenceClient(inference, worker_metrics)
+        # The pipeline's and the model client's own figures are the worker's; they are not
+        # exported here so that dashboards do not mistake this service for a worker.
+        self._model = InferenceClient(inference, NOOP)
         self._fetcher = KafkaContentFetcher(
             settings.kafka.bootstrap_servers,
             settings.kafka.client_id,
             timeout_seconds=quality.appeal_fetch_timeout_seconds,
         )
-        appeals = AppealEvaluator(settings, policies, self._model, self._fetcher, metrics)
-        self.processor = QualityProcessor(settings, store, metrics, appeals=appeals)
-        kafka = settings.kafka.model_copy(update={"group_id": quality_group_id(settings)})
+        appeals = AppealEvaluator(
+            policies,
+            self._model,
+            self._fetcher,
+            metrics,
+            model_name=inference.model,
+            review_threshold=quality.appeal_review_threshold,
+        )
+        self.processor = QualityProcessor(
+            settings.topics, store, metrics, appeals=appeals, worker_id=settings.kafka.client_id
+        )
         self._pipeline = Pipeline(
-            settings.model_copy(update={"kafka": kafka}),
+            settings.kafka.model_copy(update={"group_id": quality_group_id(settings)}),
+            settings.worker,
             self.processor.process,
-            worker_metrics,
+            NOOP,
             topics=consumed_topics(settings),
         )
 
@@ -126,7 +131,7 @@ class QualityService:
         if self.processor.dirty:
             self.processor.dirty = False
             refresh_figures(self._store, self._metrics)
-        self._metrics.figures_updated.set_to_current_time()
+        self._metrics.figures_checked()
 
     async def _maintain_periodically(self) -> None:
         loop = asyncio.get_running_loop()
@@ -149,30 +154,27 @@ def run_quality(settings: Settings, store: QualityStore, policies: PolicySet) ->
     """Serve /metrics and run the quality service until SIGTERM or Ctrl-C.
 
     ``policies``: the live packs appeals are re-evaluated with (read once, at start).
+
+    Raises:
+        PipelineFailed: a record could not be finished (e.g. a store error).
     """
-    logging.basicConfig(
-        level=settings.worker.log_level.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s"
-    )
+    host.configure_logging(settings.worker.log_level)
     registry = CollectorRegistry()
     metrics = create_quality(registry, consumed_topics=consumed_topics(settings))
-    if settings.metrics.enabled:
-        server, _thread = start_http_server(settings.quality.metrics_port, settings.metrics.host, registry)
-        log.info("metrics at http://%s:%d/metrics", settings.metrics.host, server.server_port)
-    log.info(
-        "quality store %s (%d content revisions), consumer group %s",
-        store.path,
-        store.item_count(),
-        quality_group_id(settings),
-    )
-
-    async def main() -> None:
-        service = QualityService(settings, store, metrics, policies)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, service.stop)
-        await service.run()
-
     try:
-        asyncio.run(main())
+        if settings.metrics.enabled:
+            host.serve_metrics(
+                registry,
+                settings.metrics.host,
+                settings.quality.metrics_port,
+                port_setting="STREAMPROC_QUALITY__METRICS_PORT",
+            )
+        log.info(
+            "quality store %s (%d content revisions), consumer group %s",
+            store.path,
+            store.item_count(),
+            quality_group_id(settings),
+        )
+        host.run(QualityService(settings, store, metrics, policies))
     finally:
         store.close()

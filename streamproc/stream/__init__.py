@@ -1,9 +1,9 @@
 """The Kafka runtime shared by the worker and the quality service: records, the in-flight
 pipeline with safe commits and backpressure, and dead-lettering."""
 
-from streamproc.stream.dead_letter import dead_letter
-from streamproc.stream.pipeline import Handler, Pipeline, PipelineFailed, publish
-from streamproc.stream.records import InboundRecord, OutboundRecord, verdict_headers, verdict_records
+from streamproc.stream.dead_letter import dead_letter, dead_lettering
+from streamproc.stream.pipeline import Pipeline, PipelineFailed, publish
+from streamproc.stream.records import Handler, InboundRecord, OutboundRecord, verdict_headers, verdict_records
 
 __all__ = [
     "Handler",
@@ -12,6 +12,7 @@ __all__ = [
     "Pipeline",
     "PipelineFailed",
     "dead_letter",
+    "dead_lettering",
     "publish",
     "verdict_headers",
     "verdict_records",

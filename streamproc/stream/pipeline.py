@@ -24,23 +24,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponential
 
-from streamproc.config import Settings
-from streamproc.metrics import Metrics
+from streamproc.config import KafkaSettings, WorkerSettings
+from streamproc.metrics import PipelineRecorder
 from streamproc.stream.offsets import OffsetLedger
-from streamproc.stream.records import InboundRecord, OutboundRecord
+from streamproc.stream.records import Handler, InboundRecord, OutboundRecord
 
 __all__ = ["Handler", "Pipeline", "PipelineFailed", "publish"]
 
 log = logging.getLogger(__name__)
-
-Handler = Callable[[InboundRecord], Awaitable[list[OutboundRecord]]]
 
 #: Consumption resumes once the window has drained to this share of its size.
 _RESUME_AT = 0.75
@@ -61,14 +59,15 @@ class Pipeline:
 
     def __init__(
         self,
-        settings: Settings,
+        kafka: KafkaSettings,
+        window: WorkerSettings,
         handler: Handler,
-        metrics: Metrics,
+        metrics: PipelineRecorder,
         *,
         topics: Sequence[str],
         ready: Callable[[], bool] = lambda: True,
     ) -> None:
-        self._settings = settings
+        self._window = window
         self._handler = handler
         self._metrics = metrics
         self._topics = list(topics)
@@ -82,7 +81,6 @@ class Pipeline:
         self._commit_due = asyncio.Event()
         self._commit_lock = asyncio.Lock()
         self._failure: BaseException | None = None
-        kafka = settings.kafka
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=kafka.bootstrap_servers,
             group_id=kafka.group_id,
@@ -92,14 +90,14 @@ class Pipeline:
             session_timeout_ms=int(kafka.session_timeout_seconds * 1000),
             heartbeat_interval_ms=int(kafka.heartbeat_interval_seconds * 1000),
             rebalance_timeout_ms=int(kafka.rebalance_timeout_seconds * 1000),
-            max_poll_records=settings.worker.fetch_max_records,
+            max_poll_records=window.fetch_max_records,
             fetch_max_wait_ms=_FETCH_WAIT_MS,
         )
         self._producer = AIOKafkaProducer(
             bootstrap_servers=kafka.bootstrap_servers,
             client_id=kafka.client_id,
             acks="all",
-            linger_ms=settings.worker.linger_ms,
+            linger_ms=window.linger_ms,
             max_batch_size=_PRODUCE_BATCH_BYTES,
         )
 
@@ -140,10 +138,10 @@ class Pipeline:
             raise PipelineFailed(f"an item could not be finished: {self._failure!r}") from self._failure
 
     async def _fetch(self) -> None:
-        consumer, window = self._consumer, self._settings.worker.max_inflight_items
+        consumer, window = self._consumer, self._window.max_inflight_items
         while not self._stopping.is_set():
             self._apply_backpressure()
-            room = max(1, min(self._settings.worker.fetch_max_records, window - self._ledger.uncommitted))
+            room = max(1, min(self._window.fetch_max_records, window - self._ledger.uncommitted))
             batches = await consumer.getmany(timeout_ms=_POLL_TIMEOUT_MS, max_records=room)
             for tp, records in batches.items():
                 if tp in consumer.assignment():
@@ -152,7 +150,7 @@ class Pipeline:
             await asyncio.sleep(0)  # let the new items start before polling again
 
     def _apply_backpressure(self) -> None:
-        window, taken = self._settings.worker.max_inflight_items, self._ledger.uncommitted
+        window, taken = self._window.max_inflight_items, self._ledger.uncommitted
         pause = taken >= window or (self._paused and taken > window * _RESUME_AT) or not self._ready()
         if pause == self._paused:
             if pause:  # partitions assigned since the pause must pause too
@@ -165,7 +163,7 @@ class Pipeline:
             self._consumer.resume(*self._consumer.assignment())
             log.info("resuming: %d records uncommitted", taken)
         self._paused = pause
-        self._metrics.consumption_paused.set(1 if pause else 0)
+        self._metrics.consumption_paused(pause)
 
     def _start(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
         self._ledger.started(tp, record.offset)
@@ -177,7 +175,7 @@ class Pipeline:
         if key is not None:
             self._tails[(tp, key)] = task
         self._in_flight += 1
-        self._metrics.items_in_flight.set(self._in_flight)
+        self._metrics.items_in_flight(self._in_flight)
         task.add_done_callback(lambda done: self._finished(tp, key, done))
 
     async def _run_item(
@@ -196,8 +194,8 @@ class Pipeline:
         if key is not None and self._tails.get((tp, key)) is task:
             del self._tails[(tp, key)]
         self._in_flight -= 1
-        self._metrics.items_in_flight.set(self._in_flight)
-        if self._ledger.uncommitted - self._in_flight >= self._settings.worker.max_inflight_items // 2:
+        self._metrics.items_in_flight(self._in_flight)
+        if self._ledger.uncommitted - self._in_flight >= self._window.max_inflight_items // 2:
             self._commit_due.set()
         if not task.cancelled() and (error := task.exception()) is not None and self._failure is None:
             log.critical("stopping: an item failed and will be redelivered", exc_info=error)
@@ -207,7 +205,7 @@ class Pipeline:
     async def _commit_periodically(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._settings.worker.commit_interval_seconds):
+                async with asyncio.timeout(self._window.commit_interval_seconds):
                     await self._commit_due.wait()
             self._commit_due.clear()
             await self._commit()
@@ -222,11 +220,11 @@ class Pipeline:
             except KafkaError as exc:
                 # The offsets stay due: the next commit retries them, or the next owner
                 # of a lost partition reprocesses the items.
-                self._metrics.offset_commits.labels(result="failed").inc()
+                self._metrics.offset_commit(ok=False)
                 log.warning("offset commit failed: %r", exc)
                 return
             self._ledger.committed(offsets)
-            self._metrics.offset_commits.labels(result="ok").inc()
+            self._metrics.offset_commit(ok=True)
 
     async def _release(self, tps: Sequence[TopicPartition]) -> None:
         """Give items of ``tps`` time to finish, commit what finished, abandon the rest."""
@@ -234,7 +232,7 @@ class Pipeline:
         pending: set[asyncio.Task[None]] = set()
         if tasks:
             log.info("draining %d items of %d partitions", len(tasks), len(tps))
-            _, pending = await asyncio.wait(tasks, timeout=self._settings.worker.drain_timeout_seconds)
+            _, pending = await asyncio.wait(tasks, timeout=self._window.drain_timeout_seconds)
         await self._commit(tps)
         for task in pending:
             task.cancel()
@@ -253,12 +251,12 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         revoked = list(revoked)
         if revoked:
-            self._pipeline._metrics.rebalances.labels(event="revoked").inc()
+            self._pipeline._metrics.rebalance("revoked")
             await self._pipeline._release(revoked)
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         assigned = sorted(assigned)
-        self._pipeline._metrics.rebalances.labels(event="assigned").inc()
+        self._pipeline._metrics.rebalance("assigned")
         names = ", ".join(f"{tp.topic}[{tp.partition}]" for tp in assigned)
         log.info("assigned %d partitions: %s", len(assigned), names)
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from streamproc.schemas import Verdict, encode
 
-__all__ = ["InboundRecord", "OutboundRecord", "verdict_headers", "verdict_records"]
+__all__ = ["Handler", "InboundRecord", "OutboundRecord", "verdict_headers", "verdict_records"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,3 +40,7 @@ def verdict_records(verdict: Verdict, *topics: str) -> list[OutboundRecord]:
     """The verdict, encoded once, to each topic, keyed by its content id."""
     key, value, headers = verdict.content_id.encode(), encode(verdict), verdict_headers(verdict)
     return [OutboundRecord(topic, key, value, headers) for topic in topics]
+
+
+#: What the pipeline runs on each record: its output records, produced before its commit.
+Handler = Callable[[InboundRecord], Awaitable[list[OutboundRecord]]]

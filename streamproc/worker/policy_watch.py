@@ -13,7 +13,7 @@ from pathlib import Path
 from watchfiles import awatch
 
 from streamproc.errors import ConfigError
-from streamproc.metrics import Metrics
+from streamproc.metrics import PolicyRecorder
 from streamproc.policy import PolicySet, load_policy_set
 
 __all__ = ["publish_policy_info", "watch_policies"]
@@ -21,19 +21,14 @@ __all__ = ["publish_policy_info", "watch_policies"]
 log = logging.getLogger(__name__)
 
 
-def publish_policy_info(metrics: Metrics, policies: PolicySet) -> None:
-    """``policy_info{name,version} 1`` for exactly the live versions being served; shadow
-    packs are logged and their metrics start at zero."""
-    metrics.policy_info.clear()
-    for name, version in policies.versions.items():
-        metrics.policy_info.labels(name=name, version=version).set(1)
+def publish_policy_info(metrics: PolicyRecorder, policies: PolicySet) -> None:
+    """Record exactly the live versions being served; shadow packs are logged and their
+    series start at zero."""
+    shadows = policies.shadow_policies
+    metrics.policies_served(policies.versions, [p.name for p in shadows])
+    for version in policies.versions.values():
         log.info("serving policy %s", version)
-    for policy in policies.shadow_policies:
-        for decision in ("approve", "reject", "review"):
-            metrics.shadow_verdicts.labels(policy=policy.name, decision=decision)
-        for agreed in ("true", "false"):
-            metrics.shadow_agreement.labels(policy=policy.name, agreed=agreed)
-        metrics.shadow_failures.labels(policy=policy.name)
+    for policy in shadows:
         log.info(
             "shadowing with policy %s on %.0f%% of its items", policy.version, policy.shadow_sample * 100
         )
@@ -42,7 +37,7 @@ def publish_policy_info(metrics: Metrics, policies: PolicySet) -> None:
 async def watch_policies(
     paths: Sequence[Path],
     apply: Callable[[PolicySet], None],
-    metrics: Metrics,
+    metrics: PolicyRecorder,
     *,
     debounce_ms: int = 300,
     allow_shadows: bool = True,
@@ -64,9 +59,9 @@ async def watch_policies(
                     "restart it to load them (it then checks that the shadow topic exists)"
                 )
         except ConfigError as exc:
-            metrics.policy_reloads.labels(result="rejected").inc()
+            metrics.policy_reload(applied=False)
             log.error("policy change rejected, previous packs keep serving: %s", exc)  # noqa: TRY400
             continue
         apply(policies)
-        metrics.policy_reloads.labels(result="applied").inc()
+        metrics.policy_reload(applied=True)
         publish_policy_info(metrics, policies)

@@ -12,22 +12,20 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from streamproc.config import Settings
+from streamproc.config import AuditSettings, TopicSettings
 from streamproc.decision import ModelClient, Outcome, audit_sample, decide_verdict, sampled_shadows
-from streamproc.errors import DecodeError
-from streamproc.metrics import Metrics
+from streamproc.metrics import NOOP, WorkerRecorder
 from streamproc.policy import Policy, PolicySet
 from streamproc.schemas import (
     ContentEvent,
     ContentType,
-    DeadLetterReason,
     SourceRef,
     Verdict,
     VerdictMode,
     decode_event,
     encode,
 )
-from streamproc.stream import InboundRecord, OutboundRecord, dead_letter, verdict_records
+from streamproc.stream import Handler, InboundRecord, OutboundRecord, dead_lettering, verdict_records
 
 __all__ = ["Processor"]
 
@@ -35,65 +33,43 @@ log = logging.getLogger(__name__)
 
 
 class Processor:
-    """Turns records from the content topics into verdict, review and dead-letter records."""
+    """Turns records from the content topics into verdict, review, audit, shadow and
+    dead-letter records. ``process`` never raises for bad input, model failures or bugs:
+    they become records too (see streamproc.stream.dead_lettering)."""
 
     def __init__(
         self,
-        settings: Settings,
+        topics: TopicSettings,
+        audit: AuditSettings,
         policies: PolicySet,
         model: ModelClient,
-        metrics: Metrics,
+        metrics: WorkerRecorder,
         *,
+        model_name: str,
+        worker_id: str,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self._settings = settings
+        self._topics = topics
+        self._audit = audit
         #: Replaced as a whole on reload; each item reads it once, so it sees one version.
         self.policies = policies
         self._model = model
+        self._model_name = model_name
         self._metrics = metrics
         self._clock = clock
-        topics = settings.topics
-        self._content_types: dict[str, ContentType] = {
-            topics.listings: "listing",
-            topics.videos: "video",
-        }
+        self._content_types: dict[str, ContentType] = {topics.listings: "listing", topics.videos: "video"}
+        self.process: Handler = dead_lettering(
+            self._process, dlq_topic=topics.dlq, worker=worker_id, metrics=metrics, clock=clock
+        )
 
     def replace_policies(self, policies: PolicySet) -> None:
         """Serve new packs from the next item on (items in flight finish on the old ones)."""
         self.policies = policies
 
-    async def process(self, record: InboundRecord) -> list[OutboundRecord]:
-        """Never raises for bad input, model failures or bugs: they become records too.
-
-        An unexpected error is dead-lettered as ``internal_error`` rather than raised: one
-        bad item must not stop the worker and hold up every partition behind it.
-        """
-        self._metrics.events_consumed.labels(topic=record.topic).inc()
-        try:
-            return await self._process(record)
-        except DecodeError as exc:
-            log.warning("dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc)
-            return [self._dead_letter(record, exc.kind, exc)]  # type: ignore[arg-type]
-        except Exception as exc:
-            log.exception("internal error on %s[%d]@%d", record.topic, record.partition, record.offset)
-            return [self._dead_letter(record, "internal_error", exc)]
-
-    def _dead_letter(
-        self, record: InboundRecord, reason: DeadLetterReason, error: Exception
-    ) -> OutboundRecord:
-        self._metrics.dead_letters.labels(reason=reason).inc()
-        return dead_letter(
-            record,
-            reason,
-            error,
-            dlq_topic=self._settings.topics.dlq,
-            worker=self._settings.kafka.client_id,
-            now=self._clock(),
-        )
-
     async def _process(self, record: InboundRecord) -> list[OutboundRecord]:
         received = time.perf_counter()
-        topics = self._settings.topics
+        self._metrics.event_consumed(record.topic)
+        topics = self._topics
         content_type = self._content_types[record.topic]
         event = decode_event(content_type, record.value)
         policies = self.policies  # one set for the whole item, even if a reload lands meanwhile
@@ -122,29 +98,25 @@ class Processor:
             verdict, outcome = await live
             shadow_verdicts = []
 
-        self._metrics.verdicts.labels(
-            content_type=content_type, decision=verdict.decision, category=_category_label(outcome)
-        ).inc()
-        self._metrics.end_to_end_latency.labels(content_type=content_type).observe(
-            max(0.0, verdict.latency.end_to_end_seconds)
-        )
-        self._metrics.processing_latency.labels(content_type=content_type).observe(
-            verdict.latency.processing_seconds
+        self._metrics.verdict(
+            content_type,
+            verdict.decision,
+            _category_label(outcome),
+            end_to_end_seconds=max(0.0, verdict.latency.end_to_end_seconds),
+            processing_seconds=verdict.latency.processing_seconds,
         )
 
         outputs = verdict_records(
             verdict, topics.verdicts, *([topics.review] if verdict.decision == "review" else [])
         )
-        sample = audit_sample(verdict, policy, self._settings.audit)
+        sample = audit_sample(verdict, policy, self._audit)
         if sample is not None:
-            self._metrics.audit_samples.labels(decision=verdict.decision).inc()
+            self._metrics.audit_sampled(verdict.decision)
             on_verdicts = outputs[0]  # the audit record is keyed and headed as the verdict
             outputs.append(OutboundRecord(topics.audit, on_verdicts.key, encode(sample), on_verdicts.headers))
         for shadow in shadow_verdicts:  # never to the verdict, review or audit topics
             name = shadow.policy_version.partition("@")[0]
-            self._metrics.shadow_verdicts.labels(policy=name, decision=shadow.decision).inc()
-            agreed = "true" if shadow.decision == verdict.decision else "false"
-            self._metrics.shadow_agreement.labels(policy=name, agreed=agreed).inc()
+            self._metrics.shadow_verdict(name, shadow.decision, agreed=shadow.decision == verdict.decision)
             outputs += verdict_records(shadow, topics.shadow)
         return outputs
 
@@ -163,12 +135,12 @@ class Processor:
             policies.rules(policy),
             event,
             self._model,
-            model_name=self._settings.inference.model,
+            model_name=self._model_name,
             source=source,
             received=received,
             clock=self._clock,
             mode=mode,
-            metrics=self._metrics if mode == "live" else None,
+            metrics=self._metrics if mode == "live" else NOOP,
         )
 
     async def _shadow_verdict(
@@ -179,7 +151,7 @@ class Processor:
             verdict, _ = await self._verdict(policies, policy, event, source, received, mode="shadow")
         except Exception:
             log.exception("shadow pack %s failed on an item; the live verdict is unaffected", policy.name)
-            self._metrics.shadow_failures.labels(policy=policy.name).inc()
+            self._metrics.shadow_failed(policy.name)
             return None
         return verdict
 

@@ -1,9 +1,4 @@
-"""The worker process: a faust app whose one service runs the moderation pipeline.
-
-faust provides the process: start-up, signal handling, logging and an orderly stop.
-The hot path (consume, process, produce, commit) is the ``Pipeline`` on aiokafka; the app
-declares no agents, so faust's own consumer joins no group.
-"""
+"""The worker process: model client, processor, policy watcher and pipeline, run together."""
 
 from __future__ import annotations
 
@@ -11,20 +6,17 @@ import asyncio
 import contextlib
 import logging
 
-import faust
-from mode import Service
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from streamproc.config import Settings
 from streamproc.inference import InferenceClient
-from streamproc.metrics import Metrics
-from streamproc.metrics import create as create_metrics
+from streamproc.metrics import WorkerRecorder, create
 from streamproc.policy import PolicySet
-from streamproc.stream.pipeline import Pipeline
+from streamproc.stream import Pipeline, host
 from streamproc.worker.policy_watch import publish_policy_info, watch_policies
 from streamproc.worker.processor import Processor
 
-__all__ = ["ModerationService", "create_app", "run_worker", "worker_topics"]
+__all__ = ["ModerationService", "run_worker", "worker_topics"]
 
 log = logging.getLogger(__name__)
 
@@ -41,89 +33,81 @@ def worker_topics(settings: Settings, policies: PolicySet) -> list[str]:
     return names
 
 
-class ModerationService(Service):
-    """Model client, processor, policy watcher and pipeline, started and stopped together."""
+class ModerationService:
+    """Consume the content topics and publish verdicts until ``stop()``."""
 
-    def __init__(self, settings: Settings, policies: PolicySet, metrics: Metrics) -> None:
-        super().__init__()
+    def __init__(self, settings: Settings, policies: PolicySet, metrics: WorkerRecorder) -> None:
         self._settings = settings
         self._policies = policies
         self._metrics = metrics
         self._pipeline: Pipeline | None = None
-        self._running: asyncio.Task[None] | None = None
+        self._stopped = False
 
-    async def on_start(self) -> None:
-        self._running = asyncio.create_task(self._run())
-
-    async def on_stop(self) -> None:
+    def stop(self) -> None:
+        """Stop fetching; ``run`` then drains, commits and returns."""
+        self._stopped = True
         if self._pipeline is not None:
             self._pipeline.stop()
-        if self._running is not None:
-            await asyncio.wait([self._running])
 
-    async def _run(self) -> None:
+    async def run(self) -> None:
+        """Run until ``stop()``; raises PipelineFailed if an item could not be finished."""
         settings, metrics = self._settings, self._metrics
-        watcher: asyncio.Task[None] | None = None
-        try:
-            async with InferenceClient(settings.inference, metrics) as client:
-                processor = Processor(settings, self._policies, client, metrics)
-                self._pipeline = Pipeline(
-                    settings,
-                    processor.process,
-                    metrics,
-                    topics=(settings.topics.listings, settings.topics.videos),
-                    ready=lambda: client.available,
-                )
-                if settings.policy.watch:
-                    # The shadow topic was checked at start only if shadow packs were loaded then.
-                    watcher = asyncio.create_task(
-                        watch_policies(
-                            settings.policy.paths,
-                            processor.replace_policies,
-                            metrics,
-                            allow_shadows=bool(self._policies.shadow_policies),
-                        )
+        async with InferenceClient(settings.inference, metrics) as client:
+            processor = Processor(
+                settings.topics,
+                settings.audit,
+                self._policies,
+                client,
+                metrics,
+                model_name=settings.inference.model,
+                worker_id=settings.kafka.client_id,
+            )
+            self._pipeline = Pipeline(
+                settings.kafka,
+                settings.worker,
+                processor.process,
+                metrics,
+                topics=(settings.topics.listings, settings.topics.videos),
+                ready=lambda: client.available,
+            )
+            if self._stopped:  # a signal arrived while starting
+                self._pipeline.stop()
+            watcher: asyncio.Task[None] | None = None
+            if settings.policy.watch:
+                # The shadow topic was checked at start only if shadow packs were loaded then.
+                watcher = asyncio.create_task(
+                    watch_policies(
+                        settings.policy.paths,
+                        processor.replace_policies,
+                        metrics,
+                        allow_shadows=bool(self._policies.shadow_policies),
                     )
+                )
+            try:
                 await self._pipeline.run()
-        except Exception as exc:  # noqa: BLE001 - any failure must stop the worker, not just this task
-            log.critical("worker failed: %s", exc)
-            await self.crash(exc)
-        finally:
-            if watcher is not None:
-                watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
-
-
-def create_app(settings: Settings, policies: PolicySet, metrics: Metrics) -> faust.App:
-    """The faust app that hosts the moderation service."""
-    kafka = settings.kafka
-    app = faust.App(
-        f"{kafka.group_id}-worker",
-        broker=[f"kafka://{server.strip()}" for server in kafka.bootstrap_servers.split(",")],
-        broker_client_id=kafka.client_id,
-        topic_allow_declare=False,
-        web_enabled=False,
-        autodiscover=False,
-        datadir=str(settings.worker.data_dir),
-    )
-    # A dependency starts with the app, before faust waits (up to 30 s) for table recovery
-    # that an app without tables does not need.
-    app.add_dependency(ModerationService(settings, policies, metrics))
-    return app
+            finally:
+                if watcher is not None:
+                    watcher.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await watcher
 
 
 def run_worker(settings: Settings, policies: PolicySet) -> None:
-    """Serve /metrics and run the worker until SIGTERM or Ctrl-C."""
+    """Serve /metrics and run the worker until SIGTERM or Ctrl-C.
+
+    Raises:
+        PipelineFailed: an item could not be finished (its offset was not committed).
+    """
+    host.configure_logging(settings.worker.log_level)
     registry = CollectorRegistry()
-    metrics = create_metrics(
+    metrics = create(
         registry,
         consumed_topics=(settings.topics.listings, settings.topics.videos),
         categories=policies.category_ids,
     )
     if settings.metrics.enabled:
-        server, _thread = start_http_server(settings.metrics.port, settings.metrics.host, registry)
-        log.info("metrics at http://%s:%d/metrics", settings.metrics.host, server.server_port)
+        host.serve_metrics(
+            registry, settings.metrics.host, settings.metrics.port, port_setting="STREAMPROC_METRICS__PORT"
+        )
     publish_policy_info(metrics, policies)
-    app = create_app(settings, policies, metrics)
-    faust.Worker(app, loglevel=settings.worker.log_level.upper()).execute_from_commandline()
+    host.run(ModerationService(settings, policies, metrics))

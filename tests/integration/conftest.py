@@ -128,7 +128,6 @@ def start_worker(
             "STREAMPROC_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap,
             "STREAMPROC_KAFKA__GROUP_ID": f"streamproc-test-{uuid.uuid4().hex[:8]}",
             "STREAMPROC_METRICS__PORT": str(port),
-            "STREAMPROC_WORKER__DATA_DIR": str(tmp_path / f"worker-{len(started)}"),
             **_model_and_topics(vllm, topics),
             **env,
         }

@@ -74,7 +74,13 @@ async def test_window_keeps_key_order_and_never_commits_past_an_unfinished_item(
             await asyncio.sleep(random.uniform(0, 0.3))  # finish out of order
         return [OutboundRecord(topics.verdicts, record.key, record.value or b"")]
 
-    pipeline = Pipeline(settings, handler, create_metrics(CollectorRegistry()), topics=[topics.listings])
+    pipeline = Pipeline(
+        settings.kafka,
+        settings.worker,
+        handler,
+        create_metrics(CollectorRegistry()),
+        topics=[topics.listings],
+    )
     # 40 listings x 10 revisions each, plus one listing whose item never finishes until released.
     events = [(b"L-held", orjson.dumps({"revision": 0}))] + [
         (f"L-{n}".encode(), orjson.dumps({"revision": revision})) for revision in range(10) for n in range(40)
@@ -120,7 +126,9 @@ async def test_items_slower_than_the_session_timeout_cause_no_rebalance(
         await asyncio.sleep(15)  # a model call far slower than the session timeout
         return [OutboundRecord(topics.verdicts, record.key, record.value or b"")]
 
-    pipeline = Pipeline(settings, slow, create_metrics(registry), topics=[topics.listings])
+    pipeline = Pipeline(
+        settings.kafka, settings.worker, slow, create_metrics(registry), topics=[topics.listings]
+    )
     await produce(broker.bootstrap, topics.listings, [(f"L-s{i}".encode(), b"{}") for i in range(20)])
     running = asyncio.create_task(pipeline.run())
     try:

@@ -31,8 +31,18 @@ async def test_open_loop_run_reads_back_every_verdict_and_times_it(
     )
     registry = CollectorRegistry()
     metrics = create_metrics(registry)
-    processor = Processor(settings, shipped_policies(), ZeroCostModel(), metrics)
-    pipeline = Pipeline(settings, processor.process, metrics, topics=[topics.listings, topics.videos])
+    processor = Processor(
+        settings.topics,
+        settings.audit,
+        shipped_policies(),
+        ZeroCostModel(),
+        metrics,
+        model_name=settings.inference.model,
+        worker_id=settings.kafka.client_id,
+    )
+    pipeline = Pipeline(
+        settings.kafka, settings.worker, processor.process, metrics, topics=[topics.listings, topics.videos]
+    )
     running = asyncio.create_task(pipeline.run())
     try:
         # group joining is not to be timed as latency

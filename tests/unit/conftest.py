@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from streamproc.config import TopicSettings
-from streamproc.metrics import Metrics, QualityMetrics, create, create_quality
+from streamproc.metrics import PrometheusWorkerMetrics, PrometheusQualityMetrics, create, create_quality
 from streamproc.quality.store import QualityStore
 from streamproc.stream.records import InboundRecord
 
@@ -27,7 +27,7 @@ def registry() -> CollectorRegistry:
 
 
 @pytest.fixture
-def metrics(registry: CollectorRegistry) -> Metrics:
+def metrics(registry: CollectorRegistry) -> PrometheusWorkerMetrics:
     return create(registry, consumed_topics=("content.listings.v1", "content.videos.v1"))
 
 
@@ -38,6 +38,6 @@ def store(tmp_path: Path) -> Iterator[QualityStore]:
 
 
 @pytest.fixture
-def quality_metrics(registry: CollectorRegistry) -> QualityMetrics:
+def quality_metrics(registry: CollectorRegistry) -> PrometheusQualityMetrics:
     topics = TopicSettings()
     return create_quality(registry, consumed_topics=(topics.verdicts, topics.labels))

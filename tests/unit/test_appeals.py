@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from streamproc.config import Settings
 from streamproc.errors import InferenceTimeout
-from streamproc.metrics import APPEAL_OUTCOMES, QualityMetrics
+from streamproc.metrics import APPEAL_OUTCOMES, PrometheusQualityMetrics
 from streamproc.quality.appeal_evaluator import AppealEvaluator
 from streamproc.quality.appeals import (
     APPEAL_CONTENT_UNAVAILABLE,
@@ -100,13 +100,24 @@ def appeal(**overrides: Any) -> AppealEvent:
 
 def make(
     store: QualityStore,
-    metrics: QualityMetrics,
+    metrics: PrometheusQualityMetrics,
     model: FakeModel,
     fetcher: FakeFetcher,
     settings: Settings = SETTINGS,
 ) -> QualityProcessor:
-    evaluator = AppealEvaluator(settings, POLICIES, model, fetcher, metrics, clock=lambda: NOW)
-    return QualityProcessor(settings, store, metrics, appeals=evaluator, clock=lambda: NOW)
+    quality = settings.quality
+    evaluator = AppealEvaluator(
+        POLICIES,
+        model,
+        fetcher,
+        metrics,
+        model_name=quality.appeal_model or settings.inference.model,
+        review_threshold=quality.appeal_review_threshold,
+        clock=lambda: NOW,
+    )
+    return QualityProcessor(
+        settings.topics, store, metrics, worker_id="w", appeals=evaluator, clock=lambda: NOW
+    )
 
 
 async def answered(
@@ -151,7 +162,7 @@ def test_outcome_labels_match_the_results() -> None:
 
 
 async def test_confirmed_reject_stands(
-    store: QualityStore, quality_metrics: QualityMetrics, registry: CollectorRegistry
+    store: QualityStore, quality_metrics: PrometheusQualityMetrics, registry: CollectorRegistry
 ) -> None:
     model = FakeModel(CLEAR_REJECT)
     processor = make(store, quality_metrics, model, FakeFetcher({CONTENT_AT: orjson.dumps(CLEAN)}))
@@ -175,7 +186,7 @@ async def test_confirmed_reject_stands(
 
 
 async def test_rule_reject_stands_without_a_model_call(
-    store: QualityStore, quality_metrics: QualityMetrics
+    store: QualityStore, quality_metrics: PrometheusQualityMetrics
 ) -> None:
     model = FakeModel(CLEAN_ANSWER)
     blocked = original("reject", decided_by={"kind": "rule", "id": "blocked-terms"}, flagged_categories=[])
@@ -187,7 +198,7 @@ async def test_rule_reject_stands_without_a_model_call(
 
 
 async def test_a_different_re_evaluation_goes_to_a_human_with_high_priority(
-    store: QualityStore, quality_metrics: QualityMetrics, registry: CollectorRegistry
+    store: QualityStore, quality_metrics: PrometheusQualityMetrics, registry: CollectorRegistry
 ) -> None:
     # live: approve (0.4 < 0.5); under the appeal policy 0.4 >= 0.3: review, not the original decision
     processor = make(
@@ -206,7 +217,7 @@ async def test_a_different_re_evaluation_goes_to_a_human_with_high_priority(
 
 
 async def test_a_reject_the_re_evaluation_does_not_confirm_goes_to_a_human(
-    store: QualityStore, quality_metrics: QualityMetrics
+    store: QualityStore, quality_metrics: PrometheusQualityMetrics
 ) -> None:
     processor = make(
         store, quality_metrics, FakeModel(CLEAN_ANSWER), FakeFetcher({CONTENT_AT: orjson.dumps(CLEAN)})
@@ -217,7 +228,7 @@ async def test_a_reject_the_re_evaluation_does_not_confirm_goes_to_a_human(
 
 
 async def test_an_appealed_review_always_goes_to_a_human(
-    store: QualityStore, quality_metrics: QualityMetrics
+    store: QualityStore, quality_metrics: PrometheusQualityMetrics
 ) -> None:
     processor = make(
         store, quality_metrics, FakeModel(BORDERLINE), FakeFetcher({CONTENT_AT: orjson.dumps(CLEAN)})
@@ -227,7 +238,7 @@ async def test_an_appealed_review_always_goes_to_a_human(
 
 
 async def test_an_inference_error_is_never_an_approval(
-    store: QualityStore, quality_metrics: QualityMetrics, registry: CollectorRegistry
+    store: QualityStore, quality_metrics: PrometheusQualityMetrics, registry: CollectorRegistry
 ) -> None:
     model = FakeModel(error=InferenceTimeout("model server timed out"))
     processor = make(store, quality_metrics, model, FakeFetcher({CONTENT_AT: orjson.dumps(CLEAN)}))
@@ -250,7 +261,7 @@ async def test_an_inference_error_is_never_an_approval(
 )
 async def test_unreadable_content_goes_to_a_human(
     store: QualityStore,
-    quality_metrics: QualityMetrics,
+    quality_metrics: PrometheusQualityMetrics,
     registry: CollectorRegistry,
     records: dict[SourceRef, bytes | None],
 ) -> None:
@@ -268,7 +279,9 @@ async def test_unreadable_content_goes_to_a_human(
     assert registry.get_sample_value("streamproc_appeals_total", {"outcome": "content_unavailable"}) == 1
 
 
-async def test_appeal_model_names_the_model(store: QualityStore, quality_metrics: QualityMetrics) -> None:
+async def test_appeal_model_names_the_model(
+    store: QualityStore, quality_metrics: PrometheusQualityMetrics
+) -> None:
     settings = Settings(kafka={"client_id": "quality-1"}, quality={"appeal_model": "big-judge"})
     fetcher = FakeFetcher({CONTENT_AT: orjson.dumps(CLEAN)})
     processor = make(store, quality_metrics, FakeModel(CLEAR_REJECT), fetcher, settings)
@@ -280,7 +293,7 @@ async def test_appeal_model_names_the_model(store: QualityStore, quality_metrics
 
 
 async def test_appeal_before_its_verdict_is_answered_when_the_verdict_arrives(
-    store: QualityStore, quality_metrics: QualityMetrics
+    store: QualityStore, quality_metrics: PrometheusQualityMetrics
 ) -> None:
     processor = make(
         store, quality_metrics, FakeModel(CLEAR_REJECT), FakeFetcher({CONTENT_AT: orjson.dumps(CLEAN)})
@@ -293,7 +306,7 @@ async def test_appeal_before_its_verdict_is_answered_when_the_verdict_arrives(
 
 
 async def test_redelivered_appeal_gets_the_same_key_until_its_verdict_is_read_back(
-    store: QualityStore, quality_metrics: QualityMetrics, registry: CollectorRegistry
+    store: QualityStore, quality_metrics: PrometheusQualityMetrics, registry: CollectorRegistry
 ) -> None:
     model = FakeModel(CLEAR_REJECT)
     processor = make(store, quality_metrics, model, FakeFetcher({CONTENT_AT: orjson.dumps(CLEAN)}))
@@ -310,7 +323,7 @@ async def test_redelivered_appeal_gets_the_same_key_until_its_verdict_is_read_ba
 
 
 async def test_two_appeals_of_one_revision_each_get_a_verdict(
-    store: QualityStore, quality_metrics: QualityMetrics
+    store: QualityStore, quality_metrics: PrometheusQualityMetrics
 ) -> None:
     processor = make(
         store, quality_metrics, FakeModel(CLEAR_REJECT), FakeFetcher({CONTENT_AT: orjson.dumps(CLEAN)})
@@ -322,7 +335,7 @@ async def test_two_appeals_of_one_revision_each_get_a_verdict(
 
 
 async def test_appeal_outcome_label_is_settled_against_the_original_live_verdict(
-    store: QualityStore, quality_metrics: QualityMetrics
+    store: QualityStore, quality_metrics: PrometheusQualityMetrics
 ) -> None:
     processor = make(
         store, quality_metrics, FakeModel(BORDERLINE), FakeFetcher({CONTENT_AT: orjson.dumps(CLEAN)})
@@ -341,15 +354,15 @@ async def test_appeal_outcome_label_is_settled_against_the_original_live_verdict
 
 
 async def test_without_an_evaluator_appeals_are_kept(
-    store: QualityStore, quality_metrics: QualityMetrics
+    store: QualityStore, quality_metrics: PrometheusQualityMetrics
 ) -> None:
-    processor = QualityProcessor(SETTINGS, store, quality_metrics, clock=lambda: NOW)
+    processor = QualityProcessor(SETTINGS.topics, store, quality_metrics, worker_id="w", clock=lambda: NOW)
     assert await answered(processor, original("reject"), appeal()) == []
     assert [a.appeal_id for a, _ in store.open_appeals("listing", "L-1", 0)] == ["ap-1"]
 
 
 async def test_unanswered_appeals_are_pruned_with_their_revision(
-    store: QualityStore, quality_metrics: QualityMetrics
+    store: QualityStore, quality_metrics: PrometheusQualityMetrics
 ) -> None:
     processor = make(store, quality_metrics, FakeModel(CLEAR_REJECT), FakeFetcher({}))
     await processor.process(record(TOPICS.appeals, encode(appeal(created_at=NOW - timedelta(days=40)))))
@@ -374,7 +387,7 @@ async def test_unanswered_appeals_are_pruned_with_their_revision(
 )
 async def test_malformed_appeals_are_dead_lettered(
     store: QualityStore,
-    quality_metrics: QualityMetrics,
+    quality_metrics: PrometheusQualityMetrics,
     registry: CollectorRegistry,
     value: bytes | None,
     reason: str,

@@ -18,7 +18,7 @@ from streamproc.errors import (
 )
 from streamproc.inference import InferenceClient
 from streamproc.inference.protocol import ModelRequest
-from streamproc.metrics import Metrics
+from streamproc.metrics import PrometheusWorkerMetrics
 from streamproc.policy.scorers import logprob_request
 
 MESSAGES: list[dict[str, Any]] = [
@@ -57,14 +57,14 @@ def completion(top: list[tuple[str, float]], cached: int | None = 5) -> dict[str
     }
 
 
-def client_with(handler: Any, metrics: Metrics, **settings: Any) -> InferenceClient:
+def client_with(handler: Any, metrics: PrometheusWorkerMetrics, **settings: Any) -> InferenceClient:
     settings = {"max_attempts": 3, **settings}
     config = InferenceSettings(base_url="http://model.test/v1", model="m", **settings)
     return InferenceClient(config, metrics, transport=httpx.MockTransport(handler), max_backoff_seconds=0.01)
 
 
 async def test_sends_a_single_token_logprob_request_and_reads_the_answer(
-    metrics: Metrics, registry: CollectorRegistry
+    metrics: PrometheusWorkerMetrics, registry: CollectorRegistry
 ) -> None:
     seen: list[httpx.Request] = []
 
@@ -91,7 +91,9 @@ async def test_sends_a_single_token_logprob_request_and_reads_the_answer(
     assert registry.get_sample_value("streamproc_model_requests_in_flight") == 0
 
 
-async def test_retries_server_errors_then_succeeds(metrics: Metrics, registry: CollectorRegistry) -> None:
+async def test_retries_server_errors_then_succeeds(
+    metrics: PrometheusWorkerMetrics, registry: CollectorRegistry
+) -> None:
     answers = iter(
         [httpx.Response(503, text="overloaded"), httpx.Response(200, json=completion([("N", 0.0)]))]
     )
@@ -115,7 +117,7 @@ async def test_retries_server_errors_then_succeeds(metrics: Metrics, registry: C
     ],
 )
 async def test_maps_failures_and_retries_only_transient_ones(
-    metrics: Metrics, handler_error: Any, expected: type[Exception], attempts: int
+    metrics: PrometheusWorkerMetrics, handler_error: Any, expected: type[Exception], attempts: int
 ) -> None:
     calls = 0
 
@@ -132,7 +134,7 @@ async def test_maps_failures_and_retries_only_transient_ones(
     assert calls == attempts
 
 
-async def test_missing_usage_and_cache_details_are_tolerated(metrics: Metrics) -> None:
+async def test_missing_usage_and_cache_details_are_tolerated(metrics: PrometheusWorkerMetrics) -> None:
     body = completion([("B", -0.2)], cached=None)
     del body["usage"]
     async with client_with(lambda request: httpx.Response(200, json=body), metrics) as client:
@@ -140,7 +142,7 @@ async def test_missing_usage_and_cache_details_are_tolerated(metrics: Metrics) -
     assert (result.prompt_tokens, result.cached_prompt_tokens) == (0, None)
 
 
-async def test_recorded_vllm_response_is_read_and_scored(metrics: Metrics) -> None:
+async def test_recorded_vllm_response_is_read_and_scored(metrics: PrometheusWorkerMetrics) -> None:
     """A real answer of vLLM 0.32 (CPU) serving SmolLM2-135M-Instruct to the listing prompt."""
     from pathlib import Path
 
@@ -160,7 +162,7 @@ async def test_recorded_vllm_response_is_read_and_scored(metrics: Metrics) -> No
     assert 0.0 < sum(scores.values()) < 1.0  # the rest is N's share
 
 
-async def test_text_completion_layout_is_read(metrics: Metrics) -> None:
+async def test_text_completion_layout_is_read(metrics: PrometheusWorkerMetrics) -> None:
     body = {
         "choices": [
             {
@@ -191,7 +193,7 @@ async def test_text_completion_layout_is_read(metrics: Metrics) -> None:
 
 
 async def test_circuit_opens_after_consecutive_failures_and_then_fails_fast(
-    metrics: Metrics, registry: CollectorRegistry
+    metrics: PrometheusWorkerMetrics, registry: CollectorRegistry
 ) -> None:
     calls = 0
 
@@ -220,7 +222,7 @@ async def test_circuit_opens_after_consecutive_failures_and_then_fails_fast(
 
 
 async def test_holding_waits_out_an_outage_instead_of_failing(
-    metrics: Metrics, registry: CollectorRegistry
+    metrics: PrometheusWorkerMetrics, registry: CollectorRegistry
 ) -> None:
     loop = asyncio.get_running_loop()
     back_at = loop.time() + 1.5
@@ -243,7 +245,9 @@ async def test_holding_waits_out_an_outage_instead_of_failing(
     assert calls < 30  # while the circuit was open the server was left alone
 
 
-async def test_concurrency_is_bounded_by_the_limit(metrics: Metrics, registry: CollectorRegistry) -> None:
+async def test_concurrency_is_bounded_by_the_limit(
+    metrics: PrometheusWorkerMetrics, registry: CollectorRegistry
+) -> None:
     running = peak = 0
 
     async def slow(request: httpx.Request) -> httpx.Response:

@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry
 from streamproc.config import Settings
 from streamproc.errors import InferenceError, InferenceTimeout
 from streamproc.inference.protocol import ModelAnswer, ModelRequest, TokenChoice
-from streamproc.metrics import Metrics
+from streamproc.metrics import PrometheusWorkerMetrics
 from streamproc.policy import PolicySet, Thresholds
 from streamproc.schemas import DeadLetter, Verdict
 from streamproc.stream import InboundRecord
@@ -41,14 +41,22 @@ class FakeModel:
         )
 
 
-def processor(model: FakeModel, metrics: Metrics) -> Processor:
+def processor(model: FakeModel, metrics: PrometheusWorkerMetrics) -> Processor:
     policies = PolicySet(
         [
             p.with_thresholds({c: Thresholds(reject=0.8, review=0.5) for c in p.category_ids})
             for p in shipped_policies().policies
         ]
     )
-    return Processor(SETTINGS, policies, model, metrics)
+    return Processor(
+        SETTINGS.topics,
+        SETTINGS.audit,
+        policies,
+        model,
+        metrics,
+        model_name=SETTINGS.inference.model,
+        worker_id=SETTINGS.kafka.client_id,
+    )
 
 
 def record(value: bytes | None, topic: str = TOPICS.listings, key: bytes | None = b"L-1") -> InboundRecord:
@@ -56,7 +64,7 @@ def record(value: bytes | None, topic: str = TOPICS.listings, key: bytes | None 
 
 
 async def test_clean_listing_is_approved_with_one_verdict(
-    metrics: Metrics, registry: CollectorRegistry
+    metrics: PrometheusWorkerMetrics, registry: CollectorRegistry
 ) -> None:
     outputs = await processor(FakeModel({"N": 0.9, "A": 0.1}), metrics).process(
         record(orjson.dumps(listing_dict(listing_id="L-1", revision=4)))
@@ -79,7 +87,7 @@ async def test_clean_listing_is_approved_with_one_verdict(
     assert registry.get_sample_value(count, {"content_type": "listing"}) == 1
 
 
-async def test_review_goes_to_verdicts_and_review_queue(metrics: Metrics) -> None:
+async def test_review_goes_to_verdicts_and_review_queue(metrics: PrometheusWorkerMetrics) -> None:
     outputs = await processor(FakeModel({"N": 0.4, "E": 0.6}), metrics).process(
         record(orjson.dumps(listing_dict()))
     )
@@ -93,7 +101,7 @@ async def test_review_goes_to_verdicts_and_review_queue(metrics: Metrics) -> Non
     )
 
 
-async def test_video_reject_uses_the_video_policy(metrics: Metrics) -> None:
+async def test_video_reject_uses_the_video_policy(metrics: PrometheusWorkerMetrics) -> None:
     model = FakeModel({"G": 0.95, "N": 0.05})
     outputs = await processor(model, metrics).process(
         record(orjson.dumps(video_dict(video_id="V-9")), topic=TOPICS.videos, key=b"V-9")
@@ -109,7 +117,7 @@ async def test_video_reject_uses_the_video_policy(metrics: Metrics) -> None:
 
 
 async def test_inference_error_becomes_review_never_approve(
-    metrics: Metrics, registry: CollectorRegistry
+    metrics: PrometheusWorkerMetrics, registry: CollectorRegistry
 ) -> None:
     outputs = await processor(FakeModel(error=InferenceTimeout("slow")), metrics).process(
         record(orjson.dumps(listing_dict()))
@@ -123,7 +131,7 @@ async def test_inference_error_becomes_review_never_approve(
 
 
 async def test_answer_outside_the_label_set_is_reviewed_and_counted(
-    metrics: Metrics, registry: CollectorRegistry
+    metrics: PrometheusWorkerMetrics, registry: CollectorRegistry
 ) -> None:
     outputs = await processor(FakeModel({"The": 0.7, "I": 0.3}), metrics).process(
         record(orjson.dumps(listing_dict()))
@@ -135,7 +143,7 @@ async def test_answer_outside_the_label_set_is_reviewed_and_counted(
 
 
 async def test_malformed_input_goes_to_the_dead_letter_topic(
-    metrics: Metrics, registry: CollectorRegistry
+    metrics: PrometheusWorkerMetrics, registry: CollectorRegistry
 ) -> None:
     model = FakeModel()
     outputs = await processor(model, metrics).process(record(b"\xff\xfe not json", key=b"L-bad"))
@@ -149,7 +157,7 @@ async def test_malformed_input_goes_to_the_dead_letter_topic(
     assert registry.get_sample_value("streamproc_dead_letters_total", {"reason": "invalid_json"}) == 1
 
 
-async def test_schema_violation_keeps_the_text_payload(metrics: Metrics) -> None:
+async def test_schema_violation_keeps_the_text_payload(metrics: PrometheusWorkerMetrics) -> None:
     raw = orjson.dumps(listing_dict(price={"amount": "1", "currency": "euro"}))
     letter = DeadLetter.model_validate_json(
         (await processor(FakeModel(), metrics).process(record(raw)))[0].value
@@ -164,11 +172,18 @@ class BrokenModel:
 
 
 async def test_an_unexpected_error_is_dead_lettered_not_raised(
-    metrics: Metrics, registry: CollectorRegistry
+    metrics: PrometheusWorkerMetrics, registry: CollectorRegistry
 ) -> None:
-    outputs = await Processor(SETTINGS, shipped_policies(), BrokenModel(), metrics).process(
-        record(orjson.dumps(listing_dict()))
+    broken = Processor(
+        SETTINGS.topics,
+        SETTINGS.audit,
+        shipped_policies(),
+        BrokenModel(),
+        metrics,
+        model_name=SETTINGS.inference.model,
+        worker_id=SETTINGS.kafka.client_id,
     )
+    outputs = await broken.process(record(orjson.dumps(listing_dict())))
     letter = DeadLetter.model_validate_json(outputs[0].value)
     assert [o.topic for o in outputs] == [TOPICS.dlq]
     assert (letter.reason, letter.error_type, letter.error_message) == (
@@ -180,7 +195,7 @@ async def test_an_unexpected_error_is_dead_lettered_not_raised(
 
 
 async def test_a_pre_rule_decides_without_calling_the_model(
-    metrics: Metrics, registry: CollectorRegistry
+    metrics: PrometheusWorkerMetrics, registry: CollectorRegistry
 ) -> None:
     model = FakeModel()
     raw = orjson.dumps(listing_dict(title="Rolex Submariner replica", attributes={"brand": "Rolex"}))
@@ -199,7 +214,7 @@ async def test_a_pre_rule_decides_without_calling_the_model(
     )
 
 
-async def test_a_post_rule_overrides_the_model(metrics: Metrics) -> None:
+async def test_a_post_rule_overrides_the_model(metrics: PrometheusWorkerMetrics) -> None:
     raw = orjson.dumps(
         listing_dict(category_path=["Health", "Supplements"], attributes={"first_listing": "true"})
     )
@@ -210,7 +225,9 @@ async def test_a_post_rule_overrides_the_model(metrics: Metrics) -> None:
     assert [o.topic for o in outputs] == [TOPICS.verdicts, TOPICS.review]
 
 
-async def test_per_item_request_and_token_counts(metrics: Metrics, registry: CollectorRegistry) -> None:
+async def test_per_item_request_and_token_counts(
+    metrics: PrometheusWorkerMetrics, registry: CollectorRegistry
+) -> None:
     await processor(FakeModel(), metrics).process(record(orjson.dumps(listing_dict())))
     labels = {"scorer": "label_logprob"}
     assert registry.get_sample_value("streamproc_model_requests_per_item_sum", labels) == 1

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from streamproc.cli import cli
 from streamproc.config import CONFIG_FILE_ENV, Settings
 from streamproc.dev.devstack import free_port
-from streamproc.metrics import QualityMetrics, create_quality
+from streamproc.metrics import PrometheusQualityMetrics, create_quality
 from streamproc.quality.figures import refresh_figures
 from streamproc.quality.processor import QualityProcessor
 from streamproc.quality.service import quality_group_id
@@ -27,8 +27,8 @@ TOPICS = SETTINGS.topics
 
 
 @pytest.fixture
-def processor(store: QualityStore, quality_metrics: QualityMetrics) -> QualityProcessor:
-    return QualityProcessor(SETTINGS, store, quality_metrics, clock=lambda: NOW)
+def processor(store: QualityStore, quality_metrics: PrometheusQualityMetrics) -> QualityProcessor:
+    return QualityProcessor(SETTINGS.topics, store, quality_metrics, worker_id="w", clock=lambda: NOW)
 
 
 REVIEW_VERDICT = verdict(decision="review", flagged_categories=["spam"], reason_code="OFF_PLATFORM_CONTACT")

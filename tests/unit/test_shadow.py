@@ -18,7 +18,7 @@ from streamproc.config import Settings
 from streamproc.decision.sampling import drawn, shadow_key
 from streamproc.errors import ConfigError, InferenceTimeout
 from streamproc.inference.protocol import ModelAnswer, ModelRequest
-from streamproc.metrics import Metrics
+from streamproc.metrics import PrometheusWorkerMetrics
 from streamproc.policy import Policy, PolicySet, Thresholds, load_pack
 from streamproc.schemas import AuditSample, DeadLetter, Verdict
 from streamproc.stream import InboundRecord, OutboundRecord
@@ -97,9 +97,17 @@ class FakeModel(ProcessorFakeModel):
 
 
 def processor(
-    model: FakeModel, metrics: Metrics, *shadows: Policy, settings: Settings = SETTINGS
+    model: FakeModel, metrics: PrometheusWorkerMetrics, *shadows: Policy, settings: Settings = SETTINGS
 ) -> Processor:
-    return Processor(settings, PolicySet([*live_packs(), *shadows]), model, metrics)
+    return Processor(
+        settings.topics,
+        settings.audit,
+        PolicySet([*live_packs(), *shadows]),
+        model,
+        metrics,
+        model_name=settings.inference.model,
+        worker_id=settings.kafka.client_id,
+    )
 
 
 def record(value: bytes, topic: str = TOPICS.listings, offset: int = 7) -> InboundRecord:
@@ -243,7 +251,7 @@ def outputs_by_topic(outputs: list[OutboundRecord]) -> dict[str, list[bytes]]:
 
 
 async def test_shadow_verdict_goes_only_to_the_shadow_topic(
-    metrics: Metrics, registry: CollectorRegistry
+    metrics: PrometheusWorkerMetrics, registry: CollectorRegistry
 ) -> None:
     shadow = candidate()
     model = FakeModel({"N": 0.4, "A": 0.6})  # counterfeit 0.6: live review, candidate reject
@@ -282,7 +290,7 @@ async def test_shadow_verdict_goes_only_to_the_shadow_topic(
 
 
 async def test_agreement_is_counted_when_decisions_match(
-    metrics: Metrics, registry: CollectorRegistry
+    metrics: PrometheusWorkerMetrics, registry: CollectorRegistry
 ) -> None:
     shadow = candidate()
     await processor(FakeModel({"N": 0.9, "A": 0.1}), metrics, shadow).process(
@@ -293,7 +301,7 @@ async def test_agreement_is_counted_when_decisions_match(
 
 
 async def test_a_failing_shadow_never_touches_the_live_verdict(
-    metrics: Metrics, registry: CollectorRegistry
+    metrics: PrometheusWorkerMetrics, registry: CollectorRegistry
 ) -> None:
     shadow = candidate()
     model = FakeModel({"N": 0.9, "A": 0.1}, candidate_error=RuntimeError("candidate bug"))
@@ -304,7 +312,9 @@ async def test_a_failing_shadow_never_touches_the_live_verdict(
     assert registry.get_sample_value("streamproc_dead_letters_total", {"reason": "internal_error"}) == 0
 
 
-async def test_a_shadow_inference_error_is_a_shadow_review_like_live_would_be(metrics: Metrics) -> None:
+async def test_a_shadow_inference_error_is_a_shadow_review_like_live_would_be(
+    metrics: PrometheusWorkerMetrics,
+) -> None:
     model = FakeModel({"N": 0.9, "A": 0.1}, candidate_error=InferenceTimeout("slow"))
     outputs = await processor(model, metrics, candidate()).process(record(orjson.dumps(listing_dict())))
     by_topic = outputs_by_topic(outputs)
@@ -313,14 +323,16 @@ async def test_a_shadow_inference_error_is_a_shadow_review_like_live_would_be(me
     assert (shadow.decision, shadow.reason_code, shadow.mode) == ("review", "INFERENCE_ERROR", "shadow")
 
 
-async def test_a_live_failure_is_dead_lettered_without_shadow_output(metrics: Metrics) -> None:
+async def test_a_live_failure_is_dead_lettered_without_shadow_output(
+    metrics: PrometheusWorkerMetrics,
+) -> None:
     model = FakeModel({"N": 0.9}, live_error=RuntimeError("bug"))
     outputs = await processor(model, metrics, candidate()).process(record(orjson.dumps(listing_dict())))
     assert [o.topic for o in outputs] == [TOPICS.dlq]
     assert DeadLetter.model_validate_json(outputs[0].value).reason == "internal_error"
 
 
-async def test_shadows_apply_to_their_content_type_only(metrics: Metrics) -> None:
+async def test_shadows_apply_to_their_content_type_only(metrics: PrometheusWorkerMetrics) -> None:
     model = FakeModel({"N": 0.9})
     outputs = await processor(model, metrics, candidate()).process(
         record(orjson.dumps(video_dict()), topic=TOPICS.videos)
@@ -328,7 +340,7 @@ async def test_shadows_apply_to_their_content_type_only(metrics: Metrics) -> Non
     assert [o.topic for o in outputs] == [TOPICS.verdicts] and len(model.calls) == 1
 
 
-async def test_the_shadow_sample_is_a_stable_draw_per_item_revision(metrics: Metrics) -> None:
+async def test_the_shadow_sample_is_a_stable_draw_per_item_revision(metrics: PrometheusWorkerMetrics) -> None:
     shadow = candidate(sample=0.5)
     proc = processor(FakeModel({"N": 0.9}), metrics, shadow)
     shadowed: list[str] = []
@@ -350,7 +362,7 @@ async def test_the_shadow_sample_is_a_stable_draw_per_item_revision(metrics: Met
     assert again == shadowed
 
 
-async def test_a_zero_sample_shadow_sends_nothing(metrics: Metrics) -> None:
+async def test_a_zero_sample_shadow_sends_nothing(metrics: PrometheusWorkerMetrics) -> None:
     model = FakeModel({"N": 0.9})
     outputs = await processor(model, metrics, candidate(sample=0.0)).process(
         record(orjson.dumps(listing_dict()))
@@ -359,7 +371,7 @@ async def test_a_zero_sample_shadow_sends_nothing(metrics: Metrics) -> None:
 
 
 async def test_live_verdicts_are_audited_and_shadow_verdicts_never(
-    metrics: Metrics, registry: CollectorRegistry
+    metrics: PrometheusWorkerMetrics, registry: CollectorRegistry
 ) -> None:
     settings = Settings(kafka={"client_id": "worker-1"}, audit={"base_rate": 1.0})
     model = FakeModel({"N": 0.4, "A": 0.6})
@@ -379,7 +391,7 @@ async def test_live_verdicts_are_audited_and_shadow_verdicts_never(
 
 
 async def test_reload_adding_shadow_packs_is_rejected_when_the_worker_started_without(
-    tmp_path: Path, metrics: Metrics, registry: CollectorRegistry
+    tmp_path: Path, metrics: PrometheusWorkerMetrics, registry: CollectorRegistry
 ) -> None:
     for pack in POLICIES.glob("*.yaml"):
         shutil.copy(pack, tmp_path / pack.name)
