@@ -322,7 +322,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
 
 
 def settings_reference() -> str:
-    """The configuration reference as a markdown table (kept in the README by a test)."""
+    """The configuration reference as a markdown table (kept in docs/operations.md by a test)."""
     rows = ["| environment variable | default | description |", "|---|---|---|"]
     for section_name, section_field in Settings.model_fields.items():
         section = section_field.annotation
