@@ -59,11 +59,7 @@ lint: install
 	$(BIN)/streamproc schemas export --check
 
 # The fast inner loop: lint, types and unit tests; no broker, no model server.
-unit: install
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
-	$(BIN)/mypy
-	$(BIN)/mypy --check-untyped-defs tests load
+unit: lint
 	$(BIN)/pytest tests/unit
 
 # Rewrites the generated tables in README.md and docs/*.md (tests/unit/test_docs.py checks them).
