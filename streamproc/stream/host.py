@@ -31,8 +31,10 @@ class Service(Protocol):
 def configure_logging(level: str) -> None:
     """One line per record, the same format for every service."""
     logging.basicConfig(level=level.upper(), format=_FORMAT, force=True)
-    # aiokafka logs every coordinator change at INFO; its warnings and errors still show.
-    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLogger().level))
+    # aiokafka logs every coordinator change and httpx every request at INFO; their
+    # warnings and errors still show.
+    for noisy in ("aiokafka", "httpx"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def serve_metrics(registry: CollectorRegistry, host: str, port: int, *, port_setting: str) -> int:
