@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -64,41 +65,55 @@ def eval_(
     model_dir: Path | None,
 ) -> None:
     """Run policy packs over a labeled dataset through the model server; write a report."""
-    from streamproc.evaluation import ModelServer, plan_evaluation, run_evaluation  # noqa: PLC0415
+    from streamproc.evaluation import plan_evaluation, run_evaluation  # noqa: PLC0415
 
     if (vllm_python is None) != (model_dir is None):
         raise click.UsageError("--vllm-python and --model-dir go together (they start a model server)")
     if vllm_python is not None and vllm_url is not None:
         raise click.UsageError("give --vllm-url for a running server, or --vllm-python/--model-dir, not both")
     settings = load(config_file)
-    server = ModelServer(
-        base_url=None if vllm_python is not None else (vllm_url or settings.inference.base_url),
-        model=model_name or settings.inference.model,
-        vllm_python=vllm_python,
-        model_dir=model_dir,
-    )
+    model = model_name or settings.inference.model
     try:
+        # Checked before a model server starts: a bad dataset must not cost a vLLM start-up.
         plan = plan_evaluation(list(policy_files), data, out, compare)
         with contextlib.ExitStack() as stack:
+            base_url = stack.enter_context(
+                _model_server(vllm_url or settings.inference.base_url, vllm_python, model_dir, model, out)
+            )
             on_done = None
             if sys.stderr.isatty():  # a bar on a terminal; nothing in logs and pipes
                 bar = stack.enter_context(
                     click.progressbar(length=plan.requests, label="evaluating", file=sys.stderr)
                 )
                 on_done = functools.partial(bar.update, 1)
-            reports = run_evaluation(
+            written = run_evaluation(
                 plan,
-                server,
-                settings.inference,
+                settings.inference.model_copy(update={"base_url": base_url, "model": model}),
                 on_done=on_done,
-                say=functools.partial(click.echo, err=True),
             )
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
-    for report in reports:
-        for run in report.runs:
+    for report in written:
+        for pack in report.report.packs:
             click.echo(
-                f"{run.policy.version}: {len(run.evaluated)} items evaluated, {run.skipped} of the other "
-                f"content type skipped, {len(run.errors)} inference errors"
+                f"{pack.version}: {pack.evaluated} items evaluated, {pack.skipped_other_content_type} of "
+                f"the other content type skipped, {pack.errors} inference errors"
             )
         click.echo(f"report: {report.directory / 'report.md'}")
+
+
+@contextlib.contextmanager
+def _model_server(
+    url: str, vllm_python: Path | None, model_dir: Path | None, model: str, out: Path
+) -> Iterator[str]:
+    """The API root to evaluate against: ``url``, or a vLLM server's started here and stopped after."""
+    if vllm_python is None or model_dir is None:
+        yield url
+        return
+    from streamproc.dev.devstack import VllmServer  # noqa: PLC0415 - only when starting one
+
+    say = functools.partial(click.echo, err=True)
+    say(f"starting vLLM for {model_dir} (a few minutes on CPU; log in {out / 'vllm.log'}) …")
+    with VllmServer(vllm_python, model_dir, model, out / "vllm.log") as running:
+        say(f"model server {running.base_url} serving {model}")
+        yield running.base_url

@@ -3,36 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from importlib.util import find_spec
 from pathlib import Path
-
-from prometheus_client import CollectorRegistry
 
 from streamproc.config import InferenceSettings
 from streamproc.decision import ModelClient
-from streamproc.dev.devstack import VllmServer
 from streamproc.errors import ConfigError
 from streamproc.evaluation.dataset import LabeledItem, check_categories, load_dataset
-from streamproc.evaluation.report import ReportContext, build_report, write_report
+from streamproc.evaluation.report import EvalReport, ReportContext, build_report, write_report
 from streamproc.evaluation.runner import PackRun, check_server, run_packs
 from streamproc.inference import InferenceClient
-from streamproc.metrics import create
+from streamproc.metrics import NOOP
 from streamproc.policy import Policy, load_pack
 
-__all__ = ["EvalPlan", "EvalReport", "ModelServer", "plan_evaluation", "run_evaluation"]
-
-
-@dataclass(frozen=True)
-class ModelServer:
-    """A running server (``base_url``) or one to start from a vLLM python and a model directory."""
-
-    base_url: str | None
-    model: str
-    vllm_python: Path | None = None
-    model_dir: Path | None = None
+__all__ = ["EvalPlan", "WrittenReport", "plan_evaluation", "run_evaluation"]
 
 
 @dataclass(frozen=True)
@@ -59,10 +46,13 @@ class EvalPlan:
 
 
 @dataclass(frozen=True)
-class EvalReport:
+class WrittenReport:
+    """One report, as written into ``directory``."""
+
     directory: Path
+    #: report.json, report.md and the PR-curve PNGs.
     files: list[Path]
-    runs: list[PackRun]
+    report: EvalReport
 
 
 def plan_evaluation(policy_files: list[Path], data: Path, out: Path, compare: Path | None = None) -> EvalPlan:
@@ -73,6 +63,11 @@ def plan_evaluation(policy_files: list[Path], data: Path, out: Path, compare: Pa
     """
     if not policy_files:
         raise ConfigError("give a pack to evaluate with --policy PACK.yaml")
+    if find_spec("matplotlib") is None:  # found now, not after minutes of model calls
+        raise ConfigError(
+            "the report's precision-recall curves need matplotlib, which is not installed; "
+            "install it with: pip install 'streamproc[plots]'"
+        )
     if compare is not None and len(policy_files) != 1:
         raise ConfigError("--compare compares with one pack; give exactly one --policy with it")
     packs = [load_pack(path) for path in policy_files]
@@ -102,53 +97,37 @@ def plan_evaluation(policy_files: list[Path], data: Path, out: Path, compare: Pa
 
 def run_evaluation(
     plan: EvalPlan,
-    server: ModelServer,
     inference: InferenceSettings,
     *,
     on_done: Callable[[], None] | None = None,
-    say: Callable[[str], None] = lambda _: None,
     model: ModelClient | None = None,
-) -> list[EvalReport]:
-    """Run every pack over its items and write the reports.
+) -> list[WrittenReport]:
+    """Run every pack over its items through the server ``inference`` names; write the reports.
 
-    ``model`` replaces the HTTP client (tests); otherwise the server is checked first.
+    The server is a running one (``inference.base_url`` serving ``inference.model``): starting
+    one is the caller's business. ``model`` replaces the HTTP client (tests); otherwise the
+    server is checked first.
 
     Raises:
-        ConfigError: the server cannot be started or reached, or does not serve the model.
+        ServerUnreachable: the server cannot be reached or does not serve the model.
     """
     plan.out.mkdir(parents=True, exist_ok=True)
-    with _server(server, plan.out, say) as base_url:
-        settings = inference.model_copy(
-            # An evaluation must finish: items the server fails on become errors, not a wait.
-            update={"base_url": base_url, "model": server.model, "on_unavailable": "review"}
-        )
-        runs = asyncio.run(_run(plan, settings, model, on_done))
+    # An evaluation must finish: items the server fails on become errors, not a wait.
+    settings = inference.model_copy(update={"on_unavailable": "review"})
+    runs = asyncio.run(_run(plan, settings, model, on_done))
     context = ReportContext(
         dataset=str(plan.data),
         dataset_items=len(plan.items),
-        model=server.model,
-        base_url=base_url,
+        model=settings.model,
+        base_url=settings.base_url,
         generated_at=datetime.now(UTC),
     )
-    reports = []
+    written = []
     for group, group_runs in zip(plan.groups, runs, strict=True):
         directory = plan.out_dir(group)
-        files = write_report(directory, build_report(context, group_runs))
-        reports.append(EvalReport(directory, files, group_runs))
-    return reports
-
-
-@contextlib.contextmanager
-def _server(server: ModelServer, out: Path, say: Callable[[str], None]) -> Iterator[str]:
-    if server.base_url is not None:
-        yield server.base_url
-        return
-    if server.vllm_python is None or server.model_dir is None:
-        raise ConfigError("give --vllm-python and --model-dir to start a model server, or --vllm-url")
-    say(f"starting vLLM for {server.model_dir} (a few minutes on CPU; log in {out / 'vllm.log'}) …")
-    with VllmServer(server.vllm_python, server.model_dir, server.model, out / "vllm.log") as running:
-        say(f"model server {running.base_url} serving {server.model}")
-        yield running.base_url
+        report = build_report(context, group_runs)
+        written.append(WrittenReport(directory, write_report(directory, report), report))
+    return written
 
 
 async def _run(
@@ -160,7 +139,7 @@ async def _run(
     if model is None:
         api_key = settings.api_key.get_secret_value() if settings.api_key else None
         await check_server(settings.base_url, settings.model, api_key=api_key)
-        async with InferenceClient(settings, create(CollectorRegistry())) as client:
+        async with InferenceClient(settings, NOOP) as client:
             return await _run_groups(plan, client, settings.max_inflight, on_done)
     return await _run_groups(plan, model, settings.max_inflight, on_done)
 

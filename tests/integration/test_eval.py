@@ -9,13 +9,11 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
-import orjson
 import pytest
 
 from streamproc.dev.devstack import VllmServer
-from streamproc.evaluation import load_dataset
+from streamproc.evaluation import EvalReport, RunReport, ServedModel, load_dataset
 from streamproc.policy import load_pack
 from tests.integration.conftest import SERVED_MODEL
 from tests.sklearn_reference import check_report_section
@@ -38,19 +36,22 @@ def run_eval(*args: str | Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def check_pack(pack: dict[str, Any], directory: Path) -> None:
+def read_report(directory: Path) -> EvalReport:
+    """report.json as the typed report: validation fails on a missing, extra or mistyped key."""
+    return EvalReport.model_validate_json((directory / "report.json").read_bytes())
+
+
+def check_pack(pack: RunReport, directory: Path) -> None:
     """Every number in the pack's section equals scikit-learn's on the section's own items."""
-    items = pack["items"]
-    evaluated = [i for i in items if i["error"] is None]
-    assert pack["evaluated"] == len(evaluated) and pack["errors"] == len(items) - len(evaluated)
-    assert [e["id"] for e in pack["error_items"]] == [i["id"] for i in items if i["error"] is not None]
-    categories = load_pack(LISTINGS if pack["content_type"] == "listing" else VIDEOS).category_ids
-    assert list(pack["categories"]) == list(categories)
-    scored = [i for i in evaluated if i["scores"]]
-    assert scored, "the model scored no item"
-    check_report_section(pack, directory)
-    decisions = pack["decisions"]
-    assert decisions["approve"] + decisions["review"] + decisions["reject"] == len(evaluated)
+    evaluated = [i for i in pack.items if i.error is None]
+    assert pack.evaluated == len(evaluated) and pack.errors == len(pack.items) - len(evaluated)
+    assert [e.id for e in pack.error_items] == [i.id for i in pack.items if i.error is not None]
+    categories = load_pack(LISTINGS if pack.content_type == "listing" else VIDEOS).category_ids
+    assert list(pack.categories) == list(categories)
+    assert any(i.scores for i in evaluated), "the model scored no item"
+    check_report_section(pack.model_dump(mode="json"), directory)
+    decisions = pack.decisions
+    assert decisions.approve + decisions.review + decisions.reject == len(evaluated)
 
 
 def test_eval_reports_both_shipped_packs_with_numbers_that_recompute(
@@ -67,22 +68,18 @@ def test_eval_reports_both_shipped_packs_with_numbers_that_recompute(
     assert f"items evaluated, {len(items) - listings} of the other content type skipped" in result.stdout
     for name, content_type in (("marketplace-listings", "listing"), ("short-videos", "video")):
         directory = out / name
-        report = orjson.loads((directory / "report.json").read_bytes())
-        assert report["model"] == {"name": SERVED_MODEL, "base_url": vllm.base_url}
-        [pack] = report["packs"]
-        assert pack["content_type"] == content_type
-        assert [i["id"] for i in pack["items"]] == [i.id for i in items if i.content_type == content_type]
+        report = read_report(directory)
+        assert report.model == ServedModel(name=SERVED_MODEL, base_url=vllm.base_url)
+        [pack] = report.packs
+        assert pack.content_type == content_type
+        assert [i.id for i in pack.items] == [i.id for i in items if i.content_type == content_type]
         check_pack(pack, directory)
         assert "### Per category, at the pack's thresholds" in (directory / "report.md").read_text()
-    listing_items = {
-        i["id"]: i
-        for i in orjson.loads((out / "marketplace-listings" / "report.json").read_bytes())["packs"][0][
-            "items"
-        ]
-    }
+    listing_items = {i.id: i for i in read_report(out / "marketplace-listings").packs[0].items}
     # A pre-rule decides this one without a model call, exactly as in the worker.
     blocked = listing_items["listing:L-3015:0"]
-    assert blocked["decided_by"] == {"kind": "rule", "id": "blocked-terms"} and blocked["scores"] == {}
+    assert (blocked.decided_by.kind, blocked.decided_by.id) == ("rule", "blocked-terms")
+    assert blocked.scores == {}
 
 
 def test_eval_compare_puts_two_versions_side_by_side(vllm: VllmServer, tmp_path: Path) -> None:
@@ -94,21 +91,21 @@ def test_eval_compare_puts_two_versions_side_by_side(vllm: VllmServer, tmp_path:
         "--vllm-url", vllm.base_url, "--model-name", SERVED_MODEL,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    report = orjson.loads((out / "report.json").read_bytes())
-    base, other = report["packs"]
-    assert base["version"] != other["version"]
+    report = read_report(out)
+    base, other = report.packs
+    assert base.version != other.version
     for pack in (base, other):
         check_pack(pack, out)
-    theirs = {i["id"]: i for i in other["items"]}
+    theirs = {i.id: i for i in other.items}
     differing = [
-        i["id"]
-        for i in base["items"]
-        if (i["decision"], i["flagged_categories"])
-        != (theirs[i["id"]]["decision"], theirs[i["id"]]["flagged_categories"])
+        i.id
+        for i in base.items
+        if (i.decision, i.flagged_categories) != (theirs[i.id].decision, theirs[i.id].flagged_categories)
     ]
-    assert [d["id"] for d in report["comparison"]["decision_differences"]] == differing
+    assert report.comparison is not None
+    assert [d.id for d in report.comparison.decision_differences] == differing
     markdown = (out / "report.md").read_text()
-    assert f"## Comparison: {other['version']} against {base['version']}" in markdown
+    assert f"## Comparison: {other.version} against {base.version}" in markdown
 
 
 def test_eval_names_the_models_the_server_serves_when_the_name_is_wrong(

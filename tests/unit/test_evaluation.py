@@ -4,8 +4,11 @@ import hashlib
 import json
 import math
 import random
+import subprocess
+import sys
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, ClassVar, Self
 
 import orjson
 import pytest
@@ -25,8 +28,14 @@ from streamproc.dev.devstack import free_port
 from streamproc.errors import ConfigError, InferenceTimeout
 from streamproc.evaluation import (
     DatasetError,
-    ModelServer,
+    DecidedByRef,
+    EvalReport,
+    InPackCategory,
+    OutOfPackCategory,
+    RunReport,
+    ServedModel,
     ServerUnreachable,
+    WrittenReport,
     check_categories,
     check_server,
     load_dataset,
@@ -139,6 +148,14 @@ def test_compare_needs_packs_of_one_content_type(tmp_path: Path) -> None:
         plan_evaluation([LISTINGS], DATASET, tmp_path, compare=VIDEOS)
 
 
+def test_a_missing_matplotlib_is_named_before_anything_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("streamproc.evaluation.command.find_spec", lambda name: None)
+    with pytest.raises(ConfigError, match=r"pip install 'streamproc\[plots\]'"):
+        plan_evaluation([LISTINGS], DATASET, tmp_path / "out")
+
+
 # --- curves against scikit-learn --------------------------------------------------------------
 
 
@@ -226,112 +243,250 @@ class FakeModel:
         )
 
 
-def _run(tmp_path: Path, policies: list[Path], compare: Path | None = None) -> list[Any]:
+def _run(tmp_path: Path, policies: list[Path], compare: Path | None = None) -> list[WrittenReport]:
     plan = plan_evaluation(policies, DATASET, tmp_path / "out", compare)
     done: list[int] = []
-    reports = run_evaluation(
+    written = run_evaluation(
         plan,
-        ModelServer(base_url="http://model.invalid/v1", model="fake"),
-        InferenceSettings(),
+        InferenceSettings(base_url="http://model.invalid/v1", model="fake"),
         model=FakeModel(),
         on_done=lambda: done.append(1),
     )
     assert len(done) == plan.requests
-    return reports
+    return written
+
+
+def _read(directory: Path) -> tuple[EvalReport, dict[str, Any]]:
+    """report.json as the typed report and as plain JSON (what people's tooling reads)."""
+    raw = (directory / "report.json").read_bytes()
+    return EvalReport.model_validate_json(raw), orjson.loads(raw)
+
+
+def _candidate(tmp_path: Path, *, drop_misleading_claims: bool = False) -> Path:
+    """The listings pack with lower thresholds; optionally without one of its categories."""
+    text = LISTINGS.read_text().replace(
+        "thresholds: {reject: 0.85, review: 0.5}", "thresholds: {reject: 0.6, review: 0.2}"
+    )
+    if drop_misleading_claims:
+        start = text.index("  - id: misleading_claims")
+        text = text[:start] + text[text.index("  - id: spam") :]
+    path = tmp_path / "listings-candidate.yaml"
+    path.write_text(text)
+    return path
+
+
+def _check_model_figures(pack: RunReport) -> None:
+    """The figures check_report_section leaves out, against scikit-learn: the review-threshold
+    point, average precision and the best-F1 threshold of the model's scores."""
+    scored = [i for i in pack.items if i.error is None and i.scores]
+    for category, entry in pack.categories.items():
+        if not isinstance(entry, InPackCategory):
+            continue
+        truth = [category in i.true_categories for i in scored]
+        scores = [i.scores[category] for i in scored]
+        at_review = [s >= entry.review_threshold for s in scores]
+        p, r, f, _ = precision_recall_fscore_support(truth, at_review, average="binary", zero_division=0)
+        point = entry.model_at_review_threshold
+        assert (point.precision, point.recall, point.f1) == pytest.approx((p, r, f)), category
+        assert entry.average_precision == pytest.approx(average_precision_score(truth, scores)), category
+        top = max(p.f1 for p in entry.sweep)
+        assert top > 0 and entry.best_f1 == top
+        assert entry.best_f1_threshold == max(p.threshold for p in entry.sweep if p.f1 == top)
 
 
 def test_report_numbers_recompute_from_its_items(tmp_path: Path) -> None:
-    [report] = _run(tmp_path, [LISTINGS])
+    [written] = _run(tmp_path, [LISTINGS])
     out = tmp_path / "out"
-    assert report.directory == out
-    data = orjson.loads((out / "report.json").read_bytes())
-    [pack] = data["packs"]
+    assert written.directory == out
+    report, data = _read(out)
+    assert report == written.report  # the file holds the report, nothing lost
+    assert report.model == ServedModel(name="fake", base_url="http://model.invalid/v1")
+    [pack] = report.packs
     items = load_dataset(DATASET)
     listings = [i for i in items if i.content_type == "listing"]
-    assert pack["items_total"] == len(listings) and pack["skipped_other_content_type"] == len(items) - len(
-        listings
-    )
-    assert [i["id"] for i in pack["items"]] == [i.id for i in listings]
+    assert report.dataset.items == len(items)
+    assert pack.items_total == len(listings)
+    assert pack.skipped_other_content_type == len(items) - len(listings)
+    assert [i.id for i in pack.items] == [i.id for i in listings]
+    by_id = {i.id: i for i in pack.items}
 
     # The inference error is listed, fails closed, and is left out of every number.
-    assert pack["errors"] == 1 and pack["error_items"][0]["id"] == "listing:L-3010:0"
-    errored = next(i for i in pack["items"] if i["id"] == "listing:L-3010:0")
-    assert errored["decision"] == "review" and errored["error"] == "timeout"
-    evaluated = [i for i in pack["items"] if i["error"] is None]
-    assert pack["evaluated"] == len(evaluated) == len(listings) - 1
+    assert pack.errors == 1 and [e.id for e in pack.error_items] == ["listing:L-3010:0"]
+    errored = by_id["listing:L-3010:0"]
+    assert errored.decision == "review" and errored.error == "timeout"
+    evaluated = [i for i in pack.items if i.error is None]
+    assert pack.evaluated == len(evaluated) == len(listings) - 1
+    assert pack.scored_by_model == sum(1 for i in evaluated if i.scores)
 
-    check_report_section(pack, out)
-    for category, entry in pack["categories"].items():
-        assert entry["review_threshold"] == next(
-            c.thresholds.review for c in load_pack(LISTINGS).categories if c.id == category
+    check_report_section(data["packs"][0], out)  # scikit-learn, on the file's own items
+    _check_model_figures(pack)
+    thresholds = {c.id: c.thresholds for c in load_pack(LISTINGS).categories}
+    assert list(pack.categories) == list(report.categories) == list(thresholds)
+    for category, entry in pack.categories.items():
+        assert isinstance(entry, InPackCategory)
+        assert (entry.review_threshold, entry.reject_threshold) == (
+            thresholds[category].review,
+            thresholds[category].reject,
         )
 
     # Pre-rules decide without the model: no scores, and the rule's category is flagged.
-    blocked = next(i for i in pack["items"] if i["id"] == "listing:L-3015:0")
-    assert blocked["decided_by"] == {"kind": "rule", "id": "blocked-terms"} and blocked["scores"] == {}
-    anomaly = next(i for i in pack["items"] if i["id"] == "listing:L-3035:0")
-    assert anomaly["decided_by"]["id"] == "branded-price-anomaly" and anomaly["flagged_categories"] == [
-        "counterfeit"
-    ]
+    blocked = by_id["listing:L-3015:0"]
+    assert blocked.decided_by == DecidedByRef(kind="rule", id="blocked-terms") and blocked.scores == {}
+    anomaly = by_id["listing:L-3035:0"]
+    assert anomaly.decided_by.id == "branded-price-anomaly"
+    assert anomaly.flagged_categories == ("counterfeit",)
 
-    decisions = pack["decisions"]
-    counts = {d: sum(1 for i in evaluated if i["decision"] == d) for d in ("approve", "review", "reject")}
-    assert {d: decisions[d] for d in counts} == counts
-    assert decisions["automation_rate"] == pytest.approx(
-        (counts["approve"] + counts["reject"]) / len(evaluated)
+    decisions = pack.decisions
+    counts = {d: sum(1 for i in evaluated if i.decision == d) for d in ("approve", "review", "reject")}
+    assert (decisions.approve, decisions.review, decisions.reject) == tuple(counts.values())
+    assert decisions.automation_rate == pytest.approx((counts["approve"] + counts["reject"]) / len(evaluated))
+    assert decisions.approved_violating == sum(
+        1 for i in evaluated if i.decision == "approve" and i.true_categories
     )
-    matrix = pack["confusion_matrix"]
-    assert sum(sum(row.values()) for row in matrix["counts"].values()) == sum(
-        max(1, len(i["true_categories"])) for i in evaluated
+    assert decisions.rejected_clean == sum(
+        1 for i in evaluated if i.decision == "reject" and not i.true_categories
     )
-    assert matrix["counts"]["counterfeit"]["(rule)"] >= 1  # L-3015, rejected by a rule naming no category
+    matrix = pack.confusion_matrix
+    assert matrix.rows == (*report.categories, "none")
+    assert matrix.columns == (*report.categories, "(rule)", "none")
+    assert sum(sum(row.values()) for row in matrix.counts.values()) == sum(
+        max(1, len(i.true_categories)) for i in evaluated
+    )
+    assert matrix.counts["counterfeit"]["(rule)"] >= 1  # L-3015, rejected by a rule naming no category
+    assert matrix.counts["none"]["none"] == sum(
+        1 for i in evaluated if not i.true_categories and i.decision == "approve"
+    )
 
     markdown = (out / "report.md").read_text()
     assert "| category | precision | recall | F1 | support | tp | fp | fn | tn |" in markdown
     assert "automation rate" in markdown and "### Threshold sweep" in markdown
+    assert f"{decisions.automation_rate:.1%}" in markdown
     assert "`listing:L-3010:0` (line 10): timeout" in markdown
     assert "![counterfeit](pr_counterfeit.png)" in markdown
-    assert "comparison" not in data
+    assert report.comparison is None and "comparison" not in data
 
 
 def test_compare_puts_both_packs_side_by_side(tmp_path: Path) -> None:
-    stricter = tmp_path / "listings-strict.yaml"
-    stricter.write_text(
-        LISTINGS.read_text().replace(
-            "thresholds: {reject: 0.85, review: 0.5}", "thresholds: {reject: 0.6, review: 0.2}"
+    _run(tmp_path, [LISTINGS], compare=_candidate(tmp_path))
+    out = tmp_path / "out"
+    report, data = _read(out)
+    base, other = report.packs
+    assert base.name == other.name and base.version != other.version
+    assert (base.label, other.label) == (base.version, other.version)
+    comparison = report.comparison
+    assert comparison is not None and (comparison.base, comparison.other) == (base.label, other.label)
+    for pack in data["packs"]:
+        check_report_section(pack, out)
+    assert list(comparison.category_deltas) == list(report.categories)
+    for category, delta in comparison.category_deltas.items():
+        mine, theirs = base.categories[category], other.categories[category]
+        assert delta.recall == pytest.approx(theirs.recall - mine.recall)
+        assert (delta.tp, delta.fp, delta.fn) == (
+            theirs.tp - mine.tp,
+            theirs.fp - mine.fp,
+            theirs.fn - mine.fn,
         )
+    assert comparison.automation_rate_delta == pytest.approx(
+        other.decisions.automation_rate - base.decisions.automation_rate
     )
-    _run(tmp_path, [LISTINGS], compare=stricter)
-    data = orjson.loads((tmp_path / "out" / "report.json").read_bytes())
-    base, other = data["packs"]
-    assert base["name"] == other["name"] and base["version"] != other["version"]
-    assert (base["label"], other["label"]) == (base["version"], other["version"])
-    comparison = data["comparison"]
-    for category, delta in comparison["category_deltas"].items():
-        assert delta["recall"] == pytest.approx(
-            other["categories"][category]["recall"] - base["categories"][category]["recall"]
-        )
-    theirs = {i["id"]: i for i in other["items"]}
+    theirs_by_id = {i.id: i for i in other.items}
     expected = [
-        i["id"]
-        for i in base["items"]
-        if (i["decision"], i["flagged_categories"])
-        != (theirs[i["id"]]["decision"], theirs[i["id"]]["flagged_categories"])
+        i.id
+        for i in base.items
+        if (i.decision, i.flagged_categories)
+        != (theirs_by_id[i.id].decision, theirs_by_id[i.id].flagged_categories)
     ]
-    assert expected and [d["id"] for d in comparison["decision_differences"]] == expected
-    markdown = (tmp_path / "out" / "report.md").read_text()
-    assert f"## Comparison: {other['version']} against {base['version']}" in markdown
+    assert expected and [d.id for d in comparison.decision_differences] == expected
+    first = comparison.decision_differences[0]
+    assert first.base.decision == base.items[[i.id for i in base.items].index(first.id)].decision
+    markdown = (out / "report.md").read_text()
+    assert f"## Comparison: {other.version} against {base.version}" in markdown
     assert f"### Items decided differently ({len(expected)})" in markdown
-    assert sum(1 for _ in (tmp_path / "out").glob("pr_*.png")) == len(data["categories"])
+    assert sum(1 for _ in out.glob("pr_*.png")) == len(report.categories)
+
+
+def test_a_category_only_one_compared_pack_has_is_counted_but_not_swept(tmp_path: Path) -> None:
+    _run(tmp_path, [LISTINGS], compare=_candidate(tmp_path, drop_misleading_claims=True))
+    out = tmp_path / "out"
+    report, data = _read(out)
+    base, other = report.packs
+    assert isinstance(base.categories["misleading_claims"], InPackCategory)
+    outside = other.categories["misleading_claims"]
+    assert isinstance(outside, OutOfPackCategory) and not outside.in_pack
+    # Nothing flags a category the pack lacks; its violations are all missed.
+    assert (outside.tp, outside.fp, outside.fn) == (0, 0, outside.support) and outside.support > 0
+    assert set(data["packs"][1]["categories"]["misleading_claims"]) == _COUNTS
+    assert "| misleading_claims | not in pack |" in (out / "report.md").read_text()
+    assert (out / "pr_misleading_claims.png").is_file()  # the base pack's curve alone
+
+
+def test_the_report_round_trips_through_json(tmp_path: Path) -> None:
+    [alone] = _run(tmp_path / "alone", [LISTINGS])
+    [compared] = _run(tmp_path / "compared", [LISTINGS], _candidate(tmp_path, drop_misleading_claims=True))
+    for written in (alone, compared):
+        report = written.report
+        again = EvalReport.model_validate_json(report.model_dump_json())
+        assert again == report
+        # The same kinds come back, not only equal-looking values.
+        assert [type(e) for p in again.packs for e in p.categories.values()] == [
+            type(e) for p in report.packs for e in p.categories.values()
+        ]
+        assert again.generated_at == report.generated_at and again.generated_at.tzinfo is not None
+    assert alone.report.comparison is None and compared.report.comparison is not None
+
+
+_COUNTS = {"in_pack", "precision", "recall", "f1", "support", "tp", "fp", "fn", "tn"}
+
+
+def test_report_json_keeps_its_shape(tmp_path: Path) -> None:
+    """The keys people's tooling reads; a renamed field must fail here, not in their scripts."""
+    _run(tmp_path, [LISTINGS], compare=_candidate(tmp_path, drop_misleading_claims=True))
+    data = orjson.loads((tmp_path / "out" / "report.json").read_bytes())
+    assert set(data) == {"dataset", "model", "generated_at", "categories", "packs", "comparison"}
+    assert set(data["dataset"]) == {"path", "items"} and set(data["model"]) == {"name", "base_url"}
+    assert data["generated_at"].endswith("+00:00")
+    pack = data["packs"][0]
+    assert set(pack) == {
+        "name", "version", "label", "content_type", "items_total", "evaluated",
+        "skipped_other_content_type", "errors", "error_items", "scored_by_model", "categories",
+        "decisions", "confusion_matrix", "items",
+    }  # fmt: skip
+    assert set(pack["categories"]["counterfeit"]) == _COUNTS | {
+        "review_threshold", "reject_threshold", "model_at_review_threshold", "best_f1_threshold",
+        "best_f1", "average_precision", "sweep", "pr_curve",
+    }  # fmt: skip
+    assert set(pack["categories"]["counterfeit"]["sweep"][0]) == {
+        "threshold", "precision", "recall", "f1", "tp", "fp", "fn", "tn"
+    }  # fmt: skip
+    assert set(pack["categories"]["counterfeit"]["pr_curve"]) == {"precision", "recall", "thresholds"}
+    assert set(pack["decisions"]) == {
+        "approve", "review", "reject", "automation_rate", "approved_violating", "rejected_clean"
+    }  # fmt: skip
+    assert set(pack["confusion_matrix"]) == {"rows", "columns", "counts"}
+    assert set(pack["items"][0]) == {
+        "id", "line", "true_categories", "scores", "decision", "decided_by", "reason_code",
+        "flagged_categories", "error",
+    }  # fmt: skip
+    assert set(pack["items"][0]["decided_by"]) == {"kind", "id"}
+    assert set(pack["error_items"][0]) == {"id", "line", "error"}
+    comparison = data["comparison"]
+    assert set(comparison) == {
+        "base", "other", "category_deltas", "automation_rate_delta", "decision_differences"
+    }  # fmt: skip
+    assert set(comparison["category_deltas"]["spam"]) == {"precision", "recall", "f1", "tp", "fp", "fn"}
+    difference = comparison["decision_differences"][0]
+    assert set(difference) == {"id", "line", "true_categories", "base", "other"}
+    assert set(difference["base"]) == {"decision", "flagged_categories", "decided_by"}
 
 
 def test_several_packs_get_one_report_folder_each(tmp_path: Path) -> None:
-    reports = _run(tmp_path, [LISTINGS, VIDEOS])
-    assert [r.directory.name for r in reports] == ["marketplace-listings", "short-videos"]
-    for report in reports:
+    written = _run(tmp_path, [LISTINGS, VIDEOS])
+    assert [w.directory.name for w in written] == ["marketplace-listings", "short-videos"]
+    for report in written:
         assert (report.directory / "report.json").is_file() and (report.directory / "report.md").is_file()
-    videos = orjson.loads((tmp_path / "out" / "short-videos" / "report.json").read_bytes())["packs"][0]
-    assert videos["content_type"] == "video" and videos["skipped_other_content_type"] == sum(
+    videos, _ = _read(tmp_path / "out" / "short-videos")
+    [pack] = videos.packs
+    assert pack.content_type == "video" and pack.skipped_other_content_type == sum(
         i.content_type == "listing" for i in load_dataset(DATASET)
     )
 
@@ -370,3 +525,76 @@ def test_cli_checks_its_server_options(tmp_path: Path) -> None:
     args = ["eval", "--policy", str(LISTINGS), "--data", str(DATASET), "--out", str(tmp_path)]
     result = CliRunner().invoke(cli, [*args, "--vllm-python", str(DATASET)])
     assert result.exit_code == 2 and "--vllm-python and --model-dir go together" in result.output
+
+
+class FakeVllm:
+    """Stands in for streamproc.dev.devstack.VllmServer: records how it was started."""
+
+    started: ClassVar[list[tuple[Path, Path, str, Path]]] = []
+    stopped: ClassVar[int] = 0
+    base_url: ClassVar[str] = ""
+
+    def __init__(self, python: Path, model_dir: Path, served_model_name: str, log_path: Path) -> None:
+        self.started.append((python, model_dir, served_model_name, log_path))
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        type(self).stopped += 1
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch: pytest.MonkeyPatch) -> type[FakeVllm]:
+    monkeypatch.setattr(FakeVllm, "started", [])
+    monkeypatch.setattr(FakeVllm, "stopped", 0)
+    # Nothing answers there: the evaluation stops at its server check, naming the URL it was given.
+    monkeypatch.setattr(FakeVllm, "base_url", f"http://127.0.0.1:{free_port()}/v1")
+    monkeypatch.setattr("streamproc.dev.devstack.VllmServer", FakeVllm)
+    return FakeVllm
+
+
+def test_cli_starts_a_model_server_and_evaluates_against_it(
+    tmp_path: Path, fake_vllm: type[FakeVllm]
+) -> None:
+    out = tmp_path / "out"
+    args = ["eval", "--policy", str(LISTINGS), "--data", str(DATASET), "--out", str(out)]
+    server = ["--vllm-python", str(tmp_path / "python"), "--model-dir", str(tmp_path), "--model-name", "m"]
+    result = CliRunner().invoke(cli, [*args, *server])
+    assert fake_vllm.started == [(tmp_path / "python", tmp_path, "m", out / "vllm.log")]
+    assert fake_vllm.stopped == 1
+    assert f"starting vLLM for {tmp_path} (a few minutes on CPU; log in {out / 'vllm.log'})" in result.output
+    assert f"model server {fake_vllm.base_url} serving m" in result.output
+    assert result.exit_code == 1 and f"no model server answers at {fake_vllm.base_url}" in result.output
+
+
+def test_cli_checks_the_dataset_before_starting_a_model_server(
+    tmp_path: Path, fake_vllm: type[FakeVllm]
+) -> None:
+    data = write_lines(tmp_path / "d.jsonl", "{oops")
+    server = ["--vllm-python", str(tmp_path / "python"), "--model-dir", str(tmp_path)]
+    result = CliRunner().invoke(
+        cli, ["eval", "--policy", str(LISTINGS), "--data", str(data), "--out", str(tmp_path), *server]
+    )
+    assert result.exit_code == 1 and f"{data}:1: not valid JSON" in result.output
+    assert fake_vllm.started == []
+
+
+def test_cli_names_a_missing_vllm_python(tmp_path: Path) -> None:
+    python = tmp_path / "no-such-python"
+    result = CliRunner().invoke(
+        cli,
+        ["eval", "--policy", str(LISTINGS), "--data", str(DATASET), "--out", str(tmp_path / "out"),
+         "--vllm-python", str(python), "--model-dir", str(tmp_path)],
+    )  # fmt: skip
+    assert result.exit_code == 1 and f"no vLLM python at {python}" in result.output
+
+
+def test_evaluation_does_not_import_the_dev_harness() -> None:
+    """Layering: the CLI starts model servers; evaluation only gets a base URL."""
+    code = (
+        "import sys, streamproc.evaluation; "
+        "print(sorted(m for m in sys.modules if m.startswith(('streamproc.dev', 'streamproc.cli'))))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -1,0 +1,220 @@
+"""``report.md``: the report's numbers as tables for people, with the PR-curve plots."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from streamproc.evaluation.report.model import (
+    Comparison,
+    DecisionBrief,
+    EvalReport,
+    InPackCategory,
+    RunReport,
+)
+from streamproc.evaluation.runner import RULE_WITHOUT_CATEGORY
+
+__all__ = ["render_markdown"]
+
+_CATEGORY_HEADER = (
+    "category",
+    "precision",
+    "recall",
+    "F1",
+    "support",
+    "tp",
+    "fp",
+    "fn",
+    "tn",
+    "review threshold",
+    "best-F1 threshold",
+    "AP",
+)
+
+
+def render_markdown(report: EvalReport, plots: Mapping[str, str]) -> str:
+    """The report as markdown; ``plots`` maps a category to its PNG's path relative to the file."""
+    names = " vs ".join(f"`{p.version}`" for p in report.packs)
+    lines = [
+        f"# Offline evaluation: {names}",
+        "",
+        f"Dataset `{report.dataset.path}` ({report.dataset.items} items), model "
+        f"`{report.model.name}` at {report.model.base_url}, {report.generated_at.isoformat()}.",
+        "",
+        "An item is predicted positive for a category when the verdict flags it (score at or above "
+        "the review threshold, or a rule naming it). Items whose inference failed are listed as "
+        "errors and left out of every number.",
+        "",
+    ]
+    for pack in report.packs:
+        lines += _run_markdown(pack, several=len(report.packs) > 1)
+    if report.comparison is not None:
+        lines += _comparison_markdown(report.comparison, *report.packs)
+    lines += ["## Precision-recall curves", ""]
+    lines += [f"![{category}]({plots[category]})" for category in report.categories if category in plots]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return lines
+
+
+def _run_markdown(pack: RunReport, *, several: bool) -> list[str]:
+    lines = [
+        f"## {pack.name} (`{pack.version}`)" if several else f"## {pack.name}",
+        "",
+        f"{pack.items_total} {pack.content_type} items ({pack.skipped_other_content_type} "
+        f"items of the other content type skipped): {pack.errors} inference error(s), left out; "
+        f"{pack.scored_by_model} scored by the model; "
+        f"{pack.evaluated - pack.scored_by_model} decided by pre-rules without it.",
+        "",
+    ]
+    lines += _decisions_markdown(pack)
+    lines += _categories_markdown(pack)
+    lines += _confusion_markdown(pack)
+    lines += _sweep_markdown(pack)
+    if pack.error_items:
+        lines += ["", "### Inference errors (excluded from the numbers)", ""]
+        lines += [f"- `{e.id}` (line {e.line}): {e.error}" for e in pack.error_items]
+    lines.append("")
+    return lines
+
+
+def _decisions_markdown(pack: RunReport) -> list[str]:
+    decisions = pack.decisions
+    header = [
+        "approve",
+        "review",
+        "reject",
+        "automation rate",
+        "approved but violating",
+        "rejected but clean",
+    ]
+    row = [
+        decisions.approve,
+        decisions.review,
+        decisions.reject,
+        f"{decisions.automation_rate:.1%}",
+        decisions.approved_violating,
+        decisions.rejected_clean,
+    ]
+    return ["### Decisions", "", *_table(header, [row]), ""]
+
+
+def _categories_markdown(pack: RunReport) -> list[str]:
+    rows: list[list[object]] = []
+    for category, entry in pack.categories.items():
+        if not isinstance(entry, InPackCategory):
+            rows.append([category, "not in pack", "", "", entry.support, "", "", "", "", "", "", ""])
+            continue
+        best = entry.best_f1_threshold
+        rows.append(
+            [
+                category,
+                _pct(entry.precision),
+                _pct(entry.recall),
+                _pct(entry.f1),
+                entry.support,
+                entry.tp,
+                entry.fp,
+                entry.fn,
+                entry.tn,
+                f"{entry.review_threshold:g}",
+                "-" if best is None else f"{best:g} (F1 {entry.best_f1:.2f})",
+                _pct(entry.average_precision),
+            ]
+        )
+    return ["### Per category, at the pack's thresholds", "", *_table(_CATEGORY_HEADER, rows)]
+
+
+def _confusion_markdown(pack: RunReport) -> list[str]:
+    matrix = pack.confusion_matrix
+    return [
+        "",
+        "### Confusion matrix",
+        "",
+        f"Rows: true category (an item counts once per true category; `none`: clean). Columns: the "
+        f"deciding category, or the first flagged one (`{RULE_WITHOUT_CATEGORY}`: a rule that named none; "
+        "`none`: approved).",
+        "",
+        *_table(
+            ["true \\ predicted", *matrix.columns],
+            [[row, *(matrix.counts[row][c] for c in matrix.columns)] for row in matrix.rows],
+        ),
+    ]
+
+
+def _sweep_markdown(pack: RunReport) -> list[str]:
+    swept = {c: e for c, e in pack.categories.items() if isinstance(e, InPackCategory)}
+    # Every pack category is swept over the same thresholds; take them from the first.
+    thresholds = [p.threshold for p in next(iter(swept.values())).sweep]
+    rows = [
+        [
+            f"{t:g}",
+            *(
+                f"{p.precision:.2f} / {p.recall:.2f} / {p.f1:.2f}"
+                for p in (e.sweep[i] for e in swept.values())
+            ),
+        ]
+        for i, t in enumerate(thresholds)
+    ]
+    return [
+        "",
+        "### Threshold sweep (model score only)",
+        "",
+        "Over the items the model scored; precision / recall / F1 when a category is flagged at "
+        "score ≥ threshold.",
+        "",
+        *_table(["threshold", *swept], rows),
+    ]
+
+
+def _comparison_markdown(comparison: Comparison, base: RunReport, other: RunReport) -> list[str]:
+    lines = [
+        f"## Comparison: {comparison.other} against {comparison.base}",
+        "",
+        f"Automation rate {base.decisions.automation_rate:.1%} → "
+        f"{other.decisions.automation_rate:.1%} "
+        f"({comparison.automation_rate_delta * 100:+.1f} percentage points).",
+        "",
+    ]
+    rows = []
+    for category, delta in comparison.category_deltas.items():
+        a, b = base.categories[category], other.categories[category]
+        rows.append(
+            [
+                category,
+                a.support,
+                f"{a.precision:.2f} → {b.precision:.2f} ({delta.precision:+.2f})",
+                f"{a.recall:.2f} → {b.recall:.2f} ({delta.recall:+.2f})",
+                f"{a.f1:.2f} → {b.f1:.2f} ({delta.f1:+.2f})",
+                f"{a.tp} → {b.tp}",
+                f"{a.fp} → {b.fp}",
+                f"{a.fn} → {b.fn}",
+            ]
+        )
+    lines += _table(["category", "support", "precision", "recall", "F1", "tp", "fp", "fn"], rows)
+    differences = comparison.decision_differences
+    lines += ["", f"### Items decided differently ({len(differences)})", ""]
+    if differences:
+        lines += _table(
+            ["item", "true categories", comparison.base, comparison.other],
+            [
+                [f"`{d.id}`", ", ".join(d.true_categories) or "none", _brief(d.base), _brief(d.other)]
+                for d in differences
+            ],
+        )
+    else:
+        lines.append("None: both packs decided every item alike.")
+    lines.append("")
+    return lines
+
+
+def _brief(side: DecisionBrief) -> str:
+    return f"{side.decision} ({', '.join(side.flagged_categories) or '-'})"

@@ -1,0 +1,264 @@
+"""The evaluation report as typed, immutable data: ``report.json`` field for field.
+
+``EvalReport.model_dump_json()`` writes the file and ``EvalReport.model_validate_json()``
+reads it back into the same object. Field names are the JSON keys, so renaming a field
+changes the file that people's tooling reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
+
+from streamproc.schemas import ContentType, Decision
+
+__all__ = [
+    "CategoryDelta",
+    "CategoryEntry",
+    "CategoryFigures",
+    "Comparison",
+    "ConfusionMatrix",
+    "DatasetRef",
+    "DecidedByRef",
+    "DecisionBrief",
+    "DecisionCounts",
+    "DecisionDifference",
+    "ErrorItem",
+    "EvalReport",
+    "InPackCategory",
+    "ItemReport",
+    "OutOfPackCategory",
+    "PrecisionRecallCurve",
+    "PrecisionRecallF1",
+    "RunReport",
+    "ServedModel",
+    "ThresholdPoint",
+]
+
+
+class _Frozen(BaseModel):
+    # extra="forbid": reading a report.json of another shape fails instead of dropping keys.
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DatasetRef(_Frozen):
+    """The labeled dataset the packs ran over."""
+
+    path: str
+    #: Lines in the dataset, of every content type.
+    items: int
+
+
+class ServedModel(_Frozen):
+    """The model server that scored the items."""
+
+    name: str
+    base_url: str
+
+
+class PrecisionRecallF1(_Frozen):
+    """The three figures of one binary decision; 0 where undefined (scikit-learn's zero_division=0)."""
+
+    precision: float
+    recall: float
+    f1: float
+
+
+class ThresholdPoint(_Frozen):
+    """Figures and counts when a category is flagged at model score ≥ ``threshold``."""
+
+    threshold: float
+    precision: float
+    recall: float
+    f1: float
+    tp: int
+    fp: int
+    fn: int
+    tn: int
+
+
+class PrecisionRecallCurve(_Frozen):
+    """As ``sklearn.metrics.precision_recall_curve``: one point per distinct score, then (1, 0)."""
+
+    precision: tuple[float, ...]
+    recall: tuple[float, ...]
+    #: Ascending; one fewer than the points.
+    thresholds: tuple[float, ...]
+
+
+class CategoryFigures(_Frozen):
+    """One category at the pack's decisions: flagged by the verdict, or not."""
+
+    in_pack: bool
+    precision: float
+    recall: float
+    f1: float
+    #: Evaluated items that truly violate the category (tp + fn).
+    support: int
+    tp: int
+    fp: int
+    fn: int
+    tn: int
+
+
+class OutOfPackCategory(CategoryFigures):
+    """A category only the other pack of a comparison defines: counts only, nothing to sweep."""
+
+    in_pack: Literal[False] = False
+
+
+class InPackCategory(CategoryFigures):
+    """A category of the pack, with its thresholds and the model's scores swept and plotted."""
+
+    in_pack: Literal[True] = True
+    review_threshold: float
+    reject_threshold: float
+    #: The model's score alone at the review threshold (rules and pre-rules left out).
+    model_at_review_threshold: PrecisionRecallF1
+    #: None when no threshold of the sweep finds anything.
+    best_f1_threshold: float | None
+    best_f1: float
+    #: None when no model-scored item truly violates the category.
+    average_precision: float | None
+    sweep: tuple[ThresholdPoint, ...]
+    #: None when the model scored no item.
+    pr_curve: PrecisionRecallCurve | None
+
+
+#: A category entry; ``in_pack`` in the JSON says which of the two it is.
+CategoryEntry = Annotated[InPackCategory | OutOfPackCategory, Field(discriminator="in_pack")]
+
+
+class DecisionCounts(_Frozen):
+    """How the evaluated items were decided."""
+
+    approve: int
+    review: int
+    reject: int
+    #: Share decided without a person (approve + reject); 0 when nothing was evaluated.
+    automation_rate: float
+    #: Approved although a person judged them violating.
+    approved_violating: int
+    #: Rejected although a person judged them clean.
+    rejected_clean: int
+
+
+class ConfusionMatrix(_Frozen):
+    """Rows: true categories (and ``none``); columns: predicted class; ``counts[row][column]``."""
+
+    rows: tuple[str, ...]
+    columns: tuple[str, ...]
+    counts: Mapping[str, Mapping[str, int]]
+
+
+class DecidedByRef(_Frozen):
+    """What decided an item, as in a verdict's ``decided_by``."""
+
+    kind: str
+    id: str | None
+
+
+class ErrorItem(_Frozen):
+    """An item the model could not score; left out of every number."""
+
+    id: str
+    line: int
+    error: str
+
+
+class ItemReport(_Frozen):
+    """One item as a pack decided it: everything the figures are computed from."""
+
+    id: str
+    line: int
+    true_categories: tuple[str, ...]
+    #: The model's score per category; empty when a pre-rule decided or inference failed.
+    scores: Mapping[str, float]
+    decision: Decision
+    decided_by: DecidedByRef
+    reason_code: str
+    flagged_categories: tuple[str, ...]
+    #: The inference error kind, when the model could not score the item.
+    error: str | None
+
+
+class RunReport(_Frozen):
+    """One pack's run over the items of its content type."""
+
+    name: str
+    version: str
+    #: How tables and plots name the pack: its name, or its version when two share a name.
+    label: str
+    content_type: ContentType
+    items_total: int
+    evaluated: int
+    skipped_other_content_type: int
+    #: Items inference failed on (listed in ``error_items``).
+    errors: int
+    error_items: tuple[ErrorItem, ...]
+    scored_by_model: int
+    #: Every category of the report, in the report's order.
+    categories: Mapping[str, CategoryEntry]
+    decisions: DecisionCounts
+    confusion_matrix: ConfusionMatrix
+    items: tuple[ItemReport, ...]
+
+
+class CategoryDelta(_Frozen):
+    """``other - base`` for one category."""
+
+    precision: float
+    recall: float
+    f1: float
+    tp: int
+    fp: int
+    fn: int
+
+
+class DecisionBrief(_Frozen):
+    """How one pack decided an item, for the list of items decided differently."""
+
+    decision: Decision
+    flagged_categories: tuple[str, ...]
+    decided_by: DecidedByRef
+
+
+class DecisionDifference(_Frozen):
+    """An item whose decision or flagged categories differ between the two packs."""
+
+    id: str
+    line: int
+    true_categories: tuple[str, ...]
+    base: DecisionBrief
+    other: DecisionBrief
+
+
+class Comparison(_Frozen):
+    """A pack (``base``) against another over the same items; deltas are ``other - base``."""
+
+    base: str
+    other: str
+    category_deltas: Mapping[str, CategoryDelta]
+    automation_rate_delta: float
+    decision_differences: tuple[DecisionDifference, ...]
+
+
+class EvalReport(_Frozen):
+    """Everything ``streamproc eval`` measured: one run per pack, a comparison when there are two."""
+
+    dataset: DatasetRef
+    model: ServedModel
+    generated_at: datetime
+    #: The packs' categories: the first pack's order, then any the other adds.
+    categories: tuple[str, ...]
+    packs: tuple[RunReport, ...]
+    #: Absent from the JSON (not null) when a pack ran alone.
+    comparison: Comparison | None = Field(default=None, exclude_if=lambda value: value is None)
+
+    @field_serializer("generated_at")
+    def _iso(self, value: datetime) -> str:
+        # ``isoformat`` (``+00:00``), as report.json has always written it; pydantic would write ``Z``.
+        return value.isoformat()
