@@ -89,6 +89,18 @@ class QualityService:
         self.processor = QualityProcessor(
             settings.topics, store, metrics, appeals=appeals, worker_id=settings.kafka.client_id
         )
+        self._pipeline: Pipeline | None = None  # made in run(): its consumer needs the loop
+        self._stopped = False
+
+    def stop(self) -> None:
+        """Stop consuming; ``run`` then drains, commits and returns."""
+        self._stopped = True
+        if self._pipeline is not None:
+            self._pipeline.stop()
+
+    async def run(self) -> None:
+        """Consume until ``stop()``; raises PipelineFailed (e.g. on a store error)."""
+        settings = self._settings
         self._pipeline = Pipeline(
             settings.kafka.model_copy(update={"group_id": quality_group_id(settings)}),
             settings.worker,
@@ -96,13 +108,8 @@ class QualityService:
             NOOP,
             topics=consumed_topics(settings),
         )
-
-    def stop(self) -> None:
-        """Stop consuming; ``run`` then drains, commits and returns."""
-        self._pipeline.stop()
-
-    async def run(self) -> None:
-        """Consume until ``stop()``; raises PipelineFailed (e.g. on a store error)."""
+        if self._stopped:  # a signal arrived while starting
+            self._pipeline.stop()
         self._maintain()
         maintenance = asyncio.create_task(self._maintain_periodically())
         maintenance.add_done_callback(self._maintenance_ended)
@@ -120,7 +127,7 @@ class QualityService:
         if not task.cancelled() and (error := task.exception()) is not None:
             # Stale figures must not go unnoticed: stop; run() then raises the error.
             log.critical("quality store maintenance failed; stopping", exc_info=error)
-            self._pipeline.stop()
+            self.stop()
 
     def _maintain(self, *, prune: bool = True) -> None:
         if prune:
