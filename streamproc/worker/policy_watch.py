@@ -49,7 +49,7 @@ async def watch_policies(
     """
     folders = sorted({(p if p.is_dir() else p.parent).resolve() for p in paths})
     async for changes in awatch(*folders, debounce=debounce_ms, recursive=False):
-        if not any(Path(changed).suffix in {".yaml", ".yml"} for _, changed in changes):
+        if not any(_is_pack_change(Path(changed)) for _, changed in changes):
             continue
         try:
             policies = load_policy_set(paths)
@@ -65,3 +65,9 @@ async def watch_policies(
         apply(policies)
         metrics.policy_reload(applied=True)
         publish_policy_info(metrics, policies)
+
+
+def _is_pack_change(path: Path) -> bool:
+    """A pack file, or a Kubernetes ConfigMap volume's swap of its ``..data`` link (the files
+    themselves are links that never change)."""
+    return path.suffix in {".yaml", ".yml"} or path.name.startswith("..data")
