@@ -140,6 +140,13 @@ def test_compose_spec_schema(tmp_path: Path) -> None:
     assert result.returncode != 0, "the compose-spec schema accepted an unknown service key"
 
 
+def test_yaml_style() -> None:
+    config = "{extends: default, rules: {line-length: {max: 130}, document-start: disable}}"
+    lint = [sys.executable, "-m", "yamllint", "--strict", "-d", config, str(COMPOSE_FILE)]
+    result = subprocess.run(lint, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_env_example_documents_every_variable(compose: Path) -> None:
     """Every ${VARIABLE} the file reads is in deploy/compose.env.example, which compose accepts."""
     used = set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", COMPOSE_FILE.read_text()))

@@ -406,11 +406,14 @@ def _healthcheck(port: int) -> int:
 
 
 def test_healthcheck_follows_healthz() -> None:
-    server = HealthServer(CollectorRegistry(), "127.0.0.1", 0, liveness_bound_seconds=1.0)
+    live = HealthServer(CollectorRegistry(), "127.0.0.1", 0, liveness_bound_seconds=60.0)
+    # No heartbeat within the bound: the loop counts as blocked and /healthz answers 503.
+    blocked = HealthServer(CollectorRegistry(), "127.0.0.1", 0, liveness_bound_seconds=0.01)
+    time.sleep(0.05)
     try:
-        assert _healthcheck(server.port) == 0, "a live service must pass the HEALTHCHECK"
-        time.sleep(1.2)  # no heartbeat: the loop counts as blocked, /healthz answers 503
-        assert _healthcheck(server.port) != 0, "a blocked service must fail the HEALTHCHECK"
+        assert _healthcheck(live.port) == 0, "a live service must pass the HEALTHCHECK"
+        assert _healthcheck(blocked.port) != 0, "a blocked service must fail the HEALTHCHECK"
     finally:
-        server.close()
-    assert _healthcheck(server.port) != 0, "nothing listening must fail the HEALTHCHECK"
+        live.close()
+        blocked.close()
+    assert _healthcheck(live.port) != 0, "nothing listening must fail the HEALTHCHECK"
