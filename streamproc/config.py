@@ -165,6 +165,11 @@ class WorkerSettings(_Section):
         default=5, description="How long the producer waits to fill a batch of outputs."
     )
     log_level: LogLevel = Field(default="info", description="debug, info, warning or error.")
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="Log lines of both services: text (one line per record) or json (one JSON object "
+        "per line: time, level, logger, message and the record's extra fields).",
+    )
 
 
 class MetricsSettings(_Section):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
+import threading
 import time
 from types import TracebackType
 
@@ -34,6 +36,11 @@ from streamproc.inference.protocol import (
 from streamproc.metrics import InferenceRecorder
 
 __all__ = ["InferenceClient", "read_answer"]
+
+log = logging.getLogger(__name__)
+
+#: While the circuit stays open, its warning is repeated at most this often.
+_CIRCUIT_WARNING_INTERVAL_SECONDS = 30.0
 
 
 def _is_retriable(exc: BaseException) -> bool:
@@ -90,6 +97,8 @@ class InferenceClient:
             name=f"model server {settings.base_url}",
         )
         self._guarded_post = self._breaker.decorate(self._post)
+        self._circuit_lock = threading.Lock()  # ``available`` is also read by scrapes and probes
+        self._circuit_warned_at: float | None = None  # None while closed
         metrics.watch_model(
             concurrency_limit=lambda: self.limit.current, circuit_open=lambda: not self.available
         )
@@ -121,7 +130,33 @@ class InferenceClient:
     @property
     def available(self) -> bool:
         """False while the circuit is open: the server failed repeatedly and is left alone."""
+        self._log_circuit()
         return not self._breaker.opened
+
+    def _log_circuit(self) -> None:
+        """WARNING when the circuit opens (again every 30 s while it stays open), INFO when
+        it closes. Half-open (one request probing) still counts as open here."""
+        breaker = self._breaker
+        with self._circuit_lock:
+            now = time.monotonic()
+            if breaker.closed:
+                if self._circuit_warned_at is not None:
+                    self._circuit_warned_at = None
+                    log.info("model server %s is answering again: circuit closed", self._settings.base_url)
+                return
+            warned = self._circuit_warned_at
+            if warned is not None and now - warned < _CIRCUIT_WARNING_INTERVAL_SECONDS:
+                return
+            self._circuit_warned_at = now
+            log.warning(
+                "model server %s unavailable: circuit %s after %d consecutive failures, requests fail "
+                "fast for %d s between probes; last error: %s",
+                self._settings.base_url,
+                "opened" if warned is None else "still open",
+                breaker.failure_count,
+                self._settings.breaker_recovery_seconds,
+                breaker.last_failure,
+            )
 
     async def complete(self, request: ModelRequest) -> ModelAnswer:
         """Send one scorer request; retry transient failures with jittered back-off.
@@ -159,6 +194,8 @@ class InferenceClient:
         except CircuitBreakerError as exc:
             self._metrics.inference_error("circuit_open")
             raise InferenceUnavailable(f"model server left alone after repeated failures: {exc}") from exc
+        finally:
+            self._log_circuit()
 
     async def _post(self, endpoint: str, body: bytes) -> ModelAnswer:
         metrics = self._metrics

@@ -97,6 +97,13 @@ WORKER_METRICS: Final[tuple[MetricSpec, ...]] = (
         "gauge",
         "1 while the worker has paused fetching (window full or model server unavailable).",
     ),
+    MetricSpec(
+        "consumer_lag_records",
+        "gauge",
+        "Records behind the partition's end for each assigned partition: high watermark minus the "
+        "next offset this consumer will fetch (fetched, uncommitted records are in items_in_flight).",
+        labels=("topic", "partition"),
+    ),
     MetricSpec("offset_commits", "counter", "Offset commits, by result (ok or failed).", labels=("result",)),
     MetricSpec(
         "rebalances",

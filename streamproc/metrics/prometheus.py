@@ -5,6 +5,7 @@ Label values known up front are pre-initialised so that dashboards show zeros, n
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Literal, TypeVar, get_args
@@ -89,6 +90,7 @@ class PrometheusWorkerMetrics:
         self._circuit = m.gauge("model_circuit_open")
         self._items = m.gauge("items_in_flight")
         self._paused = m.gauge("consumption_paused")
+        self._lag = m.gauge("consumer_lag_records")
         self._commits = m.counter("offset_commits")
         self._rebalances = m.counter("rebalances")
         self._errors = m.counter("inference_errors")
@@ -141,6 +143,13 @@ class PrometheusWorkerMetrics:
 
     def rebalance(self, event: Literal["assigned", "revoked"]) -> None:
         self._rebalances.labels(event=event).inc()
+
+    def consumer_lag(self, topic: str, partition: int, records: int) -> None:
+        self._lag.labels(topic=topic, partition=str(partition)).set(records)
+
+    def consumer_lag_removed(self, topic: str, partition: int) -> None:
+        with contextlib.suppress(KeyError):  # never set
+            self._lag.remove(topic, str(partition))
 
     # model client
     def watch_model(

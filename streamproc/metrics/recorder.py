@@ -38,6 +38,11 @@ class PipelineRecorder(Protocol):
     def consumption_paused(self, paused: bool) -> None: ...
     def offset_commit(self, *, ok: bool) -> None: ...
     def rebalance(self, event: Literal["assigned", "revoked"]) -> None: ...
+    def consumer_lag(self, topic: str, partition: int, records: int) -> None:
+        """Records behind the partition's end (high watermark minus the next fetch offset)."""
+
+    def consumer_lag_removed(self, topic: str, partition: int) -> None:
+        """The partition is no longer assigned: drop its series."""
 
 
 class InferenceRecorder(Protocol):
@@ -119,6 +124,12 @@ class NoopRecorder:
         pass
 
     def rebalance(self, event: Literal["assigned", "revoked"]) -> None:
+        pass
+
+    def consumer_lag(self, topic: str, partition: int, records: int) -> None:
+        pass
+
+    def consumer_lag_removed(self, topic: str, partition: int) -> None:
         pass
 
     def watch_model(

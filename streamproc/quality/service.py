@@ -65,6 +65,7 @@ class QualityService:
     ) -> None:
         self._settings = settings
         self._store = store
+        self._store_failure: BaseException | None = None
         self._metrics = metrics
         quality = settings.quality
         inference = settings.inference
@@ -98,6 +99,14 @@ class QualityService:
         if self._pipeline is not None:
             self._pipeline.stop()
 
+    def ready(self) -> list[str]:
+        """Not ready once the store failed, before the consumer group has given this service
+        an assignment, and while stopping."""
+        reasons = ["starting"] if self._pipeline is None else self._pipeline.readiness()
+        if self._store_failure is not None:
+            reasons.insert(0, f"quality store {self._store.path} failed: {self._store_failure!r}")
+        return reasons
+
     async def run(self) -> None:
         """Consume until ``stop()``; raises PipelineFailed (e.g. on a store error)."""
         settings = self._settings
@@ -127,6 +136,7 @@ class QualityService:
         if not task.cancelled() and (error := task.exception()) is not None:
             # Stale figures must not go unnoticed: stop; run() then raises the error.
             log.critical("quality store maintenance failed; stopping", exc_info=error)
+            self._store_failure = error
             self.stop()
 
     def _maintain(self, *, prune: bool = True) -> None:
@@ -158,30 +168,37 @@ def consumed_topics(settings: Settings) -> tuple[str, ...]:
 
 
 def run_quality(settings: Settings, store: QualityStore, policies: PolicySet) -> None:
-    """Serve /metrics and run the quality service until SIGTERM or Ctrl-C.
+    """Serve /metrics, /healthz and /readyz and run the quality service until SIGTERM or Ctrl-C.
 
     ``policies``: the live packs appeals are re-evaluated with (read once, at start).
 
     Raises:
         PipelineFailed: a record could not be finished (e.g. a store error).
     """
-    host.configure_logging(settings.worker.log_level)
+    host.configure_logging(settings.worker.log_level, settings.worker.log_format)
     registry = CollectorRegistry()
     metrics = create_quality(registry, consumed_topics=consumed_topics(settings))
     try:
+        server = None
         if settings.metrics.enabled:
-            host.serve_metrics(
+            server = host.serve_metrics(
                 registry,
                 settings.metrics.host,
                 settings.quality.metrics_port,
                 port_setting="STREAMPROC_QUALITY__METRICS_PORT",
             )
-        log.info(
-            "quality store %s (%d content revisions), consumer group %s",
-            store.path,
-            store.item_count(),
-            quality_group_id(settings),
+        host.log_startup(
+            "quality",
+            {
+                "bootstrap_servers": settings.kafka.bootstrap_servers,
+                "group_id": quality_group_id(settings),
+                "store_path": str(store.path),
+                "store_items": store.item_count(),
+                "model_url": settings.inference.base_url,
+                "packs": sorted(policies.versions.values()),  # each version names its pack
+                "metrics_address": f"{server.host}:{server.port}" if server is not None else "disabled",
+            },
         )
-        host.run(QualityService(settings, store, metrics, policies))
+        host.run(QualityService(settings, store, metrics, policies), server)
     finally:
         store.close()

@@ -33,6 +33,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponen
 
 from streamproc.config import KafkaSettings, WorkerSettings
 from streamproc.metrics import PipelineRecorder
+from streamproc.stream.lag import LagTracker
 from streamproc.stream.offsets import OffsetLedger
 from streamproc.stream.records import Handler, InboundRecord, OutboundRecord
 
@@ -77,6 +78,9 @@ class Pipeline:
         self._tails: dict[tuple[TopicPartition, bytes], asyncio.Task[None]] = {}
         self._in_flight = 0
         self._paused = False
+        self._pause_reason: str | None = None
+        self._consumer_started = False
+        self._assignment_received = False
         self._stopping = asyncio.Event()
         self._commit_due = asyncio.Event()
         self._commit_lock = asyncio.Lock()
@@ -100,6 +104,7 @@ class Pipeline:
             linger_ms=window.linger_ms,
             max_batch_size=_PRODUCE_BATCH_BYTES,
         )
+        self._lag = LagTracker(self._consumer, metrics)
 
     @property
     def in_flight(self) -> int:
@@ -115,22 +120,41 @@ class Pipeline:
         """Stop fetching; ``run`` then drains, commits and returns."""
         self._stopping.set()
 
+    def readiness(self) -> list[str]:
+        """Why the pipeline is not consuming (empty when it is): not started, no partition
+        assignment yet (an empty one counts: more members than partitions is normal), stopping.
+        Reads plain flags only, so any thread may call it."""
+        if self._stopping.is_set():
+            return ["pipeline stopping"]
+        if not self._consumer_started:
+            return ["Kafka consumer not started"]
+        if not self._assignment_received:
+            return ["consumer group not joined yet: no partition assignment received"]
+        return []
+
     async def run(self) -> None:
         """Run until ``stop()``; raises PipelineFailed if an item could not be finished."""
         await self._producer.start()
         try:
             self._consumer.subscribe(self._topics, listener=_Rebalance(self))
             await self._consumer.start()
+            self._consumer_started = True
             try:
-                commits = asyncio.create_task(self._commit_periodically())
+                chores = [
+                    asyncio.create_task(self._commit_periodically()),
+                    asyncio.create_task(self._track_lag()),
+                ]
                 try:
                     await self._fetch()
                 finally:
-                    commits.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await commits
+                    for chore in chores:
+                        chore.cancel()
+                    for chore in chores:
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await chore
                     await self._release(list(self._tasks))
             finally:
+                self._consumer_started = False
                 await self._consumer.stop()
         finally:
             await self._producer.stop()
@@ -151,19 +175,25 @@ class Pipeline:
 
     def _apply_backpressure(self) -> None:
         window, taken = self._window.max_inflight_items, self._ledger.uncommitted
-        pause = taken >= window or (self._paused and taken > window * _RESUME_AT) or not self._ready()
-        if pause == self._paused:
-            if pause:  # partitions assigned since the pause must pause too
-                self._consumer.pause(*self._consumer.assignment())
-            return
-        if pause:
+        reason: str | None = None
+        if not self._ready():
+            reason = "model server unavailable"
+        elif taken >= window or (self._paused and taken > window * _RESUME_AT):
+            reason = "window full"
+        if reason is not None:  # partitions assigned since the pause must pause too
             self._consumer.pause(*self._consumer.assignment())
-            log.info("pausing: %d records uncommitted, model server ready: %s", taken, self._ready())
+        if reason == self._pause_reason:
+            return
+        if reason is not None:
+            verb = "consumption still paused" if self._paused else "pausing consumption"
+            log.info("%s: %s (%d of %d records uncommitted)", verb, reason, taken, window)
         else:
             self._consumer.resume(*self._consumer.assignment())
-            log.info("resuming: %d records uncommitted", taken)
-        self._paused = pause
-        self._metrics.consumption_paused(pause)
+            log.info("resuming consumption: %s (%d records uncommitted)", _resumed(self._pause_reason), taken)
+        self._pause_reason = reason
+        if self._paused != (reason is not None):
+            self._paused = reason is not None
+            self._metrics.consumption_paused(self._paused)
 
     def _start(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
         self._ledger.started(tp, record.offset)
@@ -210,6 +240,14 @@ class Pipeline:
             self._commit_due.clear()
             await self._commit()
 
+    async def _track_lag(self) -> None:
+        while True:
+            await asyncio.sleep(self._window.commit_interval_seconds)
+            try:
+                await self._lag.refresh()
+            except Exception as exc:  # noqa: BLE001 - a figure must never stop consumption
+                log.warning("consumer lag not updated: %r", exc)
+
     async def _commit(self, tps: Iterable[TopicPartition] | None = None) -> None:
         async with self._commit_lock:
             offsets = self._ledger.to_commit(tps)
@@ -253,12 +291,18 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         if revoked:
             self._pipeline._metrics.rebalance("revoked")
             await self._pipeline._release(revoked)
+            self._pipeline._lag.forget(revoked)
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         assigned = sorted(assigned)
+        self._pipeline._assignment_received = True
         self._pipeline._metrics.rebalance("assigned")
         names = ", ".join(f"{tp.topic}[{tp.partition}]" for tp in assigned)
         log.info("assigned %d partitions: %s", len(assigned), names)
+
+
+def _resumed(reason: str | None) -> str:
+    return "model server available again" if reason == "model server unavailable" else "window drained"
 
 
 async def publish(producer: AIOKafkaProducer, records: Sequence[OutboundRecord]) -> None:

@@ -41,7 +41,19 @@ class ModerationService:
         self._policies = policies
         self._metrics = metrics
         self._pipeline: Pipeline | None = None
+        self._client: InferenceClient | None = None
         self._stopped = False
+
+    def ready(self) -> list[str]:
+        """Not ready before the packs are handed to a processor and the consumer group has
+        given this worker an assignment, and while the model server's circuit is open."""
+        pipeline, client = self._pipeline, self._client
+        if pipeline is None or client is None:
+            return ["starting: policy packs and model client not set up yet"]
+        reasons = pipeline.readiness()
+        if not client.available:
+            reasons.append(f"model server {self._settings.inference.base_url} unavailable: circuit open")
+        return reasons
 
     def stop(self) -> None:
         """Stop fetching; ``run`` then drains, commits and returns."""
@@ -53,6 +65,7 @@ class ModerationService:
         """Run until ``stop()``; raises PipelineFailed if an item could not be finished."""
         settings, metrics = self._settings, self._metrics
         async with InferenceClient(settings.inference, metrics) as client:
+            self._client = client
             processor = Processor(
                 settings.topics,
                 settings.audit,
@@ -93,21 +106,33 @@ class ModerationService:
 
 
 def run_worker(settings: Settings, policies: PolicySet) -> None:
-    """Serve /metrics and run the worker until SIGTERM or Ctrl-C.
+    """Serve /metrics, /healthz and /readyz and run the worker until SIGTERM or Ctrl-C.
 
     Raises:
         PipelineFailed: an item could not be finished (its offset was not committed).
     """
-    host.configure_logging(settings.worker.log_level)
+    host.configure_logging(settings.worker.log_level, settings.worker.log_format)
     registry = CollectorRegistry()
     metrics = create(
         registry,
         consumed_topics=(settings.topics.listings, settings.topics.videos),
         categories=policies.category_ids,
     )
+    server = None
     if settings.metrics.enabled:
-        host.serve_metrics(
+        server = host.serve_metrics(
             registry, settings.metrics.host, settings.metrics.port, port_setting="STREAMPROC_METRICS__PORT"
         )
     publish_policy_info(metrics, policies)
-    host.run(ModerationService(settings, policies, metrics))
+    summary: dict[str, object] = {
+        "bootstrap_servers": settings.kafka.bootstrap_servers,
+        "group_id": settings.kafka.group_id,
+        "model_url": settings.inference.base_url,
+        "model_name": settings.inference.model,
+        "packs": sorted(policies.versions.values()),  # each version names its pack
+        "metrics_address": f"{server.host}:{server.port}" if server is not None else "disabled",
+    }
+    if policies.shadow_policies:
+        summary["shadow_packs"] = sorted(policies.shadow_versions.values())
+    host.log_startup("worker", summary)
+    host.run(ModerationService(settings, policies, metrics), server)
