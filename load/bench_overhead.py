@@ -28,7 +28,6 @@ from load.report import machine_description
 from load.stack import ROOT, ZeroCostModel, broker, fresh_topics, publish_events, without_rules
 from load.workload import make_events
 from streamproc.config import KafkaSettings, Settings, TopicSettings, WorkerSettings
-from streamproc.decision import content_ref
 from streamproc.metrics import create as create_metrics
 from streamproc.policy import load_policy_set
 from streamproc.schemas import decode_event
@@ -63,7 +62,7 @@ async def raw_loop(bootstrap: str, topics: TopicSettings, count: int, *, validat
                 kind = "listing" if tp.topic == topics.listings else "video"
                 for record in records:
                     if validate:
-                        _, content_id = content_ref(decode_event(kind, record.value))  # type: ignore[arg-type]
+                        content_id = decode_event(kind, record.value).content_id  # type: ignore[arg-type]
                     else:
                         data = orjson.loads(record.value or b"{}")
                         content_id = data.get("listing_id") or data.get("video_id")

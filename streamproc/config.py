@@ -23,7 +23,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from streamproc.errors import ConfigError
+from streamproc.errors import ConfigError, describe_validation_error
 
 __all__ = [
     "CONFIG_FILE_ENV",
@@ -315,9 +315,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
-        )
+        problems = describe_validation_error(exc, whole="settings")
         raise ConfigError(
             f"invalid settings: {problems}. Set them with STREAMPROC_<SECTION>__<FIELD> "
             f"environment variables or the YAML file in {CONFIG_FILE_ENV}."

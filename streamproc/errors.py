@@ -19,7 +19,11 @@ whether to retry (transient trouble with the model server) or give up for this i
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, ClassVar, Final
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 __all__ = [
     "ConfigError",
@@ -34,6 +38,7 @@ __all__ = [
     "SchemaValidationError",
     "StreamprocError",
     "UnsupportedSchemaVersion",
+    "describe_validation_error",
 ]
 
 
@@ -96,3 +101,35 @@ class InferenceRequestError(InferenceError):
 
 class InferenceProtocolError(InferenceError):
     kind = "protocol_error"
+
+
+#: Stdlib dataclasses validated by pydantic (policy packs) word these two problems
+#: differently from models; say them the same way whatever the validated type is.
+_SAME_WORDS: Final = {
+    "unexpected_keyword_argument": "Extra inputs are not permitted",
+    "missing_argument": "Field required",
+}
+
+
+def describe_validation_error(
+    exc: ValidationError,
+    *,
+    whole: str = "(root)",
+    where: Callable[[Sequence[int | str]], str] | None = None,
+    separator: str = "; ",
+) -> str:
+    """Every problem of a pydantic validation error as ``field.path: message``, joined.
+
+    Args:
+        exc: The error.
+        whole: What a problem with no field path (the whole input) is named.
+        where: Says where a field path is in the source (e.g. ``FILE:LINE``); it then
+            prefixes each problem as ``WHERE: field.path: message``.
+        separator: Between problems.
+    """
+    problems = []
+    for err in exc.errors(include_url=False):
+        field = ".".join(str(p) for p in err["loc"]) or whole
+        problem = f"{field}: {_SAME_WORDS.get(err['type'], err['msg'])}"
+        problems.append(f"{where(err['loc'])}: {problem}" if where is not None else problem)
+    return separator.join(problems)

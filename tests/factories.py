@@ -10,7 +10,7 @@ import orjson
 
 from streamproc.decision import Outcome, build_verdict, decide
 from streamproc.policy import Policy, PolicySet, load_policy_set
-from streamproc.schemas import ContentType, ListingEvent, SourceRef, Verdict, VideoEvent
+from streamproc.schemas import ContentType, ListingEvent, SourceRef, Verdict, VerdictMode, VideoEvent
 
 
 def listing_dict(**overrides: Any) -> dict[str, Any]:
@@ -65,6 +65,7 @@ def decided_verdict(
     *,
     now: datetime,
     outcome: Outcome | None = None,
+    mode: VerdictMode = "live",
     **listing_overrides: Any,
 ) -> Verdict:
     """The verdict the worker builds for a listing under ``policy`` from these scores (or ``outcome``)."""
@@ -79,6 +80,7 @@ def decided_verdict(
         inference_seconds=None,
         processing_seconds=0.1,
         now=now,
+        mode=mode,
     )
 
 

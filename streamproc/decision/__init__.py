@@ -14,7 +14,6 @@ from streamproc.decision.thresholds import (
 )
 from streamproc.decision.verdict import (
     build_verdict,
-    content_ref,
     flagged_categories,
     idempotency_key,
     review_ticket,
@@ -28,7 +27,6 @@ __all__ = [
     "Outcome",
     "audit_sample",
     "build_verdict",
-    "content_ref",
     "decide",
     "decide_by_rule",
     "decide_on_error",

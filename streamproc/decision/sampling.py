@@ -11,7 +11,6 @@ import hashlib
 from dataclasses import dataclass
 
 from streamproc.config import AuditSettings
-from streamproc.decision.verdict import content_ref
 from streamproc.policy import Policy, PolicySet
 from streamproc.schemas import AuditSample, ContentEvent, Verdict
 
@@ -113,9 +112,8 @@ def shadow_key(content_id: str, revision: int, policy_version: str) -> str:
 
 def sampled_shadows(policies: PolicySet, event: ContentEvent, live: Policy) -> tuple[Policy, ...]:
     """The shadow packs this item runs through: a stable draw per item revision and version."""
-    _, content_id = content_ref(event)
     return tuple(
         p
         for p in policies.shadows(event, live)
-        if drawn(shadow_key(content_id, event.revision, p.version), p.shadow_sample)
+        if drawn(shadow_key(event.content_id, event.revision, p.version), p.shadow_sample)
     )

@@ -10,7 +10,6 @@ from streamproc.policy import Policy
 from streamproc.schemas import (
     ContentEvent,
     Latencies,
-    ListingEvent,
     ReviewTicket,
     SourceRef,
     TokenUsage,
@@ -20,7 +19,6 @@ from streamproc.schemas import (
 
 __all__ = [
     "build_verdict",
-    "content_ref",
     "flagged_categories",
     "idempotency_key",
     "review_ticket",
@@ -61,16 +59,8 @@ def review_ticket(
     )
 
 
-def content_ref(event: ContentEvent) -> tuple[str, str]:
-    """(content_type, content_id) of an event."""
-    if isinstance(event, ListingEvent):
-        return "listing", event.listing_id
-    return "video", event.video_id
-
-
 def idempotency_key(event: ContentEvent, policy_version: str) -> str:
-    content_type, content_id = content_ref(event)
-    return f"{content_type}:{content_id}:{event.revision}:{policy_version}"
+    return f"{event.content_type}:{event.content_id}:{event.revision}:{policy_version}"
 
 
 def build_verdict(
@@ -88,12 +78,12 @@ def build_verdict(
     mode: VerdictMode = "live",
 ) -> Verdict:
     """The verdict record; a ``review`` decision carries its review ticket."""
-    content_type, content_id = content_ref(event)
     flagged = flagged_categories(policy, outcome, scores)
     return Verdict(
         mode=mode,
-        content_type=content_type,
-        content_id=content_id,
+        kind="shadow" if mode == "shadow" else "automated",
+        content_type=event.content_type,
+        content_id=event.content_id,
         revision=event.revision,
         decision=outcome.decision,
         scores=dict(scores),

@@ -14,7 +14,6 @@ from typing import Any
 
 import orjson
 
-from streamproc.decision import content_ref
 from streamproc.errors import ConfigError, StreamprocError
 from streamproc.policy import Policy
 from streamproc.schemas import ContentEvent, ContentType, decode_event
@@ -46,8 +45,7 @@ class LabeledItem:
     @property
     def id(self) -> str:
         """``content_type:content_id:revision``, unique within a dataset."""
-        content_type, content_id = content_ref(self.event)
-        return f"{content_type}:{content_id}:{self.event.revision}"
+        return f"{self.event.content_type}:{self.event.content_id}:{self.event.revision}"
 
 
 def load_dataset(path: Path) -> list[LabeledItem]:

@@ -3,6 +3,7 @@
 from streamproc.policy.model import Category, MediaBudget, Policy, Rule, ScorerName, Thresholds
 from streamproc.policy.packs import PolicySet, load_pack, load_policy_set
 from streamproc.policy.prompt import ItemContent, item_content, render_item, user_content
+from streamproc.policy.rule_fields import rule_fields_reference
 from streamproc.policy.scorers import SCORERS, Scorer
 
 __all__ = [
@@ -20,5 +21,6 @@ __all__ = [
     "load_pack",
     "load_policy_set",
     "render_item",
+    "rule_fields_reference",
     "user_content",
 ]

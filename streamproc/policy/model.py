@@ -1,4 +1,10 @@
-"""What a moderation policy is: frozen data, versioned by content hash."""
+"""What a moderation policy is: frozen data, versioned by content hash.
+
+These dataclasses are also the policy-pack file format: their annotations carry the
+constraints that pydantic checks when a pack is loaded (see streamproc.policy.packs).
+Built in code they are not validated by pydantic; ``__post_init__`` checks what must hold
+however they are built, raising :class:`InvalidPolicy`.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,10 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Literal
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import AfterValidator, ConfigDict, Field, GetCoreSchemaHandler, StringConstraints, with_config
+from pydantic_core import core_schema
 
 from streamproc.errors import ConfigError
 from streamproc.schemas import ContentType, Decision
@@ -16,6 +25,7 @@ from streamproc.schemas import ContentType, Decision
 __all__ = [
     "DEFAULT_REVIEW_SLA_HOURS",
     "Category",
+    "InvalidPolicy",
     "MediaBudget",
     "Policy",
     "PolicyMode",
@@ -28,108 +38,159 @@ ScorerName = Literal["label_logprob", "yes_no", "llama_guard", "json"]
 #: live: the pack decides and its verdicts are enforced; shadow: a candidate run beside them.
 PolicyMode = Literal["live", "shadow"]
 DEFAULT_REVIEW_SLA_HOURS = 24.0
-#: Deployment choices, not decision logic: left out of the version, so a candidate keeps its
-#: version when its sample changes or it is promoted.
-_UNVERSIONED = ("mode", "shadow_sample")
+#: Deployment choices and documentation, not decision logic: left out of the version, so a
+#: candidate keeps its version when its sample changes or it is promoted.
+_UNVERSIONED = ("mode", "shadow_sample", "description")
+
+# A pack file may hold only the keys these types declare.
+_PACK_FILE: Final = ConfigDict(extra="forbid")
+
+Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]*$", max_length=64)]
+ReasonCode = Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]*$", max_length=64)]
+Letter = Annotated[str, StringConstraints(pattern=r"^[A-Z]$")]
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+SlaHours = Annotated[float, Field(gt=0, le=24 * 365)]
+#: Text the model or a seller reads, without the trailing newline of a YAML block.
+Text = Annotated[str, StringConstraints(min_length=1), AfterValidator(str.strip)]
 
 
+class InvalidPolicy(ConfigError, ValueError):
+    """A policy that breaks a rule of its own.
+
+    A ValueError too, so that pydantic reports it at its place in the pack file.
+    """
+
+
+@dataclass(frozen=True)
+class _SortedItems:
+    """Annotation: a mapping in the pack file, sorted (key, value) pairs in the policy, so
+    that the policy stays hashable and its version does not depend on key order."""
+
+    mapping: Any
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        # Validated as the mapping, so that problems are named by key (lists.banned_sellers).
+        return core_schema.no_info_after_validator_function(
+            lambda mapping: tuple(sorted(mapping.items())), handler.generate_schema(self.mapping)
+        )
+
+
+@with_config(_PACK_FILE)
 @dataclass(frozen=True)
 class Thresholds:
     """Score ≥ reject → reject; score ≥ review → review; otherwise approve."""
 
-    reject: float
-    review: float
+    reject: Probability
+    review: Probability
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.review <= self.reject <= 1.0:
-            raise ConfigError(
-                f"thresholds need 0 <= review <= reject <= 1, got review={self.review} reject={self.reject}"
+            raise InvalidPolicy(
+                f"review ({self.review}) must not exceed reject ({self.reject}): thresholds need "
+                "0 <= review <= reject <= 1"
             )
 
 
+@with_config(_PACK_FILE)
 @dataclass(frozen=True)
 class Category:
     """One kind of violation, written as policy text the model reads."""
 
-    id: str
-    label: str  # the single letter the model answers with
-    title: str
-    description: str
-    reason_code: str
-    seller_message: str
+    id: Identifier
+    #: The single letter the model answers with; a pack file may leave it to the loader.
+    label: Letter
+    title: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    description: Text
+    reason_code: ReasonCode
+    seller_message: Text
     thresholds: Thresholds
     examples: tuple[str, ...] = ()
     #: Code of this category in a guard model's taxonomy, e.g. "S8" (llama_guard scorer).
-    guard_code: str | None = None
+    guard_code: Annotated[str, StringConstraints(pattern=r"^S[0-9]{1,2}$")] | None = None
     #: Hours a human reviewer has for an item flagged for this category; None = the pack's.
-    review_sla_hours: float | None = None
+    review_sla_hours: SlaHours | None = None
 
 
+@with_config(_PACK_FILE)
 @dataclass(frozen=True)
 class MediaBudget:
     """How many images go to the model; 0 means a text-only request."""
 
-    max_images: int = 0
-    max_keyframes: int = 0
+    max_images: Annotated[int, Field(ge=0, le=16)] = 0
+    max_keyframes: Annotated[int, Field(ge=0, le=32)] = 0
     keyframe_sampling: Literal["uniform", "first"] = "uniform"
 
 
+@with_config(_PACK_FILE)
 @dataclass(frozen=True)
 class Rule:
     """A rule-engine expression that decides an item before the model (``pre``) or
     overrides the model's decision after it (``post``)."""
 
-    id: str
+    id: Identifier
     stage: Literal["pre", "post"]
-    when: str
+    when: Annotated[str, StringConstraints(min_length=1)]
     decision: Decision
-    reason_code: str
+    reason_code: ReasonCode
     seller_message: str = ""
-    category: str | None = None
+    category: Identifier | None = None
 
 
+@with_config(_PACK_FILE)
 @dataclass(frozen=True)
 class Policy:
     """A named set of categories for one content type, with the instructions around them."""
 
-    name: str
+    name: Identifier
     content_type: ContentType
-    preamble: str
-    categories: tuple[Category, ...]
-    safe_label: str = "N"
+    preamble: Text
+    categories: Annotated[tuple[Category, ...], Field(min_length=1, max_length=25)]
+    safe_label: Letter = "N"
     scorer: ScorerName = "label_logprob"
     media: MediaBudget = MediaBudget()
     rules: tuple[Rule, ...] = ()
     #: Named lists rules can refer to, e.g. banned_sellers, blocked_terms.
-    lists: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    lists: Annotated[
+        tuple[tuple[str, tuple[str, ...]], ...], _SortedItems(dict[Identifier, tuple[str, ...]])
+    ] = ()
     #: Median price per category path ("Fashion > Watches"), for price-anomaly rules.
-    median_prices: tuple[tuple[str, float], ...] = ()
+    median_prices: Annotated[
+        tuple[tuple[str, float], ...], _SortedItems(dict[str, Annotated[float, Field(gt=0)]])
+    ] = ()
     #: First elements of listing category paths this policy is for; () = the default.
-    verticals: tuple[str, ...] = ()
+    verticals: tuple[Annotated[str, StringConstraints(min_length=1)], ...] = ()
     #: Review deadline for items no category SLA covers (e.g. inference errors).
-    review_sla_hours: float = DEFAULT_REVIEW_SLA_HOURS
+    review_sla_hours: SlaHours = DEFAULT_REVIEW_SLA_HOURS
     mode: PolicyMode = "live"
     #: Share of matching traffic a shadow pack runs on.
-    shadow_sample: float = 1.0
+    shadow_sample: Probability = 1.0
+    #: For the people editing the pack; the model never reads it.
+    description: str = ""
 
     def __post_init__(self) -> None:
         labels = [c.label for c in self.categories] + [self.safe_label]
         if len(set(labels)) != len(labels) or not all(len(x) == 1 and x.isupper() for x in labels):
-            raise ConfigError(f"policy {self.name}: labels must be distinct capital letters")
+            raise InvalidPolicy(f"policy {self.name}: labels must be distinct capital letters")
         ids = [c.id for c in self.categories]
         if len(set(ids)) != len(ids):
-            raise ConfigError(f"policy {self.name}: category ids must be distinct")
+            raise InvalidPolicy(f"policy {self.name}: category ids must be distinct")
         codes = [c.guard_code for c in self.categories if c.guard_code]
         if len(set(codes)) != len(codes):
-            raise ConfigError(f"policy {self.name}: guard_code values must be distinct, got {codes}")
+            raise InvalidPolicy(f"policy {self.name}: guard_code values must be distinct, got {codes}")
         slas = [self.review_sla_hours] + [
             c.review_sla_hours for c in self.categories if c.review_sla_hours is not None
         ]
         if not all(0 < h <= 24 * 365 for h in slas):
-            raise ConfigError(f"policy {self.name}: review_sla_hours must be in (0, 8760], got {slas}")
+            raise InvalidPolicy(f"policy {self.name}: review_sla_hours must be in (0, 8760], got {slas}")
         if not 0.0 <= self.shadow_sample <= 1.0:
-            raise ConfigError(
+            raise InvalidPolicy(
                 f"policy {self.name}: shadow_sample must be in [0, 1], got {self.shadow_sample}"
+            )
+        if self.mode == "live" and self.shadow_sample != 1.0:
+            raise InvalidPolicy(
+                "shadow_sample applies to mode: shadow packs only; remove it or set mode: shadow"
             )
 
     @cached_property

@@ -11,151 +11,43 @@ from __future__ import annotations
 import string
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Final
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import TypeAdapter, ValidationError
 
-from streamproc.errors import ConfigError
-from streamproc.policy.model import (
-    DEFAULT_REVIEW_SLA_HOURS,
-    Category,
-    MediaBudget,
-    Policy,
-    PolicyMode,
-    Rule,
-    ScorerName,
-    Thresholds,
-)
+from streamproc.errors import ConfigError, describe_validation_error
+from streamproc.policy.model import Policy
 from streamproc.policy.rules import CompiledRules
 from streamproc.policy.scorers import SCORERS
-from streamproc.schemas import ContentEvent, ContentType, Decision, ListingEvent
+from streamproc.schemas import ContentEvent, ContentType
 
 __all__ = [
-    "CategorySpec",
-    "MediaSpec",
-    "PackSpec",
     "PolicySet",
-    "RuleSpec",
-    "ThresholdsSpec",
     "load_pack",
     "load_policy_set",
     "pack_files",
 ]
 
-Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]*$", max_length=64)]
-ReasonCode = Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]*$", max_length=64)]
-Probability = Annotated[float, Field(ge=0.0, le=1.0)]
-SlaHours = Annotated[float, Field(gt=0, le=24 * 365)]
+
+def _with_labels(data: Any) -> Any:
+    """Pack files may leave category labels out: each then gets the first capital letter
+    that neither another category nor ``safe_label`` uses, in file order."""
+    if not isinstance(data, dict) or not isinstance(data.get("categories"), list):
+        return data  # not a pack: validation says why
+    taken = {c.get("label") for c in data["categories"] if isinstance(c, dict)} | {
+        data.get("safe_label", "N")
+    }
+    free = iter([letter for letter in string.ascii_uppercase if letter not in taken])
+    categories = []
+    for category in data["categories"]:
+        letter = next(free, None) if isinstance(category, dict) and not category.get("label") else None
+        categories.append(category if letter is None else {**category, "label": letter})
+    return {**data, "categories": categories}
 
 
-class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ThresholdsSpec(_Spec):
-    reject: Probability
-    review: Probability
-
-    @model_validator(mode="after")
-    def _ordered(self) -> ThresholdsSpec:
-        if self.review > self.reject:
-            raise ValueError(f"review ({self.review}) must not exceed reject ({self.reject})")
-        return self
-
-
-class CategorySpec(_Spec):
-    id: Identifier
-    label: Annotated[str, StringConstraints(pattern=r"^[A-Z]$")] | None = None
-    title: Annotated[str, StringConstraints(min_length=1, max_length=200)]
-    description: Annotated[str, StringConstraints(min_length=1)]
-    examples: list[str] = []
-    reason_code: ReasonCode
-    seller_message: Annotated[str, StringConstraints(min_length=1)]
-    thresholds: ThresholdsSpec
-    guard_code: Annotated[str, StringConstraints(pattern=r"^S[0-9]{1,2}$")] | None = None
-    review_sla_hours: SlaHours | None = None
-
-
-class MediaSpec(_Spec):
-    max_images: Annotated[int, Field(ge=0, le=16)] = 0
-    max_keyframes: Annotated[int, Field(ge=0, le=32)] = 0
-    keyframe_sampling: Literal["uniform", "first"] = "uniform"
-
-
-class RuleSpec(_Spec):
-    id: Identifier
-    stage: Literal["pre", "post"]
-    when: Annotated[str, StringConstraints(min_length=1)]
-    decision: Decision
-    reason_code: ReasonCode
-    seller_message: str = ""
-    category: Identifier | None = None
-
-
-class PackSpec(_Spec):
-    """The YAML layout of a pack (see policies/*.yaml)."""
-
-    name: Identifier
-    description: str = ""
-    content_type: ContentType
-    verticals: list[Annotated[str, StringConstraints(min_length=1)]] = []
-    mode: PolicyMode = "live"
-    shadow_sample: Probability = 1.0
-    review_sla_hours: SlaHours = DEFAULT_REVIEW_SLA_HOURS
-    scorer: ScorerName = "label_logprob"
-    preamble: Annotated[str, StringConstraints(min_length=1)]
-    safe_label: Annotated[str, StringConstraints(pattern=r"^[A-Z]$")] = "N"
-    media: MediaSpec = MediaSpec()
-    categories: Annotated[list[CategorySpec], Field(min_length=1, max_length=25)]
-    rules: list[RuleSpec] = []
-    lists: dict[Identifier, list[str]] = {}
-    median_prices: dict[str, Annotated[float, Field(gt=0)]] = {}
-
-    def to_policy(self) -> Policy:
-        free = (c for c in string.ascii_uppercase if c != self.safe_label and c not in self._labels())
-        categories = tuple(
-            Category(
-                id=c.id,
-                label=c.label or next(free),
-                title=c.title,
-                description=c.description.strip(),
-                reason_code=c.reason_code,
-                seller_message=c.seller_message.strip(),
-                thresholds=Thresholds(reject=c.thresholds.reject, review=c.thresholds.review),
-                examples=tuple(c.examples),
-                guard_code=c.guard_code,
-                review_sla_hours=c.review_sla_hours,
-            )
-            for c in self.categories
-        )
-        return Policy(
-            name=self.name,
-            content_type=self.content_type,
-            preamble=self.preamble.strip(),
-            categories=categories,
-            safe_label=self.safe_label,
-            scorer=self.scorer,
-            media=MediaBudget(**self.media.model_dump()),
-            rules=tuple(Rule(**r.model_dump()) for r in self.rules),
-            lists=tuple((k, tuple(v)) for k, v in sorted(self.lists.items())),
-            median_prices=tuple(sorted(self.median_prices.items())),
-            verticals=tuple(self.verticals),
-            review_sla_hours=self.review_sla_hours,
-            mode=self.mode,
-            shadow_sample=self.shadow_sample,
-        )
-
-    def _labels(self) -> set[str]:
-        return {c.label for c in self.categories if c.label}
-
-    @model_validator(mode="after")
-    def _sample_only_for_shadows(self) -> PackSpec:
-        if self.mode == "live" and self.shadow_sample != 1.0:
-            raise ValueError(
-                "shadow_sample applies to mode: shadow packs only; remove it or set mode: shadow"
-            )
-        return self
+#: Checks a pack file's content against the constraints the policy's types declare.
+_PACK: Final = TypeAdapter(Policy)
 
 
 def _line_of(root: yaml.Node | None, loc: Sequence[int | str]) -> int | None:
@@ -190,16 +82,14 @@ def load_pack(path: Path) -> Policy:
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from exc
     try:
-        spec = PackSpec.model_validate(data)
+        policy = _PACK.validate_python(_with_labels(data))
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors(include_url=False):
-            field = ".".join(str(p) for p in err["loc"]) or "(pack)"
-            line = _line_of(root, err["loc"])
-            problems.append(f"{path}:{line or 1}: {field}: {err['msg']}")
-        raise ConfigError("\n".join(problems)) from exc
+        raise ConfigError(
+            describe_validation_error(
+                exc, whole="(pack)", where=lambda loc: f"{path}:{_line_of(root, loc) or 1}", separator="\n"
+            )
+        ) from exc
     try:
-        policy = spec.to_policy()
         CompiledRules.compile(policy)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
@@ -301,10 +191,10 @@ class PolicySet:
 
 
 def _selector(event: ContentEvent) -> tuple[ContentType, str | None]:
-    """(content type, case-folded vertical) that pack selection goes by."""
-    if isinstance(event, ListingEvent):
-        return "listing", event.category_path[0].casefold() if event.category_path else None
-    return "video", None
+    """(content type, case-folded vertical) that pack selection goes by; videos have none."""
+    if event.content_type == "listing" and event.category_path:
+        return event.content_type, event.category_path[0].casefold()
+    return event.content_type, None
 
 
 def load_policy_set(paths: Iterable[Path]) -> PolicySet:

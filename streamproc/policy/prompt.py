@@ -52,17 +52,23 @@ def _clip(text: str, field: str) -> str:
 
 def render_item(event: ContentEvent) -> str:
     """The item as labelled plain text."""
-    if isinstance(event, ListingEvent):
-        parts = [
-            f"Title: {_clip(event.title, 'title')}",
-            f"Category: {' > '.join(event.category_path) or 'unknown'}",
-            f"Price: {event.price.amount} {event.price.currency}",
-        ]
-        if event.attributes:
-            attrs = "; ".join(f"{k}: {v}" for k, v in sorted(event.attributes.items()))
-            parts.append(f"Attributes: {_clip(attrs, 'description')}")
-        parts.append(f"Description: {_clip(event.description, 'description')}")
-        return "\n".join(parts)
+    return _render_listing(event) if event.content_type == "listing" else _render_video(event)
+
+
+def _render_listing(event: ListingEvent) -> str:
+    parts = [
+        f"Title: {_clip(event.title, 'title')}",
+        f"Category: {' > '.join(event.category_path) or 'unknown'}",
+        f"Price: {event.price.amount} {event.price.currency}",
+    ]
+    if event.attributes:
+        attrs = "; ".join(f"{k}: {v}" for k, v in sorted(event.attributes.items()))
+        parts.append(f"Attributes: {_clip(attrs, 'description')}")
+    parts.append(f"Description: {_clip(event.description, 'description')}")
+    return "\n".join(parts)
+
+
+def _render_video(event: VideoEvent) -> str:
     return "\n".join(
         [
             f"Caption: {_clip(event.caption, 'caption')}",
@@ -87,16 +93,16 @@ def sample_keyframes(keyframes: list[Keyframe], budget: MediaBudget) -> list[Key
 
 def item_content(policy: Policy, event: ContentEvent) -> ItemContent:
     """Text and images for this item under the policy's media budget."""
-    text = render_item(event)
-    if isinstance(event, VideoEvent):
-        urls = tuple(str(k.url) for k in sample_keyframes(event.keyframes, policy.media))
-        if event.keyframes:
-            text += f"\nKeyframes: {len(event.keyframes)} ({len(urls)} attached)"
-    else:
-        assert isinstance(event, ListingEvent)  # noqa: S101 - exhaustive over ContentEvent
+    if event.content_type == "listing":
+        text = _render_listing(event)
         urls = tuple(str(u) for u in event.image_urls[: policy.media.max_images])
         if event.image_urls:
             text += f"\nImages: {len(event.image_urls)} ({len(urls)} attached)"
+    else:
+        text = _render_video(event)
+        urls = tuple(str(k.url) for k in sample_keyframes(event.keyframes, policy.media))
+        if event.keyframes:
+            text += f"\nKeyframes: {len(event.keyframes)} ({len(urls)} attached)"
     return ItemContent(text=text, image_urls=urls)
 
 

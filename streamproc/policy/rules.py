@@ -2,45 +2,13 @@ r"""Policy rules: expressions that decide an item before the model or override i
 
 A rule's ``when`` is a `rule-engine <https://zerosteiner.github.io/rule-engine/>`_
 expression, a small safe language (never Python ``eval``). It is evaluated against the
-fields below, which are the same for listings and videos; a field that does not apply to
-the item is empty (``""``, ``[]``, ``{}``, ``0``) or, for prices and durations, ``null``.
-Fields are typed when the policy is compiled, so a misspelled field, an operation on the
-wrong type or a post-only field in a pre rule is a :class:`~streamproc.errors.ConfigError`.
-
-Every rule:
-
-- ``content_type``: ``"listing"`` or ``"video"``
-- ``content_id``: ``listing_id`` or ``video_id``
-- ``revision``: number
-- ``owner_id``: ``seller_id`` (listings) or ``creator_id`` (videos)
-- ``locale``: e.g. ``"en-GB"``
-- ``text``: all text of the item, lower-cased, joined by newlines: title, description and
-  attribute values (listings); caption, transcript and OCR text (videos)
-- ``title``, ``description``: listings; ``""`` for videos
-- ``category``: the category path joined with ``" > "``, e.g. ``"Fashion > Watches"``
-- ``category_path``: the category path as a list of strings, from the root down
-- ``price``: number, or ``null`` for videos
-- ``currency``: ISO 4217 code; ``""`` for videos
-- ``attributes``: mapping of attribute name to string value; ``{}`` for videos
-- ``image_count``: number of image URLs; ``0`` for videos
-- ``caption``, ``transcript``, ``ocr_text``: videos; ``""`` for listings
-- ``duration_seconds``: number, or ``null`` for listings
-- ``keyframe_count``, ``linked_product_count``: videos; ``0`` for listings
-- ``median_price``: the policy's median price for the longest prefix of the category path
-  that has one (``"Fashion > Watches > Luxury"`` uses ``"Fashion > Watches"`` when only
-  that is listed), else ``null``
-- ``lists``: the policy's named lists, mapping name to list of strings
-- ``owner_lists``: names of the policy's lists that contain ``owner_id``
-- ``text_lists``: names of the policy's lists with an entry that occurs in ``text`` as whole
-  words, ignoring case and punctuation (``"AAA grade"`` is in ``"aaa-grade, boxed"`` but
-  ``"ass"`` is not in ``"class"``); an entry with no letters or digits, such as an emoji,
-  counts when it occurs anywhere
-
-Post rules only (after the model has scored the item):
-
-- ``scores``: mapping of category id to score in [0, 1]
-- ``decision``: the decision the thresholds gave: ``"approve"``, ``"review"`` or ``"reject"``
-- ``max_score``: the highest score, ``0`` when there are none
+fields of :mod:`streamproc.policy.rule_fields`, where one table gives each field's type,
+the stages that see it and what it holds (:func:`~streamproc.policy.rule_fields_reference`
+writes it as markdown for the docs). They are the same for listings and videos: a field
+that does not apply to the item is empty (``""``, ``[]``, ``{}``, ``0``) or, for prices and
+durations, ``null``; post rules also see what the model scored. Fields are typed when the
+policy is compiled, so a misspelled field, an operation on the wrong type or a post-only
+field in a pre rule is a :class:`~streamproc.errors.ConfigError`.
 
 Idioms (strings in single or double quotes, with backslashes doubled: ``'\\b'`` is a
 regex word boundary, ``'\b'`` is not; ``=~`` is a regex match from the start of the string,
@@ -83,9 +51,8 @@ replaces the model's, so one that should only escalate says so (``decision == 'a
 from __future__ import annotations
 
 import difflib
-import functools
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, get_args
 
@@ -93,56 +60,13 @@ import rule_engine  # type: ignore[import-untyped, unused-ignore]
 
 from streamproc.errors import ConfigError
 from streamproc.policy.model import Policy, Rule
-from streamproc.schemas import ContentEvent, Decision, ListingEvent
+from streamproc.policy.rule_context import Lookups, build_context, post_fields
+from streamproc.policy.rule_fields import POST_RULE_FIELDS, RULE_FIELDS, field_types
+from streamproc.schemas import ContentEvent, Decision
 
-__all__ = [
-    "POST_RULE_FIELDS",
-    "RULE_FIELDS",
-    "CompiledRules",
-    "RuleError",
-    "RuleHit",
-    "RuleOutcome",
-    "rule_context",
-]
+__all__ = ["CompiledRules", "RuleError", "RuleHit", "RuleOutcome"]
 
 _T = rule_engine.DataType
-_FIELD_TYPES: Final[dict[str, Any]] = {
-    "content_type": _T.STRING,
-    "content_id": _T.STRING,
-    "revision": _T.FLOAT,
-    "owner_id": _T.STRING,
-    "locale": _T.STRING,
-    "text": _T.STRING,
-    "title": _T.STRING,
-    "description": _T.STRING,
-    "category": _T.STRING,
-    "category_path": _T.ARRAY(_T.STRING),
-    "price": _T.FLOAT,
-    "currency": _T.STRING,
-    "attributes": _T.MAPPING(_T.STRING, _T.STRING),
-    "image_count": _T.FLOAT,
-    "caption": _T.STRING,
-    "transcript": _T.STRING,
-    "ocr_text": _T.STRING,
-    "duration_seconds": _T.FLOAT,
-    "keyframe_count": _T.FLOAT,
-    "linked_product_count": _T.FLOAT,
-    "median_price": _T.FLOAT,
-    "lists": _T.MAPPING(_T.STRING, _T.ARRAY(_T.STRING)),
-    "owner_lists": _T.ARRAY(_T.STRING),
-    "text_lists": _T.ARRAY(_T.STRING),
-}
-_POST_FIELD_TYPES: Final[dict[str, Any]] = {
-    "scores": _T.MAPPING(_T.STRING, _T.FLOAT),
-    "decision": _T.STRING,
-    "max_score": _T.FLOAT,
-}
-
-#: Fields every rule can use, in the order of the module documentation.
-RULE_FIELDS: Final[tuple[str, ...]] = tuple(_FIELD_TYPES)
-#: Fields only post rules can use.
-POST_RULE_FIELDS: Final[tuple[str, ...]] = tuple(_POST_FIELD_TYPES)
-
 _DECISIONS: Final = frozenset(get_args(Decision))
 _STAGES: Final = frozenset({"pre", "post"})
 # Names written as literals, checked against the policy at compile time since rule-engine
@@ -153,7 +77,6 @@ _LITERAL_NAMES: Final = (
     re.compile(r"\b(?P<field>lists|scores)\s*&?\[\s*" + _QUOTED_NAME + r"\s*\]"),
     re.compile(_QUOTED_NAME + r"\s+in\s+(?P<field>owner_lists|text_lists)\b"),
 )
-_WORDS: Final = re.compile(r"\w+")
 
 
 @dataclass(frozen=True)
@@ -206,64 +129,6 @@ class _InvalidRule(Exception):
     """One problem with one rule; :meth:`CompiledRules.compile` collects them."""
 
 
-@dataclass(frozen=True)
-class _Terms:
-    """One list's entries as lower-case word sequences, for ``text_lists``."""
-
-    phrases: frozenset[tuple[str, ...]]
-    lengths: tuple[int, ...]
-    #: Entries without letters or digits (emoji, "$$$"): matched as substrings.
-    symbols: tuple[str, ...]
-
-    @classmethod
-    def of(cls, entries: Sequence[str]) -> _Terms:
-        phrases = {tuple(_WORDS.findall(e.lower())) for e in entries}
-        symbols = tuple(e.lower() for e in entries if e.strip() and not _WORDS.search(e))
-        phrases.discard(())
-        return cls(frozenset(phrases), tuple(sorted({len(p) for p in phrases})), symbols)
-
-    def occur_in(self, ngrams: frozenset[tuple[str, ...]], text: str) -> bool:
-        """``ngrams``: the text's word n-grams of (at least) this list's lengths."""
-        return not self.phrases.isdisjoint(ngrams) or any(symbol in text for symbol in self.symbols)
-
-
-def _ngrams(words: Sequence[str], lengths: Iterable[int]) -> frozenset[tuple[str, ...]]:
-    """Every run of ``n`` consecutive words, for each n: built once per item, for all lists."""
-    return frozenset(tuple(words[i : i + n]) for n in lengths for i in range(len(words) - n + 1))
-
-
-@dataclass(frozen=True)
-class _Lookups:
-    """The policy's lists and median prices, indexed once per policy."""
-
-    lists: dict[str, tuple[str, ...]]
-    members: dict[str, frozenset[str]]
-    terms: dict[str, _Terms]
-    medians: dict[tuple[str, ...], float]
-
-    @classmethod
-    def of(cls, policy: Policy, *, text_lists: bool = True) -> _Lookups:
-        lists = {name: tuple(values) for name, values in policy.lists}
-        return cls(
-            lists=lists,
-            members={name: frozenset(values) for name, values in lists.items()},
-            terms={name: _Terms.of(values) for name, values in lists.items()} if text_lists else {},
-            medians={_path_key(path.split(">")): float(m) for path, m in policy.median_prices},
-        )
-
-    @functools.cached_property
-    def ngram_lengths(self) -> frozenset[int]:
-        return frozenset(n for terms in self.terms.values() for n in terms.lengths)
-
-    def median_price(self, category_path: Sequence[str]) -> float | None:
-        key = _path_key(category_path)
-        for end in range(len(key), 0, -1):  # longest prefix first
-            median = self.medians.get(key[:end])
-            if median is not None:
-                return median
-        return None
-
-
 class CompiledRules:
     """A policy's rules, parsed and type-checked once, ready to evaluate against items.
 
@@ -277,7 +142,7 @@ class CompiledRules:
         # The one field whose cost grows with the text (and its index with the lists):
         # computed only if a rule reads it.
         self._text_lists = any("text_lists" in c.fields for c in self._pre + self._post)
-        self._lookups = _Lookups.of(policy, text_lists=self._text_lists)
+        self._lookups = Lookups.of(policy, text_lists=self._text_lists)
 
     @classmethod
     def compile(cls, policy: Policy) -> CompiledRules:
@@ -354,7 +219,7 @@ class CompiledRules:
         """
         if not (self._pre or self._post):
             return {}
-        return _context(self._lookups, event, text_lists=self._text_lists)
+        return build_context(self._lookups, event, text_lists=self._text_lists)
 
     def evaluate_pre(self, event: ContentEvent, *, context: Mapping[str, Any] | None = None) -> RuleOutcome:
         """Like :meth:`pre`, with the rules that failed to evaluate (and did not match).
@@ -380,101 +245,7 @@ class CompiledRules:
         if not self._post:
             return RuleOutcome(None)
         base = context if context is not None else self.context(event)
-        return _first_match(self._post, {**base, **_post_fields(scores, decision)})
-
-
-def rule_context(
-    policy: Policy,
-    event: ContentEvent,
-    scores: Mapping[str, float] | None = None,
-    decision: Decision | None = None,
-) -> dict[str, Any]:
-    """The fields rules are evaluated against (see the module documentation).
-
-    Args:
-        policy: Gives ``lists`` and ``median_price``.
-        event: The listing or video.
-        scores: Post stage: score per category id.
-        decision: Post stage: the decision the thresholds gave.
-
-    Returns:
-        :data:`RULE_FIELDS`, plus :data:`POST_RULE_FIELDS` when ``scores`` or ``decision``
-        is given.
-    """
-    return _context(_Lookups.of(policy), event, scores, decision)
-
-
-def _context(
-    lookups: _Lookups,
-    event: ContentEvent,
-    scores: Mapping[str, float] | None = None,
-    decision: Decision | None = None,
-    *,
-    text_lists: bool = True,
-) -> dict[str, Any]:
-    if isinstance(event, ListingEvent):
-        path = list(event.category_path)
-        texts = [event.title, event.description, *event.attributes.values()]
-        fields: dict[str, Any] = {
-            "content_type": "listing",
-            "content_id": event.listing_id,
-            "owner_id": event.seller_id,
-            "title": event.title,
-            "description": event.description,
-            "price": float(event.price.amount),
-            "currency": event.price.currency,
-            "attributes": dict(event.attributes),
-            "image_count": len(event.image_urls),
-            "caption": "",
-            "transcript": "",
-            "ocr_text": "",
-            "duration_seconds": None,
-            "keyframe_count": 0,
-            "linked_product_count": 0,
-        }
-    else:
-        path = []
-        texts = [event.caption, event.transcript, event.ocr_text]
-        fields = {
-            "content_type": "video",
-            "content_id": event.video_id,
-            "owner_id": event.creator_id,
-            "title": "",
-            "description": "",
-            "price": None,
-            "currency": "",
-            "attributes": {},
-            "image_count": 0,
-            "caption": event.caption,
-            "transcript": event.transcript,
-            "ocr_text": event.ocr_text,
-            "duration_seconds": event.duration_seconds,
-            "keyframe_count": len(event.keyframes),
-            "linked_product_count": len(event.linked_product_ids),
-        }
-    text = "\n".join(t for t in texts if t).lower()
-    fields |= {
-        "revision": event.revision,
-        "locale": event.locale,
-        "text": text,
-        "category": " > ".join(path),
-        "category_path": path,
-        "median_price": lookups.median_price(path),
-        "lists": dict(lookups.lists),  # tuples: shared, never copied per item
-        "owner_lists": [name for name, members in lookups.members.items() if fields["owner_id"] in members],
-    }
-    if text_lists:
-        ngrams = _ngrams(_WORDS.findall(text), lookups.ngram_lengths)
-        fields["text_lists"] = [name for name, terms in lookups.terms.items() if terms.occur_in(ngrams, text)]
-    context = {name: fields[name] for name in RULE_FIELDS if name in fields}
-    if scores is not None or decision is not None:
-        context |= _post_fields(scores or {}, decision)
-    return context
-
-
-def _post_fields(scores: Mapping[str, float], decision: Decision | None) -> dict[str, Any]:
-    score_map = {k: float(v) for k, v in scores.items()}
-    return {"scores": score_map, "decision": decision, "max_score": max(score_map.values(), default=0.0)}
+        return _first_match(self._post, {**base, **post_fields(scores, decision)})
 
 
 def _first_match(rules: Sequence[_CompiledRule], context: Mapping[str, Any]) -> RuleOutcome:
@@ -501,7 +272,7 @@ def _compile_rule(rule: Rule, policy: Policy) -> _CompiledRule:
         raise _InvalidRule(
             f"category {rule.category!r} is not a category of the policy; known: {list(policy.category_ids)}"
         )
-    types = _FIELD_TYPES | _POST_FIELD_TYPES if rule.stage == "post" else _FIELD_TYPES
+    types = field_types(rule.stage)
     # mapping_attribute_lookup=False: ``mapping.key`` is deprecated in rule-engine 5 (warns on
     # every new context, removed in 6), so make it a compile-time error. The option is also
     # why 5.0 is the minimum: 4.x rejects typed fields holding an empty list or mapping.
@@ -549,7 +320,7 @@ def _compile_message(error: Any, rule: Rule) -> str:
     message = str(getattr(error, "message", error))
     if isinstance(error, rule_engine.SymbolResolutionError):
         name = error.symbol_name
-        if name in _POST_FIELD_TYPES and rule.stage == "pre":
+        if name in POST_RULE_FIELDS and rule.stage == "pre":
             return f"unknown field {name!r}: {', '.join(POST_RULE_FIELDS)} exist only in post rules"
         known = RULE_FIELDS + POST_RULE_FIELDS if rule.stage == "post" else RULE_FIELDS
         # difflib rather than rule-engine's suggestion, which always offers one ("zzz" → "content_type").
@@ -568,7 +339,3 @@ def _evaluation_message(error: Any) -> str:
         # Name the missing key, not the (possibly large) container.
         return f"{message}: no item {getattr(error, 'item', None)!r}"
     return message
-
-
-def _path_key(parts: Sequence[str]) -> tuple[str, ...]:
-    return tuple(p.strip() for p in parts)

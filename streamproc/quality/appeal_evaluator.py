@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from streamproc.decision import ModelClient, content_ref, decide_verdict
+from streamproc.decision import ModelClient, decide_verdict
 from streamproc.errors import DecodeError
 from streamproc.metrics import QualityRecorder
 from streamproc.policy import Policy, PolicySet
@@ -104,12 +104,14 @@ class AppealEvaluator:
         """The appealed revision's content event, read back from where the worker read it."""
         where = original.source
         event = decode_event(original.content_type, await self._fetcher.fetch(where))
-        if content_ref(event) != (original.content_type, original.content_id) or (
-            event.revision != original.revision
+        if (event.content_type, event.content_id, event.revision) != (
+            original.content_type,
+            original.content_id,
+            original.revision,
         ):
             raise ContentUnavailable(
                 f"the record at {where.topic}[{where.partition}]@{where.offset} is "
-                f"{':'.join(content_ref(event))} revision {event.revision}, not the appealed one"
+                f"{event.content_type}:{event.content_id} revision {event.revision}, not the appealed one"
             )
         return event
 

@@ -107,6 +107,7 @@ def appeal_verdict(
             "reason_code": reason_code,
             "seller_message": message,
             "review": ticket,
+            "kind": "appeal",
             "appeal": _outcome(original, appeal, stands=True if stands else None),
             "latency": Latencies(
                 inference_seconds=evaluated.latency.inference_seconds,
@@ -138,6 +139,7 @@ def unavailable_verdict(
     _check(original, appeal)
     return Verdict(
         mode="live",
+        kind="appeal",
         content_type=original.content_type,
         content_id=original.content_id,
         revision=original.revision,
@@ -173,7 +175,7 @@ def _outcome(original: Verdict, appeal: AppealEvent, *, stands: bool | None) -> 
 
 
 def _check(original: Verdict, appeal: AppealEvent) -> None:
-    if original.decided_by.kind == "human" or original.mode != "live" or original.appeal is not None:
+    if original.kind != "automated":
         raise ValueError(f"{original.idempotency_key} is not an automated live verdict")
     ours = (original.content_type, original.content_id, original.revision)
     if ours != (appeal.content_type, appeal.content_id, appeal.revision):

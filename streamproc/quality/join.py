@@ -257,12 +257,13 @@ def final_verdict(original: Verdict, label: LabelEvent, *, source: SourceRef, no
     """
     if not settles(label) or label.decision is None:
         raise ValueError(f"label {label.label_id} does not settle an item")
-    if original.decided_by.kind == "human" or original.mode != "live":
+    if original.kind != "automated":
         raise ValueError(f"{original.idempotency_key} is not an automated live verdict")
     decision: Decision = label.decision
     created_at = original.produced_at.timestamp() - original.latency.end_to_end_seconds
     return Verdict(
         mode="live",
+        kind="final",
         content_type=original.content_type,
         content_id=original.content_id,
         revision=original.revision,

@@ -76,7 +76,7 @@ class QualityProcessor:
             return []
         verdict = decode_record(Verdict, record.value, "verdict")
         if record.topic == topics.shadow:
-            if verdict.mode != "shadow":
+            if verdict.kind != "shadow":
                 raise SchemaValidationError("a verdict on the shadow topic must have mode shadow")
             self.dirty |= self._store.add_verdict(verdict)
             return []
@@ -84,14 +84,15 @@ class QualityProcessor:
 
     async def _verdict(self, verdict: Verdict) -> list[OutboundRecord]:
         """A record of the verdict topic: automated, or one of ours read back."""
-        if verdict.appeal is not None:  # an appeal verdict, ours, read back: never scored
-            self._store.add_appeal_verdict(verdict)
-            return []
-        if verdict.decided_by.kind == "human":  # a final verdict, ours, read back
-            self.dirty |= self._store.add_final(verdict)
-            return []
-        if verdict.mode != "live":
-            raise SchemaValidationError("a verdict on the verdict topic must have mode live")
+        match verdict.kind:
+            case "appeal":  # ours, read back: never scored
+                self._store.add_appeal_verdict(verdict)
+                return []
+            case "final":  # ours, read back
+                self.dirty |= self._store.add_final(verdict)
+                return []
+            case "shadow":
+                raise SchemaValidationError("a verdict on the verdict topic must have mode live")
         self.dirty |= self._store.add_verdict(verdict)
         revision = (verdict.content_type, verdict.content_id, verdict.revision)
         # Both read the store before any await: an appeal and its verdict processed

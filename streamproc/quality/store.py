@@ -23,91 +23,14 @@ from typing import Any, Self, cast
 
 import orjson
 
-from streamproc.errors import StreamprocError
 from streamproc.quality.join import JoinLabel, JoinVerdict, LabeledItem
+from streamproc.quality.store_db import StoreError, Transaction, connect
 from streamproc.schemas import AppealEvent, AuditSample, LabelEvent, SourceRef, Verdict, VerdictMode, encode
 
 __all__ = ["HumanCount", "QualityStore", "ShadowAgreement", "StoreError", "VerdictCount"]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS items (
-    id INTEGER PRIMARY KEY,
-    content_type TEXT NOT NULL,
-    content_id TEXT NOT NULL,
-    revision INTEGER NOT NULL,
-    updated_at REAL NOT NULL,
-    UNIQUE (content_type, content_id, revision)
-);
-CREATE INDEX IF NOT EXISTS items_by_age ON items (updated_at);
-CREATE TABLE IF NOT EXISTS verdicts (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    item_id INTEGER NOT NULL REFERENCES items (id) ON DELETE CASCADE,
-    policy_version TEXT NOT NULL,
-    mode TEXT NOT NULL,
-    decision TEXT NOT NULL,
-    flagged TEXT NOT NULL,
-    categories TEXT NOT NULL,
-    decided_by TEXT NOT NULL,
-    idempotency_key TEXT NOT NULL,
-    produced_at REAL NOT NULL,
-    body TEXT,
-    UNIQUE (item_id, policy_version, mode)
-);
-CREATE INDEX IF NOT EXISTS verdicts_by_key ON verdicts (idempotency_key);
-CREATE TABLE IF NOT EXISTS audit (
-    idempotency_key TEXT PRIMARY KEY,
-    item_id INTEGER NOT NULL REFERENCES items (id) ON DELETE CASCADE,
-    weight REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS audit_by_item ON audit (item_id);
-CREATE TABLE IF NOT EXISTS labels (
-    label_id TEXT PRIMARY KEY,
-    item_id INTEGER NOT NULL REFERENCES items (id) ON DELETE CASCADE,
-    labeler_id TEXT NOT NULL,
-    source TEXT NOT NULL,
-    true_categories TEXT NOT NULL,
-    decision TEXT,
-    created_at REAL NOT NULL,
-    body TEXT NOT NULL,
-    read_from TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS labels_by_item ON labels (item_id);
-CREATE TABLE IF NOT EXISTS finals (
-    idempotency_key TEXT PRIMARY KEY,
-    item_id INTEGER NOT NULL REFERENCES items (id) ON DELETE CASCADE,
-    policy_version TEXT NOT NULL,
-    source TEXT NOT NULL,
-    overturned INTEGER NOT NULL,
-    produced_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS finals_by_item ON finals (item_id);
-CREATE TABLE IF NOT EXISTS appeals (
-    appeal_id TEXT PRIMARY KEY,
-    item_id INTEGER NOT NULL REFERENCES items (id) ON DELETE CASCADE,
-    created_at REAL NOT NULL,
-    body TEXT NOT NULL,
-    read_from TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS appeals_by_item ON appeals (item_id);
-CREATE TABLE IF NOT EXISTS appeal_verdicts (
-    idempotency_key TEXT PRIMARY KEY,
-    item_id INTEGER NOT NULL REFERENCES items (id) ON DELETE CASCADE,
-    appeal_id TEXT NOT NULL,
-    decision TEXT NOT NULL,
-    stands INTEGER,
-    produced_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS appeal_verdicts_by_item ON appeal_verdicts (item_id);
-"""
-
 #: Revisions removed per DELETE while pruning, so that one prune never holds the lock long.
 _PRUNE_BATCH = 5000
-
-
-class StoreError(StreamprocError):
-    """The join store could not be opened, read or written."""
-
-    kind = "store"
 
 
 @dataclass(frozen=True)
@@ -146,21 +69,7 @@ class QualityStore:
         self.path = path
         self._retention = retention
         self._max_items = max_items
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL: a process crash loses nothing committed; only an OS crash may lose the
-            # last transactions (their records are then read again from uncommitted offsets
-            # only if the consumer had not committed them yet).
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript(_SCHEMA)
-        except (sqlite3.Error, OSError) as exc:
-            raise StoreError(
-                f"cannot open the quality store {path}: {exc}; point STREAMPROC_QUALITY__DATA_DIR "
-                "at a writable folder"
-            ) from exc
+        self._db = connect(path)
 
     def close(self) -> None:
         self._db.close()
@@ -177,9 +86,9 @@ class QualityStore:
 
     def add_verdict(self, verdict: Verdict) -> bool:
         """Store an automated verdict; False if one for its revision, version and mode is held."""
-        if verdict.decided_by.kind == "human":
+        if verdict.kind == "final":
             raise ValueError("human verdicts go to add_final")
-        if verdict.appeal is not None:
+        if verdict.kind == "appeal":
             raise ValueError("appeal verdicts go to add_appeal_verdict")
         return self._add(
             "verdicts",
@@ -193,7 +102,8 @@ class QualityStore:
             decided_by=verdict.decided_by.kind,
             idempotency_key=verdict.idempotency_key,
             produced_at=verdict.produced_at.timestamp(),
-            body=encode(verdict).decode() if verdict.mode == "live" else None,
+            # Only live verdicts can be an original, read back whole.
+            body=encode(verdict).decode() if verdict.kind == "automated" else None,
         )
 
     def add_audit(self, sample: AuditSample) -> bool:
@@ -225,7 +135,7 @@ class QualityStore:
 
     def add_final(self, verdict: Verdict) -> bool:
         """Store a final (human) verdict read back from the verdict topic; False if already held."""
-        if verdict.human is None or verdict.decided_by.kind != "human":
+        if verdict.kind != "final" or verdict.human is None:
             raise ValueError("not a final verdict")
         return self._add(
             "finals",
@@ -252,7 +162,7 @@ class QualityStore:
 
     def add_appeal_verdict(self, verdict: Verdict) -> bool:
         """Store an appeal verdict read back from the verdict topic; False if already held."""
-        if verdict.appeal is None:
+        if verdict.kind != "appeal" or verdict.appeal is None:
             raise ValueError("not an appeal verdict")
         stands = verdict.appeal.stands
         return self._add(
@@ -434,42 +344,14 @@ class QualityStore:
         ).fetchone()
         return cast(int, row[0])
 
-    def _write(self) -> _Transaction:
-        return _Transaction(self._db, self.path)
+    def _write(self) -> Transaction:
+        return Transaction(self._db, self.path)
 
     def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         try:
             return self._db.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
             raise StoreError(f"reading the quality store {self.path} failed: {exc}") from exc
-
-
-class _Transaction:
-    """BEGIN IMMEDIATE … COMMIT, or ROLLBACK and StoreError."""
-
-    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
-        self._db = db
-        self._path = path
-
-    def __enter__(self) -> None:
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise StoreError(f"writing the quality store {self._path} failed: {exc}") from exc
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if exc is None:
-            try:
-                self._db.execute("COMMIT")
-            except sqlite3.Error as error:
-                self._db.execute("ROLLBACK")
-                raise StoreError(f"writing the quality store {self._path} failed: {error}") from error
-            return
-        self._db.execute("ROLLBACK")
-        if isinstance(exc, sqlite3.Error):
-            raise StoreError(f"writing the quality store {self._path} failed: {exc}") from exc
 
 
 def _revision(record: Verdict | LabelEvent | AppealEvent) -> tuple[str, str, int]:

@@ -18,6 +18,7 @@ from streamproc.schemas.verdict import (
     SourceRef,
     TokenUsage,
     Verdict,
+    VerdictKind,
     VerdictMode,
 )
 from streamproc.schemas.video import Keyframe, VideoEvent
@@ -44,6 +45,7 @@ __all__ = [
     "SourceRef",
     "TokenUsage",
     "Verdict",
+    "VerdictKind",
     "VerdictMode",
     "VideoEvent",
     "decode_event",

@@ -7,7 +7,12 @@ from typing import Any, Final, TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from streamproc.errors import InvalidJson, SchemaValidationError, UnsupportedSchemaVersion
+from streamproc.errors import (
+    InvalidJson,
+    SchemaValidationError,
+    UnsupportedSchemaVersion,
+    describe_validation_error,
+)
 from streamproc.schemas.common import ContentType
 from streamproc.schemas.listing import ListingEvent
 from streamproc.schemas.video import VideoEvent
@@ -55,10 +60,7 @@ def decode_record(model: type[_Model], raw: bytes | None, what: str) -> _Model:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}"
-            for err in exc.errors(include_url=False)
-        )
+        problems = describe_validation_error(exc)
         raise SchemaValidationError(f"{exc.error_count()} invalid field(s) in {what}: {problems}") from exc
 
 

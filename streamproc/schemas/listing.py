@@ -44,3 +44,19 @@ class ListingEvent(InboundModel):
         description="Expected reach (followers, impressions); ranks the item in the review queue.",
     )
     created_at: AwareDatetime
+
+    # What every content event says the same way, so callers never ask which one it is.
+    # Properties, not fields: the wire format stays as publishers write it.
+    @property
+    def content_type(self) -> Literal["listing"]:
+        return "listing"
+
+    @property
+    def content_id(self) -> str:
+        """``listing_id``."""
+        return self.listing_id
+
+    @property
+    def owner_id(self) -> str:
+        """``seller_id``."""
+        return self.seller_id

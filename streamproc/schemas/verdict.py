@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Final, Literal, Self
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, Field, model_validator
 
 from streamproc.schemas.common import ContentId, ContentType, OutboundModel
 
@@ -19,13 +19,23 @@ __all__ = [
     "SourceRef",
     "TokenUsage",
     "Verdict",
+    "VerdictKind",
     "VerdictMode",
 ]
 
 Decision = Literal["approve", "reject", "review"]
 VerdictMode = Literal["live", "shadow"]
+VerdictKind = Literal["automated", "shadow", "final", "appeal"]
 LabelSource = Literal["qa_audit", "review", "appeal"]
 Score = Annotated[float, Field(ge=0.0, le=1.0)]
+
+#: What each kind of verdict is: (mode, decided by a human, carries an appeal outcome).
+_KIND_FACTS: Final[dict[VerdictKind, tuple[VerdictMode, bool, bool]]] = {
+    "automated": ("live", False, False),
+    "shadow": ("shadow", False, False),
+    "final": ("live", True, False),
+    "appeal": ("live", False, True),
+}
 
 
 class DecidedBy(OutboundModel):
@@ -116,7 +126,7 @@ class Verdict(OutboundModel):
     """The moderation decision for one revision of one item, keyed by ``content_id``.
 
     Consumers deduplicate on ``idempotency_key``: delivery is at least once, and a
-    redelivered event yields a verdict with the same key.
+    redelivered event yields a verdict with the same key. They route on ``kind``.
     """
 
     schema_version: Literal[1] = 1
@@ -124,6 +134,12 @@ class Verdict(OutboundModel):
         default="live",
         description="live verdicts enforce; shadow verdicts (a candidate policy) go only to the "
         "shadow topic and never to enforcement.",
+    )
+    kind: VerdictKind = Field(
+        description="automated: the worker's decision, to enforce; shadow: a candidate policy's "
+        "(mode shadow), never enforced; final: a human's decision settling an automated verdict "
+        "(see human); appeal: the re-evaluation of an appealed verdict (see appeal). Verdicts "
+        "written before this field existed are read with the kind their other fields imply."
     )
     content_type: ContentType
     content_id: ContentId
@@ -154,3 +170,35 @@ class Verdict(OutboundModel):
     )
     source: SourceRef
     produced_at: AwareDatetime
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kind_of_old_verdicts(cls, data: Any) -> Any:
+        # Verdicts published before ``kind`` existed: the kind their fields imply, as
+        # consumers used to infer it.
+        if not isinstance(data, dict) or "kind" in data:
+            return data
+        decided_by, appeal = data.get("decided_by"), data.get("appeal")
+        human = (
+            decided_by.get("kind") if isinstance(decided_by, dict) else getattr(decided_by, "kind", None)
+        ) == "human"
+        kind: VerdictKind
+        if appeal is not None:
+            kind = "appeal"
+        elif human:
+            kind = "final"
+        else:
+            kind = "shadow" if data.get("mode") == "shadow" else "automated"
+        return {**data, "kind": kind}
+
+    @model_validator(mode="after")
+    def _kind_agrees(self) -> Self:
+        # Consumers route on kind alone: it must never say something the fields deny.
+        if (self.mode, self.decided_by.kind == "human", self.appeal is not None) != _KIND_FACTS[self.kind]:
+            mode, human, appeal = _KIND_FACTS[self.kind]
+            raise ValueError(
+                f"kind {self.kind} needs mode {mode}, {'a' if human else 'no'} human decided_by and "
+                f"{'an' if appeal else 'no'} appeal; this verdict has mode {self.mode}, decided_by.kind "
+                f"{self.decided_by.kind} and {'an' if self.appeal is not None else 'no'} appeal"
+            )
+        return self

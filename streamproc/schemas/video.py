@@ -45,3 +45,19 @@ class VideoEvent(InboundModel):
         description="Expected reach (followers, impressions); ranks the item in the review queue.",
     )
     created_at: AwareDatetime
+
+    # What every content event says the same way, so callers never ask which one it is.
+    # Properties, not fields: the wire format stays as publishers write it.
+    @property
+    def content_type(self) -> Literal["video"]:
+        return "video"
+
+    @property
+    def content_id(self) -> str:
+        """``video_id``."""
+        return self.video_id
+
+    @property
+    def owner_id(self) -> str:
+        """``creator_id``."""
+        return self.creator_id

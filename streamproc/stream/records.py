@@ -32,6 +32,7 @@ def verdict_headers(verdict: Verdict) -> tuple[tuple[str, bytes], ...]:
     return (
         ("content-type", b"application/json"),
         ("decision", verdict.decision.encode()),
+        ("kind", verdict.kind.encode()),
         ("idempotency-key", verdict.idempotency_key.encode()),
     )
 

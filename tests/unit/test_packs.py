@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from streamproc.cli import cli
 from streamproc.errors import ConfigError
 from streamproc.policy import PolicySet, load_pack, load_policy_set
-from streamproc.schemas import ListingEvent, decode_event
+from streamproc.schemas import decode_event
 from tests.factories import POLICIES, listing, shipped_policies, video
 
 
@@ -65,6 +65,97 @@ def test_unknown_keys_and_bad_yaml_are_reported_with_lines(tmp_path: Path) -> No
     broken.write_text("name: x\n  bad: [\n")
     with pytest.raises(ConfigError, match=r"broken\.yaml:\d+: not valid YAML"):
         load_pack(broken)
+
+
+PINNED = """\
+name: pinned
+description: Not part of the version.
+content_type: listing
+verticals: [Health]
+review_sla_hours: 12
+preamble: |
+  Read the item.
+categories:
+  - id: counterfeit
+    title: Counterfeit
+    description: >-
+      Fakes and replicas.
+    examples: ["AAA replica"]
+    reason_code: COUNTERFEIT
+    seller_message: |
+      Counterfeit.
+    thresholds: {reject: 0.9, review: 0.5}
+    guard_code: S8
+    review_sla_hours: 4
+  - id: spam
+    label: A
+    title: Spam
+    description: Spam.
+    reason_code: SPAM
+    seller_message: Spam.
+    thresholds: {reject: 1, review: 0.7}
+media: {max_images: 2}
+rules:
+  - id: blocked
+    stage: pre
+    when: "'blocked_terms' in text_lists"
+    decision: reject
+    reason_code: BLOCKED
+lists:
+  blocked_terms: [replica, fake]
+  banned_sellers: [S-1]
+median_prices:
+  "Fashion > Watches": 2000
+  Fashion: 50
+"""
+
+
+def test_the_version_of_a_pack_text_never_changes(tmp_path: Path) -> None:
+    # Verdicts and accuracy history are keyed by version: a new hashing of the same pack
+    # would make every running pack look new.
+    path = tmp_path / "pinned.yaml"
+    path.write_text(PINNED)
+    pack = load_pack(path)
+    assert pack.version == "pinned@e446157126d0"
+    assert [c.label for c in pack.categories] == ["B", "A"]
+    assert pack.lists == (("banned_sellers", ("S-1",)), ("blocked_terms", ("replica", "fake")))
+    assert (pack.preamble, pack.categories[0].seller_message) == ("Read the item.", "Counterfeit.")
+    path.write_text(PINNED.replace("Not part of the version.", "Edited."))
+    assert load_pack(path).version == pack.version
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "problem"),
+    [
+        (
+            "  banned_sellers: [S-1]",
+            "  Banned: [S-1]",
+            r"pinned\.yaml:36: lists\.Banned\.\[key\]: String should match",
+        ),
+        (
+            "  Fashion: 50",
+            "  Fashion: -5",
+            r"pinned\.yaml:39: median_prices\.Fashion: Input should be greater than 0",
+        ),
+        (
+            "    label: A",
+            "    label: N",  # the safe label's
+            r"pinned\.yaml:1: \(pack\): Value error, policy pinned: labels must be distinct",
+        ),
+        ("    reason_code: BLOCKED", "", r"pinned\.yaml:29: rules\.0\.reason_code: Field required"),
+        (
+            "reject: 1, review: 0.7",
+            "reject: 0.6, review: 0.7",
+            r"pinned\.yaml:26: categories\.1\.thresholds: .*must not exceed",
+        ),
+    ],
+)
+def test_problems_are_named_by_file_line_and_key(tmp_path: Path, old: str, new: str, problem: str) -> None:
+    assert old in PINNED
+    path = tmp_path / "pinned.yaml"
+    path.write_text(PINNED.replace(old, new, 1))
+    with pytest.raises(ConfigError, match=problem):
+        load_pack(path)
 
 
 def test_labels_are_assigned_when_omitted(tmp_path: Path) -> None:
@@ -145,9 +236,7 @@ def test_shipped_rules_catch_the_clear_sample_violations() -> None:
             policy = policies.select(event)
             hit = policies.rules(policy).pre(event)
             post = policies.rules(policy).post(event, {}, "approve")
-            decided[event.listing_id if isinstance(event, ListingEvent) else event.video_id] = (
-                hit.rule_id if hit else post.rule_id if post else None
-            )
+            decided[event.content_id] = hit.rule_id if hit else post.rule_id if post else None
     assert decided == {
         "L-1001": None,
         "L-1002": None,

@@ -237,7 +237,7 @@ def test_final_verdict_fields() -> None:
     read_from = SourceRef(topic="labels", partition=2, offset=40)
     now = NOW + timedelta(hours=1)
     final = final_verdict(live, outcome, source=read_from, now=now)
-    assert final.decided_by == DecidedBy(kind="human", id="rev-7")
+    assert final.kind == "final" and final.decided_by == DecidedBy(kind="human", id="rev-7")
     assert final.decision == "reject" and final.reason_code == HUMAN_REJECTED
     assert final.flagged_categories == ["adult", "spam"]
     assert final.idempotency_key == "listing:L-1:0:listings@1:human:lab-9"
@@ -269,6 +269,9 @@ def test_final_verdict_needs_a_settling_label_and_an_automated_live_verdict() ->
     shadow = verdict(mode="shadow")
     with pytest.raises(ValueError, match="not an automated live verdict"):
         final_verdict(shadow, label(source="review", decision="reject"), source=ref, now=NOW)
+    final = final_verdict(verdict(), label(source="review", decision="reject"), source=ref, now=NOW)
+    with pytest.raises(ValueError, match="not an automated live verdict"):
+        final_verdict(final, label(source="review", decision="reject"), source=ref, now=NOW)
 
 
 @pytest.mark.parametrize(

@@ -7,15 +7,10 @@ from typing import Literal
 import pytest
 
 from streamproc.errors import ConfigError
-from streamproc.policy import Policy, Rule
-from streamproc.policy.rules import (
-    POST_RULE_FIELDS,
-    RULE_FIELDS,
-    CompiledRules,
-    RuleHit,
-    RuleOutcome,
-    rule_context,
-)
+from streamproc.policy import Policy, Rule, rule_fields_reference
+from streamproc.policy.rule_context import rule_context
+from streamproc.policy.rule_fields import POST_RULE_FIELDS, RULE_FIELDS
+from streamproc.policy.rules import CompiledRules, RuleHit, RuleOutcome
 from streamproc.schemas import ContentType, Decision, ListingEvent
 from tests.factories import default_policy, listing, shipped_policies, video
 
@@ -424,3 +419,16 @@ def test_no_rules_no_context() -> None:
         CompiledRules.compile(dataclasses.replace(default_policy("listing"), rules=())).context(listing())
         == {}
     )
+
+
+def test_rule_fields_reference_lists_every_field_once() -> None:
+    rows = rule_fields_reference().splitlines()
+    assert rows[:2] == ["| field | type | stages | description |", "|---|---|---|---|"]
+    assert [row.split(" | ")[0].removeprefix("| `").removesuffix("`") for row in rows[2:]] == [
+        *RULE_FIELDS,
+        *POST_RULE_FIELDS,
+    ]
+    assert all(row.count(" | ") == 3 and row.endswith(" |") for row in rows[2:])  # no stray pipe
+    assert "| `price` | number or null | pre, post | " in rows[2 + RULE_FIELDS.index("price")]
+    assert "| `lists` | mapping of string to list of strings | pre, post | " in "\n".join(rows)
+    assert "| `scores` | mapping of string to number | post | " in "\n".join(rows)
