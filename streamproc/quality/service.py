@@ -102,7 +102,8 @@ class QualityService:
     def ready(self) -> list[str]:
         """Not ready once the store failed, before the consumer group has given this service
         an assignment, and while stopping."""
-        reasons = ["starting"] if self._pipeline is None else self._pipeline.readiness()
+        pipeline = self._pipeline
+        reasons = ["starting: pipeline not set up yet"] if pipeline is None else pipeline.readiness()
         if self._store_failure is not None:
             reasons.insert(0, f"quality store {self._store.path} failed: {self._store_failure!r}")
         return reasons

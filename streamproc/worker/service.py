@@ -49,7 +49,7 @@ class ModerationService:
         given this worker an assignment, and while the model server's circuit is open."""
         pipeline, client = self._pipeline, self._client
         if pipeline is None or client is None:
-            return ["starting: policy packs and model client not set up yet"]
+            return ["starting: model client and pipeline not set up yet"]
         reasons = pipeline.readiness()
         if not client.available:
             reasons.append(f"model server {self._settings.inference.base_url} unavailable: circuit open")
