@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from streamproc.config import TopicSettings
-from streamproc.metrics import PrometheusWorkerMetrics, PrometheusQualityMetrics, create, create_quality
+from streamproc.metrics import PrometheusQualityMetrics, PrometheusWorkerMetrics, create, create_quality
 from streamproc.quality.store import QualityStore
 from streamproc.stream.records import InboundRecord
 
