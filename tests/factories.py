@@ -8,9 +8,12 @@ from typing import Any
 
 import orjson
 
-from streamproc.decision import Outcome, build_verdict, decide
+from streamproc.config import Settings
+from streamproc.decision import ModelClient, Outcome, build_verdict, decide
+from streamproc.metrics import WorkerRecorder
 from streamproc.policy import Policy, PolicySet, load_policy_set
 from streamproc.schemas import ContentType, ListingEvent, SourceRef, Verdict, VerdictMode, VideoEvent
+from streamproc.worker import Processor
 
 
 def listing_dict(**overrides: Any) -> dict[str, Any]:
@@ -101,3 +104,18 @@ def shipped_policies() -> PolicySet:
 def default_policy(content_type: ContentType) -> Policy:
     """The shipped default pack for a content type."""
     return next(p for p in shipped_policies().policies if p.content_type == content_type and not p.verticals)
+
+
+def worker_processor(
+    settings: Settings, policies: PolicySet, model: ModelClient, metrics: WorkerRecorder
+) -> Processor:
+    """A worker's processor wired from ``settings`` as the worker service wires it."""
+    return Processor(
+        settings.topics,
+        settings.audit,
+        policies,
+        model,
+        metrics,
+        model_name=settings.inference.model,
+        worker_id=settings.kafka.client_id,
+    )

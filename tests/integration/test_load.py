@@ -15,8 +15,7 @@ from streamproc.config import KafkaSettings, Settings, TopicSettings
 from streamproc.dev.devstack import Broker
 from streamproc.metrics import create as create_metrics
 from streamproc.stream import Pipeline
-from streamproc.worker import Processor
-from tests.factories import shipped_policies
+from tests.factories import shipped_policies, worker_processor
 from tests.integration.conftest import wait_until
 
 pytestmark = pytest.mark.integration
@@ -31,15 +30,7 @@ async def test_open_loop_run_reads_back_every_verdict_and_times_it(
     )
     registry = CollectorRegistry()
     metrics = create_metrics(registry)
-    processor = Processor(
-        settings.topics,
-        settings.audit,
-        shipped_policies(),
-        ZeroCostModel(),
-        metrics,
-        model_name=settings.inference.model,
-        worker_id=settings.kafka.client_id,
-    )
+    processor = worker_processor(settings, shipped_policies(), ZeroCostModel(), metrics)
     pipeline = Pipeline(
         settings.kafka, settings.worker, processor.process, metrics, topics=[topics.listings, topics.videos]
     )

@@ -14,7 +14,7 @@ from streamproc.policy import PolicySet, Thresholds
 from streamproc.schemas import DeadLetter, Verdict
 from streamproc.stream import InboundRecord
 from streamproc.worker import Processor
-from tests.factories import listing_dict, shipped_policies, video_dict
+from tests.factories import listing_dict, shipped_policies, video_dict, worker_processor
 
 SETTINGS = Settings(kafka={"client_id": "worker-1"})
 TOPICS = SETTINGS.topics
@@ -48,15 +48,7 @@ def processor(model: FakeModel, metrics: PrometheusWorkerMetrics) -> Processor:
             for p in shipped_policies().policies
         ]
     )
-    return Processor(
-        SETTINGS.topics,
-        SETTINGS.audit,
-        policies,
-        model,
-        metrics,
-        model_name=SETTINGS.inference.model,
-        worker_id=SETTINGS.kafka.client_id,
-    )
+    return worker_processor(SETTINGS, policies, model, metrics)
 
 
 def record(value: bytes | None, topic: str = TOPICS.listings, key: bytes | None = b"L-1") -> InboundRecord:
@@ -174,15 +166,7 @@ class BrokenModel:
 async def test_an_unexpected_error_is_dead_lettered_not_raised(
     metrics: PrometheusWorkerMetrics, registry: CollectorRegistry
 ) -> None:
-    broken = Processor(
-        SETTINGS.topics,
-        SETTINGS.audit,
-        shipped_policies(),
-        BrokenModel(),
-        metrics,
-        model_name=SETTINGS.inference.model,
-        worker_id=SETTINGS.kafka.client_id,
-    )
+    broken = worker_processor(SETTINGS, shipped_policies(), BrokenModel(), metrics)
     outputs = await broken.process(record(orjson.dumps(listing_dict())))
     letter = DeadLetter.model_validate_json(outputs[0].value)
     assert [o.topic for o in outputs] == [TOPICS.dlq]

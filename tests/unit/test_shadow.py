@@ -24,7 +24,15 @@ from streamproc.schemas import AuditSample, DeadLetter, Verdict
 from streamproc.stream import InboundRecord, OutboundRecord
 from streamproc.worker import Processor, worker_topics
 from streamproc.worker.policy_watch import watch_policies
-from tests.factories import POLICIES, listing, listing_dict, shipped_policies, video, video_dict
+from tests.factories import (
+    POLICIES,
+    listing,
+    listing_dict,
+    shipped_policies,
+    video,
+    video_dict,
+    worker_processor,
+)
 from tests.unit.test_processor import FakeModel as ProcessorFakeModel
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -99,15 +107,7 @@ class FakeModel(ProcessorFakeModel):
 def processor(
     model: FakeModel, metrics: PrometheusWorkerMetrics, *shadows: Policy, settings: Settings = SETTINGS
 ) -> Processor:
-    return Processor(
-        settings.topics,
-        settings.audit,
-        PolicySet([*live_packs(), *shadows]),
-        model,
-        metrics,
-        model_name=settings.inference.model,
-        worker_id=settings.kafka.client_id,
-    )
+    return worker_processor(settings, PolicySet([*live_packs(), *shadows]), model, metrics)
 
 
 def record(value: bytes, topic: str = TOPICS.listings, offset: int = 7) -> InboundRecord:
