@@ -10,10 +10,12 @@ from typing import Annotated, Literal
 import yaml
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from streamproc.config import KafkaSettings
 from streamproc.errors import ConfigError
+from streamproc.kafka_security import CONNECT_ERRORS, client_options, explain_failure
 
 __all__ = ["ApplyReport", "TopicSpec", "apply_topics", "load_topic_specs", "require_topics"]
 
@@ -71,21 +73,32 @@ class ApplyReport:
         )
 
 
-async def _started_admin(bootstrap_servers: str, client_id: str) -> AIOKafkaAdminClient:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id=client_id)
+async def _started_admin(
+    bootstrap_servers: str, client_id: str, kafka: KafkaSettings | None
+) -> AIOKafkaAdminClient:
+    """A started admin client with ``kafka``'s security settings (none: plaintext)."""
+    security = client_options(kafka) if kafka is not None else {}
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id=client_id, **security)
     try:
         await admin.start()
-    except KafkaError as exc:
+    except CONNECT_ERRORS as exc:
         await admin.close()
+        why = await explain_failure(kafka, bootstrap_servers) if kafka is not None else ""
         raise ConfigError(
-            f"cannot reach Kafka at {bootstrap_servers}: {exc!r}; check the bootstrap servers"
+            f"cannot reach Kafka at {bootstrap_servers}: {why or repr(exc)}; check the bootstrap servers"
+            " and the STREAMPROC_KAFKA__ security settings"
         ) from exc
     return admin
 
 
-async def require_topics(bootstrap_servers: str, names: Sequence[str]) -> None:
-    """Fail fast, naming the fix, when Kafka is unreachable or topics are missing."""
-    admin = await _started_admin(bootstrap_servers, "streamproc-preflight")
+async def require_topics(
+    bootstrap_servers: str, names: Sequence[str], *, kafka: KafkaSettings | None = None
+) -> None:
+    """Fail fast, naming the fix, when Kafka is unreachable or topics are missing.
+
+    ``kafka`` gives the security settings (TLS, SASL) to connect with.
+    """
+    admin = await _started_admin(bootstrap_servers, "streamproc-preflight", kafka)
     try:
         missing = sorted(set(names) - set(await admin.list_topics()))
     finally:
@@ -103,14 +116,16 @@ async def apply_topics(
     *,
     replication_factor: int | None = None,
     client_id: str = "streamproc-topics",
+    kafka: KafkaSettings | None = None,
 ) -> ApplyReport:
     """Create missing topics; report existing ones whose partitions or config differ.
 
     Existing topics are never altered: drift is for a person to look at.
-    ``replication_factor`` overrides the specs' (1 for a single-broker dev cluster).
+    ``replication_factor`` overrides the specs' (1 for a single-broker dev cluster);
+    ``kafka`` gives the security settings (TLS, SASL) to connect with.
     """
     report = ApplyReport()
-    admin = await _started_admin(bootstrap_servers, client_id)
+    admin = await _started_admin(bootstrap_servers, client_id, kafka)
     try:
         existing = set(await admin.list_topics())
         missing = [s for s in specs if s.name not in existing]

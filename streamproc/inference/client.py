@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import ssl
 import threading
 import time
 from types import TracebackType
@@ -111,6 +112,7 @@ class InferenceClient:
                 max_keepalive_connections=settings.max_inflight,
             ),
             transport=transport,
+            verify=_tls_verify(settings),
         )
 
     async def __aenter__(self) -> InferenceClient:
@@ -223,7 +225,7 @@ class InferenceClient:
         except httpx.TimeoutException as exc:
             raise InferenceTimeout(f"no answer from {self._settings.base_url} in time: {exc!r}") from exc
         except httpx.TransportError as exc:
-            raise InferenceUnavailable(f"cannot reach {self._settings.base_url}: {exc!r}") from exc
+            raise InferenceUnavailable(self._unreachable(exc)) from exc
         status = response.status_code
         if status == 429 or status >= 500:
             raise InferenceServerError(f"HTTP {status} from model server: {response.text[:500]}")
@@ -233,6 +235,27 @@ class InferenceClient:
             return CompletionResponse.model_validate_json(response.content)
         except ValidationError as exc:
             raise InferenceProtocolError(f"unreadable completion: {exc}") from exc
+
+    def _unreachable(self, exc: httpx.TransportError) -> str:
+        """Why the server cannot be reached; an untrusted certificate names its setting."""
+        cause = exc.__cause__ or exc.__context__
+        while cause is not None and not isinstance(cause, ssl.SSLCertVerificationError):
+            cause = cause.__cause__ or cause.__context__
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return (
+                f"the TLS certificate of {self._settings.base_url} is not trusted ({cause.verify_message}); "
+                "set STREAMPROC_INFERENCE__CA_FILE to the PEM file of the CA that signed it"
+            )
+        return f"cannot reach {self._settings.base_url}: {exc!r}"
+
+
+def _tls_verify(settings: InferenceSettings) -> ssl.SSLContext | bool:
+    """httpx's ``verify``: the CA file's context, else the system's CAs (True), or off."""
+    if not settings.tls_verify:
+        return False
+    if settings.ca_file is not None:
+        return ssl.create_default_context(cafile=str(settings.ca_file))
+    return True
 
 
 def read_answer(response: CompletionResponse) -> ModelAnswer:

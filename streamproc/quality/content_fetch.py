@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -37,8 +37,16 @@ class ContentFetcher(Protocol):
 class KafkaContentFetcher:
     """Fetches single records with one group-less AIOKafkaConsumer, started on first use."""
 
-    def __init__(self, bootstrap_servers: str, client_id: str, *, timeout_seconds: float) -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        client_id: str,
+        *,
+        timeout_seconds: float,
+        security: dict[str, Any] | None = None,
+    ) -> None:
         self._bootstrap = bootstrap_servers
+        self._security = security or {}  # streamproc.kafka_security.client_options
         self._client_id = client_id
         self._timeout = timeout_seconds
         self._consumer: AIOKafkaConsumer | None = None
@@ -79,6 +87,7 @@ class KafkaContentFetcher:
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 max_poll_records=1,
+                **self._security,
             )
             try:
                 await consumer.start()

@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from streamproc.config import Settings
 from streamproc.inference import InferenceClient
+from streamproc.kafka_security import client_options
 from streamproc.metrics import NOOP, QualityRecorder, create_quality
 from streamproc.policy import PolicySet
 from streamproc.quality.appeal_evaluator import AppealEvaluator
@@ -78,6 +79,7 @@ class QualityService:
             settings.kafka.bootstrap_servers,
             settings.kafka.client_id,
             timeout_seconds=quality.appeal_fetch_timeout_seconds,
+            security=client_options(settings.kafka),
         )
         appeals = AppealEvaluator(
             policies,

@@ -32,6 +32,7 @@ from aiokafka.errors import KafkaError
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponential
 
 from streamproc.config import KafkaSettings, WorkerSettings
+from streamproc.kafka_security import client_options
 from streamproc.metrics import PipelineRecorder
 from streamproc.stream.lag import LagTracker
 from streamproc.stream.offsets import OffsetLedger
@@ -85,6 +86,7 @@ class Pipeline:
         self._commit_due = asyncio.Event()
         self._commit_lock = asyncio.Lock()
         self._failure: BaseException | None = None
+        security = client_options(kafka)
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=kafka.bootstrap_servers,
             group_id=kafka.group_id,
@@ -96,6 +98,7 @@ class Pipeline:
             rebalance_timeout_ms=int(kafka.rebalance_timeout_seconds * 1000),
             max_poll_records=window.fetch_max_records,
             fetch_max_wait_ms=_FETCH_WAIT_MS,
+            **security,
         )
         self._producer = AIOKafkaProducer(
             bootstrap_servers=kafka.bootstrap_servers,
@@ -103,6 +106,7 @@ class Pipeline:
             acks="all",
             linger_ms=window.linger_ms,
             max_batch_size=_PRODUCE_BATCH_BYTES,
+            **security,
         )
         self._lag = LagTracker(self._consumer, metrics)
 

@@ -26,6 +26,7 @@ LAYERS: dict[str, int] = {
     "errors": 0,
     "metrics": 0,
     "inference": 1,
+    "kafka_security": 1,  # every Kafka client's TLS/SASL options
     "policy": 2,
     "decision": 3,
     "accuracy": 3,
