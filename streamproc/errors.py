@@ -19,7 +19,7 @@ whether to retry (transient trouble with the model server) or give up for this i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, ClassVar, Final
 
 if TYPE_CHECKING:
@@ -116,6 +116,8 @@ def describe_validation_error(
     *,
     whole: str = "(root)",
     where: Callable[[Sequence[int | str]], str] | None = None,
+    name: Callable[[Sequence[int | str]], str] | None = None,
+    words: Mapping[str, str] | None = None,
     separator: str = "; ",
 ) -> str:
     """Every problem of a pydantic validation error as ``field.path: message``, joined.
@@ -125,11 +127,16 @@ def describe_validation_error(
         whole: What a problem with no field path (the whole input) is named.
         where: Says where a field path is in the source (e.g. ``FILE:LINE``); it then
             prefixes each problem as ``WHERE: field.path: message``.
+        name: Names the field at a path as the user knows it (e.g. its environment
+            variable), instead of ``field.path``.
+        words: Messages by pydantic error type, in place of pydantic's.
         separator: Between problems.
     """
     problems = []
     for err in exc.errors(include_url=False):
-        field = ".".join(str(p) for p in err["loc"]) or whole
-        problem = f"{field}: {_SAME_WORDS.get(err['type'], err['msg'])}"
+        dotted = ".".join(str(p) for p in err["loc"]) or whole
+        field = name(err["loc"]) if name is not None else dotted
+        said = {**_SAME_WORDS, **(words or {})}.get(err["type"], err["msg"])
+        problem = f"{field}: {said}"
         problems.append(f"{where(err['loc'])}: {problem}" if where is not None else problem)
     return separator.join(problems)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from streamproc.cli.common import OneLineErrors
 from streamproc.cli.demo import demo
 from streamproc.cli.evaluate import eval_
 from streamproc.cli.policy import policy
@@ -13,7 +14,7 @@ from streamproc.cli.services import check_config, quality, worker
 __all__ = ["cli", "main"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="streamproc")
 def cli() -> None:
     """Streaming content moderation: Kafka in, vLLM-scored verdicts out."""

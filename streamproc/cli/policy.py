@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from streamproc.cli.common import BadConfiguration
 from streamproc.errors import ConfigError, StreamprocError
 
 __all__ = ["policy"]
@@ -20,17 +21,19 @@ def policy() -> None:
 @policy.command("check")
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 def policy_check(files: tuple[Path, ...]) -> None:
-    """Validate packs; errors name the file and line. Exit 1 if any is invalid."""
+    """Validate packs; errors name the file and line. Exit 1 if any is invalid, 2 if a path
+    names no packs."""
     from streamproc.policy import PolicySet, load_pack  # noqa: PLC0415
     from streamproc.policy.packs import pack_files  # noqa: PLC0415
 
     failed = False
     loaded = []
-    try:
-        paths = pack_files(files)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
-    for path in paths:
+    for given in files:  # the paths are arguments here, not STREAMPROC_POLICY__PATHS
+        if not given.exists():
+            raise BadConfiguration(f"{given} does not exist; pass policy pack files or folders of them")
+        if given.is_dir() and not pack_files([given]):
+            raise BadConfiguration(f"{given} has no *.yaml policy packs")
+    for path in pack_files(files):
         try:
             pack = load_pack(path)
         except ConfigError as exc:

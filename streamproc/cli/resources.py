@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from streamproc.cli.common import BadConfiguration, BootstrapServers, quiet_kafka_client
 from streamproc.errors import ConfigError
 
 __all__ = ["publish", "schemas", "topics"]
@@ -47,7 +48,12 @@ def topics() -> None:
 
 
 @topics.command("apply")
-@click.option("--bootstrap", required=True, help="Kafka bootstrap servers, HOST:PORT[,HOST:PORT].")
+@click.option(
+    "--bootstrap",
+    required=True,
+    type=BootstrapServers(),
+    help="Kafka bootstrap servers, HOST:PORT[,HOST:PORT].",
+)
 @click.option(
     "--dir",
     "directory",
@@ -67,8 +73,12 @@ def topics_apply(bootstrap: str, directory: Path, replication_factor: int | None
 
     try:
         specs = load_topic_specs(directory)
-        report = asyncio.run(apply_topics(bootstrap, specs, replication_factor=replication_factor))
     except ConfigError as exc:
+        raise BadConfiguration(str(exc)) from exc
+    quiet_kafka_client()
+    try:
+        report = asyncio.run(apply_topics(bootstrap, specs, replication_factor=replication_factor))
+    except ConfigError as exc:  # the broker is out of reach
         raise click.ClickException(str(exc)) from exc
     for line in report.lines():
         click.echo(line)
@@ -77,7 +87,12 @@ def topics_apply(bootstrap: str, directory: Path, replication_factor: int | None
 
 
 @click.command()
-@click.option("--bootstrap", required=True, help="Kafka bootstrap servers, HOST:PORT.")
+@click.option(
+    "--bootstrap",
+    required=True,
+    type=BootstrapServers(),
+    help="Kafka bootstrap servers, HOST:PORT[,HOST:PORT].",
+)
 @click.option("--topic", required=True, help="Topic to publish to.")
 @click.option("--restamp/--keep-timestamps", default=True, show_default=True, help="Set created_at to now.")
 @click.argument(
@@ -87,5 +102,9 @@ def publish(bootstrap: str, topic: str, restamp: bool, files: tuple[Path, ...]) 
     """Publish JSONL events (one per line) as they are, keyed by listing_id or video_id."""
     from streamproc.dev.samples import publish_jsonl  # noqa: PLC0415
 
-    count = asyncio.run(publish_jsonl(bootstrap, topic, files, restamp=restamp))
+    quiet_kafka_client()
+    try:
+        count = asyncio.run(publish_jsonl(bootstrap, topic, files, restamp=restamp))
+    except ConfigError as exc:  # the broker is out of reach
+        raise click.ClickException(str(exc)) from exc
     click.echo(f"published {count} records to {topic}")

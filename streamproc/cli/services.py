@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from streamproc.cli.common import config_option, load
-from streamproc.config import settings_reference
+from streamproc.cli.common import BadConfiguration, config_option, load, quiet_kafka_client
+from streamproc.config import Settings, settings_reference
 from streamproc.errors import ConfigError, StreamprocError
+
+if TYPE_CHECKING:
+    from streamproc.policy import PolicySet
 
 __all__ = ["check_config", "quality", "worker"]
 
@@ -19,20 +23,21 @@ __all__ = ["check_config", "quality", "worker"]
 @config_option
 def worker(config_file: Path | None) -> None:
     """Consume content topics and publish verdicts until stopped (SIGTERM or Ctrl-C)."""
-    from streamproc.policy import load_policy_set  # noqa: PLC0415 - keep --help fast
-    from streamproc.stream import PipelineFailed  # noqa: PLC0415
+    from streamproc.stream import PipelineFailed  # noqa: PLC0415 - keep --help fast
     from streamproc.topics import require_topics  # noqa: PLC0415
     from streamproc.worker import run_worker, worker_topics  # noqa: PLC0415
 
     settings = load(config_file)
+    policies = _policies(settings)
+    quiet_kafka_client()
     try:
-        policies = load_policy_set(settings.policy.paths)
-        topics = worker_topics(settings, policies)
-        asyncio.run(require_topics(settings.kafka.bootstrap_servers, topics))
+        asyncio.run(require_topics(settings.kafka.bootstrap_servers, worker_topics(settings, policies)))
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     try:
         run_worker(settings, policies)
+    except ConfigError as exc:  # what start-up found wrong (the metrics port is taken)
+        raise BadConfiguration(str(exc)) from exc
     except (StreamprocError, PipelineFailed) as exc:
         raise click.ClickException(f"worker stopped: {exc}") from exc
 
@@ -41,14 +46,14 @@ def worker(config_file: Path | None) -> None:
 @config_option
 def quality(config_file: Path | None) -> None:
     """Join labels with verdicts: accuracy metrics, final verdicts from review outcomes, appeals."""
-    from streamproc.policy import load_policy_set  # noqa: PLC0415
     from streamproc.quality.service import consumed_topics, open_store, run_quality  # noqa: PLC0415
     from streamproc.stream import PipelineFailed  # noqa: PLC0415
     from streamproc.topics import require_topics  # noqa: PLC0415
 
     settings = load(config_file)
+    policies = _policies(settings)  # appeals are re-evaluated with them
+    quiet_kafka_client()
     try:
-        policies = load_policy_set(settings.policy.paths)  # appeals are re-evaluated with them
         topics = settings.topics
         needed = [*consumed_topics(settings), topics.review, topics.dlq]
         asyncio.run(require_topics(settings.kafka.bootstrap_servers, needed))
@@ -57,8 +62,28 @@ def quality(config_file: Path | None) -> None:
         raise click.ClickException(str(exc)) from exc
     try:
         run_quality(settings, store, policies)
+    except ConfigError as exc:
+        raise BadConfiguration(str(exc)) from exc
     except (StreamprocError, PipelineFailed) as exc:
         raise click.ClickException(f"quality service stopped: {exc}") from exc
+
+
+def _policies(settings: Settings) -> PolicySet:
+    """The packs of the settings; the audit rates may name only their categories."""
+    from streamproc.policy import load_policy_set  # noqa: PLC0415
+
+    try:
+        policies = load_policy_set(settings.policy.paths)
+    except ConfigError as exc:
+        raise BadConfiguration(str(exc)) from exc
+    unknown = sorted(set(settings.audit.category_rates) - set(policies.category_ids))
+    if unknown:
+        raise BadConfiguration(
+            f"STREAMPROC_AUDIT__CATEGORY_RATES (audit.category_rates) names unknown category ids "
+            f"{', '.join(unknown)}; the packs in STREAMPROC_POLICY__PATHS define "
+            f"{', '.join(policies.category_ids)}"
+        )
+    return policies
 
 
 @click.command("check-config")
@@ -66,16 +91,11 @@ def quality(config_file: Path | None) -> None:
 @click.option("--reference", is_flag=True, help="Print the table of every setting instead (markdown).")
 def check_config(config_file: Path | None, reference: bool) -> None:
     """Validate the settings and print them as JSON, secrets masked."""
-    from streamproc.policy import load_policy_set  # noqa: PLC0415
-
     if reference:
         click.echo(settings_reference())
         return
     settings = load(config_file)
-    try:
-        policies = load_policy_set(settings.policy.paths)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
+    policies = _policies(settings)
     shown = json.loads(settings.model_dump_json())
     shown["policy_versions"] = policies.versions
     shown["shadow_policy_versions"] = {

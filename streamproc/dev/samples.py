@@ -8,6 +8,9 @@ from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from streamproc.errors import ConfigError
 
 __all__ = ["iter_jsonl_records", "publish_jsonl"]
 
@@ -41,9 +44,20 @@ def iter_jsonl_records(
 
 
 async def publish_jsonl(bootstrap: str, topic: str, files: Iterable[Path], *, restamp: bool) -> int:
-    """Publish every line of the files to ``topic``; returns how many were acknowledged."""
+    """Publish every line of the files to ``topic``; returns how many were acknowledged.
+
+    Raises:
+        ConfigError: No broker answers at ``bootstrap`` (the producer is closed first).
+    """
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
-    await producer.start()
+    try:
+        await producer.start()
+    except KafkaError as exc:
+        await producer.stop()
+        raise ConfigError(
+            f"cannot reach Kafka at {bootstrap} ({type(exc).__name__}); check --bootstrap and that "
+            "the broker is up"
+        ) from exc
     try:
         futures = [
             await producer.send(topic, value=value, key=key)

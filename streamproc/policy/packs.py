@@ -92,10 +92,24 @@ def load_pack(path: Path) -> Policy:
     try:
         CompiledRules.compile(policy)
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
+        raise ConfigError(_rule_problems(path, root, policy, str(exc))) from exc
     if policy.scorer not in SCORERS:
         raise ConfigError(f"{path}: scorer {policy.scorer!r} is not available; choose from {sorted(SCORERS)}")
     return policy
+
+
+def _rule_problems(path: Path, root: yaml.Node | None, policy: Policy, message: str) -> str:
+    """The rules' problems, one ``FILE:LINE: rule 'ID': problem`` line each (the line of
+    the rule's ``when``); CompiledRules words each problem as ``rule 'ID': problem``."""
+    lines = []
+    for line in message.splitlines()[1:]:
+        problem = line.strip()
+        named = [i for i, rule in enumerate(policy.rules) if problem.startswith(f"rule {rule.id!r}:")]
+        # a repeated id is reported at its later use, every other problem at the first
+        index = (named[-1] if "used by an earlier rule" in problem else named[0]) if named else None
+        loc: tuple[int | str, ...] = ("rules", index, "when") if index is not None else ("rules",)
+        lines.append(f"{path}:{_line_of(root, loc) or 1}: {problem}")
+    return "\n".join(lines) or f"{path}: {message}"
 
 
 def pack_files(paths: Iterable[Path]) -> list[Path]:

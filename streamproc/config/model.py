@@ -1,21 +1,23 @@
-"""Settings: one typed tree, read once at start-up.
-
-Every field can be set by environment variable (``STREAMPROC_`` prefix, ``__`` between
-levels, e.g. ``STREAMPROC_INFERENCE__BASE_URL``), by a YAML file named in
-``STREAMPROC_CONFIG_FILE`` (or ``--config``), or by keyword in code and tests.
-Precedence: keyword > environment > file > default.
-"""
+"""The settings tree: sections, fields, their checks and the reference table."""
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -23,10 +25,11 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from streamproc.errors import ConfigError, describe_validation_error
+from streamproc.config.checks import lowercase, valid_bootstrap_servers, valid_http_url
 
 __all__ = [
     "CONFIG_FILE_ENV",
+    "ENV_PREFIX",
     "AuditSettings",
     "InferenceSettings",
     "KafkaSettings",
@@ -37,16 +40,16 @@ __all__ = [
     "Settings",
     "TopicSettings",
     "WorkerSettings",
-    "load_settings",
-    "settings_reference",
+    "config_file_override",
 ]
 
 CONFIG_FILE_ENV = "STREAMPROC_CONFIG_FILE"
 #: The YAML file ``load_settings`` was given, while it builds the settings (instead of the
 #: environment variable, so one call's --config never leaks into a later ``Settings()``).
-_config_file: ContextVar[str | None] = ContextVar("streamproc_config_file", default=None)
+config_file_override: ContextVar[str | None] = ContextVar("streamproc_config_file", default=None)
 LogLevel = Literal["debug", "info", "warning", "error"]
 Seconds = Annotated[float, Field(gt=0)]
+ENV_PREFIX = "STREAMPROC_"
 
 
 class _Section(BaseModel):
@@ -54,7 +57,9 @@ class _Section(BaseModel):
 
 
 class KafkaSettings(_Section):
-    bootstrap_servers: str = Field(default="127.0.0.1:9092", description="Comma-separated host:port list.")
+    bootstrap_servers: Annotated[str, AfterValidator(valid_bootstrap_servers)] = Field(
+        default="127.0.0.1:9092", description="Comma-separated host:port list."
+    )
     group_id: str = Field(default="streamproc", description="Consumer group of the workers.")
     client_id: str = Field(
         default_factory=lambda: f"streamproc-{socket.gethostname()}-{os.getpid()}",
@@ -93,9 +98,23 @@ class TopicSettings(_Section):
         description="Appeals of enforced verdicts in (re-evaluated by `streamproc quality`).",
     )
 
+    @model_validator(mode="after")
+    def _distinct_topics(self) -> TopicSettings:
+        by_topic: dict[str, list[str]] = {}
+        for field, topic in self.model_dump().items():
+            by_topic.setdefault(topic, []).append(field.upper())
+        shared = [
+            f"{' and '.join(fields)} are both {topic}"
+            for topic, fields in by_topic.items()
+            if len(fields) > 1
+        ]
+        if shared:
+            raise PydanticCustomError("distinct_topics", f"topics must all differ: {'; '.join(shared)}")
+        return self
+
 
 class InferenceSettings(_Section):
-    base_url: str = Field(
+    base_url: Annotated[str, AfterValidator(valid_http_url)] = Field(
         default="http://127.0.0.1:8000/v1",
         description="OpenAI-compatible API root of the vLLM server.",
     )
@@ -131,7 +150,10 @@ class InferenceSettings(_Section):
     @model_validator(mode="after")
     def _inflight_range(self) -> InferenceSettings:
         if self.min_inflight > self.max_inflight:
-            raise ValueError(f"min_inflight ({self.min_inflight}) exceeds max_inflight ({self.max_inflight})")
+            raise PydanticCustomError(
+                "inflight_range",
+                f"MIN_INFLIGHT ({self.min_inflight}) exceeds MAX_INFLIGHT ({self.max_inflight})",
+            )
         return self
 
 
@@ -164,7 +186,9 @@ class WorkerSettings(_Section):
     linger_ms: Annotated[int, Field(ge=0, le=1000)] = Field(
         default=5, description="How long the producer waits to fill a batch of outputs."
     )
-    log_level: LogLevel = Field(default="info", description="debug, info, warning or error.")
+    log_level: Annotated[LogLevel, BeforeValidator(lowercase)] = Field(
+        default="info", description="debug, info, warning or error (any case)."
+    )
     log_format: Literal["text", "json"] = Field(
         default="text",
         description="Log lines of both services: text (one line per record) or json (one JSON object "
@@ -262,7 +286,7 @@ class Settings(BaseSettings):
     """Everything a worker needs to know."""
 
     model_config = SettingsConfigDict(
-        env_prefix="STREAMPROC_",
+        env_prefix=ENV_PREFIX,
         env_nested_delimiter="__",
         frozen=True,
         extra="forbid",
@@ -277,13 +301,6 @@ class Settings(BaseSettings):
     audit: AuditSettings = AuditSettings()
     quality: QualitySettings = QualitySettings()
 
-    @model_validator(mode="after")
-    def _distinct_topics(self) -> Settings:
-        names = list(self.topics.model_dump().values())
-        if len(set(names)) != len(names):
-            raise ValueError(f"topics must all differ, got {names}")
-        return self
-
     @classmethod
     def settings_customise_sources(
         cls,
@@ -294,51 +311,7 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        config_file = _config_file.get() or os.environ.get(CONFIG_FILE_ENV)
+        config_file = config_file_override.get() or os.environ.get(CONFIG_FILE_ENV)
         if config_file:
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
         return tuple(sources)
-
-
-def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
-    """Build the settings, turning validation errors into one readable ConfigError.
-
-    ``config_file`` (``--config``) takes the place of ``STREAMPROC_CONFIG_FILE`` for this
-    call only; the environment is left as it is.
-    """
-    if config_file is not None and not config_file.is_file():
-        raise ConfigError(f"config file {config_file} does not exist; pass an existing YAML file")
-    named = os.environ.get(CONFIG_FILE_ENV)
-    if config_file is None and named and not Path(named).is_file():
-        raise ConfigError(f"{CONFIG_FILE_ENV} names {named}, which does not exist; unset it or fix the path")
-    token = _config_file.set(str(config_file) if config_file is not None else None)
-    try:
-        return Settings(**overrides)
-    except ValidationError as exc:
-        problems = describe_validation_error(exc, whole="settings")
-        raise ConfigError(
-            f"invalid settings: {problems}. Set them with STREAMPROC_<SECTION>__<FIELD> "
-            f"environment variables or the YAML file in {CONFIG_FILE_ENV}."
-        ) from exc
-    finally:
-        _config_file.reset(token)
-
-
-def settings_reference() -> str:
-    """The configuration reference as a markdown table (kept in docs/operations.md by a test)."""
-    rows = ["| environment variable | default | description |", "|---|---|---|"]
-    for section_name, section_field in Settings.model_fields.items():
-        section = section_field.annotation
-        assert isinstance(section, type) and issubclass(section, BaseModel)  # noqa: S101
-        for name, field in section.model_fields.items():
-            extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
-            if "shown_default" in extra:
-                default = str(extra["shown_default"])
-            elif field.default_factory is not None:
-                default = json.dumps(field.get_default(call_default_factory=True))
-            else:
-                default = "(none)" if field.default is None else str(field.default)
-            env = f"STREAMPROC_{section_name.upper()}__{name.upper()}"
-            description = (field.description or "").replace("|", "\\|")
-            rows.append(f"| `{env}` | `{default}` | {description} |")
-    return "\n".join(rows)
