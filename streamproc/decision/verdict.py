@@ -96,7 +96,9 @@ def build_verdict(
         latency=Latencies(
             inference_seconds=inference_seconds,
             processing_seconds=processing_seconds,
-            end_to_end_seconds=(now - event.created_at).total_seconds(),
+            # 0 for an event stamped later than ``now``: the producer's clock is ahead of ours
+            # (the worker counts these, see streamproc_clock_skew_total)
+            end_to_end_seconds=max(0.0, (now - event.created_at).total_seconds()),
         ),
         usage=usage,
         review=review_ticket(policy, event, scores, flagged, now) if outcome.decision == "review" else None,

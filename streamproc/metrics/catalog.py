@@ -71,6 +71,12 @@ WORKER_METRICS: Final[tuple[MetricSpec, ...]] = (
         buckets=_E2E_BUCKETS,
     ),
     MetricSpec(
+        "clock_skew",
+        "counter",
+        "Events stamped (created_at) later than the worker's clock when their verdict was produced: "
+        "the producer's clock is ahead; their end-to-end latency counts as 0.",
+    ),
+    MetricSpec(
         "processing_latency_seconds",
         "histogram",
         "From the worker receiving an event to its verdict being produced.",

@@ -84,6 +84,7 @@ class PrometheusWorkerMetrics:
         self._dead_letters = m.counter("dead_letters")
         self._end_to_end = m.histogram("end_to_end_latency_seconds")
         self._processing = m.histogram("processing_latency_seconds")
+        self._clock_skew = m.counter("clock_skew")
         self._request_latency = m.histogram("model_request_latency_seconds")
         self._requests_in_flight = m.gauge("model_requests_in_flight")
         self._limit = m.gauge("model_concurrency_limit")
@@ -220,6 +221,9 @@ class PrometheusWorkerMetrics:
         self._verdicts.labels(content_type=content_type, decision=decision, category=category).inc()
         self._end_to_end.labels(content_type=content_type).observe(end_to_end_seconds)
         self._processing.labels(content_type=content_type).observe(processing_seconds)
+
+    def clock_skew(self) -> None:
+        self._clock_skew.inc()
 
     def audit_sampled(self, decision: str) -> None:
         self._audit.labels(decision=decision).inc()

@@ -92,6 +92,9 @@ class WorkerRecorder(PipelineRecorder, InferenceRecorder, DecisionRecorder, Poli
         end_to_end_seconds: float,
         processing_seconds: float,
     ) -> None: ...
+    def clock_skew(self) -> None:
+        """An event's created_at was later than the worker's clock at its verdict."""
+
     def audit_sampled(self, decision: str) -> None: ...
     def shadow_verdict(self, policy: str, decision: str, *, agreed: bool) -> None: ...
     def shadow_failed(self, policy: str) -> None: ...
@@ -182,6 +185,9 @@ class NoopRecorder:
         end_to_end_seconds: float,
         processing_seconds: float,
     ) -> None:
+        pass
+
+    def clock_skew(self) -> None:
         pass
 
     def audit_sampled(self, decision: str) -> None:

@@ -98,6 +98,8 @@ class Processor:
             verdict, outcome = await live
             shadow_verdicts = []
 
+        if event.created_at > verdict.produced_at:  # no tolerance: the verdict clamps at 0 alike
+            self._metrics.clock_skew()
         self._metrics.verdict(
             content_type,
             verdict.decision,
