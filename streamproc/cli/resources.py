@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from streamproc.cli.common import BadConfiguration, BootstrapServers, quiet_kafka_client
+from streamproc.cli.common import BadConfiguration, BootstrapServers, config_option, load, quiet_kafka_client
 from streamproc.errors import ConfigError
 
 __all__ = ["publish", "schemas", "topics"]
@@ -67,8 +67,14 @@ def topics() -> None:
     default=None,
     help="Override the specs' (1 for a single broker).",
 )
-def topics_apply(bootstrap: str, directory: Path, replication_factor: int | None) -> None:
-    """Create missing topics and report drift; safe to run again. Exit 1 on drift."""
+@config_option
+def topics_apply(
+    bootstrap: str, directory: Path, replication_factor: int | None, config_file: Path | None
+) -> None:
+    """Create missing topics and report drift; safe to run again. Exit 1 on drift.
+
+    TLS and SASL come from the STREAMPROC_KAFKA__ settings (environment or --config).
+    """
     from streamproc.topics import apply_topics, load_topic_specs  # noqa: PLC0415
 
     try:
@@ -77,7 +83,10 @@ def topics_apply(bootstrap: str, directory: Path, replication_factor: int | None
         raise BadConfiguration(str(exc)) from exc
     quiet_kafka_client()
     try:
-        report = asyncio.run(apply_topics(bootstrap, specs, replication_factor=replication_factor))
+        kafka = load(config_file).kafka
+        report = asyncio.run(
+            apply_topics(bootstrap, specs, replication_factor=replication_factor, kafka=kafka)
+        )
     except ConfigError as exc:  # the broker is out of reach
         raise click.ClickException(str(exc)) from exc
     for line in report.lines():
@@ -98,13 +107,20 @@ def topics_apply(bootstrap: str, directory: Path, replication_factor: int | None
 @click.argument(
     "files", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True, dir_okay=False)
 )
-def publish(bootstrap: str, topic: str, restamp: bool, files: tuple[Path, ...]) -> None:
-    """Publish JSONL events (one per line) as they are, keyed by listing_id or video_id."""
+@config_option
+def publish(
+    bootstrap: str, topic: str, restamp: bool, files: tuple[Path, ...], config_file: Path | None
+) -> None:
+    """Publish JSONL events (one per line) as they are, keyed by listing_id or video_id.
+
+    TLS and SASL come from the STREAMPROC_KAFKA__ settings (environment or --config).
+    """
     from streamproc.dev.samples import publish_jsonl  # noqa: PLC0415
 
+    kafka = load(config_file).kafka
     quiet_kafka_client()
     try:
-        count = asyncio.run(publish_jsonl(bootstrap, topic, files, restamp=restamp))
+        count = asyncio.run(publish_jsonl(bootstrap, topic, files, restamp=restamp, kafka=kafka))
     except ConfigError as exc:  # the broker is out of reach
         raise click.ClickException(str(exc)) from exc
     click.echo(f"published {count} records to {topic}")

@@ -31,7 +31,11 @@ def worker(config_file: Path | None) -> None:
     policies = _policies(settings)
     quiet_kafka_client()
     try:
-        asyncio.run(require_topics(settings.kafka.bootstrap_servers, worker_topics(settings, policies)))
+        asyncio.run(
+            require_topics(
+                settings.kafka.bootstrap_servers, worker_topics(settings, policies), kafka=settings.kafka
+            )
+        )
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     try:
@@ -56,7 +60,7 @@ def quality(config_file: Path | None) -> None:
     try:
         topics = settings.topics
         needed = [*consumed_topics(settings), topics.review, topics.dlq]
-        asyncio.run(require_topics(settings.kafka.bootstrap_servers, needed))
+        asyncio.run(require_topics(settings.kafka.bootstrap_servers, needed, kafka=settings.kafka))
         store = open_store(settings)
     except StreamprocError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -52,6 +52,12 @@ Seconds = Annotated[float, Field(gt=0)]
 ENV_PREFIX = "STREAMPROC_"
 
 
+def _existing_file(value: Path) -> Path:
+    if not value.is_file():
+        raise PydanticCustomError("file", f"{value} is not a file")
+    return value
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -78,6 +84,54 @@ class KafkaSettings(_Section):
     rebalance_timeout_seconds: Seconds = Field(
         default=10.0, description="How long members get to rejoin during a rebalance."
     )
+    # Security (streamproc.kafka_security builds every Kafka client's options from these).
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or SASL_SSL (SASL over TLS)."
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        default=None, description="SASL mechanism, needed by the SASL_* protocols."
+    )
+    sasl_username: str | None = Field(default=None, description="SASL user name.")
+    sasl_password: SecretStr | None = Field(default=None, description="SASL password (masked in output).")
+    ssl_ca_file: Annotated[Path, AfterValidator(_existing_file)] | None = Field(
+        default=None,
+        description="PEM file of the CAs that sign the brokers' certificates; default: the system's CAs.",
+    )
+    ssl_cert_file: Annotated[Path, AfterValidator(_existing_file)] | None = Field(
+        default=None, description="PEM client certificate (chain), for brokers that require mutual TLS."
+    )
+    ssl_key_file: Annotated[Path, AfterValidator(_existing_file)] | None = Field(
+        default=None, description="PEM private key of the client certificate, if not in SSL_CERT_FILE."
+    )
+    ssl_key_password: SecretStr | None = Field(
+        default=None, description="Password of an encrypted client key (masked in output)."
+    )
+    ssl_check_hostname: bool = Field(
+        default=True, description="Check that a broker's certificate names the host connected to."
+    )
+
+    @model_validator(mode="after")
+    def _security_complete(self) -> KafkaSettings:
+        env = f"{ENV_PREFIX}KAFKA__"
+        protocol = self.security_protocol
+        if protocol.startswith("SASL_"):
+            missing = [
+                f"{env}{name.upper()}"
+                for name in ("sasl_mechanism", "sasl_username", "sasl_password")
+                if getattr(self, name) is None
+            ]
+            if missing:
+                raise ValueError(f"security protocol {protocol} needs {', '.join(missing)}")
+        elif self.sasl_mechanism is not None:
+            raise ValueError(f"{env}SASL_MECHANISM is set but the protocol is {protocol}; use SASL_SSL")
+        tls_files = [name for name in ("ssl_ca_file", "ssl_cert_file", "ssl_key_file") if getattr(self, name)]
+        if tls_files and not protocol.endswith("SSL"):
+            raise ValueError(
+                f"{env}{tls_files[0].upper()} is set but the protocol is {protocol}; use SSL or SASL_SSL"
+            )
+        if self.ssl_key_file is not None and self.ssl_cert_file is None:
+            raise ValueError(f"{env}SSL_KEY_FILE needs {env}SSL_CERT_FILE (the client certificate)")
+        return self
 
 
 class TopicSettings(_Section):
@@ -120,6 +174,14 @@ class InferenceSettings(_Section):
     )
     model: str = Field(default="smollm2-135m-instruct", description="Served model name sent in each request.")
     api_key: SecretStr | None = Field(default=None, description="Bearer token, if the server needs one.")
+    ca_file: Annotated[Path, AfterValidator(_existing_file)] | None = Field(
+        default=None,
+        description="PEM file of the CAs that sign an https model server's certificate; default: the "
+        "system's CAs.",
+    )
+    tls_verify: bool = Field(
+        default=True, description="Verify an https model server's certificate (off only for tests)."
+    )
     timeout_seconds: Seconds = Field(default=30.0, description="Per request, per attempt.")
     max_attempts: Annotated[int, Field(ge=1, le=20)] = Field(
         default=3, description="Attempts per request before its item is escalated to review."

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 
+from streamproc.config import KafkaSettings
 from streamproc.errors import ConfigError
+from streamproc.kafka_security import CONNECT_ERRORS, client_options, explain_failure
 
 __all__ = ["iter_jsonl_records", "publish_jsonl"]
 
@@ -43,20 +44,26 @@ def iter_jsonl_records(
             yield (key.encode() if key is not None else None), value
 
 
-async def publish_jsonl(bootstrap: str, topic: str, files: Iterable[Path], *, restamp: bool) -> int:
+async def publish_jsonl(
+    bootstrap: str, topic: str, files: Iterable[Path], *, restamp: bool, kafka: KafkaSettings | None = None
+) -> int:
     """Publish every line of the files to ``topic``; returns how many were acknowledged.
 
     Raises:
         ConfigError: No broker answers at ``bootstrap`` (the producer is closed first).
+
+    ``kafka`` gives the security settings (TLS, SASL) to connect with.
     """
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    security = client_options(kafka) if kafka is not None else {}
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, **security)
     try:
         await producer.start()
-    except KafkaError as exc:
+    except CONNECT_ERRORS as exc:
         await producer.stop()
+        why = await explain_failure(kafka, bootstrap) if kafka is not None else ""
         raise ConfigError(
-            f"cannot reach Kafka at {bootstrap} ({type(exc).__name__}); check --bootstrap and that "
-            "the broker is up"
+            f"cannot reach Kafka at {bootstrap} ({why or type(exc).__name__}); check --bootstrap, that "
+            "the broker is up and the STREAMPROC_KAFKA__ security settings"
         ) from exc
     try:
         futures = [
