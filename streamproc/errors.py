@@ -137,6 +137,8 @@ def describe_validation_error(
         dotted = ".".join(str(p) for p in err["loc"]) or whole
         field = name(err["loc"]) if name is not None else dotted
         said = {**_SAME_WORDS, **(words or {})}.get(err["type"], err["msg"])
+        if err["type"] == "value_error" and "error" in err.get("ctx", {}):
+            said = str(err["ctx"]["error"])  # our own validators' words, without "Value error, "
         problem = f"{field}: {said}"
         problems.append(f"{where(err['loc'])}: {problem}" if where is not None else problem)
     return separator.join(problems)

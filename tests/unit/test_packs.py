@@ -140,7 +140,7 @@ def test_the_version_of_a_pack_text_never_changes(tmp_path: Path) -> None:
         (
             "    label: A",
             "    label: N",  # the safe label's
-            r"pinned\.yaml:1: \(pack\): Value error, policy pinned: labels must be distinct",
+            r"pinned\.yaml:1: \(pack\): policy pinned: labels must be distinct",
         ),
         ("    reason_code: BLOCKED", "", r"pinned\.yaml:29: rules\.0\.reason_code: Field required"),
         (
