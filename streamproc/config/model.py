@@ -75,6 +75,13 @@ class KafkaSettings(_Section):
     auto_offset_reset: Literal["earliest", "latest"] = Field(
         default="earliest", description="Where a new consumer group starts."
     )
+    # Static membership (KIP-345, Kafka >= 2.3): a member that comes back with the same id
+    # within the session timeout gets its partitions back without a rebalance.
+    group_instance_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,249}$")] | None = Field(
+        default=None,
+        description="Static group membership: a name unique to this worker replica and stable "
+        "across its restarts (the pod name); a restarted worker takes its partitions back at once.",
+    )
     # Short timeouts make group joins and the takeover of a dead member's partitions take
     # seconds, not the 30+ s of common client defaults.
     session_timeout_seconds: Seconds = Field(

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import ssl
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 
 import httpx
 import orjson
-from circuitbreaker import CircuitBreaker, CircuitBreakerError
+from circuitbreaker import STATE_HALF_OPEN, STATE_OPEN, CircuitBreaker, CircuitBreakerError
 from pydantic import ValidationError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_random_exponential
 
@@ -36,12 +38,18 @@ from streamproc.inference.protocol import (
 )
 from streamproc.metrics import InferenceRecorder
 
-__all__ = ["InferenceClient", "read_answer"]
+__all__ = ["CircuitOpen", "InferenceClient", "read_answer"]
 
 log = logging.getLogger(__name__)
 
 #: While the circuit stays open, its warning is repeated at most this often.
 _CIRCUIT_WARNING_INTERVAL_SECONDS = 30.0
+
+
+class CircuitOpen(InferenceUnavailable):
+    """Refused without a request: the circuit is open, or its one probe is under way."""
+
+    kind = "circuit_open"
 
 
 def _is_retriable(exc: BaseException) -> bool:
@@ -64,12 +72,16 @@ class InferenceClient:
     - Retries: transient failures (unreachable, timeout, HTTP 429/5xx) are retried with
       jittered exponential back-off, up to ``max_attempts`` per request.
     - Circuit breaker: after ``breaker_failures`` consecutive transient failures the circuit
-      opens and requests fail fast for ``breaker_recovery_seconds``; then one gets through
-      to probe the server. ``available`` is False while it is open, so the worker pauses
-      consumption.
+      opens and requests fail fast (``CircuitOpen``) for ``breaker_recovery_seconds``; then
+      exactly one request probes the server while the others still fail fast. ``available``
+      is False until a probe succeeds.
     - Hold: with ``on_unavailable = "hold"`` a request keeps retrying while the circuit is
       not closed, instead of failing after ``max_attempts``: when the whole server is down,
-      items wait for it rather than all being escalated to review.
+      items wait for it rather than all being escalated to review; ``holding`` tells the
+      pipeline to pause consumption meanwhile.
+    - Review: with ``on_unavailable = "review"`` a request is not retried once the circuit
+      is not closed, so while the server is down every item fails at once (and is escalated
+      by the caller) without back-off waits or timeouts, at the worker's normal rate.
     """
 
     def __init__(
@@ -79,10 +91,13 @@ class InferenceClient:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         max_backoff_seconds: float = 5.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._settings = settings
         self._metrics = metrics
         self._max_backoff = max_backoff_seconds
+        self._sleep = sleep  # the back-off waits; tests count them
+        self._holds = settings.on_unavailable == "hold"
         headers = {"content-type": "application/json"}
         if settings.api_key is not None:
             headers["authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
@@ -100,6 +115,7 @@ class InferenceClient:
         self._guarded_post = self._breaker.decorate(self._post)
         self._circuit_lock = threading.Lock()  # ``available`` is also read by scrapes and probes
         self._circuit_warned_at: float | None = None  # None while closed
+        self._probing = False  # a half-open circuit lets one request through at a time
         metrics.watch_model(
             concurrency_limit=lambda: self.limit.current, circuit_open=lambda: not self.available
         )
@@ -131,9 +147,20 @@ class InferenceClient:
 
     @property
     def available(self) -> bool:
-        """False while the circuit is open: the server failed repeatedly and is left alone."""
+        """False while the circuit is not closed: the server failed repeatedly and is left
+        alone but for one probe now and then."""
         self._log_circuit()
-        return not self._breaker.opened
+        return bool(self._breaker.closed)
+
+    @property
+    def holding(self) -> bool:
+        """True while items are held for the server (hold mode, circuit open): taking more
+        work then only fills memory. Half-open is not holding: new items may carry the probe
+        (held ones may all have been abandoned by a rebalance). In review mode it is always
+        False: an open circuit fails items at once, so consumption goes on and they are
+        escalated."""
+        self._log_circuit()
+        return self._holds and bool(self._breaker.opened)
 
     def _log_circuit(self) -> None:
         """WARNING when the circuit opens (again every 30 s while it stays open), INFO when
@@ -152,11 +179,14 @@ class InferenceClient:
             self._circuit_warned_at = now
             log.warning(
                 "model server %s unavailable: circuit %s after %d consecutive failures, requests fail "
-                "fast for %d s between probes; last error: %s",
+                "fast for %d s between probes; %s; last error: %s",
                 self._settings.base_url,
                 "opened" if warned is None else "still open",
                 breaker.failure_count,
                 self._settings.breaker_recovery_seconds,
+                "items are held and consumption paused until it answers"
+                if self._holds
+                else "items are escalated to review without calling it",
                 breaker.last_failure,
             )
 
@@ -173,8 +203,9 @@ class InferenceClient:
         retrying = AsyncRetrying(
             stop=self._should_stop,
             wait=wait_random_exponential(multiplier=0.2, max=self._max_backoff),
-            retry=retry_if_exception(_is_retriable),
+            retry=retry_if_exception(self._should_retry),
             before_sleep=self._count_retry,
+            sleep=self._sleep,
             reraise=True,
         )
         async for attempt in retrying:
@@ -187,33 +218,57 @@ class InferenceClient:
             return False
         return state.attempt_number >= self._settings.max_attempts
 
+    def _should_retry(self, exc: BaseException) -> bool:
+        # In review mode a circuit that is not closed ends the request now: another attempt
+        # would be refused anyway, after a back-off wait that stalls the item for nothing.
+        return _is_retriable(exc) and (self._holds or self._breaker.closed)
+
     def _count_retry(self, state: RetryCallState) -> None:
         self._metrics.inference_retry()
 
     async def _attempt(self, endpoint: str, body: bytes) -> ModelAnswer:
         try:
-            return await self._guarded_post(endpoint, body)  # type: ignore[no-any-return]
-        except CircuitBreakerError as exc:
+            self._refuse_while_open()  # before queueing for a connection slot
+            async with self._gate:
+                probe = self._refuse_while_open()  # the circuit may have opened meanwhile
+                self._probing |= probe
+                try:
+                    return await self._guarded_post(endpoint, body)  # type: ignore[no-any-return]
+                finally:
+                    if probe:
+                        self._probing = False
+        except CircuitBreakerError as exc:  # not reached from one event loop; kept for safety
             self._metrics.inference_error("circuit_open")
-            raise InferenceUnavailable(f"model server left alone after repeated failures: {exc}") from exc
+            raise CircuitOpen(f"model server left alone after repeated failures: {exc}") from exc
         finally:
             self._log_circuit()
 
+    def _refuse_while_open(self) -> bool:
+        """Raise CircuitOpen while the circuit is open or its probe is out; else return
+        whether this request is the probe (the circuit is half-open)."""
+        state: str = self._breaker.state
+        if state == STATE_OPEN or (state == STATE_HALF_OPEN and self._probing):
+            self._metrics.inference_error("circuit_open")
+            raise CircuitOpen(
+                f"model server left alone after repeated failures (circuit {state.replace('_', '-')}): "
+                f"{self._breaker.last_failure!r}"
+            )
+        return bool(state == STATE_HALF_OPEN)
+
     async def _post(self, endpoint: str, body: bytes) -> ModelAnswer:
         metrics = self._metrics
-        async with self._gate:
-            started = time.perf_counter()
-            try:
-                with metrics.model_request_in_flight():
-                    response = await self._send(endpoint, body)
-                answer = read_answer(response)
-            except InferenceError as exc:
-                metrics.inference_error(exc.kind)
-                if isinstance(exc, InferenceTimeout):  # overload is latency too
-                    self._observe(time.perf_counter() - started)
-                raise
-            self._observe(time.perf_counter() - started)
-            return answer
+        started = time.perf_counter()
+        try:
+            with metrics.model_request_in_flight():
+                response = await self._send(endpoint, body)
+            answer = read_answer(response)
+        except InferenceError as exc:
+            metrics.inference_error(exc.kind)
+            if isinstance(exc, InferenceTimeout):  # overload is latency too
+                self._observe(time.perf_counter() - started)
+            raise
+        self._observe(time.perf_counter() - started)
+        return answer
 
     def _observe(self, seconds: float) -> None:
         self._metrics.model_request_latency(seconds)

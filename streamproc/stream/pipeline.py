@@ -11,9 +11,10 @@ acks batches rather than items; see load/RESULTS.md):
   Every ``commit_interval_seconds`` (sooner when half the window waits for a commit)
   each partition's commit moves to the end of its contiguous prefix of finished offsets,
   never past an unfinished one.
-- **Backpressure.** When the window is full, or the model server's circuit is open,
-  every assigned partition is paused. The consumer keeps polling while paused, so slow
-  model calls never starve heartbeats or poll deadlines into a rebalance.
+- **Backpressure.** When the window is full, or ``ready`` says no (the worker holds
+  items while the model server's circuit is open, in hold mode only), every assigned
+  partition is paused. The consumer keeps polling while paused, so slow model calls
+  never starve heartbeats or poll deadlines into a rebalance.
 - **Rebalance and shutdown.** Revoked partitions get ``drain_timeout_seconds`` to finish
   their items; finished offsets are committed and the rest is abandoned, so the next
   owner processes it again (at least once; verdicts carry an idempotency key).
@@ -50,6 +51,8 @@ _POLL_TIMEOUT_MS = 100
 _FETCH_WAIT_MS = 20
 #: Bigger than aiokafka's 16 KiB default: a full batch makes sends wait for the broker.
 _PRODUCE_BATCH_BYTES = 512 * 1024
+#: Why ``ready`` is False: the worker only says so in hold mode, while the circuit is open.
+_MODEL_HOLD = "model server circuit open, items held until it answers"
 
 
 class PipelineFailed(RuntimeError):
@@ -57,7 +60,10 @@ class PipelineFailed(RuntimeError):
 
 
 class Pipeline:
-    """Consume ``topics``, run ``handler`` on every record, produce its outputs, commit safely."""
+    """Consume ``topics``, run ``handler`` on every record, produce its outputs, commit safely.
+
+    ``ready`` False pauses consumption: the handler is holding items for the model server.
+    """
 
     def __init__(
         self,
@@ -90,6 +96,7 @@ class Pipeline:
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=kafka.bootstrap_servers,
             group_id=kafka.group_id,
+            group_instance_id=kafka.group_instance_id,
             client_id=kafka.client_id,
             enable_auto_commit=False,
             auto_offset_reset=kafka.auto_offset_reset,
@@ -181,7 +188,7 @@ class Pipeline:
         window, taken = self._window.max_inflight_items, self._ledger.uncommitted
         reason: str | None = None
         if not self._ready():
-            reason = "model server unavailable"
+            reason = _MODEL_HOLD
         elif taken >= window or (self._paused and taken > window * _RESUME_AT):
             reason = "window full"
         if reason is not None:  # partitions assigned since the pause must pause too
@@ -306,7 +313,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 def _resumed(reason: str | None) -> str:
-    return "model server available again" if reason == "model server unavailable" else "window drained"
+    return "model server circuit no longer open" if reason == _MODEL_HOLD else "window drained"
 
 
 async def publish(producer: AIOKafkaProducer, records: Sequence[OutboundRecord]) -> None:

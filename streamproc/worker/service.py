@@ -81,7 +81,7 @@ class ModerationService:
                 processor.process,
                 metrics,
                 topics=(settings.topics.listings, settings.topics.videos),
-                ready=lambda: client.available,
+                ready=lambda: not client.holding,  # review mode: an open circuit escalates
             )
             if self._stopped:  # a signal arrived while starting
                 self._pipeline.stop()
@@ -127,6 +127,8 @@ def run_worker(settings: Settings, policies: PolicySet) -> None:
     summary: dict[str, object] = {
         "bootstrap_servers": settings.kafka.bootstrap_servers,
         "group_id": settings.kafka.group_id,
+        "group_instance_id": settings.kafka.group_instance_id,  # None: dynamic membership
+        "on_unavailable": settings.inference.on_unavailable,
         "model_url": settings.inference.base_url,
         "model_name": settings.inference.model,
         "packs": sorted(policies.versions.values()),  # each version names its pack

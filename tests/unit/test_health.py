@@ -429,9 +429,11 @@ async def test_pause_and_resume_lines_say_why(caplog: pytest.LogCaptureFixture) 
         await pipeline._producer.stop()
     assert [r.getMessage() for r in caplog.records] == [
         "pausing consumption: window full (4 of 4 records uncommitted)",
-        "consumption still paused: model server unavailable (4 of 4 records uncommitted)",
+        "consumption still paused: model server circuit open, items held until it answers (4 of 4 records "
+        "uncommitted)",
         "consumption still paused: window full (4 of 4 records uncommitted)",
         "resuming consumption: window drained (0 records uncommitted)",
-        "pausing consumption: model server unavailable (0 of 4 records uncommitted)",
-        "resuming consumption: model server available again (0 records uncommitted)",
+        "pausing consumption: model server circuit open, items held until it answers (0 of 4 records "
+        "uncommitted)",
+        "resuming consumption: model server circuit no longer open (0 records uncommitted)",
     ]
