@@ -52,7 +52,8 @@ def decode_record(model: type[_Model], raw: bytes | None, what: str) -> _Model:
     if not isinstance(data, dict):
         raise InvalidJson(f"value is JSON {type(data).__name__}, expected an object")
     version = data.get("schema_version", 1)
-    if version not in _SUPPORTED_VERSIONS:
+    # a list or object is unhashable: a set lookup would raise TypeError, not reject it
+    if isinstance(version, list | dict) or version not in _SUPPORTED_VERSIONS:
         raise UnsupportedSchemaVersion(
             f"schema_version {version!r} is not supported for a {what} "
             f"(supported: {sorted(_SUPPORTED_VERSIONS)})"
