@@ -24,6 +24,18 @@ def setting_names() -> set[str]:
     return names
 
 
+def secret_setting_names() -> set[str]:
+    """The settings that hold secrets (SecretStr): given from Secrets, never from a ConfigMap."""
+    names = set()
+    for section_name, section_field in Settings.model_fields.items():
+        section = section_field.annotation
+        assert isinstance(section, type) and issubclass(section, BaseModel)
+        for field_name, field in section.model_fields.items():
+            if "SecretStr" in repr(field.annotation):
+                names.add(f"{PREFIX}{section_name.upper()}__{field_name.upper()}")
+    return names
+
+
 def settings_from(env: Mapping[str, str]) -> Settings:
     """The settings a process with exactly these STREAMPROC_* variables would load.
 
