@@ -69,7 +69,13 @@ async def evaluate(
         scores = _score(scorer, policy, answers, metrics)
     except InferenceError as exc:
         # Fail closed: counted, logged, escalated to a human; never an approval.
-        log.warning("inference failed (%s): %s", policy.name, exc)
+        # While the circuit is open every item fails this way; the client logs that once.
+        log.log(
+            logging.DEBUG if exc.kind == "circuit_open" else logging.WARNING,
+            "inference failed (%s): %s",
+            policy.name,
+            exc,
+        )
         return decide_on_error(exc.kind), {}, answers
     outcome = decide(policy, scores)
     hit = _first_hit(rules.evaluate_post(event, scores, outcome.decision, context=context), policy)

@@ -376,7 +376,12 @@ def test_config_env_schema_names_every_setting_the_chart_leaves_open() -> None:
     open_names = set(schema["properties"]["config"]["properties"]["env"]["propertyNames"]["enum"])
     # Secrets never go into the ConfigMap: the API key has its own Secret value, the Kafka
     # passwords come from a Secret through kafka.extraEnv / extraEnvFrom.
-    chart_set = set(find(render("default"), "ConfigMap", "-config")["data"]) | secret_setting_names()
+    # A group instance id is per pod (a shared one fences replicas out): never in config.env.
+    chart_set = (
+        set(find(render("default"), "ConfigMap", "-config")["data"])
+        | secret_setting_names()
+        | {"STREAMPROC_KAFKA__GROUP_INSTANCE_ID"}
+    )
     assert not open_names & chart_set, "values.schema.json offers settings the chart sets itself"
     missing, stale = setting_names() - open_names - chart_set, open_names - setting_names()
     assert not missing and not stale, (
