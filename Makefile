@@ -14,10 +14,12 @@ VLLM_URL ?=
 MODEL_NAME ?= smollm2-135m-instruct
 DEMO_ARGS ?=
 BENCH_ARGS ?=
+# `make reliability`: e.g. RELIABILITY_ARGS="--runs 1 --soak-minutes 2"
+RELIABILITY_ARGS ?=
 # `make eval`: both shipped packs over the shipped labeled dataset; reports in .eval/<pack name>/
 EVAL_ARGS ?= --policy policies/listings.yaml --policy policies/videos.yaml --data samples/labeled.jsonl --out .eval
 
-.PHONY: install vllm demo eval test unit lint docs clean bench-overhead bench-saturation bench-latency
+.PHONY: install vllm demo eval test unit lint docs clean bench-overhead bench-saturation bench-latency reliability
 
 $(BIN)/.installed: pyproject.toml
 	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
@@ -81,6 +83,12 @@ bench-saturation: install
 bench-latency: install
 	$(with_vllm); \
 	STREAMPROC_VLLM_PYTHON="$$vllm_python" STREAMPROC_MODEL_DIR="$$model_dir" $(BIN)/python -m load.bench_latency $(BENCH_ARGS)
+
+# Fault scenarios (SIGKILL, model server faults, broker restart) several times each and a soak;
+# rewrites the figures in docs/reliability.md and load/results/reliability.json.
+reliability: install
+	$(with_vllm); \
+	STREAMPROC_VLLM_PYTHON="$$vllm_python" STREAMPROC_MODEL_DIR="$$model_dir" $(BIN)/python -m load.reliability $(RELIABILITY_ARGS)
 
 clean:
 	rm -rf $(VENV) .demo .eval .test-logs .mypy_cache .ruff_cache .pytest_cache

@@ -95,7 +95,7 @@ class Figures:
     recovery_seconds: list[float] = field(default_factory=list)
     wall_seconds: float = 0.0
     outcome: str = ""  # what the worker did, in words (broker restart)
-    fault_decisions: dict[str, int] = field(default_factory=dict)  # decisions made during faults
+    fault_decisions: dict[str, int] = field(default_factory=dict)  # "fault: decision" -> verdicts
 
 
 def listing(listing_id: str, *, banned: bool = False, **overrides: Any) -> dict[str, Any]:
@@ -266,7 +266,8 @@ def repeated_sigkill(
     rejected by a pre-rule."""
     began = time.monotonic()
     figures = Figures(f"SIGKILL x{kills}, {count} listings", duplicate_bound=kills * WINDOW)
-    env = {**FAST_WORKER_ENV, "STREAMPROC_KAFKA__GROUP_ID": f"kill-{uuid.uuid4().hex[:8]}"}
+    group = f"kill-{uuid.uuid4().hex[:8]}"  # the same group across restarts
+    env = {**FAST_WORKER_ENV, **topic_env(topics), "STREAMPROC_KAFKA__GROUP_ID": group}
     items = [listing(f"L-k{i}", banned=i % model_every != 0) for i in range(count)]
     asyncio.run(publish(bootstrap, topics.listings, listing_records(items)))
     expected = {str(x["listing_id"]) for x in items}
@@ -319,8 +320,9 @@ def model_faults(
     began = time.monotonic()
     figures = Figures("model server slow / 5xx / garbage / dropped")
     proxy.set("pass")
-    worker = start(**FAST_WORKER_ENV, **MODEL_FAULT_ENV, STREAMPROC_INFERENCE__BASE_URL=proxy.base_url)
-    windows: list[tuple[datetime, datetime]] = []
+    env = {**FAST_WORKER_ENV, **MODEL_FAULT_ENV, **topic_env(topics)}
+    worker = start(**env, STREAMPROC_INFERENCE__BASE_URL=proxy.base_url)
+    windows: list[tuple[str, datetime, datetime]] = []
     expected: set[str] = set()
     with Collector(bootstrap, topics) as collector:
         warm = [listing("L-warm")]
@@ -337,7 +339,7 @@ def model_faults(
             time.sleep(fault_seconds)
             proxy.set("pass")
             ended = datetime.now(UTC)
-            windows.append((began_fault, ended))
+            windows.append((fault, began_fault, ended))
             # Something new to score: items of a fault that ended in review have nothing left.
             probe = [listing(f"L-after-{fault}")]
             expected.add(f"L-after-{fault}")
@@ -345,12 +347,16 @@ def model_faults(
             if collector.wait(partial(_scored_since, collector, ended), within):
                 first = min(v.produced_at for v in collector.verdicts if v.usage and v.produced_at >= ended)
                 figures.recovery_seconds.append((first - ended).total_seconds())
+            # Each fault starts from a quiet worker: items held by this one are decided first.
+            collector.wait_for_ids(expected, within)
         collector.wait_for_ids(expected, within)
         settle(worker)
         verdicts = list(collector.verdicts)
     for v in verdicts:
-        if any(a <= v.produced_at < b for a, b in windows):
-            figures.fault_decisions[v.decision] = figures.fault_decisions.get(v.decision, 0) + 1
+        for name, since, until in windows:
+            if since <= v.produced_at < until:
+                key = f"{name}: {v.decision}"
+                figures.fault_decisions[key] = figures.fault_decisions.get(key, 0) + 1
     figures.wall_seconds = time.monotonic() - began
     return tally(figures, verdicts, expected)
 

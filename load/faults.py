@@ -118,6 +118,8 @@ class FaultProxy:
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError, httpx.HTTPError):
             pass  # the worker gave up on this connection (its timeout), or the server went away
+        except asyncio.CancelledError:
+            pass  # the proxy is stopping; ending normally keeps asyncio's stream callback quiet
         finally:
             writer.close()
             with contextlib.suppress(ConnectionError, asyncio.CancelledError):

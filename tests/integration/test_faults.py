@@ -63,7 +63,7 @@ def test_model_server_faults_never_approve_and_scoring_resumes(
     assert figures.error_approvals == 0
     # While the server was slow, failing, garbled or dropping connections: no approve; items
     # were held (no verdict yet) or escalated to review.
-    assert figures.fault_decisions.get("approve", 0) == 0, figures.fault_decisions
+    assert not [k for k in figures.fault_decisions if k.endswith("approve")], figures.fault_decisions
     assert len(figures.recovery_seconds) == 4  # after each fault the model scored items again
     assert proxy.requests > 0
 
