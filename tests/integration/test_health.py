@@ -102,7 +102,7 @@ async def test_readyz_is_503_while_the_model_circuit_is_open_and_lag_grows_while
     assert summary["metrics_address"] == f"127.0.0.1:{worker.metrics_port}" and summary["packs"]
     warning = next(e for e in entries if "circuit opened" in e["message"])
     assert warning["level"] == "WARNING" and f"cannot reach {model_url}" in warning["message"]
-    assert any(m.startswith("pausing consumption: model server unavailable") for m in messages)
+    assert any(m.startswith("pausing consumption: model server circuit open") for m in messages)
 
 
 async def test_quality_service_is_ready_once_assigned(start_quality: StartQuality) -> None:
