@@ -355,7 +355,10 @@ def model_faults(
     for v in verdicts:
         for name, since, until in windows:
             if since <= v.produced_at < until:
-                key = f"{name}: {v.decision}"
+                # A request already on its way when the fault began (or a slow one answered
+                # in time) is a real model answer: its approve is the model's, not an error's.
+                scored = " (model answer)" if v.usage and v.scores else ""
+                key = f"{name}: {v.decision}{scored}"
                 figures.fault_decisions[key] = figures.fault_decisions.get(key, 0) + 1
     figures.wall_seconds = time.monotonic() - began
     return tally(figures, verdicts, expected)

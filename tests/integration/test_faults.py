@@ -61,8 +61,8 @@ def test_model_server_faults_never_approve_and_scoring_resumes(
     report(figures)
     assert figures.without_verdict == 0
     assert figures.error_approvals == 0
-    # While the server was slow, failing, garbled or dropping connections: no approve; items
-    # were held (no verdict yet) or escalated to review.
+    # While the server was slow, failing, garbled or dropping connections: no approve without
+    # a real model answer; items were held (no verdict yet) or escalated to review.
     assert not [k for k in figures.fault_decisions if k.endswith("approve")], figures.fault_decisions
     assert len(figures.recovery_seconds) == 4  # after each fault the model scored items again
     assert proxy.requests > 0
