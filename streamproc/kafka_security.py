@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from aiokafka.conn import create_conn
@@ -27,7 +28,7 @@ from aiokafka.errors import (
 from streamproc.config import KafkaSettings
 from streamproc.errors import ConfigError
 
-__all__ = ["CONNECT_ERRORS", "client_options", "explain_failure", "ssl_context"]
+__all__ = ["CONNECT_ERRORS", "client_options", "explain_failure", "ssl_context", "start_client"]
 
 _ENV: Final = "STREAMPROC_KAFKA__"
 #: What starting an aiokafka client raises when it cannot connect or log in. aiokafka's SCRAM
@@ -70,6 +71,29 @@ def client_options(kafka: KafkaSettings) -> dict[str, Any]:
             kafka.sasl_password.get_secret_value() if kafka.sasl_password is not None else None
         )
     return options
+
+
+async def start_client(
+    start: Callable[[], Awaitable[object]],
+    close: Callable[[], Awaitable[object]],
+    kafka: KafkaSettings | None,
+    bootstrap_servers: str,
+    *,
+    check: str,
+) -> None:
+    """Start a Kafka client; if no broker answers, close it and raise one ConfigError saying why.
+
+    ``check`` names what the user should check first (a flag or a setting).
+    """
+    try:
+        await start()
+    except CONNECT_ERRORS as exc:
+        await close()
+        why = await explain_failure(kafka, bootstrap_servers) if kafka is not None else ""
+        raise ConfigError(
+            f"cannot reach Kafka at {bootstrap_servers} ({why or type(exc).__name__}); check {check}, "
+            "that the broker is up and the STREAMPROC_KAFKA__ security settings"
+        ) from exc
 
 
 async def explain_failure(kafka: KafkaSettings, bootstrap_servers: str | None = None) -> str:

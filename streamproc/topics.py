@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from streamproc.config import KafkaSettings
 from streamproc.errors import ConfigError
-from streamproc.kafka_security import CONNECT_ERRORS, client_options, explain_failure
+from streamproc.kafka_security import client_options, start_client
 
 __all__ = ["ApplyReport", "TopicSpec", "apply_topics", "load_topic_specs", "require_topics"]
 
@@ -79,15 +79,7 @@ async def _started_admin(
     """A started admin client with ``kafka``'s security settings (none: plaintext)."""
     security = client_options(kafka) if kafka is not None else {}
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id=client_id, **security)
-    try:
-        await admin.start()
-    except CONNECT_ERRORS as exc:
-        await admin.close()
-        why = await explain_failure(kafka, bootstrap_servers) if kafka is not None else ""
-        raise ConfigError(
-            f"cannot reach Kafka at {bootstrap_servers}: {why or repr(exc)}; check the bootstrap servers"
-            " and the STREAMPROC_KAFKA__ security settings"
-        ) from exc
+    await start_client(admin.start, admin.close, kafka, bootstrap_servers, check="the bootstrap servers")
     return admin
 
 

@@ -10,8 +10,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from streamproc.config import KafkaSettings
-from streamproc.errors import ConfigError
-from streamproc.kafka_security import CONNECT_ERRORS, client_options, explain_failure
+from streamproc.kafka_security import client_options, start_client
 
 __all__ = ["iter_jsonl_records", "publish_jsonl"]
 
@@ -56,15 +55,7 @@ async def publish_jsonl(
     """
     security = client_options(kafka) if kafka is not None else {}
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, **security)
-    try:
-        await producer.start()
-    except CONNECT_ERRORS as exc:
-        await producer.stop()
-        why = await explain_failure(kafka, bootstrap) if kafka is not None else ""
-        raise ConfigError(
-            f"cannot reach Kafka at {bootstrap} ({why or type(exc).__name__}); check --bootstrap, that "
-            "the broker is up and the STREAMPROC_KAFKA__ security settings"
-        ) from exc
+    await start_client(producer.start, producer.stop, kafka, bootstrap, check="--bootstrap")
     try:
         futures = [
             await producer.send(topic, value=value, key=key)
