@@ -104,7 +104,7 @@ class Processor:
             content_type,
             verdict.decision,
             _category_label(outcome),
-            end_to_end_seconds=max(0.0, verdict.latency.end_to_end_seconds),
+            end_to_end_seconds=verdict.latency.end_to_end_seconds,  # clamped at 0 by build_verdict
             processing_seconds=verdict.latency.processing_seconds,
         )
 
