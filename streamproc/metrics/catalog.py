@@ -25,6 +25,9 @@ DEFAULT_NAMESPACE = "streamproc"
 APPEAL_OUTCOMES: Final = ("stands", "to_human", "content_unavailable", "error")
 
 MetricKind = Literal["counter", "gauge", "histogram"]
+#: How a gauge's values from several worker processes of one pod add up (prometheus-client's
+#: multiprocess modes; ``live*`` drops a process's values when it exits).
+GaugeMode = Literal["all", "livesum", "livemax", "livemostrecent"]
 Service = Literal["worker", "quality"]
 
 # The default buckets stop at 10 s; end-to-end latency includes queueing in Kafka,
@@ -42,6 +45,7 @@ class MetricSpec:
     help: str
     labels: tuple[str, ...] = ()
     buckets: tuple[float, ...] | None = None
+    multiprocess_mode: GaugeMode = "all"
 
     def exported_name(self, namespace: str = DEFAULT_NAMESPACE) -> str:
         """The name a scrape shows (histograms show it with ``_bucket``, ``_sum``, ``_count``)."""
@@ -88,20 +92,35 @@ WORKER_METRICS: Final[tuple[MetricSpec, ...]] = (
         "histogram",
         "Duration of one HTTP request to the model server, failures included.",
     ),
-    MetricSpec("model_requests_in_flight", "gauge", "Requests to the model server awaiting an answer."),
-    MetricSpec("model_concurrency_limit", "gauge", "Requests the adaptive limit currently allows in flight."),
+    MetricSpec(
+        "model_requests_in_flight",
+        "gauge",
+        "Requests to the model server awaiting an answer.",
+        multiprocess_mode="livesum",
+    ),
+    MetricSpec(
+        "model_concurrency_limit",
+        "gauge",
+        "Requests the adaptive limit currently allows in flight.",
+        multiprocess_mode="livesum",
+    ),
     MetricSpec(
         "model_circuit_open",
         "gauge",
         "1 while the circuit breaker leaves the model server alone after repeated failures.",
+        multiprocess_mode="livemax",
     ),
     MetricSpec(
-        "items_in_flight", "gauge", "Input records taken from Kafka whose outputs are not yet acknowledged."
+        "items_in_flight",
+        "gauge",
+        "Input records taken from Kafka whose outputs are not yet acknowledged.",
+        multiprocess_mode="livesum",
     ),
     MetricSpec(
         "consumption_paused",
         "gauge",
         "1 while the worker has paused fetching (window full or model server unavailable).",
+        multiprocess_mode="livemax",
     ),
     MetricSpec(
         "consumer_lag_records",
@@ -109,6 +128,7 @@ WORKER_METRICS: Final[tuple[MetricSpec, ...]] = (
         "Records behind the partition's end for each assigned partition: high watermark minus the "
         "next offset this consumer will fetch (fetched, uncommitted records are in items_in_flight).",
         labels=("topic", "partition"),
+        multiprocess_mode="livemostrecent",
     ),
     MetricSpec("offset_commits", "counter", "Offset commits, by result (ok or failed).", labels=("result",)),
     MetricSpec(
@@ -160,7 +180,11 @@ WORKER_METRICS: Final[tuple[MetricSpec, ...]] = (
         labels=("result",),
     ),
     MetricSpec(
-        "policy_info", "gauge", "1 for each policy pack version being served.", labels=("name", "version")
+        "policy_info",
+        "gauge",
+        "1 for each policy pack version being served.",
+        labels=("name", "version"),
+        multiprocess_mode="livemax",
     ),
     MetricSpec(
         "audit_samples",

@@ -6,6 +6,9 @@ Label values known up front are pre-initialised so that dashboards show zeros, n
 from __future__ import annotations
 
 import contextlib
+import os
+import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Literal, TypeVar, get_args
@@ -45,7 +48,9 @@ class _Registered:
         self.by_name: dict[str, MetricWrapperBase] = {}
         for spec in specs:
             kind = {"counter": Counter, "gauge": Gauge, "histogram": Histogram}[spec.kind]
-            extra = {"buckets": spec.buckets} if spec.buckets is not None else {}
+            extra: dict[str, object] = {"buckets": spec.buckets} if spec.buckets is not None else {}
+            if spec.kind == "gauge":
+                extra["multiprocess_mode"] = spec.multiprocess_mode
             self.by_name[spec.name] = kind(
                 spec.name, spec.help, spec.labels, namespace=namespace, registry=registry, **extra
             )
@@ -66,6 +71,17 @@ class _Registered:
         return metric
 
 
+def multiprocess_mode() -> bool:
+    """Whether prometheus-client writes this process's values to files for a parent process to
+    serve (``PROMETHEUS_MULTIPROC_DIR``, set by the worker's supervisor before its children
+    start). There, ``set_function``, ``remove`` and ``clear`` do not reach the files."""
+    return "PROMETHEUS_MULTIPROC_DIR" in os.environ or "prometheus_multiproc_dir" in os.environ
+
+
+#: In multiprocess mode, how often watched gauges are copied into their files.
+_WATCH_INTERVAL_SECONDS = 1.0
+
+
 class PrometheusWorkerMetrics:
     """The worker's recorder (``WorkerRecorder``) on a Prometheus registry."""
 
@@ -78,6 +94,8 @@ class PrometheusWorkerMetrics:
         categories: Sequence[str] = (),
     ) -> None:
         self.registry = registry
+        self._multiprocess = multiprocess_mode()
+        self._served: set[tuple[str, str]] = set()
         m = _Registered(WORKER_METRICS, registry, namespace)
         self._consumed = m.counter("events_consumed")
         self._verdicts = m.counter("verdicts")
@@ -149,6 +167,9 @@ class PrometheusWorkerMetrics:
         self._lag.labels(topic=topic, partition=str(partition)).set(records)
 
     def consumer_lag_removed(self, topic: str, partition: int) -> None:
+        if self._multiprocess:  # a removed series would keep its last value in the file
+            self._lag.labels(topic=topic, partition=str(partition)).set(0)
+            return
         with contextlib.suppress(KeyError):  # never set
             self._lag.remove(topic, str(partition))
 
@@ -156,8 +177,23 @@ class PrometheusWorkerMetrics:
     def watch_model(
         self, *, concurrency_limit: Callable[[], float], circuit_open: Callable[[], bool]
     ) -> None:
-        self._limit.set_function(concurrency_limit)
-        self._circuit.set_function(lambda: 1.0 if circuit_open() else 0.0)
+        def circuit() -> float:
+            return 1.0 if circuit_open() else 0.0
+
+        if not self._multiprocess:
+            self._limit.set_function(concurrency_limit)
+            self._circuit.set_function(circuit)
+            return
+
+        # A function is only called by a scrape of this process's registry, which the
+        # supervisor's scrape never reaches: copy the values into the files instead.
+        def copy() -> None:
+            while True:
+                self._limit.set(concurrency_limit())
+                self._circuit.set(circuit())
+                time.sleep(_WATCH_INTERVAL_SECONDS)
+
+        threading.Thread(target=copy, name="watch-model-gauges", daemon=True).start()
 
     def model_request_in_flight(self) -> AbstractContextManager[object]:
         return self._requests_in_flight.track_inprogress()
@@ -189,7 +225,12 @@ class PrometheusWorkerMetrics:
 
     # packs
     def policies_served(self, live: Mapping[str, str], shadows: Sequence[str]) -> None:
-        self._policy_info.clear()
+        if self._multiprocess:  # cleared series would keep their 1 in the file
+            for name, version in self._served - set(live.items()):
+                self._policy_info.labels(name=name, version=version).set(0)
+        else:
+            self._policy_info.clear()
+        self._served = set(live.items())
         for name, version in live.items():
             self._policy_info.labels(name=name, version=version).set(1)
         for name in shadows:  # their series start at zero
