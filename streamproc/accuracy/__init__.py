@@ -2,5 +2,6 @@
 threshold sweeps and precision-recall curves. Pure; shared by quality and evaluation."""
 
 from streamproc.accuracy.confusion import Confusion, confusion_by_category
+from streamproc.accuracy.violation import is_flagged, violates, violation_confusion
 
-__all__ = ["Confusion", "confusion_by_category"]
+__all__ = ["Confusion", "confusion_by_category", "is_flagged", "violates", "violation_confusion"]

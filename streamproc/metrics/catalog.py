@@ -275,6 +275,31 @@ QUALITY_METRICS: Final[tuple[MetricSpec, ...]] = (
         labels=("policy_version", "mode", "category"),
     ),
     MetricSpec(
+        "quality_violation_confusion",
+        "gauge",
+        "Weighted (label, verdict) pairs by outcome (tp, fp, fn, tn) of: the label names any "
+        "category (violating) against the decision is review or reject (flagged).",
+        labels=("policy_version", "mode", "outcome"),
+    ),
+    MetricSpec(
+        "quality_violation_precision_ratio",
+        "gauge",
+        "Share of flagged verdicts (review or reject) whose item violates any category, weighted.",
+        labels=("policy_version", "mode"),
+    ),
+    MetricSpec(
+        "quality_violation_recall_ratio",
+        "gauge",
+        "Share of items violating any category that were flagged (review or reject), weighted.",
+        labels=("policy_version", "mode"),
+    ),
+    MetricSpec(
+        "quality_violation_f1_ratio",
+        "gauge",
+        "Harmonic mean of the violation precision and recall, weighted.",
+        labels=("policy_version", "mode"),
+    ),
+    MetricSpec(
         "quality_automation_ratio",
         "gauge",
         "Share of live verdicts decided without a human (decision other than review).",

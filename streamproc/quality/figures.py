@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import get_args
 
+from streamproc.accuracy import Confusion
 from streamproc.metrics import QUALITY_METRICS, Figures, QualityRecorder
 from streamproc.quality.join import accuracy, labeler_agreement
 from streamproc.quality.store import QualityStore
@@ -47,6 +48,8 @@ def figures(store: QualityStore) -> Figures:
             out["quality_precision_ratio"][(version, mode, category)] = confusion.precision
             out["quality_recall_ratio"][(version, mode, category)] = confusion.recall
             out["quality_f1_ratio"][(version, mode, category)] = confusion.f1
+        if result.pairs:  # like the categories': no figures from excluded pairs alone
+            _violation(out, (version, mode), result.violation)
 
     agreement = labeler_agreement(item.labels for item in items)
     out["quality_labeler_pairs"][()] = agreement.pairs
@@ -61,6 +64,14 @@ def figures(store: QualityStore) -> Figures:
         overturned = "true" if human.overturned else "false"
         out["quality_human_verdicts"][(human.policy_version, human.source, overturned)] = human.count
     return out
+
+
+def _violation(out: dict[str, dict[tuple[str, ...], float]], key: tuple[str, str], c: Confusion) -> None:
+    for outcome in ("tp", "fp", "fn", "tn"):
+        out["quality_violation_confusion"][(*key, outcome)] = getattr(c, outcome)
+    out["quality_violation_precision_ratio"][key] = c.precision
+    out["quality_violation_recall_ratio"][key] = c.recall
+    out["quality_violation_f1_ratio"][key] = c.f1
 
 
 def refresh_figures(store: QualityStore, metrics: QualityRecorder) -> None:

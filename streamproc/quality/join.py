@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import combinations
 
-from streamproc.accuracy.confusion import Confusion, confusion_by_category
+from streamproc.accuracy import Confusion, confusion_by_category, violation_confusion
 from streamproc.errors import DecodeError
 from streamproc.schemas import (
     DecidedBy,
@@ -107,6 +107,8 @@ class Pair:
     truth: frozenset[str]
     predicted: frozenset[str]
     weight: float
+    #: The verdict's decision: flagged (review or reject) or not, for the violation figures.
+    decision: Decision
     #: Categories the pair speaks about: scored by the policy, flagged or labelled.
     categories: frozenset[str]
 
@@ -145,6 +147,7 @@ def pairs(item: LabeledItem) -> tuple[list[Pair], list[tuple[str, VerdictMode]]]
                     truth=label.true_categories,
                     predicted=verdict.flagged,
                     weight=pair_weight(label, verdict, item.audit_weight),
+                    decision=verdict.decision,
                     categories=verdict.categories | verdict.flagged | label.true_categories,
                 )
             )
@@ -158,10 +161,13 @@ class Accuracy:
     confusion: dict[str, Confusion]
     pairs: int = 0
     excluded: int = 0
+    #: Violates any category (the label) against flagged (the verdict's decision), weighted.
+    violation: Confusion = field(default_factory=Confusion)
 
 
 def accuracy(items: Iterable[LabeledItem]) -> dict[tuple[str, VerdictMode], Accuracy]:
-    """Confusion counts per category for every (policy version, mode) with labelled verdicts.
+    """Confusion counts per category, and violating against flagged, for every (policy
+    version, mode) with labelled verdicts; the same weighted pairs feed both.
 
     The categories of a policy version are those its verdicts scored or flagged and those
     its pairs' labels named.
@@ -179,7 +185,12 @@ def accuracy(items: Iterable[LabeledItem]) -> dict[tuple[str, VerdictMode], Accu
         group = grouped.get(key, [])
         categories = sorted(set().union(*(p.categories for p in group)))
         confusion = confusion_by_category(((p.truth, p.predicted, p.weight) for p in group), categories)
-        result[key] = Accuracy(confusion=confusion, pairs=len(group), excluded=excluded.get(key, 0))
+        result[key] = Accuracy(
+            confusion=confusion,
+            pairs=len(group),
+            excluded=excluded.get(key, 0),
+            violation=violation_confusion((p.truth, p.decision, p.weight) for p in group),
+        )
     return result
 
 
