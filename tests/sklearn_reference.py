@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 from sklearn.metrics import (
+    confusion_matrix,
     multilabel_confusion_matrix,
     precision_recall_curve,
     precision_recall_fscore_support,
@@ -34,9 +35,59 @@ def sklearn_per_category(
     }
 
 
+def sklearn_violation(
+    truths: Sequence[Collection[str]], decisions: Sequence[str], weights: Sequence[float]
+) -> tuple[float, ...]:
+    """Violates any category against flagged (decision not approve): (tn, fp, fn, tp,
+    precision, recall, F1), weighted, 0 where undefined."""
+    y_true = [bool(row) for row in truths]
+    y_pred = [decision != "approve" for decision in decisions]
+    matrix = confusion_matrix(y_true, y_pred, labels=[False, True], sample_weight=weights)
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        y_true, y_pred, average="binary", sample_weight=weights, zero_division=0
+    )
+    return (*(float(x) for x in matrix.ravel()), float(precision), float(recall), float(f1))
+
+
+def check_violation_section(pack: dict[str, Any]) -> None:
+    """The pack's violation figures (system, rules only, all approve) equal scikit-learn's on
+    the section's own items, each baseline recomputed from what decided each item."""
+    evaluated = [i for i in pack["items"] if i["error"] is None]
+    truths = [i["true_categories"] for i in evaluated]
+    by_rule = [i["decided_by"]["kind"] == "rule" for i in evaluated]
+    decisions = {
+        "system": [i["decision"] for i in evaluated],
+        "rules_only": [i["decision"] if r else "approve" for i, r in zip(evaluated, by_rule, strict=True)],
+        "all_approve": ["approve"] * len(evaluated),
+    }
+    violation = pack["violation"]
+    assert violation["items"] == len(evaluated)
+    assert violation["violating"] == sum(1 for t in truths if t)
+    for name, predicted in decisions.items():
+        figures = violation[name]
+        tn, fp, fn, tp, precision, recall, f1 = sklearn_violation(truths, predicted, [1.0] * len(truths))
+        assert (figures["tn"], figures["fp"], figures["fn"], figures["tp"]) == (tn, fp, fn, tp), name
+        assert (figures["precision"], figures["recall"], figures["f1"]) == pytest.approx(
+            (precision, recall, f1)
+        ), name
+    cost = violation["system"]["cost"]
+    assert cost["requests"] == sum(i["requests"] for i in evaluated)
+    assert cost["prompt_tokens"] == sum(i["prompt_tokens"] for i in evaluated)
+    assert cost["requests_per_item"] == pytest.approx(cost["requests"] / len(evaluated))
+    assert cost["prompt_tokens_per_item"] == pytest.approx(cost["prompt_tokens"] / len(evaluated))
+    for baseline in ("rules_only", "all_approve"):  # neither calls the model
+        assert violation[baseline]["cost"]["requests"] == violation[baseline]["cost"]["prompt_tokens"] == 0
+    # The model's own flags are exactly what the system adds to the rules.
+    added, system, rules = violation["model_added"], violation["system"], violation["rules_only"]
+    by_model = [i for i in evaluated if i["decided_by"]["kind"] == "category" and i["decision"] != "approve"]
+    assert added["flagged"] == len(by_model)
+    assert (added["violating"], added["clean"]) == (system["tp"] - rules["tp"], system["fp"] - rules["fp"])
+
+
 def check_report_section(pack: dict[str, Any], directory: Path) -> None:
     """Every number of one pack's `streamproc eval` report section equals scikit-learn's on the
     section's own items, and each category has its plot."""
+    check_violation_section(pack)
     evaluated = [i for i in pack["items"] if i["error"] is None]
     scored = [i for i in evaluated if i["scores"]]
     for category, entry in pack["categories"].items():

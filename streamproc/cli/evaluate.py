@@ -65,7 +65,7 @@ def eval_(
     model_dir: Path | None,
 ) -> None:
     """Run policy packs over a labeled dataset through the model server; write a report."""
-    from streamproc.evaluation import plan_evaluation, run_evaluation  # noqa: PLC0415
+    from streamproc.evaluation import headlines, plan_evaluation, run_evaluation  # noqa: PLC0415
 
     if (vllm_python is None) != (model_dir is None):
         raise click.UsageError("--vllm-python and --model-dir go together (they start a model server)")
@@ -100,6 +100,8 @@ def eval_(
                 f"the other content type skipped, {pack.errors} inference errors"
             )
         click.echo(f"report: {report.directory / 'report.md'}")
+    for line in headlines(out, written):
+        click.echo(line)
 
 
 @contextlib.contextmanager

@@ -1,8 +1,9 @@
 """Offline evaluation: a policy pack over a labeled dataset, through the real model server."""
 
-from streamproc.evaluation.command import EvalPlan, WrittenReport, plan_evaluation, run_evaluation
+from streamproc.evaluation.command import EvalPlan, WrittenReport, headlines, plan_evaluation, run_evaluation
 from streamproc.evaluation.dataset import DatasetError, LabeledItem, check_categories, load_dataset
 from streamproc.evaluation.report import (
+    OVERALL,
     CategoryDelta,
     CategoryEntry,
     CategoryFigures,
@@ -15,15 +16,22 @@ from streamproc.evaluation.report import (
     DecisionDifference,
     ErrorItem,
     EvalReport,
+    EvalSummary,
     InPackCategory,
     ItemReport,
+    ModelContribution,
+    ModelCost,
     OutOfPackCategory,
+    PackViolation,
     PrecisionRecallCurve,
     PrecisionRecallF1,
     ReportContext,
     RunReport,
     ServedModel,
     ThresholdPoint,
+    ViolationDelta,
+    ViolationFigures,
+    ViolationReport,
     build_report,
     plot_curves,
     render_markdown,
@@ -32,6 +40,7 @@ from streamproc.evaluation.report import (
 from streamproc.evaluation.runner import ItemResult, PackRun, ServerUnreachable, check_server, run_packs
 
 __all__ = [
+    "OVERALL",
     "CategoryDelta",
     "CategoryEntry",
     "CategoryFigures",
@@ -46,12 +55,16 @@ __all__ = [
     "ErrorItem",
     "EvalPlan",
     "EvalReport",
+    "EvalSummary",
     "InPackCategory",
     "ItemReport",
     "ItemResult",
     "LabeledItem",
+    "ModelContribution",
+    "ModelCost",
     "OutOfPackCategory",
     "PackRun",
+    "PackViolation",
     "PrecisionRecallCurve",
     "PrecisionRecallF1",
     "ReportContext",
@@ -59,10 +72,14 @@ __all__ = [
     "ServedModel",
     "ServerUnreachable",
     "ThresholdPoint",
+    "ViolationDelta",
+    "ViolationFigures",
+    "ViolationReport",
     "WrittenReport",
     "build_report",
     "check_categories",
     "check_server",
+    "headlines",
     "load_dataset",
     "plan_evaluation",
     "plot_curves",

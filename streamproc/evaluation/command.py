@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.util import find_spec
@@ -13,13 +13,22 @@ from streamproc.config import InferenceSettings
 from streamproc.decision import ModelClient
 from streamproc.errors import ConfigError
 from streamproc.evaluation.dataset import LabeledItem, check_categories, load_dataset
-from streamproc.evaluation.report import EvalReport, ReportContext, build_report, write_report
+from streamproc.evaluation.report import (
+    EvalReport,
+    ReportContext,
+    build_report,
+    build_summary,
+    summary_headlines,
+    violation_headline,
+    write_report,
+    write_summary,
+)
 from streamproc.evaluation.runner import PackRun, check_server, run_packs
 from streamproc.inference import InferenceClient
 from streamproc.metrics import NOOP
 from streamproc.policy import Policy, load_pack
 
-__all__ = ["EvalPlan", "WrittenReport", "plan_evaluation", "run_evaluation"]
+__all__ = ["EvalPlan", "WrittenReport", "headlines", "plan_evaluation", "run_evaluation"]
 
 
 @dataclass(frozen=True)
@@ -127,7 +136,18 @@ def run_evaluation(
         directory = plan.out_dir(group)
         report = build_report(context, group_runs)
         written.append(WrittenReport(directory, write_report(directory, report), report))
+    if len(written) > 1:  # several packs alone: all of them together beside their folders
+        write_summary(plan.out, build_summary(plan.out, [(w.directory, w.report) for w in written]))
     return written
+
+
+def headlines(out: Path, written: Sequence[WrittenReport]) -> list[str]:
+    """The violation figures ``streamproc eval`` ends with: a line per pack, then all packs
+    together and the summary's path when several packs ran alone."""
+    if len(written) == 1:
+        return [violation_headline(p.label, p.violation) for p in written[0].report.packs]
+    summary = build_summary(out, [(w.directory, w.report) for w in written])
+    return [*summary_headlines(summary), f"summary: {out / 'summary.md'}"]
 
 
 async def _run(

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import httpx
 
-from streamproc.decision import ModelClient, evaluate, flagged_categories
+from streamproc.decision import ModelClient, decide, evaluate, flagged_categories
 from streamproc.errors import ConfigError
 from streamproc.evaluation.dataset import LabeledItem
 from streamproc.policy import Policy
@@ -45,6 +46,16 @@ class ItemResult:
     flagged: tuple[str, ...]
     #: The rule's category, when a rule decided and named one.
     rule_category: str | None = None
+    #: The deciding rule's stage: ``pre`` (before the model, no model call) or ``post`` (it
+    #: replaced the model's decision); None when no rule decided.
+    rule_stage: Literal["pre", "post"] | None = None
+    #: What the model's scores alone decided (thresholds, before post-rules); None when the
+    #: model did not score the item.
+    model_decision: Decision | None = None
+    #: Model requests answered for the item, and their usage as the server reported it.
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
     @property
     def error(self) -> str | None:
@@ -68,6 +79,16 @@ class ItemResult:
         if self.flagged:
             return self.flagged[0]
         return RULE_WITHOUT_CATEGORY
+
+    @property
+    def rules_only_decision(self) -> Decision:
+        """The decision without the model: a rule's (pre or post), else approve."""
+        return self.decision if self.decided_by == "rule" else "approve"
+
+    @property
+    def flagged_by_model(self) -> bool:
+        """The model's categories held the item back, no rule deciding."""
+        return self.decided_by == "category" and self.decision != "approve"
 
 
 @dataclass(frozen=True)
@@ -135,14 +156,16 @@ async def run_packs(
     by ``error``), never exceptions; other exceptions propagate.
     """
     compiled = [CompiledRules.compile(policy) for policy in policies]
+    stages = [{rule.id: rule.stage for rule in policy.rules} for policy in policies]
     gate = asyncio.Semaphore(concurrency)
 
     async def one(index: int, item: LabeledItem) -> ItemResult:
         policy = policies[index]
         async with gate:
-            outcome, scores, _ = await evaluate(policy, compiled[index], item.event, model)
+            outcome, scores, answers = await evaluate(policy, compiled[index], item.event, model)
         if on_done is not None:
             on_done()
+        rule_id = outcome.decided_by.id if outcome.decided_by.kind == "rule" else None
         return ItemResult(
             item=item,
             decision=outcome.decision,
@@ -152,6 +175,12 @@ async def run_packs(
             scores=dict(scores),
             flagged=tuple(flagged_categories(policy, outcome, scores)),
             rule_category=outcome.rule_category,
+            rule_stage=stages[index].get(rule_id) if rule_id else None,
+            # The thresholds again: a post-rule's outcome hides what the model decided.
+            model_decision=decide(policy, scores).decision if scores else None,
+            requests=len(answers),
+            prompt_tokens=sum(a.prompt_tokens for a in answers),
+            completion_tokens=sum(a.completion_tokens for a in answers),
         )
 
     tasks: list[list[asyncio.Task[ItemResult]]] = []

@@ -449,8 +449,18 @@ def test_report_json_keeps_its_shape(tmp_path: Path) -> None:
     assert set(pack) == {
         "name", "version", "label", "content_type", "items_total", "evaluated",
         "skipped_other_content_type", "errors", "error_items", "scored_by_model", "categories",
-        "decisions", "confusion_matrix", "items",
+        "decisions", "confusion_matrix", "items", "scorer", "violation",
     }  # fmt: skip
+    assert set(pack["violation"]) == {
+        "items", "violating", "system", "rules_only", "all_approve", "model_added",
+        "flagged_by_pre_rules", "flagged_by_post_rules", "post_rule_flags_over_model_approval",
+    }  # fmt: skip
+    assert set(pack["violation"]["system"]) == {"precision", "recall", "f1", "tp", "fp", "fn", "tn", "cost"}
+    assert set(pack["violation"]["system"]["cost"]) == {
+        "requests", "prompt_tokens", "completion_tokens",
+        "requests_per_item", "prompt_tokens_per_item", "completion_tokens_per_item",
+    }  # fmt: skip
+    assert set(pack["violation"]["model_added"]) == {"flagged", "violating", "clean"}
     assert set(pack["categories"]["counterfeit"]) == _COUNTS | {
         "review_threshold", "reject_threshold", "model_at_review_threshold", "best_f1_threshold",
         "best_f1", "average_precision", "sweep", "pr_curve",
@@ -465,13 +475,18 @@ def test_report_json_keeps_its_shape(tmp_path: Path) -> None:
     assert set(pack["confusion_matrix"]) == {"rows", "columns", "counts"}
     assert set(pack["items"][0]) == {
         "id", "line", "true_categories", "scores", "decision", "decided_by", "reason_code",
-        "flagged_categories", "error",
+        "flagged_categories", "error", "rule_stage", "model_decision", "requests", "prompt_tokens",
+        "completion_tokens",
     }  # fmt: skip
     assert set(pack["items"][0]["decided_by"]) == {"kind", "id"}
     assert set(pack["error_items"][0]) == {"id", "line", "error"}
     comparison = data["comparison"]
     assert set(comparison) == {
-        "base", "other", "category_deltas", "automation_rate_delta", "decision_differences"
+        "base", "other", "category_deltas", "automation_rate_delta", "decision_differences",
+        "violation_delta",
+    }  # fmt: skip
+    assert set(comparison["violation_delta"]) == {
+        "precision", "recall", "f1", "tp", "fp", "fn", "requests_per_item", "prompt_tokens_per_item"
     }  # fmt: skip
     assert set(comparison["category_deltas"]["spam"]) == {"precision", "recall", "f1", "tp", "fp", "fn"}
     difference = comparison["decision_differences"][0]

@@ -1,7 +1,7 @@
 """The evaluation report: typed data built once from the runs, written as JSON, markdown and PNGs."""
 
 from streamproc.evaluation.report.build import ReportContext, build_report
-from streamproc.evaluation.report.markdown import render_markdown
+from streamproc.evaluation.report.markdown import render_markdown, violation_headline
 from streamproc.evaluation.report.model import (
     CategoryDelta,
     CategoryEntry,
@@ -17,17 +17,32 @@ from streamproc.evaluation.report.model import (
     EvalReport,
     InPackCategory,
     ItemReport,
+    ModelContribution,
+    ModelCost,
     OutOfPackCategory,
     PrecisionRecallCurve,
     PrecisionRecallF1,
     RunReport,
     ServedModel,
     ThresholdPoint,
+    ViolationDelta,
+    ViolationFigures,
+    ViolationReport,
 )
 from streamproc.evaluation.report.plots import plot_curves
+from streamproc.evaluation.report.summary import (
+    OVERALL,
+    EvalSummary,
+    PackViolation,
+    build_summary,
+    summary_headlines,
+    write_summary,
+)
+from streamproc.evaluation.report.violation import combine_violation, violation_report
 from streamproc.evaluation.report.write import write_report
 
 __all__ = [
+    "OVERALL",
     "CategoryDelta",
     "CategoryEntry",
     "CategoryFigures",
@@ -40,17 +55,30 @@ __all__ = [
     "DecisionDifference",
     "ErrorItem",
     "EvalReport",
+    "EvalSummary",
     "InPackCategory",
     "ItemReport",
+    "ModelContribution",
+    "ModelCost",
     "OutOfPackCategory",
+    "PackViolation",
     "PrecisionRecallCurve",
     "PrecisionRecallF1",
     "ReportContext",
     "RunReport",
     "ServedModel",
     "ThresholdPoint",
+    "ViolationDelta",
+    "ViolationFigures",
+    "ViolationReport",
     "build_report",
+    "build_summary",
+    "combine_violation",
     "plot_curves",
     "render_markdown",
+    "summary_headlines",
+    "violation_headline",
+    "violation_report",
     "write_report",
+    "write_summary",
 ]

@@ -33,6 +33,7 @@ from streamproc.evaluation.report.model import (
     ServedModel,
     ThresholdPoint,
 )
+from streamproc.evaluation.report.violation import violation_delta, violation_report
 from streamproc.evaluation.runner import RULE_WITHOUT_CATEGORY, ItemResult, PackRun
 from streamproc.policy import Thresholds
 
@@ -87,6 +88,7 @@ def _run_report(run: PackRun, categories: Sequence[str], label: str) -> RunRepor
         version=policy.version,
         label=label,
         content_type=policy.content_type,
+        scorer=policy.scorer,
         items_total=len(run.results),
         evaluated=len(evaluated),
         skipped_other_content_type=run.skipped,
@@ -99,6 +101,7 @@ def _run_report(run: PackRun, categories: Sequence[str], label: str) -> RunRepor
         scored_by_model=len(scored),
         categories={c: _category(c, by_category[c], scored, thresholds.get(c)) for c in categories},
         decisions=_decisions(evaluated),
+        violation=violation_report(evaluated),
         confusion_matrix=_confusion_matrix(evaluated, categories),
         items=tuple(_item(r) for r in run.results),
     )
@@ -199,6 +202,11 @@ def _item(result: ItemResult) -> ItemReport:
         reason_code=result.reason_code,
         flagged_categories=result.flagged,
         error=result.error,
+        rule_stage=result.rule_stage,
+        model_decision=result.model_decision,
+        requests=result.requests,
+        prompt_tokens=result.prompt_tokens,
+        completion_tokens=result.completion_tokens,
     )
 
 
@@ -228,6 +236,7 @@ def _comparison(base: PackRun, other: PackRun, base_report: RunReport, other_rep
         other=other_report.label,
         category_deltas=_deltas(base_report.categories, other_report.categories),
         automation_rate_delta=other_report.decisions.automation_rate - base_report.decisions.automation_rate,
+        violation_delta=violation_delta(base_report.violation.system, other_report.violation.system),
         decision_differences=tuple(differences),
     )
 

@@ -10,10 +10,19 @@ from streamproc.evaluation.report.model import (
     EvalReport,
     InPackCategory,
     RunReport,
+    ViolationFigures,
+    ViolationReport,
 )
 from streamproc.evaluation.runner import RULE_WITHOUT_CATEGORY
 
-__all__ = ["render_markdown"]
+__all__ = ["render_markdown", "violation_headline", "violation_markdown"]
+
+_VIOLATION_INTRO = (
+    "An item violates when a person named any category for it; it is flagged when its decision is "
+    "review or reject. Baselines over the same items and run: *rules only* keeps the decision of "
+    "each item a rule (pre or post) decided and approves the rest, without the model; *all "
+    "approve* flags nothing. Cost: the model requests and prompt tokens the run used per item."
+)
 
 _CATEGORY_HEADER = (
     "category",
@@ -44,6 +53,7 @@ def render_markdown(report: EvalReport, plots: Mapping[str, str]) -> str:
         "the review threshold, or a rule naming it). Items whose inference failed are listed as "
         "errors and left out of every number.",
         "",
+        *violation_markdown([(p.label, p.violation) for p in report.packs]),
     ]
     for pack in report.packs:
         lines += _run_markdown(pack, several=len(report.packs) > 1)
@@ -53,6 +63,55 @@ def render_markdown(report: EvalReport, plots: Mapping[str, str]) -> str:
     lines += [f"![{category}]({plots[category]})" for category in report.categories if category in plots]
     lines.append("")
     return "\n".join(lines)
+
+
+def violation_markdown(packs: Sequence[tuple[str, ViolationReport]]) -> list[str]:
+    """The violation section: per pack, a system / rules only / all approve table."""
+    lines = ["## Violation (flagged vs clean)", "", _VIOLATION_INTRO, ""]
+    for label, violation in packs:
+        if len(packs) > 1:
+            lines += [f"**`{label}`**", ""]
+        columns = (violation.system, violation.rules_only, violation.all_approve)
+        rows = [
+            ["precision", *(f"{f.precision:.2f}" for f in columns)],
+            ["recall", *(f"{f.recall:.2f}" for f in columns)],
+            ["F1", *(f"{f.f1:.2f}" for f in columns)],
+            ["tp / fp / fn / tn", *(f"{f.tp} / {f.fp} / {f.fn} / {f.tn}" for f in columns)],
+            ["model requests / item", *(f"{f.cost.requests_per_item:.2f}" for f in columns)],
+            ["prompt tokens / item", *(f"{f.cost.prompt_tokens_per_item:.0f}" for f in columns)],
+        ]
+        lines += _table(["violation (flagged vs clean)", "system", "rules only", "all approve"], rows)
+        lines += ["", _contribution(violation), ""]
+    return lines
+
+
+def _contribution(violation: ViolationReport) -> str:
+    added = violation.model_added
+    gain = added.violating / violation.violating if violation.violating else 0.0
+    return (
+        f"{violation.items} items, {violation.violating} violating. Rules flagged "
+        f"{violation.flagged_by_pre_rules + violation.flagged_by_post_rules} "
+        f"({violation.flagged_by_pre_rules} before the model, {violation.flagged_by_post_rules} after it, "
+        f"{violation.post_rule_flags_over_model_approval} of those over a model approval); the model's "
+        f"categories flagged {added.flagged} more: {added.violating} violating (recall "
+        f"{gain:+.2f}), {added.clean} clean."
+    )
+
+
+def violation_headline(label: str, violation: ViolationReport) -> str:
+    """One console line: the system's figures, the baselines' and the cost per item."""
+
+    def brief(f: ViolationFigures) -> str:
+        return f"P {f.precision:.2f} R {f.recall:.2f} F1 {f.f1:.2f}"
+
+    system = violation.system
+    return (
+        f"{label}: violation (flagged vs clean) over {violation.items} items, {violation.violating} "
+        f"violating: system {brief(system)} (tp {system.tp} fp {system.fp} fn {system.fn} tn {system.tn}) "
+        f"| rules only {brief(violation.rules_only)} | all approve {brief(violation.all_approve)} "
+        f"| {system.cost.requests_per_item:.2f} requests, {system.cost.prompt_tokens_per_item:.0f} "
+        "prompt tokens per item"
+    )
 
 
 def _pct(value: float | None) -> str:
@@ -184,6 +243,7 @@ def _comparison_markdown(comparison: Comparison, base: RunReport, other: RunRepo
         f"({comparison.automation_rate_delta * 100:+.1f} percentage points).",
         "",
     ]
+    lines += _violation_comparison(comparison, base, other)
     rows = []
     for category, delta in comparison.category_deltas.items():
         a, b = base.categories[category], other.categories[category]
@@ -214,6 +274,30 @@ def _comparison_markdown(comparison: Comparison, base: RunReport, other: RunRepo
         lines.append("None: both packs decided every item alike.")
     lines.append("")
     return lines
+
+
+def _violation_comparison(comparison: Comparison, base: RunReport, other: RunReport) -> list[str]:
+    a, b, delta = base.violation.system, other.violation.system, comparison.violation_delta
+    rows = [
+        ["scorer", base.scorer, other.scorer, ""],
+        ["precision", f"{a.precision:.2f}", f"{b.precision:.2f}", f"{delta.precision:+.2f}"],
+        ["recall", f"{a.recall:.2f}", f"{b.recall:.2f}", f"{delta.recall:+.2f}"],
+        ["F1", f"{a.f1:.2f}", f"{b.f1:.2f}", f"{delta.f1:+.2f}"],
+        ["tp / fp / fn", f"{a.tp} / {a.fp} / {a.fn}", f"{b.tp} / {b.fp} / {b.fn}",
+         f"{delta.tp:+d} / {delta.fp:+d} / {delta.fn:+d}"],
+        ["model requests / item", f"{a.cost.requests_per_item:.2f}", f"{b.cost.requests_per_item:.2f}",
+         f"{delta.requests_per_item:+.2f}"],
+        ["prompt tokens / item", f"{a.cost.prompt_tokens_per_item:.0f}",
+         f"{b.cost.prompt_tokens_per_item:.0f}", f"{delta.prompt_tokens_per_item:+.0f}"],
+    ]  # fmt: skip
+    return [
+        "### Violation (flagged vs clean)",
+        "",
+        *_table(["", comparison.base, comparison.other, "change"], rows),
+        "",
+        "### Per category",
+        "",
+    ]
 
 
 def _brief(side: DecisionBrief) -> str:

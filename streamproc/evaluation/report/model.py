@@ -30,12 +30,17 @@ __all__ = [
     "EvalReport",
     "InPackCategory",
     "ItemReport",
+    "ModelContribution",
+    "ModelCost",
     "OutOfPackCategory",
     "PrecisionRecallCurve",
     "PrecisionRecallF1",
     "RunReport",
     "ServedModel",
     "ThresholdPoint",
+    "ViolationDelta",
+    "ViolationFigures",
+    "ViolationReport",
 ]
 
 
@@ -154,6 +159,61 @@ class ConfusionMatrix(_Frozen):
     counts: Mapping[str, Mapping[str, int]]
 
 
+class ModelCost(_Frozen):
+    """Model requests and tokens over the evaluated items, from the answers' usage."""
+
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    #: Per evaluated item (items a pre-rule decided cost nothing); 0 when nothing was evaluated.
+    requests_per_item: float
+    prompt_tokens_per_item: float
+    completion_tokens_per_item: float
+
+
+class ViolationFigures(_Frozen):
+    """Violates any category (truth) against flagged, i.e. decision review or reject (predicted)."""
+
+    precision: float
+    recall: float
+    f1: float
+    tp: int
+    fp: int
+    fn: int
+    tn: int
+    cost: ModelCost
+
+
+class ModelContribution(_Frozen):
+    """Items the model's categories flagged and no rule did: what the model adds to the rules."""
+
+    flagged: int
+    #: Violating items only the model caught (the system's tp minus the rules').
+    violating: int
+    #: Clean items only the model held back (the system's fp minus the rules').
+    clean: int
+
+
+class ViolationReport(_Frozen):
+    """The pack's binary figures and two baselines computed from the same run and items.
+
+    ``rules_only``: a rule's decision (pre or post) where one decided, approve elsewhere;
+    ``all_approve``: nothing flagged. ``system`` = ``rules_only`` + ``model_added``.
+    """
+
+    #: Evaluated items, and those a person judged to violate some category.
+    items: int
+    violating: int
+    system: ViolationFigures
+    rules_only: ViolationFigures
+    all_approve: ViolationFigures
+    model_added: ModelContribution
+    flagged_by_pre_rules: int
+    flagged_by_post_rules: int
+    #: Of those, items the model's thresholds had approved (a post-rule escalated them).
+    post_rule_flags_over_model_approval: int
+
+
 class DecidedByRef(_Frozen):
     """What decided an item, as in a verdict's ``decided_by``."""
 
@@ -183,6 +243,14 @@ class ItemReport(_Frozen):
     flagged_categories: tuple[str, ...]
     #: The inference error kind, when the model could not score the item.
     error: str | None
+    #: The deciding rule's stage (pre or post), when a rule decided.
+    rule_stage: Literal["pre", "post"] | None
+    #: What the model's thresholds decided before post-rules; None when it did not score.
+    model_decision: Decision | None
+    #: Model requests answered for the item and their token usage.
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
 
 
 class RunReport(_Frozen):
@@ -193,6 +261,8 @@ class RunReport(_Frozen):
     #: How tables and plots name the pack: its name, or its version when two share a name.
     label: str
     content_type: ContentType
+    #: How the pack asks the model (its ``scorer``): what its cost per item depends on.
+    scorer: str
     items_total: int
     evaluated: int
     skipped_other_content_type: int
@@ -203,6 +273,8 @@ class RunReport(_Frozen):
     #: Every category of the report, in the report's order.
     categories: Mapping[str, CategoryEntry]
     decisions: DecisionCounts
+    #: Violating items caught at all, against the rules-only and all-approve baselines.
+    violation: ViolationReport
     confusion_matrix: ConfusionMatrix
     items: tuple[ItemReport, ...]
 
@@ -216,6 +288,19 @@ class CategoryDelta(_Frozen):
     tp: int
     fp: int
     fn: int
+
+
+class ViolationDelta(_Frozen):
+    """``other - base`` of the violation figures and of their cost per item."""
+
+    precision: float
+    recall: float
+    f1: float
+    tp: int
+    fp: int
+    fn: int
+    requests_per_item: float
+    prompt_tokens_per_item: float
 
 
 class DecisionBrief(_Frozen):
@@ -243,6 +328,7 @@ class Comparison(_Frozen):
     other: str
     category_deltas: Mapping[str, CategoryDelta]
     automation_rate_delta: float
+    violation_delta: ViolationDelta
     decision_differences: tuple[DecisionDifference, ...]
 
 
