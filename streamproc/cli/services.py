@@ -21,13 +21,24 @@ __all__ = ["check_config", "quality", "worker"]
 
 @click.command()
 @config_option
-def worker(config_file: Path | None) -> None:
+@click.option(
+    "--processes",
+    type=click.IntRange(1, 256),
+    default=None,
+    help="Worker processes in this container, one metrics port for all "
+    "(default: STREAMPROC_WORKER__PROCESSES, 1).",
+)
+def worker(config_file: Path | None, processes: int | None) -> None:
     """Consume content topics and publish verdicts until stopped (SIGTERM or Ctrl-C)."""
     from streamproc.stream import PipelineFailed  # noqa: PLC0415 - keep --help fast
+    from streamproc.stream.supervisor import ChildFailed  # noqa: PLC0415
     from streamproc.topics import require_topics  # noqa: PLC0415
     from streamproc.worker import run_worker, worker_topics  # noqa: PLC0415
 
     settings = load(config_file)
+    if processes is not None:
+        worker_section = settings.worker.model_copy(update={"processes": processes})
+        settings = settings.model_copy(update={"worker": worker_section})
     policies = _policies(settings)
     quiet_kafka_client()
     try:
@@ -42,7 +53,7 @@ def worker(config_file: Path | None) -> None:
         run_worker(settings, policies)
     except ConfigError as exc:  # what start-up found wrong (the metrics port is taken)
         raise BadConfiguration(str(exc)) from exc
-    except (StreamprocError, PipelineFailed) as exc:
+    except (StreamprocError, PipelineFailed, ChildFailed) as exc:
         raise click.ClickException(f"worker stopped: {exc}") from exc
 
 

@@ -236,6 +236,11 @@ class PolicySettings(_Section):
 
 
 class WorkerSettings(_Section):
+    processes: Annotated[int, Field(ge=1, le=256)] = Field(
+        default=1,
+        description="Worker processes in this container, each a member of the consumer group with its "
+        "own Kafka clients and model client, behind one metrics port (`streamproc worker --processes`).",
+    )
     max_inflight_items: Annotated[int, Field(ge=1, le=100_000)] = Field(
         default=1024,
         description="Records taken and not yet committed (in-flight window); at this many, consumption "

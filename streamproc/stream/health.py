@@ -8,18 +8,25 @@ Served from a thread, so that a scrape or a probe never waits for the event loop
 - ``/readyz``: 200 ``ready`` when the readiness check names no reason; else 503 with the
   reasons, one per line.
 - anything else: 404.
+
+A process that serves no port of its own (one of several worker processes behind a
+supervisor, see streamproc.stream.supervisor) reports the same two answers through a
+``StatusFile`` instead: rewritten on every heartbeat, so its age is the liveness.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from socketserver import ThreadingMixIn
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
@@ -27,7 +34,15 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
-__all__ = ["DEFAULT_LIVENESS_BOUND_SECONDS", "HealthServer", "Heartbeat", "ReadinessCheck"]
+__all__ = [
+    "DEFAULT_LIVENESS_BOUND_SECONDS",
+    "HealthServer",
+    "Heartbeat",
+    "Probes",
+    "ReadinessCheck",
+    "StatusFile",
+    "read_status",
+]
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +56,16 @@ ReadinessCheck = Callable[[], Sequence[str]]
 
 
 class Heartbeat:
-    """When the event loop last ran a beat; read from any thread."""
+    """When the event loop last ran a beat; read from any thread. ``on_beat`` runs on each."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_beat: Callable[[], None] | None = None) -> None:
         self._last = time.monotonic()
+        self._on_beat = on_beat
 
     def beat(self) -> None:
         self._last = time.monotonic()
+        if self._on_beat is not None:
+            self._on_beat()
 
     def age(self) -> float:
         """Seconds since the last beat."""
@@ -58,6 +76,59 @@ class Heartbeat:
         while True:
             self.beat()
             await asyncio.sleep(interval)
+
+
+class Probes(Protocol):
+    """What a process host feeds: a heartbeat from its event loop and a readiness check."""
+
+    heartbeat: Heartbeat
+
+    def set_readiness(self, check: ReadinessCheck) -> None: ...
+    def close(self) -> None: ...
+
+
+class StatusFile:
+    """Liveness and readiness of a process without a port of its own, for its supervisor.
+
+    Every beat rewrites ``path`` (atomically) with the readiness reasons as JSON, so the
+    file's modification time is the last beat; ``read_status`` reads both back.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._readiness: ReadinessCheck = lambda: ["service not started"]
+        self.heartbeat = Heartbeat(on_beat=self.write)
+        self.write()
+
+    def set_readiness(self, check: ReadinessCheck) -> None:
+        self._readiness = check
+
+    def write(self) -> None:
+        try:
+            reasons = list(self._readiness())
+        except Exception as exc:  # noqa: BLE001 - a failing check is an answer, not a crash
+            reasons = [f"readiness check failed: {exc!r}"]
+        partial = self.path.with_name(self.path.name + ".partial")
+        partial.write_text(json.dumps({"reasons": reasons}))
+        os.replace(partial, self.path)
+
+    def close(self) -> None:
+        """The file stays: its owner's exit is what tells the supervisor it stopped."""
+
+
+def read_status(path: Path, *, bound_seconds: float) -> tuple[list[str], list[str]]:
+    """(liveness reasons, readiness reasons) from a ``StatusFile``; empty lists when live and
+    ready. A missing file means the process has not started its host yet."""
+    try:
+        age = time.time() - path.stat().st_mtime
+        reasons = [str(r) for r in json.loads(path.read_text())["reasons"]]
+    except FileNotFoundError:
+        return [], ["starting"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return [], [f"status unreadable: {exc!r}"]
+    if age > bound_seconds:
+        return [f"event loop unresponsive for {age:.1f} s (bound {bound_seconds:g} s)"], reasons
+    return [], reasons
 
 
 class _Server(ThreadingMixIn, WSGIServer):
@@ -87,9 +158,11 @@ class HealthServer:
         *,
         heartbeat: Heartbeat | None = None,
         readiness: ReadinessCheck | None = None,
+        liveness: ReadinessCheck | None = None,
         liveness_bound_seconds: float = DEFAULT_LIVENESS_BOUND_SECONDS,
     ) -> None:
         self.heartbeat = heartbeat or Heartbeat()
+        self._liveness = liveness  # instead of the heartbeat (a supervisor: its children's)
         self._readiness: ReadinessCheck = readiness or (lambda: ["service not started"])
         self._bound = liveness_bound_seconds
         self._metrics = make_wsgi_app(registry)
@@ -110,6 +183,8 @@ class HealthServer:
 
     def liveness(self) -> list[str]:
         """Why the process is not live (empty when it is)."""
+        if self._liveness is not None:
+            return list(self._liveness())
         age = self.heartbeat.age()
         if age > self._bound:
             return [f"event loop unresponsive for {age:.1f} s (bound {self._bound:g} s)"]

@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from pythonjsonlogger.json import JsonFormatter
 
 from streamproc.errors import ConfigError
-from streamproc.stream.health import HealthServer
+from streamproc.stream.health import HealthServer, Probes
 
 __all__ = [
     "LogFormat",
@@ -112,11 +112,12 @@ def _shown(value: object) -> str:
     return str(value)
 
 
-def run(service: Service, server: HealthServer | None = None) -> None:
+def run(service: Service, server: Probes | None = None) -> None:
     """Run ``service`` until it returns; SIGTERM and SIGINT ask it to stop.
 
-    With ``server``, the event loop's heartbeat feeds /healthz and the service's ``ready()``
-    /readyz (a service without it is ready while it runs); the server is closed at the end.
+    With ``server`` (a HealthServer, or the StatusFile of a supervised process), the event
+    loop's heartbeat feeds /healthz and the service's ``ready()`` /readyz (a service without
+    it is ready while it runs); the server is closed at the end.
     Raises whatever ``service.run()`` raises (the caller turns it into an exit status).
     """
     state = {"phase": "starting"}

@@ -1,22 +1,35 @@
-"""The worker process: model client, processor, policy watcher and pipeline, run together."""
+"""The worker process: model client, processor, policy watcher and pipeline, run together.
+
+With ``worker.processes`` above 1 the command's process supervises that many worker
+processes instead (streamproc.stream.supervisor): each one a member of the consumer group
+with its own Kafka clients, model client and adaptive limit; one metrics port for all.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import os
+import sys
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
 from streamproc.config import Settings
 from streamproc.inference import InferenceClient
-from streamproc.metrics import WorkerRecorder, create
-from streamproc.policy import PolicySet
-from streamproc.stream import Pipeline, host
+from streamproc.metrics import PrometheusWorkerMetrics, WorkerRecorder, create
+from streamproc.policy import PolicySet, load_policy_set
+from streamproc.stream import Pipeline, PipelineFailed, host
+from streamproc.stream.health import HealthServer, StatusFile
+from streamproc.stream.supervisor import MetricsPort, supervise
 from streamproc.worker.policy_watch import publish_policy_info, watch_policies
 from streamproc.worker.processor import Processor
 
-__all__ = ["ModerationService", "run_worker", "worker_topics"]
+__all__ = ["ModerationService", "member_settings", "run_worker", "worker_topics"]
+
+#: Beyond the drain timeout, what a stopping process may need to commit and close its clients.
+_STOP_MARGIN_SECONDS = 15.0
 
 log = logging.getLogger(__name__)
 
@@ -106,24 +119,78 @@ class ModerationService:
 
 
 def run_worker(settings: Settings, policies: PolicySet) -> None:
-    """Serve /metrics, /healthz and /readyz and run the worker until SIGTERM or Ctrl-C.
+    """Serve /metrics, /healthz and /readyz and run the worker until SIGTERM or Ctrl-C; with
+    ``worker.processes`` above 1, as that many supervised processes.
 
     Raises:
         PipelineFailed: an item could not be finished (its offset was not committed).
+        ChildFailed: one of several worker processes exited unexpectedly.
     """
     host.configure_logging(settings.worker.log_level, settings.worker.log_format)
-    registry = CollectorRegistry()
+    processes = settings.worker.processes
+    if processes == 1:
+        metrics = _metrics(settings, policies)
+        server = None
+        if settings.metrics.enabled:
+            server = host.serve_metrics(
+                metrics.registry, settings.metrics.host, settings.metrics.port, port_setting=_PORT_SETTING
+            )
+        host.log_startup("worker", _summary(settings, policies, server))
+        host.run(ModerationService(settings, policies, metrics), server)
+        return
+    port = MetricsPort(settings.metrics.host, settings.metrics.port, _PORT_SETTING)
+    summary = _summary(settings, policies, None)
+    summary["metrics_address"] = f"{port.host}:{port.port}" if settings.metrics.enabled else "disabled"
+    host.log_startup("worker", {**summary, "processes": processes})
+    supervise(
+        _worker_process,
+        (settings,),
+        processes,
+        name="worker",
+        metrics=port if settings.metrics.enabled else None,
+        stop_timeout_seconds=settings.worker.drain_timeout_seconds + _STOP_MARGIN_SECONDS,
+    )
+
+
+_PORT_SETTING = "STREAMPROC_METRICS__PORT"
+
+
+def member_settings(settings: Settings, index: int) -> Settings:
+    """The settings of worker process ``index`` of several: a client id of its own and, with
+    static membership, a group instance id of its own (two members may not share one)."""
+    kafka = settings.kafka
+    update: dict[str, object] = {"client_id": f"{kafka.client_id}-{index}"}
+    if kafka.group_instance_id is not None:
+        update["group_instance_id"] = f"{kafka.group_instance_id}-{index}"
+    return settings.model_copy(update={"kafka": kafka.model_copy(update=update)})
+
+
+def _worker_process(settings: Settings, index: int, status_path: Path) -> None:
+    """One supervised worker process (started by ``supervise``; its metrics go to the files
+    the supervisor serves, its probes to ``status_path``)."""
+    host.configure_logging(settings.worker.log_level, settings.worker.log_format)
+    settings = member_settings(settings, index)
+    policies = load_policy_set(settings.policy.paths)  # checked by the supervisor already
+    metrics = _metrics(settings, policies)
+    log.info("worker process %d running (pid %d, client id %s)", index, os.getpid(), settings.kafka.client_id)
+    try:
+        host.run(ModerationService(settings, policies, metrics), StatusFile(status_path))
+    except PipelineFailed as exc:
+        log.critical("worker process %d stopped: %s", index, exc)
+        sys.exit(1)
+
+
+def _metrics(settings: Settings, policies: PolicySet) -> PrometheusWorkerMetrics:
     metrics = create(
-        registry,
+        CollectorRegistry(),
         consumed_topics=(settings.topics.listings, settings.topics.videos),
         categories=policies.category_ids,
     )
-    server = None
-    if settings.metrics.enabled:
-        server = host.serve_metrics(
-            registry, settings.metrics.host, settings.metrics.port, port_setting="STREAMPROC_METRICS__PORT"
-        )
     publish_policy_info(metrics, policies)
+    return metrics
+
+
+def _summary(settings: Settings, policies: PolicySet, server: HealthServer | None) -> dict[str, object]:
     summary: dict[str, object] = {
         "bootstrap_servers": settings.kafka.bootstrap_servers,
         "group_id": settings.kafka.group_id,
@@ -136,5 +203,4 @@ def run_worker(settings: Settings, policies: PolicySet) -> None:
     }
     if policies.shadow_policies:
         summary["shadow_packs"] = sorted(policies.shadow_versions.values())
-    host.log_startup("worker", summary)
-    host.run(ModerationService(settings, policies, metrics), server)
+    return summary

@@ -424,6 +424,23 @@ def test_partition_default_matches_the_content_topic_specs() -> None:
     assert values()["keda"]["worker"]["partitions"] == partitions
 
 
+def test_worker_processes_set_the_setting_and_scale_the_per_process_resources() -> None:
+    args = ["--set", "worker.processes=3", "--set", "worker.resources.requests.cpu=0.5"]
+    done = render_text(*args, "--set", "worker.resources.limits.cpu=1500m")
+    assert done.returncode == 0, done.stderr
+    docs = tuple(d for d in yaml.safe_load_all(done.stdout) if d)
+    assert find(docs, "ConfigMap", "-config")["data"]["STREAMPROC_WORKER__PROCESSES"] == "3"
+    resources = find(docs, "Deployment", "-worker")["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert resources == {
+        "requests": {"cpu": "1.5", "memory": "1536Mi"},
+        "limits": {"cpu": "4500m", "memory": "3Gi"},
+    }
+    quality = find(docs, "Deployment", "-quality")["spec"]["template"]["spec"]["containers"][0]
+    assert quality["resources"] == values()["quality"]["resources"]  # one process, unscaled
+    refused = render_text("--set", "worker.processes=0")
+    assert refused.returncode != 0 and "processes" in refused.stderr
+
+
 def test_scaled_deployments_leave_replicas_to_keda() -> None:
     for values_name, managed in (("default", True), ("no-keda", False)):
         worker = find(render(values_name), "Deployment", "-worker")

@@ -109,6 +109,13 @@ env:
 {{- end }}
 {{- end }}
 
+{{/* A resource quantity times a count: (list "500m" 2) is "1000m", (list "1Gi" 3) is "3Gi". */}}
+{{- define "streamproc.scaledQuantity" -}}
+{{- $quantity := toString (index . 0) }}
+{{- $number := regexFind "^[0-9]*[.]?[0-9]+" $quantity }}
+{{- printf "%v%s" (round (mulf (float64 $number) (index . 1)) 3) (trimPrefix $number $quantity) }}
+{{- end }}
+
 {{/* Pod-level security for the streamproc image (uid 10001, see the Dockerfile). */}}
 {{- define "streamproc.podSecurityContext" -}}
 runAsNonRoot: true
