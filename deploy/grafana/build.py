@@ -330,6 +330,22 @@ def quality() -> db.Dashboard:
         .with_row(db.Row("Accuracy (live verdicts)"))
         .with_panel(
             graph(
+                "Violations caught, any category (live and shadow)",
+                "percentunit",
+                *(
+                    Q(
+                        f"streamproc_quality_violation_{figure}_ratio{{{_VERSION}}}",
+                        f"{figure} {{{{policy_version}}}} {{{{mode}}}}",
+                    )
+                    for figure in ("f1", "precision", "recall")
+                ),
+                description="An item violates when its label names any category; it is flagged when "
+                "the verdict is review or reject, whatever categories it names. Weighted as the "
+                "categories' figures; live and shadow verdicts.",
+            )
+        )
+        .with_panel(
+            graph(
                 "F1 by category",
                 "percentunit",
                 Q(f"streamproc_quality_f1_ratio{{{_LIVE}}}", "{{policy_version}} {{category}}"),

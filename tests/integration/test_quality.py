@@ -18,7 +18,7 @@ from streamproc.schemas import AuditSample, DeadLetter, LabelEvent, Verdict, enc
 from tests.factories import listing_dict, sample_events, video_dict
 from tests.integration.conftest import ROOT, StartQuality, StartWorker, Worker, wait_until
 from tests.integration.kafka_io import Received, consume, produce, publish_content
-from tests.sklearn_reference import sklearn_per_category
+from tests.sklearn_reference import sklearn_per_category, sklearn_violation
 
 pytestmark = pytest.mark.integration
 
@@ -99,15 +99,24 @@ def store_figures(quality: Worker) -> Samples:
     }
 
 
+Expected = tuple[
+    dict[tuple[str, str], dict[str, tuple[float, ...]]],
+    dict[tuple[str, str], tuple[int, int]],
+    dict[tuple[str, str], tuple[float, ...]],
+]
+
+
 def expected_accuracy(
     verdicts: list[Verdict], labels: list[LabelEvent], weights: dict[str, float]
-) -> tuple[dict[tuple[str, str], dict[str, tuple[float, ...]]], dict[tuple[str, str], tuple[int, int]]]:
+) -> Expected:
     """scikit-learn's per-category (tn, fp, fn, tp, precision, recall, f1) per (version, mode),
-    and the (scored, excluded) pair counts, from the records read back from the topics."""
+    the (scored, excluded) pair counts, and the violation figures (any category against
+    decision review or reject, same order) per (version, mode), from the records read back
+    from the topics."""
     by_item: dict[tuple[str, str, int], list[Verdict]] = defaultdict(list)
     for verdict in verdicts:
         by_item[(verdict.content_type, verdict.content_id, verdict.revision)].append(verdict)
-    grouped: dict[tuple[str, str], list[tuple[set[str], set[str], float, set[str]]]] = defaultdict(list)
+    grouped: dict[tuple[str, str], list[tuple[set[str], set[str], float, set[str], str]]] = defaultdict(list)
     counts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
     for lab in labels:
         held = by_item[(lab.content_type, lab.content_id, lab.revision)]
@@ -122,14 +131,34 @@ def expected_accuracy(
             if lab.source == "qa_audit":
                 weight = weights.get(verdict.idempotency_key, 1.0) if verdict.mode == "live" else item_weight
             truth, predicted = set(lab.true_categories), set(verdict.flagged_categories)
-            grouped[key].append((truth, predicted, weight, set(verdict.scores) | predicted | truth))
+            grouped[key].append(
+                (truth, predicted, weight, set(verdict.scores) | predicted | truth, verdict.decision)
+            )
     result: dict[tuple[str, str], dict[str, tuple[float, ...]]] = {}
     for group, rows in grouped.items():
         categories = sorted(set().union(*(r[3] for r in rows)))
         result[group] = sklearn_per_category(
             [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], categories
         )
-    return result, {key: (scored, excluded) for key, (scored, excluded) in counts.items()}
+    violation = {
+        group: sklearn_violation([r[0] for r in rows], [r[4] for r in rows], [r[2] for r in rows])
+        for group, rows in grouped.items()
+    }
+    return result, {key: (scored, excluded) for key, (scored, excluded) in counts.items()}, violation
+
+
+def exported_violation(figures: Samples) -> dict[tuple[str, str], tuple[float, ...]]:
+    """The violation figures of expected_accuracy's shape, read from the service's metrics."""
+    cells: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
+    for (name, label_items), value in figures.items():
+        labels = dict(label_items)
+        if name == "streamproc_quality_violation_confusion":
+            cells[(labels["policy_version"], labels["mode"])][labels["outcome"]] = value
+        elif name.startswith("streamproc_quality_violation_"):
+            figure = name.removeprefix("streamproc_quality_violation_").removesuffix("_ratio")
+            cells[(labels["policy_version"], labels["mode"])][figure] = value
+    order = ("tn", "fp", "fn", "tp", "precision", "recall", "f1")
+    return {key: tuple(values[o] for o in order) for key, values in cells.items()}
 
 
 def exported_accuracy(figures: Samples) -> dict[tuple[str, str], dict[str, tuple[float, ...]]]:
@@ -257,7 +286,7 @@ async def test_quality_loop(
     # everything on its four topics, its own final verdict included
     total = items + 1 + len(moderated.shadows) + len(moderated.samples) + len(labels) + len(bad)
     weights = {s.verdict.idempotency_key: s.weight for s in moderated.samples}
-    expected, pair_counts = expected_accuracy([*live, *moderated.shadows], labels, weights)
+    expected, pair_counts, violation = expected_accuracy([*live, *moderated.shadows], labels, weights)
     scored = sum(s for s, _ in pair_counts.values())
 
     def caught_up(q: Worker) -> bool:
@@ -274,6 +303,10 @@ async def test_quality_loop(
     assert {key: sorted(c) for key, c in exported.items()} == {key: sorted(c) for key, c in expected.items()}
     assert flat(exported) == pytest.approx(flat(expected))
     assert any(mode == "shadow" for _, mode in expected), "no shadow verdict was labelled"
+    exported_binary = exported_violation(figures)
+    assert exported_binary.keys() == violation.keys()
+    for group, reference in violation.items():
+        assert exported_binary[group] == pytest.approx(reference), group
     for (version, mode), (pairs, excluded) in pair_counts.items():
         key = (("mode", mode), ("policy_version", version))
         assert figures[("streamproc_quality_pairs", key)] == pairs

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from streamproc.accuracy import Confusion, confusion_by_category
-from tests.sklearn_reference import sklearn_per_category
+from streamproc.accuracy import Confusion, confusion_by_category, violation_confusion
+from tests.sklearn_reference import sklearn_per_category, sklearn_violation
 
 CATEGORIES = ["counterfeit", "prohibited_items", "adult", "spam"]
 
@@ -53,3 +53,25 @@ def test_counts_land_in_the_right_cell() -> None:
     assert c.precision == pytest.approx(1 / 3)
     assert c.recall == pytest.approx(1 / 4)
     assert c.f1 == pytest.approx(2 / (2 + 2 + 3))
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_violation_equals_scikit_learn_binary(seed: int, weighted: bool) -> None:
+    rng = random.Random(seed)
+    rows = [
+        (truth, rng.choice(["approve", "approve", "review", "reject"]), w if weighted else 1.0)
+        for truth, _, w in random_pairs(seed, 300)
+    ]
+    ours = violation_confusion(rows)  # type: ignore[arg-type]
+    tn, fp, fn, tp, precision, recall, f1 = sklearn_violation(
+        [t for t, _, _ in rows], [d for _, d, _ in rows], [w for _, _, w in rows]
+    )
+    assert (ours.tn, ours.fp, ours.fn, ours.tp) == pytest.approx((tn, fp, fn, tp))
+    assert (ours.precision, ours.recall, ours.f1) == pytest.approx((precision, recall, f1))
+    assert tp > 0 and fp > 0 and fn > 0 and tn > 0  # every cell exercised
+
+
+def test_flagged_means_not_approved_and_violating_means_any_category() -> None:
+    c = violation_confusion([([], "review", 1.0), (["spam"], "reject", 2.0), (["spam"], "approve", 3.0)])
+    assert (c.tp, c.fp, c.fn, c.tn) == (2, 1, 3, 0)

@@ -24,7 +24,7 @@ from streamproc.quality.join import (
     settles,
 )
 from streamproc.schemas import DecidedBy, LabelEvent, Latencies, SourceRef, Verdict
-from tests.sklearn_reference import sklearn_per_category
+from tests.sklearn_reference import sklearn_per_category, sklearn_violation
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 CATEGORIES = ("counterfeit", "spam", "adult")
@@ -157,6 +157,36 @@ def test_accuracy_matches_scikit_learn_with_weights() -> None:
         assert confusion.precision == pytest.approx(precision)
         assert confusion.recall == pytest.approx(recall)
         assert confusion.f1 == pytest.approx(f1)
+
+
+def test_violation_matches_scikit_learn_with_the_same_weights() -> None:
+    """Violating (any true category) against flagged (decision review or reject), from the
+    same weighted pairs as the categories'."""
+    cases = [  # truth, decision, flagged categories, audit weight
+        ({"spam"}, "reject", {"spam"}, 4.0),
+        ({"adult"}, "review", {"spam"}, 1.0),  # flagged, under another category: caught all the same
+        ({"counterfeit"}, "review", set(), 8.0),  # a rule naming no category: caught
+        (set(), "review", set(), 2.0),  # the same on a clean item: a false alarm
+        ({"counterfeit"}, "approve", set(), 1.0),
+        (set(), "approve", set(), 10.0),
+    ]
+    items = [
+        LabeledItem(
+            labels=(jl(truth),),
+            verdicts=(jv(flagged, decision=decision, audit_weight=weight),),
+            audit_weight=weight,
+        )
+        for truth, decision, flagged, weight in cases
+    ]
+    error = LabeledItem(labels=(jl({"spam"}),), verdicts=(jv(decided_by="error", decision="review"),))
+    result = accuracy([*items, error])[("listings@1", "live")]
+    tn, fp, fn, tp, precision, recall, f1 = sklearn_violation(
+        [t for t, _, _, _ in cases], [d for _, d, _, _ in cases], [w for _, _, _, w in cases]
+    )
+    v = result.violation
+    assert (v.tp, v.fp, v.fn, v.tn) == (tp, fp, fn, tn) == (13, 2, 1, 10)
+    assert (v.precision, v.recall, v.f1) == pytest.approx((precision, recall, f1))
+    assert result.excluded == 1  # the error verdict is in neither figure
 
 
 def test_categories_are_those_scored_flagged_or_labelled() -> None:

@@ -152,6 +152,7 @@ async def test_figures_come_from_the_store_and_survive_reopening(
     assert value("streamproc_quality_confusion", {**shadow_spam, "outcome": "fn"}) == 8.0
     assert value("streamproc_quality_recall_ratio", shadow_spam) == 0.0
     assert value("streamproc_quality_shadow_agreement_ratio", {"policy_version": "candidate@1"}) == 0.0
+    _check_violation(registry)
     assert value("streamproc_quality_shadow_compared", {"policy_version": "candidate@1"}) == 1
     assert value("streamproc_quality_automation_ratio", {"policy_version": "listings@1"}) == pytest.approx(
         2 / 3
@@ -171,6 +172,26 @@ async def test_figures_come_from_the_store_and_survive_reopening(
         assert _samples(again) == _samples(registry)
 
 
+def _check_violation(registry: CollectorRegistry) -> None:
+    """Violating (any category) against flagged, from the same weighted pairs: L-1 rejected and
+    violating twice at weight 4, L-2 approved and clean; the shadow approved L-1."""
+    value = registry.get_sample_value
+    live, shadow = (
+        {"policy_version": "listings@1", "mode": "live"},
+        {"policy_version": "candidate@1", "mode": "shadow"},
+    )
+    live_cells = [value("streamproc_quality_violation_confusion", {**live, "outcome": o}) for o in _CELLS]
+    assert live_cells == [8.0, 0.0, 0.0, 1.0]
+    assert [value(f"streamproc_quality_violation_{f}_ratio", live) for f in _RATIOS] == [1.0, 1.0, 1.0]
+    shadow_cells = [value("streamproc_quality_violation_confusion", {**shadow, "outcome": o}) for o in _CELLS]
+    assert shadow_cells == [0.0, 0.0, 8.0, 0.0]
+    assert [value(f"streamproc_quality_violation_{f}_ratio", shadow) for f in _RATIOS] == [0.0, 0.0, 0.0]
+
+
+_CELLS = ("tp", "fp", "fn", "tn")
+_RATIOS = ("precision", "recall", "f1")
+
+
 async def test_pruned_series_disappear(processor: QualityProcessor, store: QualityStore) -> None:
     old = NOW - timedelta(days=40)
     await processor.process(record(TOPICS.verdicts, encode(verdict(produced_at=old))))
@@ -183,6 +204,7 @@ async def test_pruned_series_disappear(processor: QualityProcessor, store: Quali
     store.prune(NOW)
     refresh_figures(store, metrics)
     assert registry.get_sample_value("streamproc_quality_pairs", labels) is None
+    assert registry.get_sample_value("streamproc_quality_violation_f1_ratio", labels) is None
     assert registry.get_sample_value("streamproc_quality_store_items") == 0
 
 
