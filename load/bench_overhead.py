@@ -1,19 +1,24 @@
 """Worker overhead: verdicts/s through the streamproc pipeline with a zero-cost model, divided by
 msgs/s of a raw aiokafka consume → decode → produce → commit loop, same broker, same data.
 
-    python -m load.bench_overhead [--events 20000] [--repeats 2]
+    python -m load.bench_overhead [--events 20000] [--repeats 2] [--processes 1,N]
 
 Both run in this process, one after the other, on fresh topics; the best of ``--repeats``
 runs of each counts (the machine is shared and noisy). The worker runs the real
 decode, policy selection, prompt building, scoring, rules, verdict encoding, metrics,
 in-flight window and safe commits; only the model answers instantly. It is measured with
 the shipped packs and with the same packs without rules. Target: ratio >= 0.5.
+
+``--processes 1,N`` (N defaults to the core count) also measures the worker as separate
+processes in one consumer group, as `streamproc worker --processes N` runs it
+(load/worker_processes.py), with the shipped packs: 1 process and N processes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -24,9 +29,10 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client import CollectorRegistry
 
-from load.report import machine_description
+from load.report import load_average, machine_description
 from load.stack import ROOT, ZeroCostModel, broker, fresh_topics, publish_events, without_rules
-from load.workload import make_events
+from load.worker_processes import worker_processes_rate
+from load.workload import Event, make_events
 from streamproc.config import KafkaSettings, Settings, TopicSettings, WorkerSettings
 from streamproc.metrics import create as create_metrics
 from streamproc.policy import load_policy_set
@@ -125,11 +131,19 @@ Measure = Callable[[TopicSettings], Coroutine[Any, Any, float]]
 @click.command()
 @click.option("--events", "count", type=click.IntRange(min=100), default=20_000, show_default=True)
 @click.option("--repeats", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option(
+    "--processes",
+    "process_counts",
+    default=None,
+    help="Also measure the worker as this many processes, e.g. 1,4 (default 1,<cores>; 0: skip).",
+)
 @click.option("--out", type=click.Path(path_type=Path), default=ROOT / "load" / "results", show_default=True)
-def main(count: int, repeats: int, out: Path) -> None:
+def main(count: int, repeats: int, process_counts: str | None, out: Path) -> None:
     """Print the worker-overhead ratio (target >= 0.5) and write it as JSON."""
     run_dir = out / "overhead-run"
     events = make_events(count, seed=7, run="overhead")
+    counts = _process_counts(process_counts)
+    load_before = load_average()
     with broker(run_dir) as running_broker:
         bootstrap = running_broker.bootstrap
         rule_free = without_rules(run_dir / "policies-without-rules")
@@ -139,11 +153,14 @@ def main(count: int, repeats: int, out: Path) -> None:
             "streamproc worker, shipped packs": lambda t: worker_loop(bootstrap, t, count, ROOT / "policies"),
             "streamproc worker, packs without rules": lambda t: worker_loop(bootstrap, t, count, rule_free),
         }
+        for n in counts:
+            contenders[_processes_name(n)] = _in_processes(bootstrap, events, n)
         best: dict[str, float] = {}
         for round_ in range(repeats):
             for name, measure in contenders.items():
                 topics = fresh_topics(bootstrap)
-                asyncio.run(publish_events(bootstrap, topics, events))
+                if not name.startswith(_PROCESSES):  # those publish once the group has settled
+                    asyncio.run(publish_events(bootstrap, topics, events))
                 rate = asyncio.run(measure(topics))
                 best[name] = max(rate, best.get(name, 0.0))
                 click.echo(f"round {round_ + 1}: {name}: {rate:,.0f} msgs/s")
@@ -152,6 +169,8 @@ def main(count: int, repeats: int, out: Path) -> None:
     result = {
         "benchmark": "worker overhead",
         "machine": machine_description(),
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
         "events": count,
         "msgs_per_second": best,
         "ratio_vs_raw_orjson_loop": ratios,
@@ -164,6 +183,48 @@ def main(count: int, repeats: int, out: Path) -> None:
         click.echo(f"{name:42s} {rate:9,.0f} msgs/s   ratio {ratios[name]:.3f}")
     ratio = ratios["streamproc worker, shipped packs"]
     click.echo(f"\nworker overhead ratio (shipped packs / raw loop): {ratio:.3f}  (target >= {TARGET})")
+    if len(counts) > 1:
+        one, most = best[_processes_name(counts[0])], best[_processes_name(counts[-1])]
+        result["process_scaling"] = {"processes": counts, "rate_ratio_last_to_first": most / one}
+        (out / "overhead.json").write_text(json.dumps(result, indent=2) + "\n")
+        click.echo(f"{counts[-1]} processes / {counts[0]}: {most / one:.2f}x")
+    click.echo(
+        f"machine: {result['machine']}; load {load_before} before, {result['load_average_after']} after"
+    )
+
+
+_PROCESSES = "streamproc worker as"
+
+
+def _processes_name(n: int) -> str:
+    return f"{_PROCESSES} {n} process{'es' if n > 1 else ''}, shipped packs"
+
+
+def _process_counts(option: str | None) -> list[int]:
+    if option is None:
+        return sorted({1, os.cpu_count() or 1})
+    try:
+        counts = sorted({int(part) for part in option.split(",") if part.strip()})
+    except ValueError:
+        raise click.BadParameter(
+            f"expected counts like 1,4, got {option!r}", param_hint="--processes"
+        ) from None
+    if counts == [0]:
+        return []
+    if not counts or counts[0] < 1 or counts[-1] > 24:
+        raise click.BadParameter(
+            "counts from 1 to 24 (the content topics' partitions)", param_hint="--processes"
+        )
+    return counts
+
+
+def _in_processes(bootstrap: str, events: list[Event], processes: int) -> Measure:
+    async def measure(topics: TopicSettings) -> float:
+        return await asyncio.to_thread(
+            worker_processes_rate, bootstrap, topics, events, ROOT / "policies", processes
+        )
+
+    return measure
 
 
 if __name__ == "__main__":

