@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from streamproc.cli.calibrate import calibrate
 from streamproc.cli.common import OneLineErrors
 from streamproc.cli.demo import demo
 from streamproc.cli.evaluate import eval_
@@ -20,7 +21,7 @@ def cli() -> None:
     """Streaming content moderation: Kafka in, vLLM-scored verdicts out."""
 
 
-for _command in (worker, quality, check_config, schemas, topics, publish, policy, demo, eval_):
+for _command in (worker, quality, check_config, schemas, topics, publish, policy, demo, eval_, calibrate):
     cli.add_command(_command)
 
 

@@ -24,6 +24,7 @@ def policy_check(files: tuple[Path, ...]) -> None:
     """Validate packs; errors name the file and line. Exit 1 if any is invalid, 2 if a path
     names no packs."""
     from streamproc.policy import PolicySet, load_pack  # noqa: PLC0415
+    from streamproc.policy.calibration import describe_calibrated  # noqa: PLC0415
     from streamproc.policy.packs import pack_files  # noqa: PLC0415
 
     failed = False
@@ -46,6 +47,8 @@ def policy_check(files: tuple[Path, ...]) -> None:
             f"ok  {path}: {pack.version} ({mode}{pack.content_type}, {len(pack.categories)} categories, "
             f"{len(pack.rules)} rules, scorer {pack.scorer})"
         )
+        for line in describe_calibrated(pack):  # calibrated thresholds and where they came from
+            click.echo(f"    {line}")
     if failed:
         raise click.ClickException("some packs are invalid; the lines above say where")
     if any(path.is_dir() for path in files):

@@ -19,6 +19,7 @@ from streamproc.errors import InferenceError
 from streamproc.inference.protocol import ModelAnswer, ModelRequest
 from streamproc.metrics import NOOP, DecisionRecorder
 from streamproc.policy import SCORERS, Policy, Scorer, item_content
+from streamproc.policy.calibration import calibrated_scores
 from streamproc.policy.rules import CompiledRules, RuleHit, RuleOutcome
 from streamproc.schemas import ContentEvent, SourceRef, TokenUsage, Verdict, VerdictMode
 
@@ -43,8 +44,8 @@ async def evaluate(
     """Pre-rules, then the model, then post-rules; an inference error is final.
 
     The decision path of the worker, shared with offline evaluation and appeals. Returns
-    the outcome, the per-category scores (empty when a pre-rule decided or inference
-    failed) and the model's answers.
+    the outcome, the per-category scores (calibrated by the pack's ``calibration`` blocks;
+    empty when a pre-rule decided or inference failed) and the model's answers.
     """
     scorer = SCORERS[policy.scorer]
     requests = scorer.requests(policy, item_content(policy, event))
@@ -121,7 +122,8 @@ def _score(
     scorer: Scorer, policy: Policy, answers: list[ModelAnswer], metrics: DecisionRecorder
 ) -> dict[str, float]:
     try:
-        return scorer.scores(policy, answers)
+        # Thresholds and post-rules read calibrated scores, as the pack's thresholds were fitted on.
+        return calibrated_scores(policy, scorer.scores(policy, answers))
     except InferenceError as exc:  # an answer outside the expected format
         metrics.inference_error(exc.kind)
         raise

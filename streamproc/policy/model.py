@@ -10,13 +10,23 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import AfterValidator, ConfigDict, Field, GetCoreSchemaHandler, StringConstraints, with_config
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    StringConstraints,
+    with_config,
+)
 from pydantic_core import core_schema
 
 from streamproc.errors import ConfigError
@@ -24,9 +34,15 @@ from streamproc.schemas import ContentType, Decision
 
 __all__ = [
     "DEFAULT_REVIEW_SLA_HOURS",
+    "Calibration",
+    "CalibrationMethod",
+    "CalibrationProvenance",
     "Category",
+    "ContextualCalibration",
     "InvalidPolicy",
+    "IsotonicCalibration",
     "MediaBudget",
+    "PlattCalibration",
     "Policy",
     "PolicyMode",
     "Rule",
@@ -39,8 +55,9 @@ ScorerName = Literal["label_logprob", "yes_no", "llama_guard", "json"]
 PolicyMode = Literal["live", "shadow"]
 DEFAULT_REVIEW_SLA_HOURS = 24.0
 #: Deployment choices and documentation, not decision logic: left out of the version, so a
-#: candidate keeps its version when its sample changes or it is promoted.
-_UNVERSIONED = ("mode", "shadow_sample", "description")
+#: candidate keeps its version when its sample changes or it is promoted. The calibration's
+#: provenance says where thresholds came from; the thresholds themselves are versioned.
+_UNVERSIONED = ("mode", "shadow_sample", "description", "calibration_provenance")
 
 # A pack file may hold only the keys these types declare.
 _PACK_FILE: Final = ConfigDict(extra="forbid")
@@ -52,6 +69,10 @@ Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 SlaHours = Annotated[float, Field(gt=0, le=24 * 365)]
 #: Text the model or a seller reads, without the trailing newline of a YAML block.
 Text = Annotated[str, StringConstraints(min_length=1), AfterValidator(str.strip)]
+#: A finite number (YAML's .inf and .nan are not parameters).
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+#: How a category's scores were calibrated; ``none`` (provenance only): thresholds alone.
+CalibrationMethod = Literal["none", "platt", "isotonic", "contextual"]
 
 
 class InvalidPolicy(ConfigError, ValueError):
@@ -95,6 +116,94 @@ class Thresholds:
 
 @with_config(_PACK_FILE)
 @dataclass(frozen=True)
+class PlattCalibration:
+    """``p' = sigmoid(a * logit(p) + b)``, with p clipped to [1e-6, 1 - 1e-6] first.
+
+    On the logit of the score rather than the score: a = 1, b = 0 is the identity, and
+    scores piled up near 0 or 1 (as logprob scores are) stay apart.
+    """
+
+    method: Literal["platt"]
+    a: Finite
+    b: Finite
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.a) and math.isfinite(self.b)):
+            raise InvalidPolicy(f"platt calibration needs finite a and b, got a={self.a}, b={self.b}")
+
+
+@with_config(_PACK_FILE)
+@dataclass(frozen=True)
+class IsotonicCalibration:
+    """Piecewise-linear through ``points`` ([score, calibrated], x strictly increasing,
+    y non-decreasing); scores outside the first and last x take the end values."""
+
+    method: Literal["isotonic"]
+    points: tuple[tuple[Probability, Probability], ...]
+
+    def __post_init__(self) -> None:
+        if len(self.points) < 2:
+            raise InvalidPolicy(f"isotonic calibration needs at least 2 points, got {len(self.points)}")
+        xs, ys = [x for x, _ in self.points], [y for _, y in self.points]
+        if any(b <= a for a, b in itertools.pairwise(xs)):
+            raise InvalidPolicy(f"isotonic points need strictly increasing scores (x), got {xs}")
+        if any(b < a for a, b in itertools.pairwise(ys)):
+            raise InvalidPolicy(f"isotonic points need non-decreasing calibrated values (y), got {ys}")
+
+
+@with_config(_PACK_FILE)
+@dataclass(frozen=True)
+class ContextualCalibration:
+    """``p' = (p/b) / (p/b + (1-p)/(1-b))`` with ``bias`` b: the model's mean score for the
+    category on content-free items, so that such an item scores 0.5 after calibration."""
+
+    method: Literal["contextual"]
+    bias: Annotated[float, Field(gt=0.0, lt=1.0)]
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.bias < 1.0:
+            raise InvalidPolicy(f"contextual calibration needs 0 < bias < 1, got {self.bias}")
+
+
+#: A category's score calibration, chosen by its ``method``.
+Calibration = Annotated[
+    PlattCalibration | IsotonicCalibration | ContextualCalibration, Field(discriminator="method")
+]
+
+
+@with_config(_PACK_FILE)
+@dataclass(frozen=True)
+class CalibrationProvenance:
+    """Where a pack's calibrated thresholds and calibrations came from (``streamproc calibrate``)."""
+
+    #: File name of the labeled calibration split, and the SHA-256 of its bytes.
+    dataset: Annotated[str, StringConstraints(min_length=1)]
+    dataset_sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+    #: Dataset items of the pack's content type, and those the model scored (fitted on).
+    items: Annotated[int, Field(ge=0)]
+    scored_items: Annotated[int, Field(ge=0)]
+    model: Annotated[str, StringConstraints(min_length=1)]
+    scorer: ScorerName
+    created_at: AwareDatetime
+    method: CalibrationMethod
+    #: The targets: recall at the review threshold, precision at the reject threshold.
+    review_recall: Probability
+    reject_precision: Probability
+    #: The categories this run fitted (the others kept their thresholds and calibration).
+    categories: tuple[Identifier, ...]
+    #: ``streamproc X.Y.Z`` and the command's arguments.
+    tool: Annotated[str, StringConstraints(min_length=1)]
+    command: Annotated[str, StringConstraints(min_length=1)]
+
+    def __post_init__(self) -> None:
+        if self.scored_items > self.items:
+            raise InvalidPolicy(
+                f"calibration_provenance: scored_items ({self.scored_items}) exceeds items ({self.items})"
+            )
+
+
+@with_config(_PACK_FILE)
+@dataclass(frozen=True)
 class Category:
     """One kind of violation, written as policy text the model reads."""
 
@@ -111,6 +220,8 @@ class Category:
     guard_code: Annotated[str, StringConstraints(pattern=r"^S[0-9]{1,2}$")] | None = None
     #: Hours a human reviewer has for an item flagged for this category; None = the pack's.
     review_sla_hours: SlaHours | None = None
+    #: Maps the scorer's score before the thresholds; None = the score as the scorer gives it.
+    calibration: Calibration | None = None
 
 
 @with_config(_PACK_FILE)
@@ -168,6 +279,8 @@ class Policy:
     shadow_sample: Probability = 1.0
     #: For the people editing the pack; the model never reads it.
     description: str = ""
+    #: Written by ``streamproc calibrate``: the data, model and targets the thresholds fit.
+    calibration_provenance: CalibrationProvenance | None = None
 
     def __post_init__(self) -> None:
         labels = [c.label for c in self.categories] + [self.safe_label]
@@ -188,6 +301,12 @@ class Policy:
             raise InvalidPolicy(
                 f"policy {self.name}: shadow_sample must be in [0, 1], got {self.shadow_sample}"
             )
+        fitted = self.calibration_provenance.categories if self.calibration_provenance else ()
+        if set(fitted) - set(self.category_ids):
+            raise InvalidPolicy(
+                f"calibration_provenance.categories names {sorted(set(fitted) - set(self.category_ids))}, "
+                f"which are not categories of policy {self.name}"
+            )
         if self.mode == "live" and self.shadow_sample != 1.0:
             raise InvalidPolicy(
                 "shadow_sample applies to mode: shadow packs only; remove it or set mode: shadow"
@@ -199,6 +318,9 @@ class Policy:
         fields = dataclasses.asdict(self)
         for name in _UNVERSIONED:
             del fields[name]
+        for category in fields["categories"]:
+            if category["calibration"] is None:  # packs without calibration keep their versions
+                del category["calibration"]
         canonical = json.dumps(fields, sort_keys=True, ensure_ascii=False)
         return f"{self.name}@{hashlib.sha256(canonical.encode()).hexdigest()[:12]}"
 
@@ -224,5 +346,17 @@ class Policy:
             )
         categories = tuple(
             dataclasses.replace(c, thresholds=overrides.get(c.id, c.thresholds)) for c in self.categories
+        )
+        return dataclasses.replace(self, categories=categories)
+
+    def with_calibration(self, calibrations: Mapping[str, Calibration | None]) -> Policy:
+        """A copy with some categories' calibration set (None: removed); the version changes."""
+        unknown = set(calibrations) - set(self.category_ids)
+        if unknown:
+            raise ConfigError(
+                f"policy {self.name} has no categories {sorted(unknown)}; known: {list(self.category_ids)}"
+            )
+        categories = tuple(
+            dataclasses.replace(c, calibration=calibrations.get(c.id, c.calibration)) for c in self.categories
         )
         return dataclasses.replace(self, categories=categories)

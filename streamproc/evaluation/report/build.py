@@ -104,6 +104,7 @@ def _run_report(run: PackRun, categories: Sequence[str], label: str) -> RunRepor
         violation=violation_report(evaluated),
         confusion_matrix=_confusion_matrix(evaluated, categories),
         items=tuple(_item(r) for r in run.results),
+        calibration=policy.calibration_provenance,
     )
 
 

@@ -134,6 +134,7 @@ def _run_markdown(pack: RunReport, *, several: bool) -> list[str]:
         f"{pack.evaluated - pack.scored_by_model} decided by pre-rules without it.",
         "",
     ]
+    lines += _calibration_markdown(pack)
     lines += _decisions_markdown(pack)
     lines += _categories_markdown(pack)
     lines += _confusion_markdown(pack)
@@ -143,6 +144,20 @@ def _run_markdown(pack: RunReport, *, several: bool) -> list[str]:
         lines += [f"- `{e.id}` (line {e.line}): {e.error}" for e in pack.error_items]
     lines.append("")
     return lines
+
+
+def _calibration_markdown(pack: RunReport) -> list[str]:
+    """Where a calibrated pack's thresholds came from (``calibration_provenance``)."""
+    p = pack.calibration
+    if p is None:
+        return []
+    return [
+        f"Calibrated on `{p.dataset}` (sha256 `{p.dataset_sha256[:12]}`, {p.items} items, {p.scored_items} "
+        f"scored) with model `{p.model}` ({p.scorer}), method {p.method}, targets: review recall "
+        f"{p.review_recall:g}, reject precision {p.reject_precision:g}; categories fitted: "
+        f"{', '.join(p.categories) or 'none'}; {p.created_at.isoformat()}, {p.tool}.",
+        "",
+    ]
 
 
 def _decisions_markdown(pack: RunReport) -> list[str]:

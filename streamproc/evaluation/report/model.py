@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
+from streamproc.policy.model import CalibrationProvenance
 from streamproc.schemas import ContentType, Decision
 
 __all__ = [
@@ -277,6 +278,8 @@ class RunReport(_Frozen):
     violation: ViolationReport
     confusion_matrix: ConfusionMatrix
     items: tuple[ItemReport, ...]
+    #: Where the pack's thresholds came from (``streamproc calibrate``); absent when not calibrated.
+    calibration: CalibrationProvenance | None = Field(default=None, exclude_if=lambda value: value is None)
 
 
 class CategoryDelta(_Frozen):
