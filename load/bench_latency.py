@@ -119,7 +119,8 @@ def _interleaved(
             click.echo(
                 f"run {n + 1}: p50/p99 worker {through.latency.p50:.3f}/{through.latency.p99:.3f} s, "
                 f"direct {direct.latency.p50:.3f}/{direct.latency.p99:.3f} s, "
-                f"p99 ratio {through.latency.p99 / direct.latency.p99:.2f}"
+                f"p99 ratio {through.latency.p99 / direct.latency.p99:.2f}; worker p50/p99 by stage: "
+                + ", ".join(f"{k} {v.p50:.3f}/{v.p99:.3f}" for k, v in through.stages.items())
             )
             pairs.append((through, direct))
     finally:

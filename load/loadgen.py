@@ -18,9 +18,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import click
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from load.report import RunReport
+from load.report import RunReport, summarise
 from load.workload import Event, WorkloadMix, arrival_offsets, make_events, topic_of
 from streamproc.config import TopicSettings
 
@@ -63,6 +64,8 @@ async def open_loop(
     await producer.start()
     scheduled: dict[bytes, float] = {}
     latencies: dict[bytes, float] = {}
+    # What the verdict says the worker spent: (processing, inference) seconds.
+    spent: dict[bytes, tuple[float, float]] = {}
     done = asyncio.Event()
     start = time.perf_counter()
 
@@ -75,6 +78,7 @@ async def open_loop(
                     key = record.key
                     if key in scheduled and key not in latencies:
                         latencies[key] = now - scheduled[key]
+                        spent[key] = _spent(record.value)
         done.set()
 
     reading = asyncio.create_task(read())
@@ -96,7 +100,23 @@ async def open_loop(
         await producer.stop()
         await reader.stop()
     samples = [(scheduled[key] - start, latency) for key, latency in latencies.items()]
-    return RunReport.of(name, rate, offsets, len(events), samples)
+    report = RunReport.of(name, rate, offsets, len(events), samples)
+    # Where the time went: Kafka hops and waits (send → worker, verdict → reader), the
+    # worker's own work (and its concurrency gate), the model requests.
+    report.stages = {
+        "kafka_and_waits": summarise([latencies[k] - spent[k][0] for k in latencies]),
+        "worker_excluding_model": summarise([spent[k][0] - spent[k][1] for k in latencies]),
+        "model_including_gate": summarise([spent[k][1] for k in latencies]),
+    }
+    return report
+
+
+def _spent(value: bytes | None) -> tuple[float, float]:
+    try:
+        latency = orjson.loads(value or b"{}").get("latency") or {}
+        return float(latency.get("processing_seconds") or 0.0), float(latency.get("inference_seconds") or 0.0)
+    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+        return 0.0, 0.0
 
 
 @click.command()

@@ -89,6 +89,8 @@ class RunReport:
     #: (seconds since start of the send, end-to-end latency) of every received item.
     samples: list[tuple[float, float]] = field(default_factory=list, repr=False)
     machine: str = field(default_factory=machine_description)
+    #: Latency by stage, where the run can tell (the worker's verdicts say what it spent).
+    stages: dict[str, LatencySummary] = field(default_factory=dict)
 
     @classmethod
     def of(

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import random
 import statistics
 from pathlib import Path
 
+import click
 import orjson
+import pytest
 
-from load.report import RunReport, percentile, summarise
+from load.bench_overhead import _process_counts
+from load.report import RunReport, percentile, spread, summarise
+from load.stack import describe_server, running_server
 from load.workload import WorkloadMix, arrival_offsets, make_events
 from streamproc.schemas import decode_event
 
@@ -64,3 +69,36 @@ def test_report_of_runs_throughput_to_the_last_answer() -> None:
     assert (report.sent, report.received, report.duration_seconds) == (3, 3, 2.0)
     assert report.throughput == 0.75
     assert (report.latency.p50, report.latency.max) == (1.0, 2.0)
+
+
+def test_spread_is_min_median_max() -> None:
+    assert spread([3.0, 1.0, 2.0]) == {"min": 1.0, "median": 2.0, "max": 3.0}
+    assert spread([4.0, 1.0, 2.0, 3.0]) == {"min": 1.0, "median": 2.5, "max": 4.0}
+
+
+def test_benchmarks_use_the_running_server_named_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VLLM_URL", raising=False)
+    assert running_server() is None
+    monkeypatch.setenv("VLLM_URL", "http://gpu-1:8000/v1")
+    monkeypatch.setenv("MODEL_NAME", "my-model")
+    assert running_server() == ("http://gpu-1:8000/v1", "my-model")
+    monkeypatch.setenv("MODEL_NAME", "")
+    with pytest.raises(click.ClickException, match="MODEL_NAME"):
+        running_server()
+
+
+def test_an_unreachable_server_is_still_described_by_its_url_and_model() -> None:
+    described = describe_server("http://127.0.0.1:9/v1", "m", started_here=None)
+    assert described == {
+        "url": "http://127.0.0.1:9/v1",
+        "model": "m",
+        "started": "running already (VLLM_URL)",
+    }
+
+
+def test_overhead_process_counts_default_to_one_and_the_cores() -> None:
+    assert _process_counts(None) == sorted({1, os.cpu_count() or 1})
+    assert _process_counts("4,1") == [1, 4]
+    assert _process_counts("0") == []
+    with pytest.raises(click.BadParameter):
+        _process_counts("1,x")
