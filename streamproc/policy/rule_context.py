@@ -5,43 +5,71 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from streamproc.policy.model import Policy
-from streamproc.policy.rule_fields import RULE_FIELDS
-from streamproc.schemas import ContentEvent, Decision, ListingEvent, VideoEvent
+from rule_engine.types import coerce_value  # type: ignore[import-untyped, unused-ignore]
 
-__all__ = ["Lookups", "build_context", "post_fields", "rule_context"]
+from streamproc.policy.model import Policy
+from streamproc.policy.rule_fields import POST_RULE_FIELDS, RULE_FIELDS
+from streamproc.schemas import ContentEvent, Decision, ListingEvent
+
+__all__ = ["ItemFields", "Lookups", "build_context", "post_fields", "rule_context"]
 
 _WORDS: Final = re.compile(r"\w+")
 
 
 @dataclass(frozen=True)
 class _Terms:
-    """One list's entries as lower-case word sequences, for ``text_lists``."""
+    """The entries of all lists as lower-case word sequences, for ``text_lists``, indexed by
+    first word: an item's text is scanned once for every list, and only where a word starts
+    an entry."""
 
-    phrases: frozenset[tuple[str, ...]]
-    lengths: tuple[int, ...]
-    #: Entries without letters or digits (emoji, "$$$"): matched as substrings.
-    symbols: tuple[str, ...]
+    #: first word → (entry's words, list name)
+    starts: dict[str, tuple[tuple[tuple[str, ...], str], ...]]
+    #: Entries without letters or digits (emoji, "$$$"), matched as substrings: list name → entries.
+    symbols: dict[str, tuple[str, ...]]
+    #: List names, in policy order.
+    names: tuple[str, ...]
 
     @classmethod
-    def of(cls, entries: Sequence[str]) -> _Terms:
-        phrases = {tuple(_WORDS.findall(e.lower())) for e in entries}
-        symbols = tuple(e.lower() for e in entries if e.strip() and not _WORDS.search(e))
-        phrases.discard(())
-        return cls(frozenset(phrases), tuple(sorted({len(p) for p in phrases})), symbols)
+    def of(cls, lists: Mapping[str, Sequence[str]]) -> _Terms:
+        starts: dict[str, dict[tuple[str, ...], list[str]]] = {}
+        symbols: dict[str, tuple[str, ...]] = {}
+        for name, entries in lists.items():
+            for entry in entries:
+                phrase = tuple(_WORDS.findall(entry.lower()))
+                if phrase:
+                    names = starts.setdefault(phrase[0], {}).setdefault(phrase, [])
+                    if name not in names:
+                        names.append(name)
+            found = tuple(e.lower() for e in entries if e.strip() and not _WORDS.search(e))
+            if found:
+                symbols[name] = found
+        return cls(
+            starts={
+                word: tuple((phrase, name) for phrase, names in phrases.items() for name in names)
+                for word, phrases in starts.items()
+            },
+            symbols=symbols,
+            names=tuple(lists),
+        )
 
-    def occur_in(self, ngrams: frozenset[tuple[str, ...]], text: str) -> bool:
-        """``ngrams``: the text's word n-grams of (at least) this list's lengths."""
-        return not self.phrases.isdisjoint(ngrams) or any(symbol in text for symbol in self.symbols)
-
-
-def _ngrams(words: Sequence[str], lengths: Iterable[int]) -> frozenset[tuple[str, ...]]:
-    """Every run of ``n`` consecutive words, for each n: built once per item, for all lists."""
-    return frozenset(tuple(words[i : i + n]) for n in lengths for i in range(len(words) - n + 1))
+    def occurring(self, text: str) -> list[str]:
+        """Names of the lists with an entry in ``text`` (lower-cased), in policy order."""
+        found: set[str] = set()
+        words = _WORDS.findall(text)
+        starts = self.starts
+        if not starts.keys().isdisjoint(words):
+            for i, word in enumerate(words):
+                for phrase, name in starts.get(word, ()):
+                    if name not in found and tuple(words[i : i + len(phrase)]) == phrase:
+                        found.add(name)
+        for name, symbols in self.symbols.items():
+            if name not in found and any(symbol in text for symbol in symbols):
+                found.add(name)
+        return [name for name in self.names if name in found] if found else []
 
 
 @dataclass(frozen=True)
@@ -50,7 +78,7 @@ class Lookups:
 
     lists: dict[str, tuple[str, ...]]
     members: dict[str, frozenset[str]]
-    terms: dict[str, _Terms]
+    terms: _Terms | None
     medians: dict[tuple[str, ...], float]
 
     @classmethod
@@ -60,13 +88,14 @@ class Lookups:
         return cls(
             lists=lists,
             members={name: frozenset(values) for name, values in lists.items()},
-            terms={name: _Terms.of(values) for name, values in lists.items()} if text_lists else {},
+            terms=_Terms.of(lists) if text_lists else None,
             medians={_path_key(path.split(">")): float(m) for path, m in policy.median_prices},
         )
 
     @functools.cached_property
-    def ngram_lengths(self) -> frozenset[int]:
-        return frozenset(n for terms in self.terms.values() for n in terms.lengths)
+    def coerced_lists(self) -> Any:
+        """``lists`` as rule-engine holds it: the same for every item, so converted once."""
+        return coerce_value(dict(self.lists), verify_type=False)
 
     def median_price(self, category_path: Sequence[str]) -> float | None:
         key = _path_key(category_path)
@@ -108,28 +137,75 @@ def build_context(
 ) -> dict[str, Any]:
     """:func:`rule_context` with the policy's lookups built already; ``text_lists=False``
     leaves that field out (it scans the text, and no rule may read it)."""
-    own, texts = _listing_fields(event) if event.content_type == "listing" else _video_fields(event)
-    path: list[str] = own["category_path"]
-    text = "\n".join(t for t in texts if t).lower()
-    fields = own | {
-        "content_type": event.content_type,
-        "content_id": event.content_id,
-        "owner_id": event.owner_id,
-        "revision": event.revision,
-        "locale": event.locale,
-        "text": text,
-        "category": " > ".join(path),
-        "median_price": lookups.median_price(path),
-        "lists": dict(lookups.lists),  # tuples: shared, never copied per item
-        "owner_lists": [name for name, members in lookups.members.items() if event.owner_id in members],
-    }
-    if text_lists:
-        ngrams = _ngrams(_WORDS.findall(text), lookups.ngram_lengths)
-        fields["text_lists"] = [name for name, terms in lookups.terms.items() if terms.occur_in(ngrams, text)]
-    context = {name: fields[name] for name in RULE_FIELDS if name in fields}
+    fields = ItemFields(lookups, event, text_lists=text_lists and lookups.terms is not None)
     if scores is not None or decision is not None:
-        context |= post_fields(scores or {}, decision)
-    return context
+        fields = fields.with_post(scores or {}, decision)
+    return dict(fields)
+
+
+class ItemFields(Mapping[str, Any]):
+    """One item's rule fields, each computed when a rule first reads it and kept for the
+    item's other rules and stages: a rule that reads ``owner_lists`` costs no text scan.
+
+    Also holds each value as rule-engine converts it (:meth:`coerced`, for
+    :mod:`streamproc.policy.rule_fastpath`).
+    """
+
+    __slots__ = ("_coerced", "_event", "_lookups", "_names", "_post", "_post_coerced", "_values")
+
+    def __init__(self, lookups: Lookups, event: ContentEvent, *, text_lists: bool = True) -> None:
+        self._lookups = lookups
+        self._event = event
+        self._names = RULE_FIELDS if text_lists else _WITHOUT_TEXT_LISTS
+        self._values: dict[str, Any] = {}
+        self._coerced: dict[str, Any] = {}
+        self._post: dict[str, Any] | None = None
+        self._post_coerced: dict[str, Any] = {}
+
+    def with_post(self, scores: Mapping[str, float], decision: Decision | None) -> ItemFields:
+        """These fields and the post-rule ones; values computed so far are shared."""
+        fields = ItemFields.__new__(ItemFields)
+        fields._lookups, fields._event = self._lookups, self._event
+        fields._names = self._names + POST_RULE_FIELDS
+        fields._values, fields._coerced = self._values, self._coerced
+        fields._post, fields._post_coerced = post_fields(scores, decision), {}
+        return fields
+
+    def __getitem__(self, name: str) -> Any:
+        post = self._post
+        if post is not None and name in post:
+            return post[name]
+        values = self._values
+        if name in values:
+            return values[name]
+        if name not in self._names:
+            raise KeyError(name)
+        if name == "text_lists":
+            terms = self._lookups.terms
+            value = terms.occurring(self["text"]) if terms is not None else []
+        else:
+            value = _FIELDS[name](self._lookups, self._event, self)
+        values[name] = value
+        return value
+
+    def coerced(self, name: str) -> Any:
+        """The field as rule-engine holds it once resolved (``Decimal`` numbers, tuples)."""
+        cache = self._post_coerced if self._post is not None and name in self._post else self._coerced
+        if name in cache:
+            return cache[name]
+        value = cache[name] = (
+            self._lookups.coerced_lists if name == "lists" else coerce_value(self[name], verify_type=False)
+        )
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
 
 
 def post_fields(scores: Mapping[str, float], decision: Decision | None) -> dict[str, Any]:
@@ -139,43 +215,66 @@ def post_fields(scores: Mapping[str, float], decision: Decision | None) -> dict[
 
 
 # The one place that knows which fields listings and videos fill: each gives all of them,
-# those that do not apply empty, and its texts (in the order ``text`` joins them).
-def _listing_fields(event: ListingEvent) -> tuple[dict[str, Any], list[str]]:
-    fields: dict[str, Any] = {
-        "title": event.title,
-        "description": event.description,
-        "category_path": list(event.category_path),
-        "price": float(event.price.amount),
-        "currency": event.price.currency,
-        "attributes": dict(event.attributes),
-        "image_count": len(event.image_urls),
-        "caption": "",
-        "transcript": "",
-        "ocr_text": "",
-        "duration_seconds": None,
-        "keyframe_count": 0,
-        "linked_product_count": 0,
-    }
-    return fields, [event.title, event.description, *event.attributes.values()]
+# those that do not apply empty. Each getter: (lookups, event, the item's fields) → value.
+_Getter = Callable[[Lookups, Any, ItemFields], Any]
+_COMMON: Final[dict[str, _Getter]] = {
+    "content_type": lambda lk, e, f: e.content_type,
+    "content_id": lambda lk, e, f: e.content_id,
+    "owner_id": lambda lk, e, f: e.owner_id,
+    "revision": lambda lk, e, f: e.revision,
+    "locale": lambda lk, e, f: e.locale,
+    "text": lambda lk, e, f: "\n".join(t for t in _texts(e) if t).lower(),
+    "category": lambda lk, e, f: " > ".join(f["category_path"]),
+    "median_price": lambda lk, e, f: lk.median_price(f["category_path"]),
+    "lists": lambda lk, e, f: dict(lk.lists),  # tuples: shared, never copied per item
+    "owner_lists": lambda lk, e, f: [n for n, members in lk.members.items() if e.owner_id in members],
+}
+_LISTING: Final[dict[str, _Getter]] = {
+    "title": lambda lk, e, f: e.title,
+    "description": lambda lk, e, f: e.description,
+    "category_path": lambda lk, e, f: list(e.category_path),
+    "price": lambda lk, e, f: float(e.price.amount),
+    "currency": lambda lk, e, f: e.price.currency,
+    "attributes": lambda lk, e, f: dict(e.attributes),
+    "image_count": lambda lk, e, f: len(e.image_urls),
+    "caption": lambda lk, e, f: "",
+    "transcript": lambda lk, e, f: "",
+    "ocr_text": lambda lk, e, f: "",
+    "duration_seconds": lambda lk, e, f: None,
+    "keyframe_count": lambda lk, e, f: 0,
+    "linked_product_count": lambda lk, e, f: 0,
+}
+_VIDEO: Final[dict[str, _Getter]] = {
+    "title": lambda lk, e, f: "",
+    "description": lambda lk, e, f: "",
+    "category_path": lambda lk, e, f: [],
+    "price": lambda lk, e, f: None,
+    "currency": lambda lk, e, f: "",
+    "attributes": lambda lk, e, f: {},
+    "image_count": lambda lk, e, f: 0,
+    "caption": lambda lk, e, f: e.caption,
+    "transcript": lambda lk, e, f: e.transcript,
+    "ocr_text": lambda lk, e, f: e.ocr_text,
+    "duration_seconds": lambda lk, e, f: e.duration_seconds,
+    "keyframe_count": lambda lk, e, f: len(e.keyframes),
+    "linked_product_count": lambda lk, e, f: len(e.linked_product_ids),
+}
 
 
-def _video_fields(event: VideoEvent) -> tuple[dict[str, Any], list[str]]:
-    fields: dict[str, Any] = {
-        "title": "",
-        "description": "",
-        "category_path": [],
-        "price": None,
-        "currency": "",
-        "attributes": {},
-        "image_count": 0,
-        "caption": event.caption,
-        "transcript": event.transcript,
-        "ocr_text": event.ocr_text,
-        "duration_seconds": event.duration_seconds,
-        "keyframe_count": len(event.keyframes),
-        "linked_product_count": len(event.linked_product_ids),
-    }
-    return fields, [event.caption, event.transcript, event.ocr_text]
+def _texts(event: ContentEvent) -> list[str]:
+    """The texts ``text`` joins, in order."""
+    if isinstance(event, ListingEvent):
+        return [event.title, event.description, *event.attributes.values()]
+    return [event.caption, event.transcript, event.ocr_text]
+
+
+def _by_type(name: str) -> _Getter:
+    listing, video = _LISTING[name], _VIDEO[name]
+    return lambda lk, e, f: (listing if e.content_type == "listing" else video)(lk, e, f)
+
+
+_FIELDS: Final[dict[str, _Getter]] = _COMMON | {name: _by_type(name) for name in _LISTING}
+_WITHOUT_TEXT_LISTS: Final = tuple(name for name in RULE_FIELDS if name != "text_lists")
 
 
 def _path_key(parts: Sequence[str]) -> tuple[str, ...]:

@@ -32,11 +32,18 @@ and ``'name' in owner_lists`` / ``text_lists``, are checked against the policy w
 compiled.
 
 Prefer ``owner_lists`` and ``text_lists`` for lists of more than a few dozen entries: their
-cost does not grow with the lists, while a rule that reads ``lists`` costs about 3 µs per
-entry of all the policy's lists per item (rule-engine checks every value it reads), and
-the comprehension above about 30 µs more per term. ``lists`` suits short lists and forms
-the precomputed fields do not cover, e.g. substrings (``term in text``) or
-``category_path&[0] in lists['regulated_roots']``.
+cost does not grow with the lists, while ``owner_id in lists['name']`` scans the list, and a
+comprehension (``$any([...])`` above) is left to rule-engine itself (see below), which costs
+about 3 µs per entry of all the policy's lists per item (it checks every value it reads) and
+about 30 µs more per term. ``lists`` suits short lists and forms the precomputed fields do
+not cover, e.g. substrings (``term in text``) or ``category_path&[0] in lists['regulated_roots']``.
+
+Evaluation: each field is computed when a rule of the item first reads it
+(:class:`~streamproc.policy.rule_context.ItemFields`), and the expression forms above (and,
+or, not, comparisons, arithmetic, regex against a literal, ``in``, ``[...]``, ``&[...]``) run
+as plain closures with rule-engine's meaning (:mod:`streamproc.policy.rule_fastpath`);
+comprehensions, functions, attributes such as ``.as_lower`` and a closure that raises are
+evaluated by rule-engine, so outcomes and error messages are rule-engine's.
 
 A rule is a yes/no question: an expression that gives a number or a string (``price``,
 ``attributes&['brand']``) is rejected; compare it (``!= null``, ``> 0``). An error while
@@ -52,7 +59,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, get_args
 
@@ -60,7 +67,8 @@ import rule_engine  # type: ignore[import-untyped, unused-ignore]
 
 from streamproc.errors import ConfigError
 from streamproc.policy.model import Policy, Rule
-from streamproc.policy.rule_context import Lookups, build_context, post_fields
+from streamproc.policy.rule_context import ItemFields, Lookups, post_fields
+from streamproc.policy.rule_fastpath import CoercedFields, compile_closure
 from streamproc.policy.rule_fields import POST_RULE_FIELDS, RULE_FIELDS, field_types
 from streamproc.schemas import ContentEvent, Decision
 
@@ -119,6 +127,8 @@ class _CompiledRule:
     matcher: _Matcher
     #: The fields the expression reads.
     fields: frozenset[str]
+    #: ``matcher.matches`` as a closure, where rule_fastpath translates the expression.
+    fast: Callable[[CoercedFields], bool] | None = None
 
     def hit(self) -> RuleHit:
         r = self.rule
@@ -211,15 +221,15 @@ class CompiledRules:
         """
         return self.evaluate_post(event, scores, decision).hit
 
-    def context(self, event: ContentEvent) -> dict[str, Any]:
+    def context(self, event: ContentEvent) -> Mapping[str, Any]:
         """The fields of ``event`` that every rule sees; empty when there are no rules.
 
-        Building them is most of a rule evaluation's cost (``text_lists`` scans the text):
-        build them once per item and pass them to both stages.
+        Each field is computed when a rule first reads it (``text_lists`` scans the text),
+        and kept: build this once per item and pass it to both stages.
         """
         if not (self._pre or self._post):
             return {}
-        return build_context(self._lookups, event, text_lists=self._text_lists)
+        return ItemFields(self._lookups, event, text_lists=self._text_lists)
 
     def evaluate_pre(self, event: ContentEvent, *, context: Mapping[str, Any] | None = None) -> RuleOutcome:
         """Like :meth:`pre`, with the rules that failed to evaluate (and did not match).
@@ -245,14 +255,17 @@ class CompiledRules:
         if not self._post:
             return RuleOutcome(None)
         base = context if context is not None else self.context(event)
+        if isinstance(base, ItemFields):
+            return _first_match(self._post, base.with_post(scores, decision))
         return _first_match(self._post, {**base, **post_fields(scores, decision)})
 
 
 def _first_match(rules: Sequence[_CompiledRule], context: Mapping[str, Any]) -> RuleOutcome:
     errors: list[RuleError] = []
+    fields = context if isinstance(context, ItemFields) else None
     for compiled in rules:
         try:
-            matched = compiled.matcher.matches(context)
+            matched = _matches(compiled, context, fields)
         except rule_engine.EngineError as error:
             # One item's data (a null price, a missing attribute) must not stop the worker.
             errors.append(RuleError(compiled.rule.id, _evaluation_message(error)))
@@ -260,6 +273,15 @@ def _first_match(rules: Sequence[_CompiledRule], context: Mapping[str, Any]) -> 
         if matched:
             return RuleOutcome(compiled.hit(), tuple(errors))
     return RuleOutcome(None, tuple(errors))
+
+
+def _matches(compiled: _CompiledRule, context: Mapping[str, Any], fields: ItemFields | None) -> bool:
+    if compiled.fast is not None and fields is not None:
+        try:
+            return compiled.fast(fields)
+        except Exception:  # noqa: BLE001, S110 - rule-engine decides, and words the error as always
+            pass
+    return bool(compiled.matcher.matches(context))
 
 
 def _compile_rule(rule: Rule, policy: Policy) -> _CompiledRule:
@@ -286,7 +308,7 @@ def _compile_rule(rule: Rule, policy: Policy) -> _CompiledRule:
     _check_boolean(matcher)
     _check_literal_names(rule.when, policy)
     # Context.symbols: every name the parsed expression refers to.
-    return _CompiledRule(rule, matcher, frozenset(context.symbols))
+    return _CompiledRule(rule, matcher, frozenset(context.symbols), compile_closure(matcher))
 
 
 def _check_boolean(matcher: _Matcher) -> None:
