@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from streamproc.dev.devstack import VllmServer
-from streamproc.evaluation import EvalReport, RunReport, ServedModel, load_dataset
+from streamproc.evaluation import OVERALL, EvalReport, EvalSummary, RunReport, ServedModel, load_dataset
 from streamproc.policy import load_pack
 from tests.integration.conftest import SERVED_MODEL
-from tests.sklearn_reference import check_report_section
+from tests.sklearn_reference import check_report_section, check_violation_section
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,6 +80,26 @@ def test_eval_reports_both_shipped_packs_with_numbers_that_recompute(
     blocked = listing_items["listing:L-3015:0"]
     assert (blocked.decided_by.kind, blocked.decided_by.id) == ("rule", "blocked-terms")
     assert blocked.scores == {}
+    assert (blocked.rule_stage, blocked.model_decision, blocked.requests) == ("pre", None, 0)
+    scored = [i for i in listing_items.values() if i.scores]
+    # The server's usage, kept per item: one request per item for the label_logprob scorer.
+    assert all(i.requests == 1 and i.prompt_tokens > 0 for i in scored)
+    check_summary(out, result.stdout)
+
+
+def check_summary(out: Path, stdout: str) -> None:
+    """summary.json: each pack's violation figures and all packs' items together, against
+    scikit-learn; the console's last lines say the same."""
+    summary = EvalSummary.model_validate_json((out / "summary.json").read_bytes())
+    packs = [read_report(out / p.report).packs[0] for p in summary.packs]
+    assert [p.violation for p in summary.packs] == [p.violation for p in packs]
+    together = [i.model_dump(mode="json") for p in packs for i in p.items]
+    check_violation_section({"items": together, "violation": summary.overall.model_dump(mode="json")})
+    lines = stdout.splitlines()
+    assert lines[-1] == f"summary: {out / 'summary.md'}"
+    overall = summary.overall.system
+    assert lines[-2].startswith(f"{OVERALL}: violation (flagged vs clean) over {summary.overall.items} items")
+    assert f"system P {overall.precision:.2f} R {overall.recall:.2f} F1 {overall.f1:.2f}" in lines[-2]
 
 
 def test_eval_compare_puts_two_versions_side_by_side(vllm: VllmServer, tmp_path: Path) -> None:
@@ -106,6 +126,14 @@ def test_eval_compare_puts_two_versions_side_by_side(vllm: VllmServer, tmp_path:
     assert [d.id for d in report.comparison.decision_differences] == differing
     markdown = (out / "report.md").read_text()
     assert f"## Comparison: {other.version} against {base.version}" in markdown
+    delta = report.comparison.violation_delta
+    assert delta.f1 == pytest.approx(other.violation.system.f1 - base.violation.system.f1)
+    assert (
+        f"| F1 | {base.violation.system.f1:.2f} | {other.violation.system.f1:.2f} | {delta.f1:+.2f} |"
+        in markdown
+    )
+    # The candidate lowers only the thresholds: pre-rules, before the model, flag the same items.
+    assert other.violation.flagged_by_pre_rules == base.violation.flagged_by_pre_rules
 
 
 def test_eval_names_the_models_the_server_serves_when_the_name_is_wrong(
