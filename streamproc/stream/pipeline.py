@@ -8,13 +8,15 @@ acks batches rather than items; see load/RESULTS.md):
   at most that many. Items with the same key in one partition (revisions of one listing)
   run one after another, in offset order.
 - **Safe commits.** An item is finished when the broker has acknowledged all its outputs.
-  Every ``commit_interval_seconds`` (sooner when half the window waits for a commit)
-  each partition's commit moves to the end of its contiguous prefix of finished offsets,
-  never past an unfinished one.
-- **Backpressure.** When the window is full, or ``ready`` says no (the worker holds
-  items while the model server's circuit is open, in hold mode only), every assigned
-  partition is paused. The consumer keeps polling while paused, so slow model calls
-  never starve heartbeats or poll deadlines into a rebalance.
+  Every ``commit_interval_seconds`` (sooner when half the window waits for a commit, or
+  when a poll finds nothing new) each partition's commit moves to the end of its
+  contiguous prefix of finished offsets, never past an unfinished one.
+- **Backpressure.** When the window stays full for a poll interval (a full window waits
+  for the commit that frees it first: pausing drops the records aiokafka has prefetched),
+  or ``ready`` says no (the worker holds items while the model server's circuit is open,
+  in hold mode only), every assigned partition is paused. The consumer keeps polling
+  while paused, so slow model calls never starve heartbeats or poll deadlines into a
+  rebalance; a commit that frees room resumes it at once.
 - **Rebalance and shutdown.** Revoked partitions get ``drain_timeout_seconds`` to finish
   their items; finished offsets are committed and the rest is abandoned, so the next
   owner processes it again (at least once; verdicts carry an idempotency key).
@@ -90,6 +92,8 @@ class Pipeline:
         self._assignment_received = False
         self._stopping = asyncio.Event()
         self._commit_due = asyncio.Event()
+        #: Set when a commit (or a revocation) frees room in the window, or on stop.
+        self._room = asyncio.Event()
         self._commit_lock = asyncio.Lock()
         self._failure: BaseException | None = None
         security = client_options(kafka)
@@ -130,6 +134,7 @@ class Pipeline:
     def stop(self) -> None:
         """Stop fetching; ``run`` then drains, commits and returns."""
         self._stopping.set()
+        self._room.set()
 
     def readiness(self) -> list[str]:
         """Why the pipeline is not consuming (empty when it is): not started, no partition
@@ -175,14 +180,31 @@ class Pipeline:
     async def _fetch(self) -> None:
         consumer, window = self._consumer, self._window.max_inflight_items
         while not self._stopping.is_set():
+            if not self._paused and self._ledger.uncommitted >= window:
+                # A full window is usually freed by the next commit, moments away: wait for
+                # it before pausing, since pausing drops the records aiokafka has prefetched
+                # for the partitions and resuming fetches them again.
+                await self._wait_for_room()
             self._apply_backpressure()
+            if self._paused:  # nothing can arrive: poll (keeping the consumer alive) once room is made
+                await self._wait_for_room()
             room = max(1, min(self._window.fetch_max_records, window - self._ledger.uncommitted))
-            batches = await consumer.getmany(timeout_ms=_POLL_TIMEOUT_MS, max_records=room)
+            wait_ms = 0 if self._paused else _POLL_TIMEOUT_MS
+            batches = await consumer.getmany(timeout_ms=wait_ms, max_records=room)
+            if not batches and self._ledger.uncommitted > self._in_flight:
+                self._commit_due.set()  # idle: commit what finished now, not at the next interval
             for tp, records in batches.items():
                 if tp in consumer.assignment():
                     for record in records:
                         self._start(tp, record)
             await asyncio.sleep(0)  # let the new items start before polling again
+
+    async def _wait_for_room(self) -> None:
+        """Until the next commit frees room in the window, or one poll interval."""
+        self._room.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_POLL_TIMEOUT_MS / 1000):
+                await self._room.wait()
 
     def _apply_backpressure(self) -> None:
         window, taken = self._window.max_inflight_items, self._ledger.uncommitted
@@ -274,6 +296,7 @@ class Pipeline:
                 return
             self._ledger.committed(offsets)
             self._metrics.offset_commit(ok=True)
+            self._room.set()
 
     async def _release(self, tps: Sequence[TopicPartition]) -> None:
         """Give items of ``tps`` time to finish, commit what finished, abandon the rest."""
@@ -289,6 +312,7 @@ class Pipeline:
             log.warning("abandoned %d unfinished items; the next owner processes them again", len(pending))
             await asyncio.wait(pending)
         self._ledger.forget(tps)
+        self._room.set()
         for tp in tps:
             self._tasks.pop(tp, None)
 
