@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Literal, TypeVar, get_args
+from typing import Generic, Literal, TypeVar, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
@@ -82,6 +82,24 @@ def multiprocess_mode() -> bool:
 _WATCH_INTERVAL_SECONDS = 1.0
 
 
+class _Children(Generic[_M]):
+    """A labelled metric's children by label values (in the catalog's label order), looked up
+    in a plain dict: ``labels()`` validates its arguments and takes a lock on every call,
+    which cost more than the update itself on the worker's per-item path."""
+
+    __slots__ = ("_by_values", "_metric")
+
+    def __init__(self, metric: _M) -> None:
+        self._metric = metric
+        self._by_values: dict[tuple[str, ...], _M] = {}
+
+    def __call__(self, *values: str) -> _M:
+        child = self._by_values.get(values)
+        if child is None:
+            child = self._by_values[values] = self._metric.labels(*values)
+        return child
+
+
 class PrometheusWorkerMetrics:
     """The worker's recorder (``WorkerRecorder``) on a Prometheus registry."""
 
@@ -126,6 +144,14 @@ class PrometheusWorkerMetrics:
         self._shadow_verdicts = m.counter("shadow_verdicts")
         self._shadow_agreement = m.counter("shadow_agreement")
         self._shadow_failures = m.counter("shadow_failures")
+        # the series updated for every item (never removed, so their children can be kept)
+        self._consumed_by = _Children(self._consumed)
+        self._verdicts_by = _Children(self._verdicts)
+        self._end_to_end_by = _Children(self._end_to_end)
+        self._processing_by = _Children(self._processing)
+        self._requests_per_item_by = _Children(self._requests_per_item)
+        self._completion_per_item_by = _Children(self._completion_per_item)
+        self._rule_matches_by = _Children(self._rule_matches)
         self._preset(consumed_topics, categories)
 
     def _preset(self, consumed_topics: Sequence[str], categories: Sequence[str]) -> None:
@@ -209,19 +235,19 @@ class PrometheusWorkerMetrics:
 
     # decision path
     def pre_rule_matched(self, rule_id: str, *, requests_saved: int) -> None:
-        self._rule_matches.labels(stage="pre", rule=rule_id).inc()
+        self._rule_matches_by("pre", rule_id).inc()
         self._calls_saved.inc(requests_saved)
 
     def post_rule_matched(self, rule_id: str) -> None:
-        self._rule_matches.labels(stage="post", rule=rule_id).inc()
+        self._rule_matches_by("post", rule_id).inc()
 
     def model_requests(self, scorer: str, count: int) -> None:
-        self._requests_per_item.labels(scorer=scorer).observe(count)
+        self._requests_per_item_by(scorer).observe(count)
 
     def model_tokens(self, scorer: str, *, prompt: int, cached: int, completion: int) -> None:
         self._prompt_tokens.inc(prompt)
         self._cached_tokens.inc(cached)
-        self._completion_per_item.labels(scorer=scorer).observe(completion)
+        self._completion_per_item_by(scorer).observe(completion)
 
     # packs
     def policies_served(self, live: Mapping[str, str], shadows: Sequence[str]) -> None:
@@ -245,7 +271,7 @@ class PrometheusWorkerMetrics:
 
     # items
     def event_consumed(self, topic: str) -> None:
-        self._consumed.labels(topic=topic).inc()
+        self._consumed_by(topic).inc()
 
     def dead_letter(self, reason: str) -> None:
         self._dead_letters.labels(reason=reason).inc()
@@ -259,9 +285,9 @@ class PrometheusWorkerMetrics:
         end_to_end_seconds: float,
         processing_seconds: float,
     ) -> None:
-        self._verdicts.labels(content_type=content_type, decision=decision, category=category).inc()
-        self._end_to_end.labels(content_type=content_type).observe(end_to_end_seconds)
-        self._processing.labels(content_type=content_type).observe(processing_seconds)
+        self._verdicts_by(content_type, decision, category).inc()
+        self._end_to_end_by(content_type).observe(end_to_end_seconds)
+        self._processing_by(content_type).observe(processing_seconds)
 
     def clock_skew(self) -> None:
         self._clock_skew.inc()
