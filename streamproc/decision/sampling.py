@@ -90,6 +90,14 @@ def audit_probability(verdict: Verdict, policy: Policy, settings: AuditSettings)
     )
 
 
+def _probability_bound(verdict: Verdict, settings: AuditSettings) -> float:
+    """At least :func:`audit_probability`'s, without its look at every category's scores."""
+    rates = [settings.base_rate, settings.decision_rates.get(verdict.decision, 0.0)]
+    if verdict.flagged_categories or _deciding_category(verdict) != "none":
+        rates += [settings.category_default_rate, *settings.category_rates.values()]
+    return min(1.0, max(rates) * max(1.0, settings.near_threshold_boost))
+
+
 def audit_sample(verdict: Verdict, policy: Policy, settings: AuditSettings) -> AuditSample | None:
     """The audit record for a live verdict if its draw selects it, else None.
 
@@ -97,8 +105,11 @@ def audit_sample(verdict: Verdict, policy: Policy, settings: AuditSettings) -> A
     """
     if not settings.enabled or verdict.mode != "live":
         return None
+    position = unit_hash(verdict.idempotency_key)
+    if position >= _probability_bound(verdict, settings):  # most verdicts: not drawn whatever the scores
+        return None
     draw = audit_probability(verdict, policy, settings)
-    if draw.probability <= 0.0 or not drawn(verdict.idempotency_key, draw.probability):
+    if draw.probability <= 0.0 or not position < draw.probability:  # as ``drawn``
         return None
     return AuditSample(
         verdict=verdict, stratum=draw.stratum, probability=draw.probability, weight=1.0 / draw.probability

@@ -135,6 +135,32 @@ def test_nothing_is_sampled_when_disabled_at_zero_rate_or_for_shadow_verdicts() 
     assert audit_sample(shadow, POLICY, AuditSettings(base_rate=1.0)) is None
 
 
+@pytest.mark.parametrize(
+    "settings",
+    [
+        DEFAULTS,
+        AuditSettings(category_rates={"spam": 0.3}, category_default_rate=0.02),
+        AuditSettings(base_rate=0.0, decision_rates={}, category_default_rate=0.1, near_threshold_boost=1.0),
+    ],
+)
+def test_sampled_exactly_when_the_draw_falls_below_the_probability(settings: AuditSettings) -> None:
+    # audit_sample skips the full probability for draws no rate can reach: the same samples.
+    scores = [{}, {"counterfeit": 0.1}, {"counterfeit": 0.49}, {"counterfeit": 0.65}, {"spam": 0.95}]
+    outcomes = [None, decide_on_error("timeout")]
+    seen = 0
+    for i in range(400):
+        for outcome in outcomes:
+            v = verdict(scores[i % len(scores)], outcome=outcome, listing_id=f"L-{i}")
+            draw = audit_probability(v, POLICY, settings)
+            expected = draw.probability > 0.0 and drawn(v.idempotency_key, draw.probability)
+            sample = audit_sample(v, POLICY, settings)
+            assert (sample is not None) == expected, (v.scores, v.decision)
+            seen += expected
+            if sample is not None:
+                assert (sample.probability, sample.stratum) == (draw.probability, draw.stratum)
+    assert seen > 0
+
+
 def test_a_redelivered_item_is_drawn_the_same_way() -> None:
     settings = AuditSettings(base_rate=0.5)
     first = [audit_sample(verdict({}, listing_id=f"L-{i}"), POLICY, settings) is not None for i in range(64)]
