@@ -18,8 +18,11 @@ BENCH_ARGS ?=
 RELIABILITY_ARGS ?=
 # `make eval`: both shipped packs over the shipped labeled dataset; reports in .eval/<pack name>/
 EVAL_ARGS ?= --policy policies/listings.yaml --policy policies/videos.yaml --data samples/labeled.jsonl --out .eval
+# `make calibrate`: both shipped packs fitted on the calibration split; calibrated packs in
+# .calibrate/<pack name>.yaml (e.g. CALIBRATE_ARGS="... --method platt --review-recall 0.9")
+CALIBRATE_ARGS ?= --policy policies/listings.yaml --policy policies/videos.yaml --data datasets/moderation-v1/calibration.jsonl --out .calibrate
 
-.PHONY: install vllm demo eval test unit lint docs clean bench-overhead bench-saturation bench-latency reliability
+.PHONY: install vllm demo eval calibrate test unit lint docs clean bench-overhead bench-saturation bench-latency reliability
 
 $(BIN)/.installed: pyproject.toml
 	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
@@ -64,6 +67,9 @@ demo: install
 eval: install
 	$(with_model_server); $(BIN)/streamproc eval "$${server_args[@]}" --model-name "$(MODEL_NAME)" $(EVAL_ARGS)
 
+calibrate: install
+	$(with_model_server); $(BIN)/streamproc calibrate "$${server_args[@]}" --model-name "$(MODEL_NAME)" $(CALIBRATE_ARGS)
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -101,4 +107,4 @@ reliability: install
 	STREAMPROC_VLLM_PYTHON="$$vllm_python" STREAMPROC_MODEL_DIR="$$model_dir" $(BIN)/python -m load.reliability $(RELIABILITY_ARGS)
 
 clean:
-	rm -rf $(VENV) .demo .eval .test-logs .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .demo .eval .calibrate .test-logs .mypy_cache .ruff_cache .pytest_cache

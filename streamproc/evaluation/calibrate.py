@@ -257,6 +257,8 @@ def fit_category(
         calibration = None
     calibrated = [apply_calibration(calibration, s) for s in raw] if calibration is not None else raw
     thresholds, notes = fit_thresholds(calibrated, labels, targets, current.thresholds)
+    if isinstance(calibration, PlattCalibration) and calibration.a <= 0:
+        notes.insert(0, f"platt slope a={calibration.a:g} ≤ 0: higher scores mean fewer violations here")
     return CategoryFit(
         category, positives, negatives, current.thresholds, thresholds, calibration,
         fitted=True,
