@@ -320,6 +320,7 @@ def read_answer(response: CompletionResponse) -> ModelAnswer:
     choice = response.choices[0]
     text = choice.message.content if choice.message is not None else choice.text
     tokens: tuple[TokenChoice, ...] = ()
+    offsets: tuple[int, ...] = ()
     logprobs = choice.logprobs
     if isinstance(logprobs, ChatLogprobs) and logprobs.content:
         tokens = tuple(
@@ -332,6 +333,7 @@ def read_answer(response: CompletionResponse) -> ModelAnswer:
             TokenChoice(token, lp if lp is not None else float("-inf"), tuple((top or {}).items()))
             for token, lp, top in zip(logprobs.tokens, logprobs.token_logprobs, tops, strict=False)
         )
+        offsets = tuple(logprobs.text_offset)
     usage = response.usage
     details = usage.prompt_tokens_details if usage else None
     return ModelAnswer(
@@ -340,4 +342,5 @@ def read_answer(response: CompletionResponse) -> ModelAnswer:
         prompt_tokens=usage.prompt_tokens if usage else 0,
         completion_tokens=usage.completion_tokens if usage else 0,
         cached_prompt_tokens=details.cached_tokens if details else None,
+        text_offsets=offsets,
     )

@@ -53,6 +53,8 @@ class CompletionLogprobs(_Lenient):
     tokens: list[str] = []
     token_logprobs: list[float | None] = []
     top_logprobs: list[dict[str, float] | None] | None = None
+    #: Character offset of each token in the prompt plus the generated text (with ``echo``).
+    text_offset: list[int] = []
 
 
 class Message(_Lenient):
@@ -116,4 +118,6 @@ class ModelAnswer:
     completion_tokens: int = 0
     cached_prompt_tokens: int | None = None
     seconds: float = 0.0
+    #: Text completion with ``echo``: each token's character offset (parallel to ``tokens``).
+    text_offsets: tuple[int, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)

@@ -50,7 +50,7 @@ __all__ = [
     "Thresholds",
 ]
 
-ScorerName = Literal["label_logprob", "yes_no", "llama_guard", "json"]
+ScorerName = Literal["channel", "label_logprob", "yes_no", "llama_guard", "json"]
 #: live: the pack decides and its verdicts are enforced; shadow: a candidate run beside them.
 PolicyMode = Literal["live", "shadow"]
 DEFAULT_REVIEW_SLA_HOURS = 24.0
@@ -222,6 +222,9 @@ class Category:
     review_sla_hours: SlaHours | None = None
     #: Maps the scorer's score before the thresholds; None = the score as the scorer gives it.
     calibration: Calibration | None = None
+    #: ``channel`` scorer: a line saying how an item of this category reads (the model is
+    #: asked how much likelier the item's text becomes after it); None = title and description.
+    channel_prompt: Text | None = None
 
 
 @with_config(_PACK_FILE)
@@ -279,6 +282,9 @@ class Policy:
     shadow_sample: Probability = 1.0
     #: For the people editing the pack; the model never reads it.
     description: str = ""
+    #: ``channel`` scorer: the text every category's ``channel_prompt`` is compared with (how
+    #: an ordinary item reads); None = a one-line default.
+    channel_neutral: Text | None = None
     #: Written by ``streamproc calibrate``: the data, model and targets the thresholds fit.
     calibration_provenance: CalibrationProvenance | None = None
 
@@ -318,9 +324,14 @@ class Policy:
         fields = dataclasses.asdict(self)
         for name in _UNVERSIONED:
             del fields[name]
+        # Optional fields a pack leaves unset are left out, so packs written before those
+        # fields existed keep their versions.
+        if fields["channel_neutral"] is None:
+            del fields["channel_neutral"]
         for category in fields["categories"]:
-            if category["calibration"] is None:  # packs without calibration keep their versions
-                del category["calibration"]
+            for name in ("calibration", "channel_prompt"):
+                if category[name] is None:
+                    del category[name]
         canonical = json.dumps(fields, sort_keys=True, ensure_ascii=False)
         return f"{self.name}@{hashlib.sha256(canonical.encode()).hexdigest()[:12]}"
 

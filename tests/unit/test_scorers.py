@@ -16,11 +16,13 @@ from streamproc.policy import MediaBudget, Policy, ScorerName, item_content
 from streamproc.policy.prompt import ITEM_CLOSE, ItemContent, delimited
 from streamproc.policy.scorers import (
     SCORERS,
+    ChannelScorer,
     JsonScorer,
     LabelLogprobScorer,
     LlamaGuardScorer,
     YesNoScorer,
 )
+from streamproc.policy.scorers.channel import NEUTRAL
 from streamproc.policy.scorers.llama_guard import guard_codes, guard_prompt
 from streamproc.schemas import ContentEvent
 from tests.factories import default_policy, listing, video
@@ -56,7 +58,7 @@ def yes_no(p_yes: float) -> ModelAnswer:
 
 
 def test_all_scorers_are_registered_by_name() -> None:
-    assert set(SCORERS) == {"label_logprob", "yes_no", "llama_guard", "json"}
+    assert set(SCORERS) == {"channel", "label_logprob", "yes_no", "llama_guard", "json"}
     assert isinstance(SCORERS["label_logprob"], LabelLogprobScorer)
     for name, scorer in SCORERS.items():
         assert scorer.name == name
@@ -121,7 +123,12 @@ def test_yes_no_ties_and_one_sided_answers() -> None:
     answers = [tie, tie, only_yes, only_no, no_alternatives, tie]
     scores = YesNoScorer().scores(LISTINGS, answers)
     assert scores["counterfeit"] == scores["prohibited_items"] == pytest.approx(0.5)
-    assert scores["adult"] == 1.0 and scores["hate_violence"] == 0.0 and scores["misleading_claims"] == 0.0
+    # The missing word is bounded by what the listed alternatives leave over, never 0.
+    left_over = 1 - math.exp(-0.01) - math.exp(-5.0)
+    assert scores["adult"] == pytest.approx(math.exp(-0.01) / (math.exp(-0.01) + left_over))
+    assert scores["hate_violence"] == pytest.approx(left_over / (math.exp(-0.01) + left_over))
+    # A lone reported token bounds the other word by the rest of the probability.
+    assert scores["misleading_claims"] == pytest.approx(1 - math.exp(-0.1))
 
 
 @pytest.mark.parametrize(
@@ -358,7 +365,7 @@ def test_video_policy_has_one_yes_no_request_per_category() -> None:
 RECORDED = Path(__file__).parent / "data" / "vllm-0.32-smollm2-scorer-responses.json"
 
 
-@pytest.mark.parametrize("name", ["yes_no", "llama_guard", "json"])
+@pytest.mark.parametrize("name", ["channel", "yes_no", "llama_guard", "json"])
 def test_recorded_vllm_responses(name: str) -> None:
     """Real answers of vLLM 0.32 (CPU) serving SmolLM2-135M-Instruct to each scorer's requests."""
     policy = dataclasses.replace(default_policy("listing"), scorer=cast(ScorerName, name))
@@ -374,3 +381,63 @@ def test_recorded_vllm_responses(name: str) -> None:
     scores = SCORERS[name].scores(policy, answers)
     assert list(scores) == list(policy.category_ids)
     assert all(0.0 < s < 1.0 for s in scores.values())
+
+
+def echoed(line: str, logprobs: list[float]) -> ModelAnswer:
+    """A text completion with ``echo`` of ``line`` + "\\nab cd", then one generated token."""
+    tokens = [line, "\n", "ab", " cd", "!"]
+    offsets = [0, len(line), len(line) + 1, len(line) + 3, len(line) + 6]
+    choices = tuple(TokenChoice(t, lp) for t, lp in zip(tokens, [*logprobs, -1.0], strict=True))
+    return ModelAnswer(text="".join(tokens), tokens=choices, text_offsets=tuple(offsets))
+
+
+def test_channel_asks_neutral_then_each_category_line_before_the_item() -> None:
+    first, second = LISTINGS.categories[:2]
+    policy = dataclasses.replace(
+        LISTINGS, categories=(dataclasses.replace(first, channel_prompt=None), second)
+    )
+    requests = ChannelScorer().requests(policy, ItemContent("Title: mug"))
+    assert [r.endpoint for r in requests] == ["completions"] * 3
+    prompts = [str(r.body["prompt"]) for r in requests]
+    assert prompts[0] == f"{policy.channel_neutral or NEUTRAL}\nTitle: mug"
+    assert all(p.endswith("\nTitle: mug") for p in prompts)
+    assert all(r.body["echo"] is True and r.body["max_tokens"] == 1 for r in requests)
+    # Without a channel_prompt, a category's line is its title and description.
+    assert first.title in prompts[1] and first.description in prompts[1]
+    assert prompts[2].startswith(f"{second.channel_prompt}\n")
+
+
+def test_channel_score_is_the_per_token_gain_over_the_neutral_line() -> None:
+    policy = dataclasses.replace(
+        LISTINGS,
+        channel_neutral="N",
+        categories=tuple(dataclasses.replace(c, channel_prompt="C") for c in LISTINGS.categories[:2]),
+    )
+    # The line and its newline are not counted; the item is the next two tokens.
+    neutral = echoed("N", [-9.0, -9.0, -2.0, -2.0])
+    likelier = echoed("C", [-1.0, -1.0, -1.5, -1.5])  # +0.5 nats per item token
+    same = echoed("C", [-5.0, -5.0, -2.0, -2.0])
+    scores = ChannelScorer().scores(policy, [neutral, likelier, same])
+    assert scores == {
+        policy.categories[0].id: pytest.approx(1 / (1 + math.exp(-10 * 0.5))),
+        policy.categories[1].id: pytest.approx(0.5),
+    }
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ModelAnswer(text="N\nab", tokens=(TokenChoice("N", -1.0),)),  # no offsets (no echo)
+        ModelAnswer(text=""),
+        echoed("N", [-1.0, -1.0, -math.inf, -math.inf]),  # nothing finite for the item
+    ],
+)
+def test_channel_unreadable_answer_is_an_error(bad: ModelAnswer) -> None:
+    policy = dataclasses.replace(LISTINGS, channel_neutral="N", categories=LISTINGS.categories[:1])
+    with pytest.raises(InferenceProtocolError):
+        ChannelScorer().scores(policy, [bad, bad])
+
+
+def test_channel_needs_one_answer_per_line() -> None:
+    with pytest.raises(InferenceProtocolError, match="expected 7 answers"):
+        ChannelScorer().scores(LISTINGS, [])

@@ -6,6 +6,7 @@ from types import MappingProxyType
 from typing import Final
 
 from streamproc.policy.scorers.base import Scorer, logprob_request
+from streamproc.policy.scorers.channel import ChannelScorer
 from streamproc.policy.scorers.json_scores import JsonScorer
 from streamproc.policy.scorers.label_logprob import LabelLogprobScorer, label_scores, system_prompt
 from streamproc.policy.scorers.llama_guard import LlamaGuardScorer
@@ -13,6 +14,7 @@ from streamproc.policy.scorers.yes_no import YesNoScorer
 
 __all__ = [
     "SCORERS",
+    "ChannelScorer",
     "JsonScorer",
     "LabelLogprobScorer",
     "LlamaGuardScorer",
@@ -26,6 +28,6 @@ __all__ = [
 SCORERS: Final[MappingProxyType[str, Scorer]] = MappingProxyType(
     {
         scorer.name: scorer
-        for scorer in (LabelLogprobScorer(), YesNoScorer(), LlamaGuardScorer(), JsonScorer())
+        for scorer in (ChannelScorer(), LabelLogprobScorer(), YesNoScorer(), LlamaGuardScorer(), JsonScorer())
     }
 )

@@ -44,18 +44,29 @@ def answer_shares(
 ) -> dict[str, float] | None:
     """Each answer's share of the probability the alternatives give to any of the answers.
 
-    Tokens are compared stripped and folded (so " Yes", "yes" and "YES" add up); an answer
-    missing from the alternatives gets 0. ``None`` when none of the answers is present.
+    Tokens are compared stripped and folded (so " Yes", "yes" and "YES" add up). The
+    alternatives are the server's top-k, so an answer missing from them is not "certainly
+    not": it is at most as likely as the least likely token listed, and than the
+    probability all listed tokens leave over. It gets that bound, so an unmeasured category
+    never reads as certainly clean. ``None`` when none of the answers is present (the model
+    did not follow the answer format).
     """
     mass = dict.fromkeys(answers, 0.0)
+    smallest, listed = 1.0, 0.0
     for token, logprob in alternatives:
+        if not math.isfinite(logprob):
+            continue
+        probability = math.exp(logprob)
+        smallest, listed = min(smallest, probability), listed + probability
         key = fold(token.strip())
-        if key in mass and math.isfinite(logprob):
-            mass[key] += math.exp(logprob)
-    total = sum(mass.values())
-    if total <= 0.0:
+        if key in mass:
+            mass[key] += probability
+    if sum(mass.values()) <= 0.0:
         return None
-    return {answer: min(1.0, share / total) for answer, share in mass.items()}
+    bound = max(0.0, min(smallest, 1.0 - listed))
+    bounded = {answer: share or bound for answer, share in mass.items()}
+    total = sum(bounded.values())
+    return {answer: min(1.0, share / total) for answer, share in bounded.items()}
 
 
 def logprob_request(

@@ -4,8 +4,9 @@ The model is asked for one capital letter: a category's label, or the policy's s
 label. The probabilities of the label letters among the first token's ``top_logprobs``
 (case and surrounding spaces ignored, variants summed) are renormalised over the label
 set, so a category's score is P(category | the model answered with a label). A label
-missing from ``top_logprobs`` counts as probability 0. When no label at all is among
-them, the model did not follow the answer format: an error, never an approval.
+missing from ``top_logprobs`` gets an upper bound, never 0 (see ``answer_shares``). When
+no label at all is among them, the model did not follow the answer format: an error,
+never an approval.
 """
 
 from __future__ import annotations
