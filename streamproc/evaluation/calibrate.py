@@ -13,6 +13,7 @@ fitted on scores calibrated by that stored form with the worker's own function
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -197,11 +198,9 @@ def fit_thresholds(
     needed = max(1, math.ceil(targets.review_recall * len(positive_scores) - 1e-9))
     review_at = positive_scores[needed - 1]
     review = _stored(review_at, _next_below(distinct, review_at))
-    reject: float | None = None
-    for threshold in distinct:  # ascending: the first that reaches the target is the lowest
-        if figures(scores, labels, threshold).precision >= targets.reject_precision:
-            reject = _stored(threshold, _next_below(distinct, threshold))
-            break
+    reject = _lowest_precise(scores, labels, targets.reject_precision)
+    if reject is not None:
+        reject = _stored(reject, _next_below(distinct, reject))
     if reject is None:
         reject = shipped.reject if shipped.reject > distinct[-1] else 1.0
         notes.append(
@@ -214,9 +213,22 @@ def fit_thresholds(
     return Thresholds(reject=reject, review=review), notes
 
 
+def _lowest_precise(scores: Sequence[float], labels: Sequence[bool], precision: float) -> float | None:
+    """The lowest score t at which "score ≥ t" has at least ``precision``; one pass upwards,
+    dropping the items below each candidate (n log n: splits may be large)."""
+    pairs = sorted(zip(scores, labels, strict=True))
+    flagged, hits, below = len(pairs), sum(labels), 0
+    for threshold in sorted(set(scores)):
+        while pairs[below][0] < threshold:
+            flagged, hits, below = flagged - 1, hits - pairs[below][1], below + 1
+        if hits / flagged >= precision:
+            return threshold
+    return None
+
+
 def _next_below(ascending: Sequence[float], value: float) -> float:
-    lower = [s for s in ascending if s < value]
-    return lower[-1] if lower else -math.inf
+    index = bisect.bisect_left(ascending, value)
+    return ascending[index - 1] if index else -math.inf
 
 
 # --- one category ------------------------------------------------------------------------------
