@@ -19,10 +19,15 @@ the markdown report and latency plot of the pair with the highest p99 ratio.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from load.direct import open_loop_direct
 from load.loadgen import open_loop
@@ -99,14 +104,16 @@ def _interleaved(
 ) -> list[tuple[RunReport, RunReport]]:
     """(worker, direct) reports of each pair; one worker process serves all worker runs."""
     topics = fresh_topics(stack.bootstrap)
-    worker, _ = stack.start_worker(topics, **env)
+    worker, port = stack.start_worker(topics, **env)
     pairs: list[tuple[RunReport, RunReport]] = []
     try:
         asyncio.run(open_loop(stack.bootstrap, topics, make_events(16, seed=5, run="warm"), 100.0))
         for n in range(runs):
             events = make_events(count, seed=500 + n, run=f"worker{n}")
             name = f"through Kafka and the worker, run {n + 1}"
-            through = asyncio.run(open_loop(stack.bootstrap, topics, events, rate, seed=n + 1, name=name))
+            with _gate_watch(port) as gate:
+                through = asyncio.run(open_loop(stack.bootstrap, topics, events, rate, seed=n + 1, name=name))
+            through.gate = gate
             requests = model_requests(stack.policies, make_events(count, seed=400 + n, run=f"direct{n}"))
             name = f"direct to the model server, run {n + 1}"
             direct = asyncio.run(
@@ -121,11 +128,48 @@ def _interleaved(
                 f"direct {direct.latency.p50:.3f}/{direct.latency.p99:.3f} s, "
                 f"p99 ratio {through.latency.p99 / direct.latency.p99:.2f}; worker p50/p99 by stage: "
                 + ", ".join(f"{k} {v.p50:.3f}/{v.p99:.3f}" for k, v in through.stages.items())
+                + "; gate: at its limit in {share_at_limit:.1%} of samples, most in flight "
+                "{most_in_flight:.0f}, lowest limit {lowest_limit:.0f}".format(**through.gate)
             )
             pairs.append((through, direct))
     finally:
         worker.stop()
     return pairs
+
+
+@contextlib.contextmanager
+def _gate_watch(port: int, interval: float = 0.05) -> Iterator[dict[str, float]]:
+    """Whether the worker's adaptive limit held requests back during a run: its limit and
+    requests in flight, sampled from /metrics every ``interval`` seconds."""
+    figures: dict[str, float] = {}
+    stop = threading.Event()
+
+    def sample() -> None:
+        at_limit = samples = 0
+        most, lowest = 0.0, float("inf")
+        while not stop.wait(interval):
+            with contextlib.suppress(httpx.HTTPError):
+                text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+                values = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
+                in_flight = values["streamproc_model_requests_in_flight"]
+                limit = values["streamproc_model_concurrency_limit"]
+                samples += 1
+                at_limit += in_flight >= limit
+                most, lowest = max(most, in_flight), min(lowest, limit)
+        figures.update(
+            samples=samples,
+            share_at_limit=at_limit / max(1, samples),
+            most_in_flight=most,
+            lowest_limit=lowest,
+        )
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield figures
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _summary(

@@ -91,6 +91,8 @@ class RunReport:
     machine: str = field(default_factory=machine_description)
     #: Latency by stage, where the run can tell (the worker's verdicts say what it spent).
     stages: dict[str, LatencySummary] = field(default_factory=dict)
+    #: The worker's adaptive limit during the run (see load/bench_latency.py).
+    gate: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def of(
