@@ -18,6 +18,8 @@ from streamproc.schemas import ContentEvent, Decision, ListingEvent
 __all__ = ["ItemFields", "Lookups", "build_context", "post_fields", "rule_context"]
 
 _WORDS: Final = re.compile(r"\w+")
+#: Up to this many list entries, a text is first searched for each entry's longest word.
+_MAX_PROBES: Final = 64
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,9 @@ class _Terms:
     symbols: dict[str, tuple[str, ...]]
     #: List names, in policy order.
     names: tuple[str, ...]
+    #: The longest word of each entry, when there are few: a text that contains none of them
+    #: as a substring (the usual case) contains no entry, and needs no word scan.
+    probes: tuple[str, ...] | None
 
     @classmethod
     def of(cls, lists: Mapping[str, Sequence[str]]) -> _Terms:
@@ -47,6 +52,7 @@ class _Terms:
             found = tuple(e.lower() for e in entries if e.strip() and not _WORDS.search(e))
             if found:
                 symbols[name] = found
+        every = [phrase for by_phrase in starts.values() for phrase in by_phrase]
         return cls(
             starts={
                 word: tuple((phrase, name) for phrase, names in phrases.items() for name in names)
@@ -54,18 +60,20 @@ class _Terms:
             },
             symbols=symbols,
             names=tuple(lists),
+            probes=tuple({max(p, key=len) for p in every}) if len(every) <= _MAX_PROBES else None,
         )
 
     def occurring(self, text: str) -> list[str]:
         """Names of the lists with an entry in ``text`` (lower-cased), in policy order."""
         found: set[str] = set()
-        words = _WORDS.findall(text)
-        starts = self.starts
-        if not starts.keys().isdisjoint(words):
-            for i, word in enumerate(words):
-                for phrase, name in starts.get(word, ()):
-                    if name not in found and tuple(words[i : i + len(phrase)]) == phrase:
-                        found.add(name)
+        starts, probes = self.starts, self.probes
+        if starts and (probes is None or any(probe in text for probe in probes)):
+            words = _WORDS.findall(text)
+            if not starts.keys().isdisjoint(words):
+                for i, word in enumerate(words):
+                    for phrase, name in starts.get(word, ()):
+                        if name not in found and tuple(words[i : i + len(phrase)]) == phrase:
+                            found.add(name)
         for name, symbols in self.symbols.items():
             if name not in found and any(symbol in text for symbol in symbols):
                 found.add(name)

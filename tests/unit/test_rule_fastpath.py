@@ -4,6 +4,7 @@ same failures, the same messages, for every expression form and every kind of it
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 import pytest
@@ -153,3 +154,42 @@ def test_fields_are_computed_once_and_only_when_read() -> None:
     assert rules.evaluate_pre(listing(seller_id="S-666"), context=fields).hit is not None
     assert set(fields._values) == {"owner_lists"}  # no text built, no lists scanned for it
     assert fields["text"] == fields["text"] and set(fields._values) == {"owner_lists", "text"}
+
+
+def _text_lists_by_ngrams(lists: tuple[tuple[str, tuple[str, ...]], ...], text: str) -> list[str]:
+    """The definition: an entry's words occur consecutively among the text's words, or an
+    entry without letters or digits occurs anywhere."""
+    words = re.findall(r"\w+", text)
+    ngrams = {tuple(words[i : i + n]) for n in range(1, 6) for i in range(len(words) - n + 1)}
+    found = []
+    for name, entries in lists:
+        phrases = {tuple(re.findall(r"\w+", e.lower())) for e in entries} - {()}
+        symbols = [e.lower() for e in entries if e.strip() and not re.search(r"\w", e)]
+        if phrases & ngrams or any(s in text for s in symbols):
+            found.append(name)
+    return found
+
+
+@pytest.mark.parametrize("extra_entries", [0, 80])  # few entries: probed first; many: scanned
+def test_text_lists_are_the_lists_whose_entries_occur_as_words(extra_entries: int) -> None:
+    filler = tuple(f"filler term {i}" for i in range(extra_entries))
+    lists = (*LISTS, ("long", ("aaa grade", "ass", *filler)), ("symbols", ("$$$", "🔥")))
+    policy = dataclasses.replace(_policy("'long' in text_lists"), lists=lists)
+    texts = [
+        "Rolex AAA-grade, boxed",
+        "a class act",
+        "cheap $$$ here",
+        "replica🔥",
+        "mirror  quality!",
+        "mirror qualityx",
+        "filler term 7",
+        "filler term 700",
+        "-",
+    ]
+    matched = 0
+    for text in texts:
+        item = listing(title=text, description="", attributes={})
+        expected = _text_lists_by_ngrams(lists, text.lower())
+        assert rule_context(policy, item)["text_lists"] == expected, text
+        matched += bool(expected)
+    assert 0 < matched < len(texts)
