@@ -201,9 +201,12 @@ class ItemFields(Mapping[str, Any]):
         cache = self._post_coerced if self._post is not None and name in self._post else self._coerced
         if name in cache:
             return cache[name]
-        value = cache[name] = (
-            self._lookups.coerced_lists if name == "lists" else coerce_value(self[name], verify_type=False)
-        )
+        value = self[name]
+        if name == "lists":
+            value = self._lookups.coerced_lists
+        elif type(value) is not str and value is not None:  # rule-engine keeps those as they are
+            value = coerce_value(value, verify_type=False)
+        cache[name] = value
         return value
 
     def __contains__(self, name: object) -> bool:

@@ -67,4 +67,5 @@ def decode_record(model: type[_Model], raw: bytes | None, what: str) -> _Model:
 
 def encode(model: BaseModel) -> bytes:
     """Compact JSON, the format of every record streamproc publishes."""
-    return model.model_dump_json().encode()
+    # model_dump_json() without its decode to str (and our encode back to bytes)
+    return model.__pydantic_serializer__.to_json(model)
