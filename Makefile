@@ -16,13 +16,14 @@ DEMO_ARGS ?=
 BENCH_ARGS ?=
 # `make reliability`: e.g. RELIABILITY_ARGS="--runs 1 --soak-minutes 2"
 RELIABILITY_ARGS ?=
+COMPARE_ARGS ?=
 # `make eval`: both shipped packs over the shipped labeled dataset; reports in .eval/<pack name>/
 EVAL_ARGS ?= --policy policies/listings.yaml --policy policies/videos.yaml --data samples/labeled.jsonl --out .eval
 # `make calibrate`: both shipped packs fitted on the calibration split; calibrated packs in
 # .calibrate/<pack name>.yaml (e.g. CALIBRATE_ARGS="... --method platt --review-recall 0.9")
 CALIBRATE_ARGS ?= --policy policies/listings.yaml --policy policies/videos.yaml --data datasets/moderation-v1/calibration.jsonl --out .calibrate
 
-.PHONY: install vllm demo eval calibrate test unit lint docs clean bench-overhead bench-saturation bench-latency reliability
+.PHONY: install vllm demo eval calibrate compare-scorers test unit lint docs clean bench-overhead bench-saturation bench-latency reliability
 
 $(BIN)/.installed: pyproject.toml
 	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
@@ -70,6 +71,11 @@ eval: install
 calibrate: install
 	$(with_model_server); $(BIN)/streamproc calibrate "$${server_args[@]}" --model-name "$(MODEL_NAME)" $(CALIBRATE_ARGS)
 
+# Every scorer/prompt variant calibrated on the calibration split and tested on the test split;
+# the table goes to docs/scorers.md (e.g. COMPARE_ARGS="--only channel --only yes_no").
+compare-scorers: install
+	$(with_model_server); $(BIN)/python scripts/compare_scorers.py "$${server_args[@]}" --model-name "$(MODEL_NAME)" --write-docs $(COMPARE_ARGS)
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -107,4 +113,4 @@ reliability: install
 	STREAMPROC_VLLM_PYTHON="$$vllm_python" STREAMPROC_MODEL_DIR="$$model_dir" $(BIN)/python -m load.reliability $(RELIABILITY_ARGS)
 
 clean:
-	rm -rf $(VENV) .demo .eval .calibrate .test-logs .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .demo .eval .calibrate .compare .test-logs .mypy_cache .ruff_cache .pytest_cache
