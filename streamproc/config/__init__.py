@@ -6,6 +6,7 @@ levels, e.g. ``STREAMPROC_INFERENCE__BASE_URL``), by a YAML file named in
 Precedence: keyword > environment > file > default.
 """
 
+from streamproc.config.cascade import CascadeSettings
 from streamproc.config.checks import check_bootstrap_servers
 from streamproc.config.loading import load_settings
 from streamproc.config.model import (
@@ -28,6 +29,7 @@ __all__ = [
     "CONFIG_FILE_ENV",
     "ENV_PREFIX",
     "AuditSettings",
+    "CascadeSettings",
     "InferenceSettings",
     "KafkaSettings",
     "LogLevel",

@@ -25,6 +25,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from streamproc.config.cascade import CascadeSettings
 from streamproc.config.checks import lowercase, valid_bootstrap_servers, valid_http_url
 
 __all__ = [
@@ -369,6 +370,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     topics: TopicSettings = TopicSettings()
     inference: InferenceSettings = InferenceSettings()
+    cascade: CascadeSettings = CascadeSettings()
     policy: PolicySettings = PolicySettings()
     worker: WorkerSettings = WorkerSettings()
     metrics: MetricsSettings = MetricsSettings()

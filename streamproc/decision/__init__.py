@@ -1,7 +1,14 @@
 """The pure decision core: thresholds, the rules cascade around the model, verdicts, audit
 and shadow selection. No Kafka; the model server is reached through a ``ModelClient``."""
 
-from streamproc.decision.evaluate import ModelClient, decide_verdict, evaluate
+from streamproc.decision.evaluate import (
+    Evaluation,
+    ModelClient,
+    SecondModel,
+    decide_verdict,
+    evaluate,
+    evaluate_item,
+)
 from streamproc.decision.sampling import audit_sample, drawn, sampled_shadows, shadow_key
 from streamproc.decision.thresholds import (
     INFERENCE_ERROR_MESSAGE,
@@ -23,8 +30,10 @@ __all__ = [
     "INFERENCE_ERROR_MESSAGE",
     "INFERENCE_ERROR_REASON",
     "NO_VIOLATION_REASON",
+    "Evaluation",
     "ModelClient",
     "Outcome",
+    "SecondModel",
     "audit_sample",
     "build_verdict",
     "decide",
@@ -33,6 +42,7 @@ __all__ = [
     "decide_verdict",
     "drawn",
     "evaluate",
+    "evaluate_item",
     "flagged_categories",
     "idempotency_key",
     "review_ticket",

@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from streamproc.decision.thresholds import Outcome, decide, decide_by_rule, decide_on_error
 from streamproc.decision.verdict import build_verdict
@@ -23,7 +24,7 @@ from streamproc.policy.calibration import calibrated_scores
 from streamproc.policy.rules import CompiledRules, RuleHit, RuleOutcome
 from streamproc.schemas import ContentEvent, SourceRef, TokenUsage, Verdict, VerdictMode
 
-__all__ = ["ModelClient", "decide_verdict", "evaluate"]
+__all__ = ["Evaluation", "ModelClient", "SecondModel", "decide_verdict", "evaluate", "evaluate_item"]
 
 log = logging.getLogger(__name__)
 
@@ -34,56 +35,90 @@ class ModelClient(Protocol):
     async def complete(self, request: ModelRequest) -> ModelAnswer: ...
 
 
+@dataclass(frozen=True)
+class SecondModel:
+    """The cascade's second model: its client and the served name its verdicts record."""
+
+    client: ModelClient
+    name: str
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What the decision path made of one item."""
+
+    outcome: Outcome
+    #: The deciding scores, calibrated (empty when a pre-rule decided or inference failed).
+    scores: dict[str, float]
+    #: Every answer: the first model's, then the second model's when the item cascaded.
+    answers: list[ModelAnswer]
+    #: When the item cascaded: what the first model alone decided, and its scores.
+    first: tuple[Outcome, dict[str, float]] | None = None
+    #: Requests sent to the second model.
+    second_requests: int = 0
+
+    @property
+    def cascaded(self) -> bool:
+        return self.first is not None
+
+
 async def evaluate(
     policy: Policy,
     rules: CompiledRules,
     event: ContentEvent,
     model: ModelClient,
     metrics: DecisionRecorder = NOOP,
+    second: ModelClient | None = None,
 ) -> tuple[Outcome, dict[str, float], list[ModelAnswer]]:
     """Pre-rules, then the model, then post-rules; an inference error is final.
 
     The decision path of the worker, shared with offline evaluation and appeals. Returns
     the outcome, the per-category scores (calibrated by the pack's ``calibration`` blocks;
-    empty when a pre-rule decided or inference failed) and the model's answers.
+    empty when a pre-rule decided or inference failed) and the model's answers. With a
+    ``second`` model and a pack ``cascade`` band, see ``evaluate_item``.
     """
+    result = await evaluate_item(policy, rules, event, model, metrics, second)
+    return result.outcome, result.scores, result.answers
+
+
+async def evaluate_item(
+    policy: Policy,
+    rules: CompiledRules,
+    event: ContentEvent,
+    model: ModelClient,
+    metrics: DecisionRecorder = NOOP,
+    second: ModelClient | None = None,
+) -> Evaluation:
+    """``evaluate``, saying whether the item cascaded: when the pack has a ``cascade`` band,
+    a ``second`` model is given and some calibrated score of the first model is in the band,
+    the same requests go to the second model and its scores (calibrated alike) decide. Its
+    failure fails closed as the first model's does: review, counted."""
     scorer = SCORERS[policy.scorer]
     requests = scorer.requests(policy, item_content(policy, event))
     context = rules.context(event)  # built once, read by both stages
     hit = _first_hit(rules.evaluate_pre(event, context=context), policy)
     if hit is not None:
         metrics.pre_rule_matched(hit.rule_id, requests_saved=len(requests))
-        return _rule_outcome(policy, hit), {}, []
+        return Evaluation(_rule_outcome(policy, hit), {}, [])
     metrics.model_requests(scorer.name, len(requests))
     answers: list[ModelAnswer] = []
     try:
-        if len(requests) == 1:  # the common case, without gather's task per request
-            answers = [await model.complete(requests[0])]
-        else:
-            answers = list(await asyncio.gather(*(model.complete(r) for r in requests)))
-        metrics.model_tokens(
-            scorer.name,
-            prompt=sum(a.prompt_tokens for a in answers),
-            cached=sum(a.cached_prompt_tokens or 0 for a in answers),
-            completion=sum(a.completion_tokens for a in answers),
-        )
-        scores = _score(scorer, policy, answers, metrics)
+        scores = await _model_scores(scorer, policy, requests, model, metrics, answers)
     except InferenceError as exc:
-        # Fail closed: counted, logged, escalated to a human; never an approval.
-        # While the circuit is open every item fails this way; the client logs that once.
-        log.log(
-            logging.DEBUG if exc.kind == "circuit_open" else logging.WARNING,
-            "inference failed (%s): %s",
-            policy.name,
-            exc,
-        )
-        return decide_on_error(exc.kind), {}, answers
-    outcome = decide(policy, scores)
-    hit = _first_hit(rules.evaluate_post(event, scores, outcome.decision, context=context), policy)
-    if hit is not None:
-        metrics.post_rule_matched(hit.rule_id)
-        outcome = _rule_outcome(policy, hit)
-    return outcome, scores, answers
+        return Evaluation(_failed(policy, exc), {}, answers)
+    cascading = second is not None and policy.cascade is not None and policy.cascade.uncertain(scores)
+    if not cascading or second is None:
+        return Evaluation(_model_outcome(policy, rules, event, scores, context, metrics), scores, answers)
+    # What the first model alone decided: offline evaluation reports it beside the cascade.
+    first = (_model_outcome(policy, rules, event, scores, context, NOOP), scores)
+    metrics.cascaded(policy.name, requests=len(requests))
+    second_answers: list[ModelAnswer] = []
+    try:
+        scores = await _model_scores(scorer, policy, requests, second, metrics, second_answers)
+    except InferenceError as exc:
+        return Evaluation(_failed(policy, exc), {}, answers + second_answers, first, len(requests))
+    outcome = _model_outcome(policy, rules, event, scores, context, metrics)
+    return Evaluation(outcome, scores, answers + second_answers, first, len(requests))
 
 
 async def decide_verdict(
@@ -98,24 +133,86 @@ async def decide_verdict(
     clock: Callable[[], datetime],
     mode: VerdictMode = "live",
     metrics: DecisionRecorder = NOOP,
+    second: SecondModel | None = None,
 ) -> tuple[Verdict, Outcome]:
     """``evaluate``, then the verdict built from it; ``received`` is the ``perf_counter()``
-    reading its processing time runs from."""
-    outcome, scores, answers = await evaluate(policy, rules, event, model, metrics)
+    reading its processing time runs from. A cascaded item's verdict names the second model."""
+    result = await evaluate_item(
+        policy, rules, event, model, metrics, second.client if second is not None else None
+    )
     verdict = build_verdict(
         event=event,
         policy=policy,
-        outcome=outcome,
-        scores=scores,
-        model=model_name,
+        outcome=result.outcome,
+        scores=result.scores,
+        model=second.name if second is not None and result.cascaded else model_name,
         source=source,
-        usage=_usage(answers),
-        inference_seconds=max((a.seconds for a in answers), default=None),
+        usage=_usage(result.answers),
+        inference_seconds=_inference_seconds(result),
         processing_seconds=time.perf_counter() - received,
         now=clock(),
         mode=mode,
     )
-    return verdict, outcome
+    return verdict, result.outcome
+
+
+async def _model_scores(
+    scorer: Scorer,
+    policy: Policy,
+    requests: list[ModelRequest],
+    model: ModelClient,
+    metrics: DecisionRecorder,
+    answers: list[ModelAnswer],
+) -> dict[str, float]:
+    """The model's calibrated scores; its answers go into ``answers`` (kept when scoring fails)."""
+    if len(requests) == 1:  # the common case, without gather's task per request
+        answers.append(await model.complete(requests[0]))
+    else:
+        answers += await asyncio.gather(*(model.complete(r) for r in requests))
+    metrics.model_tokens(
+        scorer.name,
+        prompt=sum(a.prompt_tokens for a in answers),
+        cached=sum(a.cached_prompt_tokens or 0 for a in answers),
+        completion=sum(a.completion_tokens for a in answers),
+    )
+    return _score(scorer, policy, answers, metrics)
+
+
+def _failed(policy: Policy, exc: InferenceError) -> Outcome:
+    # Fail closed: counted, logged, escalated to a human; never an approval.
+    # While the circuit is open every item fails this way; the client logs that once.
+    log.log(
+        logging.DEBUG if exc.kind == "circuit_open" else logging.WARNING,
+        "inference failed (%s): %s",
+        policy.name,
+        exc,
+    )
+    return decide_on_error(exc.kind)
+
+
+def _model_outcome(
+    policy: Policy,
+    rules: CompiledRules,
+    event: ContentEvent,
+    scores: dict[str, float],
+    context: Mapping[str, Any],
+    metrics: DecisionRecorder,
+) -> Outcome:
+    """The thresholds over the scores, then the post-rules."""
+    outcome = decide(policy, scores)
+    hit = _first_hit(rules.evaluate_post(event, scores, outcome.decision, context=context), policy)
+    if hit is not None:
+        metrics.post_rule_matched(hit.rule_id)
+        outcome = _rule_outcome(policy, hit)
+    return outcome
+
+
+def _inference_seconds(result: Evaluation) -> float | None:
+    """The slowest answer of each model asked, added up (the second model is asked after)."""
+    split = len(result.answers) - result.second_requests
+    stages = [result.answers[:split], result.answers[split:]]
+    seconds = [max(a.seconds for a in stage) for stage in stages if stage]
+    return sum(seconds) if seconds else None
 
 
 def _score(

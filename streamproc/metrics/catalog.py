@@ -174,6 +174,18 @@ WORKER_METRICS: Final[tuple[MetricSpec, ...]] = (
         "model_calls_saved", "counter", "Model requests not sent because a pre-model rule decided the item."
     ),
     MetricSpec(
+        "cascaded_items",
+        "counter",
+        "Items whose scores fell in their pack's cascade band and went to the second model, by pack.",
+        labels=("policy",),
+    ),
+    MetricSpec(
+        "cascade_requests",
+        "counter",
+        "Requests sent to the cascade's second model (the cascade's extra cost), by pack.",
+        labels=("policy",),
+    ),
+    MetricSpec(
         "policy_reloads",
         "counter",
         "Policy pack reloads, by result (applied or rejected).",

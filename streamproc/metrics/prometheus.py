@@ -138,6 +138,8 @@ class PrometheusWorkerMetrics:
         self._completion_per_item = m.histogram("completion_tokens_per_item")
         self._rule_matches = m.counter("rule_matches")
         self._calls_saved = m.counter("model_calls_saved")
+        self._cascaded = m.counter("cascaded_items")
+        self._cascade_requests = m.counter("cascade_requests")
         self._reloads = m.counter("policy_reloads")
         self._policy_info = m.gauge("policy_info")
         self._audit = m.counter("audit_samples")
@@ -249,6 +251,10 @@ class PrometheusWorkerMetrics:
         self._cached_tokens.inc(cached)
         self._completion_per_item_by(scorer).observe(completion)
 
+    def cascaded(self, policy: str, *, requests: int) -> None:
+        self._cascaded.labels(policy=policy).inc()
+        self._cascade_requests.labels(policy=policy).inc(requests)
+
     # packs
     def policies_served(self, live: Mapping[str, str], shadows: Sequence[str]) -> None:
         if self._multiprocess:  # cleared series would keep their 1 in the file
@@ -259,6 +265,8 @@ class PrometheusWorkerMetrics:
         self._served = set(live.items())
         for name, version in live.items():
             self._policy_info.labels(name=name, version=version).set(1)
+            self._cascaded.labels(policy=name)  # at zero from the start, as rate() needs
+            self._cascade_requests.labels(policy=name)
         for name in shadows:  # their series start at zero
             for decision in _DECISIONS:
                 self._shadow_verdicts.labels(policy=name, decision=decision)

@@ -67,6 +67,8 @@ class DecisionRecorder(Protocol):
     def model_requests(self, scorer: str, count: int) -> None: ...
     def model_tokens(self, scorer: str, *, prompt: int, cached: int, completion: int) -> None: ...
     def inference_error(self, kind: str) -> None: ...
+    def cascaded(self, policy: str, *, requests: int) -> None:
+        """An item went to the cascade's second model with ``requests`` requests."""
 
 
 class PolicyRecorder(Protocol):
@@ -162,6 +164,9 @@ class NoopRecorder:
         pass
 
     def model_tokens(self, scorer: str, *, prompt: int, cached: int, completion: int) -> None:
+        pass
+
+    def cascaded(self, policy: str, *, requests: int) -> None:
         pass
 
     def policies_served(self, live: Mapping[str, str], shadows: Sequence[str]) -> None:

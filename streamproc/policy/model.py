@@ -30,6 +30,7 @@ from pydantic import (
 from pydantic_core import core_schema
 
 from streamproc.errors import ConfigError
+from streamproc.policy.cascade import Cascade
 from streamproc.schemas import ContentType, Decision
 
 __all__ = [
@@ -287,6 +288,8 @@ class Policy:
     channel_neutral: Text | None = None
     #: Written by ``streamproc calibrate``: the data, model and targets the thresholds fit.
     calibration_provenance: CalibrationProvenance | None = None
+    #: Items whose calibrated scores are uncertain go to the deployment's second model.
+    cascade: Cascade | None = None
 
     def __post_init__(self) -> None:
         labels = [c.label for c in self.categories] + [self.safe_label]
@@ -326,8 +329,9 @@ class Policy:
             del fields[name]
         # Optional fields a pack leaves unset are left out, so packs written before those
         # fields existed keep their versions.
-        if fields["channel_neutral"] is None:
-            del fields["channel_neutral"]
+        for name in ("channel_neutral", "cascade"):
+            if fields[name] is None:
+                del fields[name]
         for category in fields["categories"]:
             for name in ("calibration", "channel_prompt"):
                 if category[name] is None:

@@ -13,7 +13,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from streamproc.config import AuditSettings, TopicSettings
-from streamproc.decision import ModelClient, Outcome, audit_sample, decide_verdict, sampled_shadows
+from streamproc.decision import (
+    ModelClient,
+    Outcome,
+    SecondModel,
+    audit_sample,
+    decide_verdict,
+    sampled_shadows,
+)
 from streamproc.metrics import NOOP, WorkerRecorder
 from streamproc.policy import Policy, PolicySet
 from streamproc.schemas import (
@@ -48,6 +55,7 @@ class Processor:
         model_name: str,
         worker_id: str,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        second: SecondModel | None = None,
     ) -> None:
         self._topics = topics
         self._audit = audit
@@ -55,6 +63,7 @@ class Processor:
         self.policies = policies
         self._model = model
         self._model_name = model_name
+        self._second = second  # the cascade's second model, for packs with a cascade band
         self._metrics = metrics
         self._clock = clock
         self._content_types: dict[str, ContentType] = {topics.listings: "listing", topics.videos: "video"}
@@ -143,6 +152,7 @@ class Processor:
             clock=self._clock,
             mode=mode,
             metrics=self._metrics if mode == "live" else NOOP,
+            second=self._second,
         )
 
     async def _shadow_verdict(

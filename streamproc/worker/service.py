@@ -12,11 +12,14 @@ import contextlib
 import logging
 import os
 import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
 from streamproc.config import Settings
+from streamproc.decision import SecondModel
 from streamproc.inference import InferenceClient
 from streamproc.metrics import PrometheusWorkerMetrics, WorkerRecorder, create
 from streamproc.policy import PolicySet, load_policy_set
@@ -77,7 +80,10 @@ class ModerationService:
     async def run(self) -> None:
         """Run until ``stop()``; raises PipelineFailed if an item could not be finished."""
         settings, metrics = self._settings, self._metrics
-        async with InferenceClient(settings.inference, metrics) as client:
+        async with (
+            InferenceClient(settings.inference, metrics) as client,
+            _second_model(settings, metrics) as second,
+        ):
             self._client = client
             processor = Processor(
                 settings.topics,
@@ -87,6 +93,7 @@ class ModerationService:
                 metrics,
                 model_name=settings.inference.model,
                 worker_id=settings.kafka.client_id,
+                second=second,
             )
             self._pipeline = Pipeline(
                 settings.kafka,
@@ -116,6 +123,42 @@ class ModerationService:
                     watcher.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await watcher
+
+
+@contextlib.asynccontextmanager
+async def _second_model(settings: Settings, metrics: WorkerRecorder) -> AsyncIterator[SecondModel | None]:
+    """The cascade's second model client, when ``cascade.model`` is set."""
+    inference = settings.cascade.inference(settings.inference)
+    if inference is None:
+        yield None
+        return
+    async with InferenceClient(inference, _SecondModelMetrics(metrics)) as client:
+        yield SecondModel(client, inference.model)
+
+
+class _SecondModelMetrics:
+    """The second client's requests, latency and errors count with the first's; the limit and
+    circuit gauges stay the main model's (one series each, read by readiness and alerts)."""
+
+    def __init__(self, metrics: WorkerRecorder) -> None:
+        self._metrics = metrics
+
+    def watch_model(
+        self, *, concurrency_limit: Callable[[], float], circuit_open: Callable[[], bool]
+    ) -> None:
+        pass
+
+    def model_request_in_flight(self) -> AbstractContextManager[object]:
+        return self._metrics.model_request_in_flight()
+
+    def model_request_latency(self, seconds: float) -> None:
+        self._metrics.model_request_latency(seconds)
+
+    def inference_error(self, kind: str) -> None:
+        self._metrics.inference_error(kind)
+
+    def inference_retry(self) -> None:
+        self._metrics.inference_retry()
 
 
 def run_worker(settings: Settings, policies: PolicySet) -> None:
@@ -198,6 +241,7 @@ def _summary(settings: Settings, policies: PolicySet, server: HealthServer | Non
         "on_unavailable": settings.inference.on_unavailable,
         "model_url": settings.inference.base_url,
         "model_name": settings.inference.model,
+        "cascade_model": settings.cascade.model,  # None: no cascade
         "packs": sorted(policies.versions.values()),  # each version names its pack
         "metrics_address": f"{server.host}:{server.port}" if server is not None else "disabled",
     }

@@ -1,0 +1,214 @@
+"""The cascade: items whose calibrated scores are uncertain go to a second model first."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from streamproc.config import InferenceSettings, load_settings
+from streamproc.decision import Evaluation, SecondModel, decide_verdict, evaluate, evaluate_item
+from streamproc.errors import ConfigError, InferenceError, InferenceTimeout
+from streamproc.inference.protocol import ModelAnswer, ModelRequest, TokenChoice
+from streamproc.metrics import NOOP, DecisionRecorder, create
+from streamproc.policy import Category, Policy, Thresholds, load_pack
+from streamproc.policy.cascade import Cascade, CascadeBand, InvalidCascade
+from streamproc.policy.rules import CompiledRules
+from streamproc.schemas import SourceRef
+from tests.factories import listing
+
+BAND = Cascade(CascadeBand(low=0.3, high=0.7))
+SPAM = Category(
+    id="spam",
+    label="A",
+    title="Spam",
+    description="Repetitive or misleading promotion.",
+    reason_code="SPAM",
+    seller_message="Your listing looks like spam.",
+    thresholds=Thresholds(reject=0.8, review=0.5),
+)
+PLAIN = Policy(
+    name="cascade-test",
+    content_type="listing",
+    preamble="Moderate the listing.",
+    categories=(SPAM,),
+    scorer="label_logprob",
+)
+CASCADING = dataclasses.replace(PLAIN, cascade=BAND)
+#: PLAIN's version before packs could have a cascade block: packs without one keep it.
+PLAIN_VERSION = "cascade-test@92884cacafab"
+
+
+class FakeModel:
+    """Answers the label scorer's request with P(spam) = ``score``, or raises ``error``."""
+
+    def __init__(self, score: float = 0.5, error: InferenceError | None = None) -> None:
+        self.score, self.error = score, error
+        self.requests: list[ModelRequest] = []
+
+    async def complete(self, request: ModelRequest) -> ModelAnswer:
+        self.requests.append(request)
+        if self.error is not None:
+            raise self.error
+        alternatives = (("A", math.log(self.score)), ("N", math.log(1 - self.score)))
+        return ModelAnswer(
+            text="A",
+            tokens=(TokenChoice("A", alternatives[0][1], alternatives),),
+            prompt_tokens=10,
+            seconds=0.2,
+        )
+
+
+class Unreadable(FakeModel):
+    async def complete(self, request: ModelRequest) -> ModelAnswer:
+        self.requests.append(request)
+        return ModelAnswer(text="?", tokens=(TokenChoice("?", -0.1, (("?", -0.1),)),))
+
+
+async def _run(
+    policy: Policy, first: FakeModel, second: FakeModel | None, metrics: DecisionRecorder = NOOP
+) -> Evaluation:
+    return await evaluate_item(policy, CompiledRules.compile(policy), listing(), first, metrics, second)
+
+
+@pytest.mark.parametrize(("low", "high"), [(0.7, 0.3), (0.5, 0.5), (-0.1, 0.5), (0.2, 1.5)])
+def test_a_band_needs_low_below_high_within_0_and_1(low: float, high: float) -> None:
+    with pytest.raises(InvalidCascade, match=r"0 <= low < high <= 1"):
+        CascadeBand(low=low, high=high)
+
+
+def test_a_bad_band_in_a_pack_file_is_one_line_at_its_place(tmp_path: Path) -> None:
+    pack = tmp_path / "pack.yaml"
+    pack.write_text(
+        "name: p\ncontent_type: listing\npreamble: Moderate.\ncategories:\n"
+        "  - {id: spam, label: A, title: Spam, description: Spam., reason_code: SPAM,\n"
+        "     seller_message: Spam., thresholds: {reject: 0.8, review: 0.5}}\n"
+        "cascade:\n  band: {low: 0.7, high: 0.3}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_pack(pack)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "pack.yaml:8: cascade.band:" in message and "got low 0.7, high 0.3" in message
+    pack.write_text(pack.read_text().replace("low: 0.7, high: 0.3", "low: 0.3, high: 0.7"))
+    assert load_pack(pack).cascade == BAND
+
+
+def test_packs_without_a_cascade_keep_their_version_and_a_band_changes_it() -> None:
+    assert PLAIN.version == PLAIN_VERSION
+    assert CASCADING.version != PLAIN.version
+    wider = dataclasses.replace(PLAIN, cascade=Cascade(CascadeBand(low=0.2, high=0.8)))
+    assert wider.version not in (PLAIN.version, CASCADING.version)
+
+
+@pytest.mark.parametrize(("score", "uncertain"), [(0.29, False), (0.3, True), (0.69, True), (0.7, False)])
+def test_the_band_includes_low_and_excludes_high(score: float, uncertain: bool) -> None:
+    assert BAND.uncertain({"spam": 0.0, "adult": score}) is uncertain
+
+
+async def test_an_uncertain_item_is_decided_by_the_second_model() -> None:
+    first, second = FakeModel(0.5), FakeModel(0.9)
+    result = await _run(CASCADING, first, second)
+    assert result.cascaded and result.first is not None
+    assert result.first[0].decision == "review" and result.first[1]["spam"] == pytest.approx(0.5)
+    assert (result.outcome.decision, result.outcome.decided_by.id) == ("reject", "spam")
+    assert result.scores["spam"] == pytest.approx(0.9)
+    assert second.requests == first.requests  # the same requests
+    assert (result.second_requests, len(result.answers)) == (1, 2)
+
+
+async def test_the_verdict_names_the_model_that_decided() -> None:
+    async def verdict_model(score: float) -> str:
+        verdict, _ = await decide_verdict(
+            CASCADING,
+            CompiledRules.compile(CASCADING),
+            listing(),
+            FakeModel(score),
+            model_name="first",
+            source=SourceRef(topic="t", partition=0, offset=1),
+            received=time.perf_counter(),
+            clock=lambda: datetime.now(UTC),
+            second=SecondModel(FakeModel(0.05), "second"),
+        )
+        assert verdict.usage is not None
+        return f"{verdict.model}:{verdict.decision}:{verdict.usage.prompt_tokens}"
+
+    assert await verdict_model(0.5) == "second:approve:20"  # both models' tokens
+    assert await verdict_model(0.95) == "first:reject:10"
+
+
+@pytest.mark.parametrize(
+    ("policy", "score", "with_second"),
+    [(CASCADING, 0.1, True), (CASCADING, 0.95, True), (PLAIN, 0.5, True), (CASCADING, 0.5, False)],
+)
+async def test_no_cascade_outside_the_band_without_a_band_or_without_a_second_model(
+    policy: Policy, score: float, with_second: bool
+) -> None:
+    second = FakeModel(0.9)
+    result = await _run(policy, FakeModel(score), second if with_second else None)
+    assert not result.cascaded and not second.requests
+    assert result.scores["spam"] == pytest.approx(score)
+
+
+async def test_a_failing_second_model_sends_the_item_to_review_as_a_first_model_error() -> None:
+    registry = CollectorRegistry()
+    metrics = create(registry)
+    result = await _run(CASCADING, FakeModel(0.5), FakeModel(error=InferenceTimeout("too slow")), metrics)
+    assert result.cascaded and result.scores == {}
+    assert (result.outcome.decision, result.outcome.decided_by.kind, result.outcome.decided_by.id) == (
+        "review",
+        "error",
+        "timeout",
+    )
+    first_only = await evaluate(
+        PLAIN, CompiledRules.compile(PLAIN), listing(), FakeModel(error=InferenceTimeout("x"))
+    )
+    assert first_only[0] == result.outcome
+    # an unreadable answer from the second model: review, and counted as the first model's are
+    result = await _run(CASCADING, FakeModel(0.5), Unreadable(), metrics)
+    assert (result.outcome.decision, result.outcome.decided_by.id) == ("review", "protocol_error")
+    assert registry.get_sample_value("streamproc_inference_errors_total", {"kind": "protocol_error"}) == 1
+
+
+async def test_cascaded_items_and_second_model_requests_are_counted_per_pack() -> None:
+    registry = CollectorRegistry()
+    metrics = create(registry)
+    metrics.policies_served({CASCADING.name: CASCADING.version}, [])
+    labels = {"policy": CASCADING.name}
+    assert registry.get_sample_value("streamproc_cascaded_items_total", labels) == 0
+    for score in (0.5, 0.6, 0.1):
+        await _run(CASCADING, FakeModel(score), FakeModel(0.9), metrics)
+    assert registry.get_sample_value("streamproc_cascaded_items_total", labels) == 2
+    assert registry.get_sample_value("streamproc_cascade_requests_total", labels) == 2
+
+
+def test_the_second_model_setting_inherits_the_main_model_where_unset(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = load_settings(inference=InferenceSettings(api_key="k", timeout_seconds=12.0))
+    assert settings.cascade.inference(settings.inference) is None  # no model: no cascade
+    monkeypatch.setenv("STREAMPROC_CASCADE__MODEL", "bigger")
+    settings = load_settings(inference=InferenceSettings(api_key="k", timeout_seconds=12.0))
+    same = settings.cascade.inference(settings.inference)
+    assert same is not None
+    assert (same.model, same.base_url, same.timeout_seconds) == ("bigger", settings.inference.base_url, 12.0)
+    assert same.api_key is not None and same.api_key.get_secret_value() == "k"
+    assert same.on_unavailable == "review"  # an unavailable second model never holds the stream
+    monkeypatch.setenv("STREAMPROC_CASCADE__BASE_URL", "http://other:8000/v1")
+    other = load_settings().cascade.inference(InferenceSettings(api_key="k"))
+    assert other is not None and other.base_url == "http://other:8000/v1"
+    assert other.api_key is None  # the main server's token is not sent to another server
+
+
+def test_a_bad_second_model_setting_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMPROC_CASCADE__BASE_URL", "vllm:8000")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert "\n" not in str(caught.value)
+    assert "STREAMPROC_CASCADE__BASE_URL: 'vllm:8000' is not an http(s) URL" in str(caught.value)
