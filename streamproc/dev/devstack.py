@@ -143,6 +143,7 @@ class VllmServer(ManagedProcess):
         port: int | None = None,
         max_model_len: int = 4096,
         extra_args: Sequence[str] = (),
+        other_names: Sequence[str] = (),
     ) -> None:
         if not python.is_file():
             raise ConfigError(
@@ -159,7 +160,7 @@ class VllmServer(ManagedProcess):
         argv = [
             str(python), "-m", "vllm.entrypoints.openai.api_server",
             "--model", str(model_dir),
-            "--served-model-name", served_model_name,
+            "--served-model-name", served_model_name, *other_names,  # one model, several names
             "--host", "127.0.0.1",
             "--port", str(self.port),
             "--max-model-len", str(max_model_len),

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.util import find_spec
@@ -16,6 +17,7 @@ from streamproc.evaluation.dataset import LabeledItem, check_categories, load_da
 from streamproc.evaluation.report import (
     EvalReport,
     ReportContext,
+    ServedModel,
     build_report,
     build_summary,
     summary_headlines,
@@ -28,7 +30,7 @@ from streamproc.inference import InferenceClient
 from streamproc.metrics import NOOP
 from streamproc.policy import Policy, load_pack
 
-__all__ = ["EvalPlan", "WrittenReport", "headlines", "plan_evaluation", "run_evaluation"]
+__all__ = ["EvalPlan", "WrittenReport", "check_cascade", "headlines", "plan_evaluation", "run_evaluation"]
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,8 @@ def run_evaluation(
     *,
     on_done: Callable[[], None] | None = None,
     model: ModelClient | None = None,
+    cascade: InferenceSettings | None = None,
+    second: ModelClient | None = None,
 ) -> list[WrittenReport]:
     """Run every pack over its items through the server ``inference`` names; write the reports.
 
@@ -117,19 +121,27 @@ def run_evaluation(
     one is the caller's business. ``model`` replaces the HTTP client (tests); otherwise the
     server is checked first.
 
+    ``cascade`` names the cascade's second model (``second`` replaces its client in tests):
+    packs with a ``cascade`` band then cascade as in the worker, and their reports show the
+    cascade's cost and effect.
+
     Raises:
         ServerUnreachable: the server cannot be reached or does not serve the model.
+        ConfigError: a second model is given but no pack has a cascade band.
     """
+    if cascade is not None:
+        check_cascade(plan)
     plan.out.mkdir(parents=True, exist_ok=True)
     # An evaluation must finish: items the server fails on become errors, not a wait.
     settings = inference.model_copy(update={"on_unavailable": "review"})
-    runs = asyncio.run(_run(plan, settings, model, on_done))
+    runs = asyncio.run(_run(plan, settings, model, on_done, (cascade, second)))
     context = ReportContext(
         dataset=str(plan.data),
         dataset_items=len(plan.items),
         model=settings.model,
         base_url=settings.base_url,
         generated_at=datetime.now(UTC),
+        cascade=ServedModel(name=cascade.model, base_url=cascade.base_url) if cascade else None,
     )
     written = []
     for group, group_runs in zip(plan.groups, runs, strict=True):
@@ -139,6 +151,19 @@ def run_evaluation(
     if len(written) > 1:  # several packs alone: all of them together beside their folders
         write_summary(plan.out, build_summary(plan.out, [(w.directory, w.report) for w in written]))
     return written
+
+
+def check_cascade(plan: EvalPlan) -> None:
+    """A second model needs a pack that says when to use it.
+
+    Raises:
+        ConfigError: no pack of the plan has a cascade block.
+    """
+    if not any(p.cascade for group in plan.groups for p in group):
+        raise ConfigError(
+            "--cascade-model needs a pack with a cascade block (cascade: {band: {low: 0.3, high: 0.7}}); "
+            "none of the packs given has one"
+        )
 
 
 def headlines(out: Path, written: Sequence[WrittenReport]) -> list[str]:
@@ -155,20 +180,38 @@ async def _run(
     settings: InferenceSettings,
     model: ModelClient | None,
     on_done: Callable[[], None] | None,
+    cascade: tuple[InferenceSettings | None, ModelClient | None],
 ) -> list[list[PackRun]]:
-    if model is None:
-        api_key = settings.api_key.get_secret_value() if settings.api_key else None
-        await check_server(settings.base_url, settings.model, api_key=api_key)
-        async with InferenceClient(settings, NOOP) as client:
-            return await _run_groups(plan, client, settings.max_inflight, on_done)
-    return await _run_groups(plan, model, settings.max_inflight, on_done)
+    async with _client(settings, model) as first, _client(*cascade) as second:
+        return await _run_groups(plan, first, settings.max_inflight, on_done, second)
+
+
+@contextlib.asynccontextmanager
+async def _client(
+    settings: InferenceSettings | None, model: ModelClient | None
+) -> AsyncIterator[ModelClient | None]:
+    """``model`` (tests), else an HTTP client of the server ``settings`` names, checked first."""
+    if model is not None or settings is None:
+        yield model
+        return
+    api_key = settings.api_key.get_secret_value() if settings.api_key else None
+    await check_server(settings.base_url, settings.model, api_key=api_key)
+    async with InferenceClient(settings.model_copy(update={"on_unavailable": "review"}), NOOP) as client:
+        yield client
 
 
 async def _run_groups(
-    plan: EvalPlan, model: ModelClient, concurrency: int, on_done: Callable[[], None] | None
+    plan: EvalPlan,
+    model: ModelClient | None,
+    concurrency: int,
+    on_done: Callable[[], None] | None,
+    second: ModelClient | None,
 ) -> list[list[PackRun]]:
+    assert model is not None  # noqa: S101 - _client yields one when given settings
     policies = [policy for group in plan.groups for policy in group]
-    results = iter(await run_packs(policies, plan.items, model, concurrency=concurrency, on_done=on_done))
+    results = iter(
+        await run_packs(policies, plan.items, model, concurrency=concurrency, on_done=on_done, second=second)
+    )
     return [
         [
             PackRun(

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import httpx
 
-from streamproc.decision import ModelClient, decide, evaluate, flagged_categories
+from streamproc.decision import Evaluation, ModelClient, decide, evaluate_item, flagged_categories
 from streamproc.errors import ConfigError
 from streamproc.evaluation.dataset import LabeledItem
 from streamproc.policy import Policy
@@ -56,6 +57,10 @@ class ItemResult:
     requests: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    #: The cascade: requests sent to the second model (0: the item did not cascade), and
+    #: what the first model alone decided, scored alongside.
+    second_model_requests: int = 0
+    without_cascade: ItemResult | None = None
 
     @property
     def error(self) -> str | None:
@@ -149,11 +154,13 @@ async def run_packs(
     *,
     concurrency: int,
     on_done: Callable[[], None] | None = None,
+    second: ModelClient | None = None,
 ) -> list[list[ItemResult]]:
     """Every pack over the items of its content type, at most ``concurrency`` items at once.
 
     Returns one list per pack, in dataset order. Inference errors become results (decided
-    by ``error``), never exceptions; other exceptions propagate.
+    by ``error``), never exceptions; other exceptions propagate. With a ``second`` model,
+    packs with a ``cascade`` band cascade as in the worker.
     """
     compiled = [CompiledRules.compile(policy) for policy in policies]
     stages = [{rule.id: rule.stage for rule in policy.rules} for policy in policies]
@@ -162,26 +169,10 @@ async def run_packs(
     async def one(index: int, item: LabeledItem) -> ItemResult:
         policy = policies[index]
         async with gate:
-            outcome, scores, answers = await evaluate(policy, compiled[index], item.event, model)
+            result = await evaluate_item(policy, compiled[index], item.event, model, second=second)
         if on_done is not None:
             on_done()
-        rule_id = outcome.decided_by.id if outcome.decided_by.kind == "rule" else None
-        return ItemResult(
-            item=item,
-            decision=outcome.decision,
-            decided_by=outcome.decided_by.kind,
-            decided_by_id=outcome.decided_by.id,
-            reason_code=outcome.reason_code,
-            scores=dict(scores),
-            flagged=tuple(flagged_categories(policy, outcome, scores)),
-            rule_category=outcome.rule_category,
-            rule_stage=stages[index].get(rule_id) if rule_id else None,
-            # The thresholds again: a post-rule's outcome hides what the model decided.
-            model_decision=decide(policy, scores).decision if scores else None,
-            requests=len(answers),
-            prompt_tokens=sum(a.prompt_tokens for a in answers),
-            completion_tokens=sum(a.completion_tokens for a in answers),
-        )
+        return _item_result(policy, item, stages[index], result)
 
     tasks: list[list[asyncio.Task[ItemResult]]] = []
     async with asyncio.TaskGroup() as group:
@@ -194,3 +185,31 @@ async def run_packs(
                 ]
             )
     return [[task.result() for task in pack_tasks] for pack_tasks in tasks]
+
+
+def _item_result(
+    policy: Policy, item: LabeledItem, stages: dict[str, Literal["pre", "post"]], result: Evaluation
+) -> ItemResult:
+    outcome, scores, answers = result.outcome, result.scores, result.answers
+    rule_id = outcome.decided_by.id if outcome.decided_by.kind == "rule" else None
+    mine = ItemResult(
+        item=item,
+        decision=outcome.decision,
+        decided_by=outcome.decided_by.kind,
+        decided_by_id=outcome.decided_by.id,
+        reason_code=outcome.reason_code,
+        scores=dict(scores),
+        flagged=tuple(flagged_categories(policy, outcome, scores)),
+        rule_category=outcome.rule_category,
+        rule_stage=stages.get(rule_id) if rule_id else None,
+        # The thresholds again: a post-rule's outcome hides what the model decided.
+        model_decision=decide(policy, scores).decision if scores else None,
+        requests=len(answers),
+        prompt_tokens=sum(a.prompt_tokens for a in answers),
+        completion_tokens=sum(a.completion_tokens for a in answers),
+    )
+    if result.first is None:
+        return mine
+    first_answers = answers[: len(answers) - result.second_requests]
+    alone = _item_result(policy, item, stages, Evaluation(*result.first, first_answers))
+    return dataclasses.replace(mine, second_model_requests=result.second_requests, without_cascade=alone)

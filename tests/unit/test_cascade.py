@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from datetime import UTC, datetime
@@ -14,13 +15,15 @@ from prometheus_client import CollectorRegistry
 from streamproc.config import InferenceSettings, load_settings
 from streamproc.decision import Evaluation, SecondModel, decide_verdict, evaluate, evaluate_item
 from streamproc.errors import ConfigError, InferenceError, InferenceTimeout
+from streamproc.evaluation import plan_evaluation, run_evaluation
+from streamproc.evaluation.report import EvalReport
 from streamproc.inference.protocol import ModelAnswer, ModelRequest, TokenChoice
 from streamproc.metrics import NOOP, DecisionRecorder, create
 from streamproc.policy import Category, Policy, Thresholds, load_pack
 from streamproc.policy.cascade import Cascade, CascadeBand, InvalidCascade
 from streamproc.policy.rules import CompiledRules
 from streamproc.schemas import SourceRef
-from tests.factories import listing
+from tests.factories import listing, listing_dict
 
 BAND = Cascade(CascadeBand(low=0.3, high=0.7))
 SPAM = Category(
@@ -212,3 +215,89 @@ def test_a_bad_second_model_setting_is_one_line(monkeypatch: pytest.MonkeyPatch)
         load_settings()
     assert "\n" not in str(caught.value)
     assert "STREAMPROC_CASCADE__BASE_URL: 'vllm:8000' is not an http(s) URL" in str(caught.value)
+
+
+PACK_FILE = (
+    "name: p\ncontent_type: listing\npreamble: Moderate.\nscorer: label_logprob\ncategories:\n"
+    "  - {id: spam, label: A, title: Spam, description: Spam., reason_code: SPAM,\n"
+    "     seller_message: Spam., thresholds: {reject: 0.8, review: 0.5}}\n"
+    "cascade:\n  band: {low: 0.3, high: 0.7}\n"
+)
+#: title: (true categories, first model's score, second model's score)
+ITEMS: dict[str, tuple[list[str], float, float]] = {
+    "item-a": (["spam"], 0.5, 0.9),  # review -> reject
+    "item-b": ([], 0.4, 0.1),  # approve, in the band, approve again
+    "item-c": ([], 0.6, 0.2),  # review (a false flag) -> approve
+    "item-d": (["spam"], 0.95, 0.0),  # reject, outside the band
+    "item-e": ([], 0.05, 0.0),  # approve, outside the band
+}
+
+
+class ByTitle(FakeModel):
+    """Scores each item by its title, from ``ITEMS``."""
+
+    def __init__(self, *, second: bool) -> None:
+        super().__init__()
+        self.second = second
+
+    async def complete(self, request: ModelRequest) -> ModelAnswer:
+        text = json.dumps(request.body)
+        _, first, second = next(v for title, v in ITEMS.items() if title in text)
+        self.score = second if self.second else first
+        return await super().complete(request)
+
+
+def test_eval_reports_the_cascades_cost_and_effect_from_one_run(tmp_path: Path) -> None:
+    pack = tmp_path / "pack.yaml"
+    pack.write_text(PACK_FILE, encoding="utf-8")
+    data = tmp_path / "data.jsonl"
+    lines = [
+        {
+            "content_type": "listing",
+            "event": listing_dict(listing_id=f"L-{i}", title=title),
+            "true_categories": truth,
+        }
+        for i, (title, (truth, _, _)) in enumerate(ITEMS.items())
+    ]
+    data.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    plan = plan_evaluation([pack], data, tmp_path / "out")
+    second = ByTitle(second=True)
+    [written] = run_evaluation(
+        plan,
+        InferenceSettings(model="first"),
+        model=ByTitle(second=False),
+        cascade=InferenceSettings(model="second", base_url="http://second:8000/v1"),
+        second=second,
+    )
+    report = EvalReport.model_validate_json((written.directory / "report.json").read_text())
+    cascade = report.packs[0].cascade
+    assert cascade is not None and cascade.model.name == "second"
+    assert (cascade.items, cascade.cascaded, cascade.second_model_requests) == (5, 3, 3)
+    assert (cascade.extra_requests_per_item, cascade.decisions_changed, cascade.second_model_errors) == (
+        0.6,
+        2,
+        0,
+    )
+    before, after = cascade.without_cascade, cascade.with_cascade
+    assert before.violation.f1 == pytest.approx(0.8) and (before.automation_rate, before.review) == (0.6, 2)
+    assert (after.violation.f1, after.automation_rate, after.review) == (1.0, 1.0, 0)
+    # the report's own figures are the cascade's decisions; each cascaded item keeps the first model's
+    assert report.packs[0].decisions.automation_rate == 1.0
+    items = {i.id: i for i in report.packs[0].items}
+    first_alone = items["listing:L-0:0"].without_cascade
+    assert first_alone is not None and first_alone.decision == "review"
+    assert (items["listing:L-0:0"].requests, items["listing:L-0:0"].second_model_requests) == (2, 1)
+    assert items["listing:L-3:0"].without_cascade is None
+    markdown = (written.directory / "report.md").read_text()
+    assert "### Cascade" in markdown and "3 of 5 items cascaded, 3 extra requests (0.60 per item)" in markdown
+
+
+def test_eval_with_a_second_model_needs_a_pack_with_a_cascade_block(tmp_path: Path) -> None:
+    pack = tmp_path / "pack.yaml"
+    pack.write_text(PACK_FILE.split("cascade:", maxsplit=1)[0], encoding="utf-8")
+    data = tmp_path / "data.jsonl"
+    line = {"content_type": "listing", "event": listing_dict(), "true_categories": []}
+    data.write_text(json.dumps(line) + "\n", encoding="utf-8")
+    plan = plan_evaluation([pack], data, tmp_path / "out")
+    with pytest.raises(ConfigError, match="--cascade-model needs a pack with a cascade block"):
+        run_evaluation(plan, InferenceSettings(), model=FakeModel(), cascade=InferenceSettings(model="b"))

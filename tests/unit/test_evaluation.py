@@ -549,8 +549,11 @@ class FakeVllm:
     stopped: ClassVar[int] = 0
     base_url: ClassVar[str] = ""
 
-    def __init__(self, python: Path, model_dir: Path, served_model_name: str, log_path: Path) -> None:
+    def __init__(
+        self, python: Path, model_dir: Path, served_model_name: str, log_path: Path, *, other_names: Any = ()
+    ) -> None:
         self.started.append((python, model_dir, served_model_name, log_path))
+        self.other_names = tuple(other_names)
 
     def __enter__(self) -> Self:
         return self

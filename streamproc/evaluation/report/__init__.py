@@ -1,8 +1,11 @@
 """The evaluation report: typed data built once from the runs, written as JSON, markdown and PNGs."""
 
 from streamproc.evaluation.report.build import ReportContext, build_report
+from streamproc.evaluation.report.cascade import cascade_headline, cascade_markdown, cascade_report
 from streamproc.evaluation.report.markdown import render_markdown, violation_headline
 from streamproc.evaluation.report.model import (
+    CascadeFigures,
+    CascadeReport,
     CategoryDelta,
     CategoryEntry,
     CategoryFigures,
@@ -43,6 +46,8 @@ from streamproc.evaluation.report.write import write_report
 
 __all__ = [
     "OVERALL",
+    "CascadeFigures",
+    "CascadeReport",
     "CategoryDelta",
     "CategoryEntry",
     "CategoryFigures",
@@ -73,6 +78,9 @@ __all__ = [
     "ViolationReport",
     "build_report",
     "build_summary",
+    "cascade_headline",
+    "cascade_markdown",
+    "cascade_report",
     "combine_violation",
     "plot_curves",
     "render_markdown",

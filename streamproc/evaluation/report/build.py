@@ -12,6 +12,7 @@ from datetime import datetime
 
 from streamproc.accuracy.confusion import Confusion, confusion_by_category
 from streamproc.accuracy.curves import average_precision, best_f1, pr_curve, threshold_sweep
+from streamproc.evaluation.report.cascade import cascade_report
 from streamproc.evaluation.report.model import (
     CategoryDelta,
     CategoryEntry,
@@ -49,6 +50,8 @@ class ReportContext:
     model: str
     base_url: str
     generated_at: datetime
+    #: The cascade's second model (``eval --cascade-model``).
+    cascade: ServedModel | None = None
 
 
 def build_report(context: ReportContext, runs: Sequence[PackRun]) -> EvalReport:
@@ -57,7 +60,9 @@ def build_report(context: ReportContext, runs: Sequence[PackRun]) -> EvalReport:
     names = [run.policy.name for run in runs]
     # Two versions of one pack share a name; tell them apart by version.
     labels = names if len(set(names)) == len(names) else [run.policy.version for run in runs]
-    packs = tuple(_run_report(run, categories, label) for run, label in zip(runs, labels, strict=True))
+    packs = tuple(
+        _run_report(run, categories, label, context.cascade) for run, label in zip(runs, labels, strict=True)
+    )
     return EvalReport(
         dataset=DatasetRef(path=context.dataset, items=context.dataset_items),
         model=ServedModel(name=context.model, base_url=context.base_url),
@@ -76,7 +81,9 @@ def _categories(runs: Sequence[PackRun]) -> tuple[str, ...]:
     return tuple(seen)
 
 
-def _run_report(run: PackRun, categories: Sequence[str], label: str) -> RunReport:
+def _run_report(
+    run: PackRun, categories: Sequence[str], label: str, cascade: ServedModel | None
+) -> RunReport:
     policy, evaluated = run.policy, run.evaluated
     scored = [r for r in evaluated if r.scored]
     by_category = confusion_by_category(
@@ -105,6 +112,7 @@ def _run_report(run: PackRun, categories: Sequence[str], label: str) -> RunRepor
         confusion_matrix=_confusion_matrix(evaluated, categories),
         items=tuple(_item(r) for r in run.results),
         calibration=policy.calibration_provenance,
+        cascade=cascade_report(run, cascade) if cascade is not None else None,
     )
 
 
@@ -208,6 +216,8 @@ def _item(result: ItemResult) -> ItemReport:
         requests=result.requests,
         prompt_tokens=result.prompt_tokens,
         completion_tokens=result.completion_tokens,
+        second_model_requests=result.second_model_requests,
+        without_cascade=_brief(result.without_cascade) if result.without_cascade else None,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from streamproc.evaluation.report.cascade import cascade_markdown
 from streamproc.evaluation.report.model import (
     Comparison,
     DecisionBrief,
@@ -136,6 +137,7 @@ def _run_markdown(pack: RunReport, *, several: bool) -> list[str]:
     ]
     lines += _calibration_markdown(pack)
     lines += _decisions_markdown(pack)
+    lines += cascade_markdown(pack)
     lines += _categories_markdown(pack)
     lines += _confusion_markdown(pack)
     lines += _sweep_markdown(pack)

@@ -17,6 +17,8 @@ from streamproc.policy.model import CalibrationProvenance
 from streamproc.schemas import ContentType, Decision
 
 __all__ = [
+    "CascadeFigures",
+    "CascadeReport",
     "CategoryDelta",
     "CategoryEntry",
     "CategoryFigures",
@@ -252,6 +254,40 @@ class ItemReport(_Frozen):
     requests: int
     prompt_tokens: int
     completion_tokens: int
+    #: The cascade: the second model's requests (counted in ``requests`` too), and what the
+    #: first model alone decided; absent when the item did not cascade.
+    second_model_requests: int = Field(default=0, exclude_if=lambda value: value == 0)
+    without_cascade: DecisionBrief | None = Field(default=None, exclude_if=lambda value: value is None)
+
+
+class CascadeFigures(_Frozen):
+    """One side of the cascade's effect: the items' decisions with it, or the first model's alone."""
+
+    violation: PrecisionRecallF1
+    #: Share of the items decided without a person (approve + reject).
+    automation_rate: float
+    review: int
+
+
+class CascadeReport(_Frozen):
+    """The cascade's cost and effect, from one run: the decisions with the second model, and
+    the first model's alone (scored alongside). Over the items the first model scored or a
+    rule decided; a second-model failure counts as what it is in production: a review."""
+
+    model: ServedModel
+    band_low: float
+    band_high: float
+    items: int
+    #: Items with a score in the band, sent to the second model.
+    cascaded: int
+    second_model_requests: int
+    #: Second-model requests per item of ``items``: the cascade's extra load.
+    extra_requests_per_item: float
+    second_model_errors: int
+    #: Cascaded items whose decision the second model changed.
+    decisions_changed: int
+    without_cascade: CascadeFigures
+    with_cascade: CascadeFigures
 
 
 class RunReport(_Frozen):
@@ -280,6 +316,8 @@ class RunReport(_Frozen):
     items: tuple[ItemReport, ...]
     #: Where the pack's thresholds came from (``streamproc calibrate``); absent when not calibrated.
     calibration: CalibrationProvenance | None = Field(default=None, exclude_if=lambda value: value is None)
+    #: The cascade's cost and effect (``eval --cascade-model``); absent without one.
+    cascade: CascadeReport | None = Field(default=None, exclude_if=lambda value: value is None)
 
 
 class CategoryDelta(_Frozen):
