@@ -23,6 +23,8 @@ from streamproc.topics import apply_topics, load_topic_specs
 ROOT = Path(__file__).resolve().parents[2]
 LOGS = ROOT / ".test-logs"
 SERVED_MODEL = "streamproc-test-model"
+#: The same model under a second name: the cascade's second model in tests.
+CASCADE_MODEL = "streamproc-test-model-b"
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +48,12 @@ def vllm() -> Iterator[VllmServer]:
     # --enforce-eager skips torch.compile: start-up drops from about 125 s to 35 s on two
     # cores, at a throughput cost that these tests do not measure.
     server = VllmServer(
-        Path(python), Path(model), SERVED_MODEL, LOGS / "vllm.log", extra_args=["--enforce-eager"]
+        Path(python),
+        Path(model),
+        SERVED_MODEL,
+        LOGS / "vllm.log",
+        extra_args=["--enforce-eager"],
+        other_names=[CASCADE_MODEL],
     )
     with server:
         yield server
