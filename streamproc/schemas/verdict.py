@@ -155,7 +155,10 @@ class Verdict(OutboundModel):
     reason_code: str = Field(description="Stable machine-readable reason, e.g. COUNTERFEIT.")
     seller_message: str = Field(description="Text that may be shown to the seller or creator.")
     policy_version: str
-    model: str
+    model: str = Field(
+        description="Served model whose scores decided, or whose call failed: the cascade's second "
+        "model when the item's scores fell in its pack's cascade band."
+    )
     latency: Latencies
     usage: TokenUsage | None = None
     review: ReviewTicket | None = Field(default=None, description="Set on automated review verdicts.")
