@@ -17,12 +17,14 @@ from streamproc.decision import Evaluation, SecondModel, decide_verdict, evaluat
 from streamproc.errors import ConfigError, InferenceError, InferenceTimeout
 from streamproc.evaluation import plan_evaluation, run_evaluation
 from streamproc.evaluation.report import EvalReport
+from streamproc.inference import InferenceClient
 from streamproc.inference.protocol import ModelAnswer, ModelRequest, TokenChoice
 from streamproc.metrics import NOOP, DecisionRecorder, create
 from streamproc.policy import Category, Policy, Thresholds, load_pack
 from streamproc.policy.cascade import Cascade, CascadeBand, InvalidCascade
 from streamproc.policy.rules import CompiledRules
 from streamproc.schemas import SourceRef
+from streamproc.worker.service import _second_model
 from tests.factories import listing, listing_dict
 
 BAND = Cascade(CascadeBand(low=0.3, high=0.7))
@@ -301,3 +303,18 @@ def test_eval_with_a_second_model_needs_a_pack_with_a_cascade_block(tmp_path: Pa
     plan = plan_evaluation([pack], data, tmp_path / "out")
     with pytest.raises(ConfigError, match="--cascade-model needs a pack with a cascade block"):
         run_evaluation(plan, InferenceSettings(), model=FakeModel(), cascade=InferenceSettings(model="b"))
+
+
+async def test_the_worker_builds_a_second_client_only_when_a_model_is_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    registry = CollectorRegistry()
+    metrics = create(registry)
+    async with _second_model(load_settings(), metrics) as none:
+        assert none is None
+    monkeypatch.setenv("STREAMPROC_CASCADE__MODEL", "bigger")
+    async with _second_model(load_settings(), metrics) as second:
+        assert second is not None and second.name == "bigger"
+        assert isinstance(second.client, InferenceClient) and second.client.available
+    # the limit and circuit gauges stay the first model's: the second client registered none
+    assert registry.get_sample_value("streamproc_model_concurrency_limit") == 0  # else its limit
