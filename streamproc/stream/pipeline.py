@@ -11,12 +11,11 @@ acks batches rather than items; see load/RESULTS.md):
   Every ``commit_interval_seconds`` (sooner when half the window waits for a commit, or
   when a poll finds nothing new) each partition's commit moves to the end of its
   contiguous prefix of finished offsets, never past an unfinished one.
-- **Backpressure.** When the window stays full for a poll interval (a full window waits
-  for the commit that frees it first: pausing drops the records aiokafka has prefetched),
-  or ``ready`` says no (the worker holds items while the model server's circuit is open,
-  in hold mode only), every assigned partition is paused. The consumer keeps polling
-  while paused, so slow model calls never starve heartbeats or poll deadlines into a
-  rebalance; a commit that frees room resumes it at once.
+- **Backpressure.** When the window stays full for a poll interval (pausing drops what
+  aiokafka prefetched, so a full window first waits for the commit that frees it), or
+  ``ready`` says no (in hold mode, while the model server's circuit is open), every
+  assigned partition is paused. The consumer keeps polling while paused, so slow model
+  calls never starve heartbeats or poll deadlines into a rebalance.
 - **Rebalance and shutdown.** Revoked partitions get ``drain_timeout_seconds`` to finish
   their items; finished offsets are committed and the rest is abandoned, so the next
   owner processes it again (at least once; verdicts carry an idempotency key).
@@ -181,9 +180,8 @@ class Pipeline:
         consumer, window = self._consumer, self._window.max_inflight_items
         while not self._stopping.is_set():
             if not self._paused and self._ledger.uncommitted >= window:
-                # A full window is usually freed by the next commit, moments away: wait for
-                # it before pausing, since pausing drops the records aiokafka has prefetched
-                # for the partitions and resuming fetches them again.
+                # the next commit, moments away, usually frees it: pausing would drop what
+                # aiokafka prefetched for the partitions, to be fetched again on resume
                 await self._wait_for_room()
             self._apply_backpressure()
             if self._paused:  # nothing can arrive: poll (keeping the consumer alive) once room is made
