@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import sys
@@ -25,6 +26,7 @@ from streamproc.config import TopicSettings
 from streamproc.dev.devstack import Broker, ManagedProcess, VllmServer, free_port, wait_for_port
 from streamproc.inference.protocol import ModelAnswer, ModelRequest, TokenChoice
 from streamproc.policy import SCORERS, PolicySet, item_content, load_policy_set
+from streamproc.policy.scorers.channel import NEUTRAL
 from streamproc.schemas import decode_event
 from streamproc.topics import apply_topics, load_topic_specs
 
@@ -94,9 +96,17 @@ def model_requests(policies: PolicySet, events: list[Event]) -> list[ModelReques
 
 
 class ZeroCostModel:
-    """A model client that answers instantly with the safe label: the worker's own cost only."""
+    """A model client that answers instantly that the item is safe: the worker's own cost only.
 
-    def __init__(self) -> None:
+    Both scorer protocols: a label request gets the safe answer; an echoed text completion
+    (the ``channel`` scorer) gets one token per four characters of its prompt, likelier after
+    a pack's neutral text than after any category's, so that every category scores near 0.
+    """
+
+    #: Per-token log-probabilities of an echoed prompt: after the neutral text, after a category's.
+    NEUTRAL_LOGPROB, CATEGORY_LOGPROB = -1.0, -3.0
+
+    def __init__(self, policies_dir: Path = ROOT / "policies") -> None:
         letters = tuple((chr(c), -8.0) for c in range(ord("A"), ord("Z") + 1))
         self._answer = ModelAnswer(
             text="Z",
@@ -105,9 +115,30 @@ class ZeroCostModel:
             completion_tokens=1,
             cached_prompt_tokens=380,
         )
+        packs = load_policy_set([policies_dir])
+        self._neutral = (NEUTRAL, *(p.channel_neutral for p in packs.policies if p.channel_neutral))
 
     async def complete(self, request: ModelRequest) -> ModelAnswer:
+        if request.endpoint == "completions" and request.body.get("echo"):
+            prompt = str(request.body["prompt"])
+            neutral = prompt.startswith(self._neutral)
+            return _echoed(len(prompt), self.NEUTRAL_LOGPROB if neutral else self.CATEGORY_LOGPROB)
         return self._answer
+
+
+@functools.lru_cache(maxsize=4096)
+def _echoed(length: int, logprob: float) -> ModelAnswer:
+    """An echoed prompt of ``length`` characters (a token every 4) and one generated token;
+    the same for every prompt of that length, so that building it costs nothing per request."""
+    offsets = (*range(0, length, 4), length)
+    return ModelAnswer(
+        text="x" * (length + 1),
+        tokens=tuple(TokenChoice("xxxx", logprob) for _ in offsets),
+        prompt_tokens=len(offsets) - 1,
+        completion_tokens=1,
+        cached_prompt_tokens=0,
+        text_offsets=offsets,
+    )
 
 
 @dataclass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -104,6 +106,32 @@ def shipped_policies() -> PolicySet:
 def default_policy(content_type: ContentType) -> Policy:
     """The shipped default pack for a content type."""
     return next(p for p in shipped_policies().policies if p.content_type == content_type and not p.verticals)
+
+
+def label_policies() -> PolicySet:
+    """The shipped packs (texts, labels, thresholds) scored with ``label_logprob`` instead.
+
+    For tests of plumbing and decision logic whose fake model speaks the label protocol (one
+    letter with its top log-probabilities, one request per item): the shipped packs use the
+    ``channel`` scorer, whose requests such a fake cannot answer. Tests that depend on
+    particular thresholds set them with ``Policy.with_thresholds``.
+    """
+    shipped = shipped_policies()
+    packs = (*shipped.policies, *shipped.shadow_policies)
+    return PolicySet([dataclasses.replace(p, scorer="label_logprob") for p in packs])
+
+
+def label_pack(pack: Path, directory: Path) -> Path:
+    """The pack file ``pack`` written into ``directory`` with ``scorer: label_logprob``: the
+    file form of :func:`label_policies`, for commands that read packs from files (eval,
+    calibrate) driven by a fake model that speaks the label protocol. Lines keep their numbers.
+    """
+    text, found = re.subn(r"^scorer: \w+$", "scorer: label_logprob", pack.read_text(), flags=re.MULTILINE)
+    assert found == 1, f"{pack} has no top-level scorer line to replace"
+    directory.mkdir(parents=True, exist_ok=True)
+    out = directory / pack.name
+    out.write_text(text)
+    return out
 
 
 def worker_processor(

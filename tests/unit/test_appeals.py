@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 from streamproc.config import Settings
 from streamproc.errors import InferenceTimeout
 from streamproc.metrics import APPEAL_OUTCOMES, PrometheusQualityMetrics
+from streamproc.policy import PolicySet, Thresholds
 from streamproc.quality.appeal_evaluator import AppealEvaluator
 from streamproc.quality.appeals import (
     APPEAL_CONTENT_UNAVAILABLE,
@@ -27,14 +28,26 @@ from streamproc.quality.processor import QualityProcessor
 from streamproc.quality.store import QualityStore
 from streamproc.schemas import AppealEvent, DeadLetter, SourceRef, Verdict, encode
 from streamproc.stream.records import OutboundRecord
-from tests.factories import listing, listing_dict, shipped_policies
+from tests.factories import label_policies, listing, listing_dict
 from tests.unit.conftest import quality_record as record
 from tests.unit.test_processor import FakeModel
 from tests.unit.test_quality_join import NOW, label, verdict
 
 SETTINGS = Settings(kafka={"client_id": "quality-1"})
 TOPICS = SETTINGS.topics
-POLICIES = shipped_policies()
+#: The listings pack's thresholds these tests read: review 0.5, reject 0.85, stricter for
+#: misleading claims and spam (review 0.7, reject 0.95).
+THRESHOLDS = {
+    "misleading_claims": Thresholds(reject=0.95, review=0.7),
+    "spam": Thresholds(reject=0.95, review=0.7),
+}
+#: The shipped packs scored with label_logprob (the fake model answers label letters).
+POLICIES = PolicySet(
+    [
+        p.with_thresholds({c: THRESHOLDS.get(c, Thresholds(reject=0.85, review=0.5)) for c in p.category_ids})
+        for p in label_policies().policies
+    ]
+)
 LISTINGS = POLICIES.select(listing())
 CONTENT_AT = SourceRef(topic=TOPICS.listings, partition=3, offset=17)
 CLEAN = listing_dict(listing_id="L-1", revision=0, created_at=NOW.isoformat())
@@ -45,7 +58,7 @@ BLOCKED = listing_dict(
     description="Best copy on the market.",
     created_at=NOW.isoformat(),
 )
-#: label letters of the shipped listings pack: A counterfeit (review 0.5, reject 0.85), N safe
+#: label letters of the listings pack: A counterfeit (THRESHOLDS: review 0.5, reject 0.85), N safe
 CLEAR_REJECT = {"A": 0.9, "N": 0.1}
 BORDERLINE = {"A": 0.4, "N": 0.6}  # below the live review threshold, above the appeal one
 CLEAN_ANSWER = {"N": 1.0}
@@ -145,7 +158,7 @@ def test_appeal_policy_lowers_review_thresholds_only() -> None:
     assert lowered.rules == LISTINGS.rules and lowered.preamble == LISTINGS.preamble
     # a threshold above every review threshold changes nothing, version included
     assert appeal_policy(LISTINGS, 1.0).version == LISTINGS.version
-    # the shipped listings pack reviews at 0.5 (0.7 for misleading claims and spam)
+    # THRESHOLDS: review at 0.5 (0.7 for misleading claims and spam)
     assert [c.thresholds.review for c in lowered.categories] == [0.3] * 6
     assert [c.thresholds.review for c in appeal_policy(LISTINGS, 0.6).categories] == [0.5] * 4 + [0.6] * 2
 

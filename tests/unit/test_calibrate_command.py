@@ -35,7 +35,7 @@ from streamproc.policy import load_pack
 from streamproc.policy.calibration import calibrated_scores
 from streamproc.policy.model import ContextualCalibration, IsotonicCalibration, PlattCalibration
 from streamproc.policy.rules import CompiledRules
-from tests.factories import POLICIES, listing_dict
+from tests.factories import POLICIES, label_pack, listing_dict
 
 LISTINGS = POLICIES / "listings.yaml"
 VIDEOS = POLICIES / "videos.yaml"
@@ -84,10 +84,15 @@ def _model(data: Path) -> TruthfulishModel:
     )
 
 
+def _label_listings(tmp_path: Path) -> Path:
+    """The shipped listings pack scored with ``label_logprob``: TruthfulishModel answers label letters."""
+    return label_pack(LISTINGS, tmp_path / "label-packs")
+
+
 def _calibrate(tmp_path: Path, method: str = "platt", **request: Any) -> tuple[Path, list[CalibratedPack]]:
     data = _dataset(tmp_path / "calibration.jsonl")
     plan = plan_calibration(
-        [LISTINGS],
+        [_label_listings(tmp_path)],
         data,
         tmp_path / "listings-calibrated.yaml",
         CalibrationRequest(method, Targets(0.8, 0.95), **request),  # type: ignore[arg-type]
@@ -180,10 +185,12 @@ def test_the_rewrite_keeps_comments_order_and_layout_and_changes_only_what_was_f
     assert reformatted == 0
     assert _comments(text) == _comments(original)
     removed = [line for line in original.splitlines() if line not in text.splitlines()]
-    assert all("thresholds:" in line for line in removed), removed
+    # A pack calibrated before (the shipped ones) gets its calibration_provenance replaced.
+    provenance = original.partition("\ncalibration_provenance:\n")[2].splitlines()
+    assert all("thresholds:" in line or line in provenance for line in removed), removed
     keys = [line.split(":")[0] for line in text.splitlines() if re.match(r"^[a-z_]+:", line)]
-    assert keys == [*(line.split(":")[0] for line in original.splitlines() if re.match(r"^[a-z_]+:", line)),
-                    "calibration_provenance"]  # fmt: skip
+    before = [line.split(":")[0] for line in original.splitlines() if re.match(r"^[a-z_]+:", line)]
+    assert keys == [*(k for k in before if k != "calibration_provenance"), "calibration_provenance"]
     (tmp_path / "out.yaml").write_text(text)
     assert load_pack(tmp_path / "out.yaml").name == policy.name
 
@@ -205,7 +212,9 @@ def test_tiny_floats_are_written_as_floats_every_yaml_reader_reads(tmp_path: Pat
 
 def test_policy_check_shows_calibration_and_provenance(tmp_path: Path) -> None:
     _, [pack] = _calibrate(tmp_path, "platt")
-    result = CliRunner().invoke(cli, ["policy", "check", str(pack.target.out), str(LISTINGS)])
+    plain = tmp_path / "plain.yaml"  # the listings pack without the shipped calibration's provenance
+    plain.write_text(LISTINGS.read_text().partition("calibration_provenance:")[0])
+    result = CliRunner().invoke(cli, ["policy", "check", str(pack.target.out), str(LISTINGS), str(plain)])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0].startswith(f"ok  {pack.target.out}: marketplace-listings@")
@@ -216,20 +225,28 @@ def test_policy_check_shows_calibration_and_provenance(tmp_path: Path) -> None:
     spam = load_pack(pack.target.out).categories[5]
     calibration = spam.calibration
     assert isinstance(calibration, PlattCalibration)
+    shipped_at = next(n for n, line in enumerate(lines) if line.startswith(f"ok  {LISTINGS}:"))
     assert (
         f"    spam: review {spam.thresholds.review:g}, reject {spam.thresholds.reject:g}, "
         f"calibration platt a={calibration.a:.4g} b={calibration.b:.4g}"
-    ) in lines
-    assert not any("adult" in line for line in lines)  # neither fitted nor calibrated
-    assert lines[-1].startswith(f"ok  {LISTINGS}:")  # a plain pack: one line, as before
+    ) in lines[:shipped_at]
+    assert not any("adult" in line for line in lines[:shipped_at])  # neither fitted nor calibrated
+    # The shipped pack: calibrated (thresholds only, method none) on the channel scorer's scores.
+    assert lines[shipped_at + 1].startswith("    calibrated ") and "method none" in lines[shipped_at + 1]
+    assert lines[shipped_at + 1].endswith("scorer channel")
+    adult = load_pack(LISTINGS).categories[2].thresholds
+    assert f"    adult: review {adult.review:g}, reject {adult.reject:g}, calibration none" in lines
+    assert lines[-1].startswith(f"ok  {plain}:")  # a plain pack: one line, as before
+    assert lines[-2].startswith("    ")
 
 
 def test_eval_compare_of_shipped_and_calibrated_shows_the_provenance(tmp_path: Path) -> None:
     data, [pack] = _calibrate(tmp_path, "platt")
-    plan = plan_evaluation([LISTINGS], data, tmp_path / "cmp", pack.target.out)
+    plan = plan_evaluation([_label_listings(tmp_path)], data, tmp_path / "cmp", pack.target.out)
     [written] = run_evaluation(plan, SETTINGS, model=_model(data))
     base, other = written.report.packs
-    assert base.version != other.version and base.calibration is None
+    # The shipped pack's own provenance (its channel calibration), the calibrated pack's new one.
+    assert base.version != other.version and base.calibration == load_pack(LISTINGS).calibration_provenance
     assert (
         other.calibration is not None and other.calibration.dataset_sha256 == pack.provenance.dataset_sha256
     )
@@ -338,9 +355,10 @@ def test_cli_prints_a_table_per_category_and_writes_the_pack(
     monkeypatch.setattr("streamproc.evaluation.calibration_command.check_server", reachable)
     monkeypatch.setattr("streamproc.evaluation.calibration_command.InferenceClient", _Client)
     out = tmp_path / "calibrated"
+    listings = _label_listings(tmp_path)
     result = CliRunner().invoke(
         cli,
-        ["calibrate", "--policy", str(LISTINGS), "--data", str(data), "--out", str(out), "--method", "platt",
+        ["calibrate", "--policy", str(listings), "--data", str(data), "--out", str(out), "--method", "platt",
          "--vllm-url", "http://model.invalid/v1", "--model-name", "fake-model"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -355,14 +373,17 @@ def test_cli_prints_a_table_per_category_and_writes_the_pack(
         lines[1],
     )
     spam = next(line for line in lines if line.startswith("| spam "))
-    thresholds = written.categories[5].thresholds
-    assert f"| 0.7 → {thresholds.review:.4g}" in spam and f"| 0.95 → {thresholds.reject:.4g}" in spam
+    shipped = load_pack(LISTINGS).categories
+    old, thresholds = shipped[5].thresholds, written.categories[5].thresholds
+    assert f"| {old.review:g} → {thresholds.review:.4g}" in spam
+    assert f"| {old.reject:g} → {thresholds.reject:.4g}" in spam
     assert "| 8   | 24  |" in spam and "platt a=" in spam
     adult = next(line for line in lines if line.startswith("| adult "))
-    assert "(kept)" in adult and "| 0.5 → 0.5 " in adult
+    kept = shipped[2].thresholds.review
+    assert "(kept)" in adult and f"| {kept:g} → {kept:.4g} " in adult
     assert "  adult: kept: 0 positives, 32 negatives scored; need 5 of each" in lines
     provenance = written.calibration_provenance
     assert provenance is not None and provenance.command == (
-        f"streamproc calibrate --policy {LISTINGS} --data {data} --method platt --review-recall 0.8 "
+        f"streamproc calibrate --policy {listings} --data {data} --method platt --review-recall 0.8 "
         "--reject-precision 0.95 --min-positives 5"
     )

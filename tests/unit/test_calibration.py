@@ -191,12 +191,10 @@ def test_an_unreachable_precision_keeps_reject_above_every_score() -> None:
 # --- the pack file ---------------------------------------------------------------------------------
 
 
-def _pack_with(
-    tmp_path: Path, block: str, category_line: str = "    thresholds: {reject: 0.85, review: 0.5}"
-) -> Path:
+def _pack_with(tmp_path: Path, block: str) -> Path:
     """The listings pack with ``block`` added after the first category's thresholds."""
     text = LISTINGS.read_text()
-    assert category_line in text
+    category_line = next(line for line in text.splitlines() if line.startswith("    thresholds: {"))
     path = tmp_path / "pack.yaml"
     path.write_text(text.replace(category_line, f"{category_line}\n{block}", 1))
     return path
@@ -248,7 +246,9 @@ PROVENANCE = """calibration_provenance:
 
 def _with_provenance(tmp_path: Path, sha: str = "a" * 64, scored: int = 30, categories: str = "spam") -> Path:
     path = _pack_with(tmp_path, "    calibration: {method: platt, a: 1.5, b: -0.2}")
-    path.write_text(path.read_text() + PROVENANCE.format(sha=sha, scored=scored, categories=categories))
+    shipped, found, _ = path.read_text().partition("\ncalibration_provenance:\n")  # replaced by this one
+    assert found
+    path.write_text(shipped + "\n" + PROVENANCE.format(sha=sha, scored=scored, categories=categories))
     return path
 
 

@@ -26,6 +26,7 @@ from streamproc.evaluation import (
     run_evaluation,
 )
 from streamproc.inference.protocol import ModelAnswer, ModelRequest, TokenChoice
+from tests.factories import label_pack
 from tests.sklearn_reference import check_report_section, check_violation_section
 from tests.unit.test_evaluation import DATASET, LISTINGS, VIDEOS, FakeModel, _candidate, line, write_lines
 
@@ -61,7 +62,7 @@ def _run_known(tmp_path: Path, **overrides: Any) -> tuple[EvalReport, dict[str, 
         tmp_path / "known.jsonl",
         *(line(truth=truth, listing_id=id_, **fields) for id_, truth, fields in KNOWN),
     )
-    plan = plan_evaluation([LISTINGS], data, tmp_path / "out")
+    plan = plan_evaluation([label_pack(LISTINGS, tmp_path / "packs")], data, tmp_path / "out")
     [written] = run_evaluation(plan, SETTINGS, model=ScriptedModel())
     return written.report, orjson.loads((tmp_path / "out" / "report.json").read_bytes())
 
@@ -118,7 +119,14 @@ def test_each_baseline_counts_what_decided_each_item(tmp_path: Path) -> None:
 
 
 def _run_fake(tmp_path: Path, policies: list[Path], compare: Path | None = None) -> list[WrittenReport]:
-    plan = plan_evaluation(policies, DATASET, tmp_path / "out", compare)
+    """Evaluates copies of the packs scored with ``label_logprob``: FakeModel answers label letters."""
+    packs = tmp_path / "label-packs"
+    plan = plan_evaluation(
+        [label_pack(p, packs) for p in policies],
+        DATASET,
+        tmp_path / "out",
+        label_pack(compare, packs) if compare else None,
+    )
     return run_evaluation(plan, SETTINGS, model=FakeModel())
 
 
@@ -178,7 +186,8 @@ def test_the_console_ends_with_the_violation_headlines(
     fake = functools.partial(run_evaluation, model=FakeModel())
     monkeypatch.setattr(streamproc.evaluation, "run_evaluation", fake)
     out = tmp_path / "out"
-    args = ["--policy", str(LISTINGS), "--policy", str(VIDEOS), "--data", str(DATASET), "--out", str(out)]
+    packs = [label_pack(p, tmp_path / "label-packs") for p in (LISTINGS, VIDEOS)]
+    args = ["--policy", str(packs[0]), "--policy", str(packs[1]), "--data", str(DATASET), "--out", str(out)]
     result = CliRunner().invoke(cli, ["eval", *args])
     assert result.exit_code == 0, result.output
     summary = EvalSummary.model_validate_json((out / "summary.json").read_bytes())

@@ -4,6 +4,7 @@ import hashlib
 import json
 import math
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -44,7 +45,7 @@ from streamproc.evaluation import (
 )
 from streamproc.inference.protocol import ModelAnswer, ModelRequest, TokenChoice
 from streamproc.policy import load_pack
-from tests.factories import listing_dict, video_dict
+from tests.factories import label_pack, listing_dict, video_dict
 from tests.sklearn_reference import check_report_section
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -244,7 +245,14 @@ class FakeModel:
 
 
 def _run(tmp_path: Path, policies: list[Path], compare: Path | None = None) -> list[WrittenReport]:
-    plan = plan_evaluation(policies, DATASET, tmp_path / "out", compare)
+    """Evaluates copies of the packs scored with ``label_logprob``: FakeModel answers label letters."""
+    packs = tmp_path / "label-packs"
+    plan = plan_evaluation(
+        [label_pack(p, packs) for p in policies],
+        DATASET,
+        tmp_path / "out",
+        label_pack(compare, packs) if compare else None,
+    )
     done: list[int] = []
     written = run_evaluation(
         plan,
@@ -264,9 +272,12 @@ def _read(directory: Path) -> tuple[EvalReport, dict[str, Any]]:
 
 def _candidate(tmp_path: Path, *, drop_misleading_claims: bool = False) -> Path:
     """The listings pack with lower thresholds; optionally without one of its categories."""
-    text = LISTINGS.read_text().replace(
-        "thresholds: {reject: 0.85, review: 0.5}", "thresholds: {reject: 0.6, review: 0.2}"
+    text, lowered = re.subn(
+        r"thresholds: \{[^}]*\}", "thresholds: {reject: 0.6, review: 0.2}", LISTINGS.read_text()
     )
+    assert lowered == len(load_pack(LISTINGS).categories)
+    # Hand-set thresholds: the shipped calibration's provenance no longer describes them.
+    text = text[: text.index("calibration_provenance:")]
     if drop_misleading_claims:
         start = text.index("  - id: misleading_claims")
         text = text[:start] + text[text.index("  - id: spam") :]
@@ -450,7 +461,9 @@ def test_report_json_keeps_its_shape(tmp_path: Path) -> None:
         "name", "version", "label", "content_type", "items_total", "evaluated",
         "skipped_other_content_type", "errors", "error_items", "scored_by_model", "categories",
         "decisions", "confusion_matrix", "items", "scorer", "violation",
+        "calibration",  # the shipped pack's calibration_provenance; left out for a pack without one
     }  # fmt: skip
+    assert set(pack) - set(data["packs"][1]) == {"calibration"}  # the hand-edited candidate has none
     assert set(pack["violation"]) == {
         "items", "violating", "system", "rules_only", "all_approve", "model_added",
         "flagged_by_pre_rules", "flagged_by_post_rules", "post_rule_flags_over_model_approval",

@@ -25,7 +25,7 @@ from streamproc.inference.protocol import ModelAnswer, ModelRequest, TokenChoice
 from streamproc.metrics import create
 from streamproc.schemas import ContentType, DeadLetter, Verdict, decode_event
 from streamproc.stream import InboundRecord, OutboundRecord
-from tests.factories import listing_dict, shipped_policies, video_dict, worker_processor
+from tests.factories import label_policies, listing_dict, video_dict, worker_processor
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "topics" / "schemas"
 SETTINGS = Settings(kafka={"client_id": "worker-hostile"})
@@ -49,7 +49,7 @@ class ApprovingModel:
 MODEL = ApprovingModel()
 PROCESSOR = worker_processor(
     SETTINGS,
-    shipped_policies(),
+    label_policies(),  # ApprovingModel answers the label protocol
     MODEL,
     create(CollectorRegistry(), consumed_topics=(TOPICS.listings, TOPICS.videos)),
 )

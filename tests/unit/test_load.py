@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import statistics
@@ -13,9 +14,15 @@ import pytest
 
 from load.bench_overhead import _process_counts
 from load.report import RunReport, percentile, spread, summarise
-from load.stack import describe_server, running_server
+from load.stack import ZeroCostModel, describe_server, running_server, without_rules
 from load.workload import WorkloadMix, arrival_offsets, make_events
-from streamproc.schemas import decode_event
+from streamproc.config import Settings
+from streamproc.inference.protocol import ModelAnswer, ModelRequest
+from streamproc.metrics import PrometheusWorkerMetrics
+from streamproc.policy import PolicySet, ScorerName, load_policy_set
+from streamproc.schemas import Verdict, decode_event
+from streamproc.stream import InboundRecord
+from tests.factories import worker_processor
 
 
 def test_arrivals_follow_the_target_rate_with_exponential_gaps() -> None:
@@ -102,3 +109,36 @@ def test_overhead_process_counts_default_to_one_and_the_cores() -> None:
     assert _process_counts("0") == []
     with pytest.raises(click.BadParameter):
         _process_counts("1,x")
+
+
+@pytest.mark.parametrize("scorer", ["channel", "label_logprob"])
+async def test_the_instant_model_lets_every_pack_approve_what_it_scores(
+    tmp_path: Path, metrics: PrometheusWorkerMetrics, scorer: ScorerName
+) -> None:
+    """The overhead benchmark's model answers both scorers' requests, and flags nothing: the
+    worker's own cost is measured on the path of an approved item, as before the channel packs."""
+    packs = load_policy_set([without_rules(tmp_path / "packs")])  # every item goes to the model
+    assert {p.scorer for p in packs.policies} == {"channel"}  # the shipped scorer, unless replaced
+    policies = PolicySet([dataclasses.replace(p, scorer=scorer) for p in packs.policies])
+    model = CountingModel()
+    processor = worker_processor(Settings(), policies, model, metrics)
+    topics = Settings().topics
+    events = make_events(40, seed=3)
+    for n, event in enumerate(events):
+        topic = topics.listings if event.content_type == "listing" else topics.videos
+        outputs = await processor.process(InboundRecord(topic, 0, n, event.key, event.value))
+        verdict = Verdict.model_validate_json(outputs[0].value)
+        assert (verdict.decision, verdict.decided_by.kind) == ("approve", "none"), verdict
+        assert scorer != "channel" or max(verdict.scores.values()) < 0.01  # far from any threshold
+    per_item = [len(p.categories) + 1 if scorer == "channel" else 1 for p in policies.policies]
+    assert min(per_item) * len(events) <= model.calls <= max(per_item) * len(events)
+
+
+class CountingModel(ZeroCostModel):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    async def complete(self, request: ModelRequest) -> ModelAnswer:
+        self.calls += 1
+        return await super().complete(request)

@@ -23,7 +23,7 @@ from streamproc.inference.client import CircuitOpen
 from streamproc.metrics import PrometheusWorkerMetrics
 from streamproc.schemas import Verdict
 from streamproc.stream import InboundRecord
-from tests.factories import listing_dict, shipped_policies, worker_processor
+from tests.factories import label_policies, listing_dict, worker_processor
 from tests.unit.test_inference_client import REQUEST, completion
 
 SETTINGS = Settings(kafka={"client_id": "worker-1"})
@@ -99,7 +99,7 @@ async def test_review_mode_escalates_every_item_without_waiting_once_the_circuit
     server = Server()
     caplog.set_level(logging.WARNING, logger="streamproc.inference.client")
     async with client(server, clock, metrics, on_unavailable="review") as model:
-        processor = worker_processor(SETTINGS, shipped_policies(), model, metrics)
+        processor = worker_processor(SETTINGS, label_policies(), model, metrics)
         first = await processor.process(listing(0))  # two refused attempts open the circuit
         assert len(clock.sleeps) == 1 and server.calls == 2
         outputs = await asyncio.gather(*(processor.process(listing(n)) for n in range(1, 201)))
@@ -144,7 +144,7 @@ async def test_hold_mode_still_holds_items_until_the_server_answers(
 ) -> None:
     server = Server()
     async with client(server, clock, metrics, on_unavailable="hold") as model:
-        processor = worker_processor(SETTINGS, shipped_policies(), model, metrics)
+        processor = worker_processor(SETTINGS, label_policies(), model, metrics)
         items = [asyncio.ensure_future(processor.process(listing(n))) for n in range(20)]
         while len(clock.sleeps) < 200:  # noqa: ASYNC110 - let the items back off many times
             await asyncio.sleep(0)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+import re
 import shutil
 from pathlib import Path
 
@@ -33,20 +35,22 @@ def test_shipped_packs_load_with_a_default_per_content_type() -> None:
 
 def test_version_changes_with_any_edit(packs: Path) -> None:
     before = load_pack(packs / "listings.yaml").version
-    text = (packs / "listings.yaml").read_text()
-    (packs / "listings.yaml").write_text(
-        text.replace("{reject: 0.95, review: 0.7}", "{reject: 0.95, review: 0.6}", 1)
-    )
+    text, edited = re.subn(
+        r"thresholds: \{reject: ([0-9.]+), review: [0-9.]+\}", r"thresholds: {reject: \1, review: 0.1}",
+        (packs / "listings.yaml").read_text(), count=1,
+    )  # fmt: skip
+    assert edited == 1
+    (packs / "listings.yaml").write_text(text)
     after = load_pack(packs / "listings.yaml")
     assert after.version != before
-    assert after.categories[4].thresholds.review == 0.6
+    assert after.categories[0].thresholds.review == 0.1
 
 
 def test_errors_name_file_line_and_field(packs: Path) -> None:
     path = packs / "listings.yaml"
     lines = path.read_text().splitlines()
-    line = next(i for i, text in enumerate(lines) if "thresholds: {reject: 0.85, review: 0.5}" in text)
-    lines[line] = lines[line].replace("review: 0.5", "review: 0.9")
+    line = next(i for i, text in enumerate(lines) if "thresholds: {" in text)
+    lines[line] = "    thresholds: {reject: 0.5, review: 0.9}"
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(ConfigError) as caught:
         load_pack(path)
@@ -201,9 +205,9 @@ def test_cli_policy_check(packs: Path) -> None:
     ok = CliRunner().invoke(cli, ["policy", "check", str(packs)])
     assert ok.exit_code == 0, ok.output
     assert "marketplace-listings@" in ok.output and "short-videos@" in ok.output
-    (packs / "videos.yaml").write_text(
-        (packs / "videos.yaml").read_text().replace("scorer: label_logprob", "scorer: magic")
-    )
+    text = (packs / "videos.yaml").read_text()
+    assert "\nscorer: channel\n" in text
+    (packs / "videos.yaml").write_text(text.replace("\nscorer: channel\n", "\nscorer: magic\n"))
     bad = CliRunner().invoke(cli, ["policy", "check", str(packs / "videos.yaml")])
     assert bad.exit_code == 1
     assert "videos.yaml:" in bad.output and "scorer" in bad.output
@@ -223,8 +227,17 @@ def test_cli_policy_show_prints_the_exact_request() -> None:
         ],
     )
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("POST /v1/chat/completions\n")
-    assert "Rolex Submariner AAA replica" in result.output and '"top_logprobs": 20' in result.output
+    # The shipped pack's channel scorer: the neutral text, then each category's, before the item,
+    # as text completions that echo the prompt with its log-probabilities.
+    assert result.output.startswith("POST /v1/completions\n")
+    bodies = [json.loads(chunk) for chunk in result.output.split("POST /v1/completions\n")[1:]]
+    policy = load_pack(POLICIES / "listings.yaml")
+    lines = [policy.channel_neutral, *(c.channel_prompt for c in policy.categories)]
+    assert len(bodies) == len(lines) == 7
+    for body, line in zip(bodies, lines, strict=True):
+        assert (body["echo"], body["logprobs"], body["max_tokens"]) == (True, 0, 1)
+        assert line and body["prompt"].startswith(f"{line}\n")
+        assert "Rolex Submariner AAA replica" in body["prompt"].removeprefix(line)
 
 
 def test_shipped_rules_catch_the_clear_sample_violations() -> None:

@@ -14,7 +14,7 @@ from streamproc.policy import PolicySet, Thresholds
 from streamproc.schemas import DeadLetter, Verdict
 from streamproc.stream import InboundRecord
 from streamproc.worker import Processor
-from tests.factories import listing_dict, shipped_policies, video_dict, worker_processor
+from tests.factories import label_policies, listing_dict, video_dict, worker_processor
 
 SETTINGS = Settings(kafka={"client_id": "worker-1"})
 TOPICS = SETTINGS.topics
@@ -45,7 +45,7 @@ def processor(model: FakeModel, metrics: PrometheusWorkerMetrics) -> Processor:
     policies = PolicySet(
         [
             p.with_thresholds({c: Thresholds(reject=0.8, review=0.5) for c in p.category_ids})
-            for p in shipped_policies().policies
+            for p in label_policies().policies
         ]
     )
     return worker_processor(SETTINGS, policies, model, metrics)
@@ -166,7 +166,7 @@ class BrokenModel:
 async def test_an_unexpected_error_is_dead_lettered_not_raised(
     metrics: PrometheusWorkerMetrics, registry: CollectorRegistry
 ) -> None:
-    broken = worker_processor(SETTINGS, shipped_policies(), BrokenModel(), metrics)
+    broken = worker_processor(SETTINGS, label_policies(), BrokenModel(), metrics)
     outputs = await broken.process(record(orjson.dumps(listing_dict())))
     letter = DeadLetter.model_validate_json(outputs[0].value)
     assert [o.topic for o in outputs] == [TOPICS.dlq]

@@ -28,11 +28,13 @@ from streamproc.schemas import ContentEvent
 from tests.factories import default_policy, listing, video
 
 # Text only and numbered guard codes, whatever the default pack says: the tests below rely on both.
+# No calibration provenance: it names the shipped categories, and tests take subsets of them.
 _DEFAULT = default_policy("listing")
 LISTINGS = dataclasses.replace(
     _DEFAULT,
     categories=tuple(dataclasses.replace(c, guard_code=None) for c in _DEFAULT.categories),
     media=MediaBudget(),
+    calibration_provenance=None,
 )
 IDS = LISTINGS.category_ids  # counterfeit, prohibited_items, adult, hate_violence, misleading_claims, spam
 WITH_IMAGES = dataclasses.replace(LISTINGS, media=MediaBudget(max_images=2))

@@ -26,6 +26,7 @@ from streamproc.worker import Processor, worker_topics
 from streamproc.worker.policy_watch import watch_policies
 from tests.factories import (
     POLICIES,
+    label_policies,
     listing,
     listing_dict,
     shipped_policies,
@@ -45,7 +46,7 @@ MARK = "CANDIDATE POLICY"
 def live_packs() -> tuple[Policy, ...]:
     return tuple(
         p.with_thresholds({c: Thresholds(reject=0.8, review=0.5) for c in p.category_ids})
-        for p in shipped_policies().policies
+        for p in label_policies().policies
     )
 
 
