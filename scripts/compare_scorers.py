@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -87,9 +88,19 @@ VARIANTS: dict[str, tuple[str, Callable[[Pack], None]]] = {
 }
 
 
+#: A measurement, not a service: few requests at a time and a long timeout, so that a slow
+#: (CPU) server scores every item instead of timing some out.
+PATIENT = {
+    "STREAMPROC_INFERENCE__MAX_INFLIGHT": "16",
+    "STREAMPROC_INFERENCE__MIN_INFLIGHT": "4",
+    "STREAMPROC_INFERENCE__TIMEOUT_SECONDS": "300",
+}
+
+
 def _run(args: list[str]) -> None:
     click.echo("$ streamproc " + " ".join(args), err=True)
-    subprocess.run([str(Path(sys.executable).parent / "streamproc"), *args], check=True, cwd=ROOT)
+    command = [str(Path(sys.executable).parent / "streamproc"), *args]
+    subprocess.run(command, check=True, cwd=ROOT, env={**os.environ, **PATIENT})
 
 
 def _variant_packs(change: Callable[[Pack], None], into: Path) -> list[Path]:
@@ -140,11 +151,12 @@ def _row(name: str, summary: dict[str, Any], report: Path) -> dict[str, Any]:
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     cost = [p["violation"]["system"]["cost"] for p in packs]
-    automated = 0.0
+    automated, errors = 0.0, 0
     for pack in packs:
         pack_report = json.loads((report / pack["report"] / "report.json").read_text())
         decisions = pack_report["packs"][0]["decisions"]
         automated += decisions["automation_rate"] * pack["violation"]["items"]
+        errors += pack_report["packs"][0]["errors"]
     return {
         "variant": name,
         "precision": precision,
@@ -154,18 +166,21 @@ def _row(name: str, summary: dict[str, Any], report: Path) -> dict[str, Any]:
         "requests": sum(c["requests"] for c in cost) / items if items else 0.0,
         "prompt_tokens": sum(c["prompt_tokens"] for c in cost) / items if items else 0.0,
         "items": items,
+        "errors": errors,
     }
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| variant | what changes | violation P | R | F1 | automation | requests / item | prompt tokens / item |",
-        "|---|---|---|---|---|---|---|---|",
+        "| variant | what changes | violation P | R | F1 | automation | requests / item | prompt tokens / item "
+        "| inference errors |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(rows, key=lambda r: -r["f1"]):
         lines.append(
             f"| `{r['variant']}` | {VARIANTS[r['variant']][0]} | {r['precision']:.2f} | {r['recall']:.2f} | "
-            f"{r['f1']:.2f} | {r['automation']:.0%} | {r['requests']:.1f} | {r['prompt_tokens']:.0f} |"
+            f"{r['f1']:.2f} | {r['automation']:.0%} | {r['requests']:.1f} | {r['prompt_tokens']:.0f} | "
+            f"{r['errors']} |"
         )
     return "\n".join(lines)
 
