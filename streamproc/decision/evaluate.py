@@ -54,8 +54,10 @@ class Evaluation:
     answers: list[ModelAnswer]
     #: When the item cascaded: what the first model alone decided, and its scores.
     first: tuple[Outcome, dict[str, float]] | None = None
-    #: Requests sent to the second model.
+    #: Requests sent to the second model, and its answers (the last ones of ``answers``;
+    #: fewer than its requests when it failed).
     second_requests: int = 0
+    second_answers: int = 0
 
     @property
     def cascaded(self) -> bool:
@@ -106,8 +108,7 @@ async def evaluate_item(
         scores = await _model_scores(scorer, policy, requests, model, metrics, answers)
     except InferenceError as exc:
         return Evaluation(_failed(policy, exc), {}, answers)
-    cascading = second is not None and policy.cascade is not None and policy.cascade.uncertain(scores)
-    if not cascading or second is None:
+    if second is None or policy.cascade is None or not policy.cascade.uncertain(scores):
         return Evaluation(_model_outcome(policy, rules, event, scores, context, metrics), scores, answers)
     # What the first model alone decided: offline evaluation reports it beside the cascade.
     first = (_model_outcome(policy, rules, event, scores, context, NOOP), scores)
@@ -116,9 +117,10 @@ async def evaluate_item(
     try:
         scores = await _model_scores(scorer, policy, requests, second, metrics, second_answers)
     except InferenceError as exc:
-        return Evaluation(_failed(policy, exc), {}, answers + second_answers, first, len(requests))
-    outcome = _model_outcome(policy, rules, event, scores, context, metrics)
-    return Evaluation(outcome, scores, answers + second_answers, first, len(requests))
+        outcome, scores = _failed(policy, exc), {}
+    else:
+        outcome = _model_outcome(policy, rules, event, scores, context, metrics)
+    return Evaluation(outcome, scores, answers + second_answers, first, len(requests), len(second_answers))
 
 
 async def decide_verdict(
@@ -209,7 +211,7 @@ def _model_outcome(
 
 def _inference_seconds(result: Evaluation) -> float | None:
     """The slowest answer of each model asked, added up (the second model is asked after)."""
-    split = len(result.answers) - result.second_requests
+    split = len(result.answers) - result.second_answers
     stages = [result.answers[:split], result.answers[split:]]
     seconds = [max(a.seconds for a in stage) for stage in stages if stage]
     return sum(seconds) if seconds else None

@@ -210,6 +210,6 @@ def _item_result(
     )
     if result.first is None:
         return mine
-    first_answers = answers[: len(answers) - result.second_requests]
+    first_answers = answers[: len(answers) - result.second_answers]
     alone = _item_result(policy, item, stages, Evaluation(*result.first, first_answers))
     return dataclasses.replace(mine, second_model_requests=result.second_requests, without_cascade=alone)

@@ -141,11 +141,13 @@ async def test_the_verdict_names_the_model_that_decided() -> None:
             clock=lambda: datetime.now(UTC),
             second=SecondModel(FakeModel(0.05), "second"),
         )
-        assert verdict.usage is not None
-        return f"{verdict.model}:{verdict.decision}:{verdict.usage.prompt_tokens}"
+        assert verdict.usage is not None and verdict.latency.inference_seconds is not None
+        seconds = verdict.latency.inference_seconds
+        return f"{verdict.model}:{verdict.decision}:{verdict.usage.prompt_tokens}:{seconds:.1f}"
 
-    assert await verdict_model(0.5) == "second:approve:20"  # both models' tokens
-    assert await verdict_model(0.95) == "first:reject:10"
+    # both models' tokens, and their answer times one after the other
+    assert await verdict_model(0.5) == "second:approve:20:0.4"
+    assert await verdict_model(0.95) == "first:reject:10:0.2"
 
 
 @pytest.mark.parametrize(
@@ -166,6 +168,7 @@ async def test_a_failing_second_model_sends_the_item_to_review_as_a_first_model_
     metrics = create(registry)
     result = await _run(CASCADING, FakeModel(0.5), FakeModel(error=InferenceTimeout("too slow")), metrics)
     assert result.cascaded and result.scores == {}
+    assert (len(result.answers), result.second_requests, result.second_answers) == (1, 1, 0)
     assert (result.outcome.decision, result.outcome.decided_by.kind, result.outcome.decided_by.id) == (
         "review",
         "error",
