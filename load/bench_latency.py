@@ -5,8 +5,9 @@ direct client's at the same offered load, several runs each, interleaved.
     VLLM_URL=http://gpu-1:8000/v1 MODEL_NAME=my-model python -m load.bench_latency
 
 The saturation rate is the direct client's best requests/s, measured first in the same run
-(or given). Then Poisson traffic at half that rate is offered in pairs of runs, worker
-first, then direct (W D W D …): as Kafka events through one worker process (started once,
+(or given), in items/s (divided by the packs' model requests per item; the direct client
+sends each item's requests at once, as the worker does, and waits for all of them). Then
+Poisson traffic at half that rate is offered in pairs of runs, worker first, then direct (W D W D …): as Kafka events through one worker process (started once,
 warmed up), and straight to the model server. Both runs of a pair follow the same arrival
 schedule with fresh items of the same workload, so the ratio of a pair compares like with
 like, and interleaving spreads whatever else the machine does over both sides.
@@ -37,9 +38,10 @@ from load.stack import (
     ModelStack,
     best_direct_rate,
     fresh_topics,
-    model_requests,
     model_server_options,
     model_stack,
+    request_groups,
+    requests_per_item,
 )
 from load.workload import make_events
 
@@ -51,7 +53,7 @@ TARGET = 1.5
     "--duration", type=click.FloatRange(min=10), default=40, show_default=True, help="Seconds per run."
 )
 @click.option("--runs", type=click.IntRange(min=1), default=3, show_default=True, help="Pairs of runs (W D).")
-@click.option("--saturation-rate", type=click.FloatRange(min=0.1), help="Skip measuring it.")
+@click.option("--saturation-rate", type=click.FloatRange(min=0.01), help="Items/s; skip measuring it.")
 @click.option("--concurrency", "concurrencies", default="16,32,64,128", show_default=True)
 @click.option(
     "--worker-env",
@@ -77,7 +79,11 @@ def main(
     with model_stack(out / "latency-run", eager=eager, niceness=niceness) as stack:
         if saturation_rate is None:
             levels = [int(c) for c in concurrencies.split(",")]
-            _, saturation_rate, _ = best_direct_rate(stack, levels, 200, seed=300)
+            per_item = requests_per_item(stack.policies, make_events(200, seed=300, run="direct0"))
+            # About 200 requests per concurrency level, whatever the scorer sends per item.
+            _, requests_rate, _ = best_direct_rate(stack, levels, max(20, int(200 / per_item)), seed=300)
+            saturation_rate = requests_rate / per_item  # items/s: the worker is offered items
+            click.echo(f"{per_item:.2f} model requests per item: saturation {saturation_rate:.2f} items/s")
         rate = saturation_rate / 2
         count = max(10, int(rate * duration))
         click.echo(f"offering {rate:.2f}/s for {duration:.0f} s ({count} items) per run, {runs} pairs")
@@ -114,7 +120,7 @@ def _interleaved(
             with _gate_watch(port) as gate:
                 through = asyncio.run(open_loop(stack.bootstrap, topics, events, rate, seed=n + 1, name=name))
             through.gate = gate
-            requests = model_requests(stack.policies, make_events(count, seed=400 + n, run=f"direct{n}"))
+            requests = request_groups(stack.policies, make_events(count, seed=400 + n, run=f"direct{n}"))
             name = f"direct to the model server, run {n + 1}"
             direct = asyncio.run(
                 open_loop_direct(stack.base_url, stack.model, requests, rate, seed=n + 1, name=name)

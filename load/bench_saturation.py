@@ -31,6 +31,7 @@ from load.stack import (
     model_requests,
     model_server_options,
     model_stack,
+    requests_per_item,
 )
 from load.workload import make_events
 
@@ -62,7 +63,9 @@ def main(count: int, concurrencies: str, eager: bool, niceness: int, out: Path) 
         again = model_requests(stack.policies, make_events(count, seed=400, run="again"))
         second_rate = asyncio.run(closed_loop(stack.base_url, stack.model, again, best))
         server = stack.server
-    direct_rate = (first_rate + second_rate) / 2
+    # The worker is measured in items (verdicts), the direct client in requests.
+    per_item = requests_per_item(stack.policies, make_events(count, seed=400, run="again"))
+    direct_rate = (first_rate + second_rate) / 2 / per_item
     ratio, fixed_ratio = adaptive / direct_rate, fixed / direct_rate
     result = {
         "benchmark": "model saturation",
@@ -74,7 +77,8 @@ def main(count: int, concurrencies: str, eager: bool, niceness: int, out: Path) 
         "direct_requests_per_second_by_concurrency": rates,
         "direct_best_concurrency": best,
         "direct_best_requests_per_second_again": second_rate,
-        "direct_baseline_requests_per_second": direct_rate,
+        "model_requests_per_item": per_item,
+        "direct_baseline_items_per_second": direct_rate,
         "worker_verdicts_per_second_adaptive": adaptive,
         "worker_verdicts_per_second_fixed_at_best_concurrency": fixed,
         "ratio": ratio,

@@ -46,18 +46,25 @@ async def closed_loop(base_url: str, model: str, requests: Sequence[ModelRequest
 
 
 async def open_loop_direct(
-    base_url: str, model: str, requests: Sequence[ModelRequest], rate: float, *, seed: int, name: str
+    base_url: str,
+    model: str,
+    items: Sequence[Sequence[ModelRequest]],
+    rate: float,
+    *,
+    seed: int,
+    name: str,
 ) -> RunReport:
-    """Poisson arrivals at ``rate``; each latency from the scheduled send time to the answer."""
-    offsets = arrival_offsets(len(requests), rate, random.Random(seed))  # noqa: S311
+    """Poisson arrivals of items at ``rate``/s; each item's requests are sent at once, as the
+    worker sends them, and its latency runs from the scheduled send time to its last answer."""
+    offsets = arrival_offsets(len(items), rate, random.Random(seed))  # noqa: S311
     samples: list[tuple[float, float]] = []
     async with _client(base_url, 1024) as http:
         started = time.perf_counter()
 
-        async def one(request: ModelRequest, offset: float) -> None:
+        async def one(requests: Sequence[ModelRequest], offset: float) -> None:
             await asyncio.sleep(max(0.0, started + offset - time.perf_counter()))
-            await _send(http, model, request)
+            await asyncio.gather(*(_send(http, model, request) for request in requests))
             samples.append((offset, time.perf_counter() - started - offset))
 
-        await asyncio.gather(*(one(r, o) for r, o in zip(requests, offsets, strict=True)))
-    return RunReport.of(name, rate, offsets, len(requests), samples)
+        await asyncio.gather(*(one(r, o) for r, o in zip(items, offsets, strict=True)))
+    return RunReport.of(name, rate, offsets, len(items), samples)

@@ -42,6 +42,8 @@ __all__ = [
     "model_server_options",
     "model_stack",
     "publish_events",
+    "request_groups",
+    "requests_per_item",
     "running_server",
     "start_vllm",
     "start_worker",
@@ -87,12 +89,22 @@ def without_rules(folder: Path) -> Path:
 
 def model_requests(policies: PolicySet, events: list[Event]) -> list[ModelRequest]:
     """The requests the worker would send for ``events``, built by the same scorer code."""
-    requests: list[ModelRequest] = []
+    return [request for group in request_groups(policies, events) for request in group]
+
+
+def request_groups(policies: PolicySet, events: list[Event]) -> list[list[ModelRequest]]:
+    """The requests of each event (a scorer may send several per item, e.g. one per category)."""
+    groups: list[list[ModelRequest]] = []
     for event in events:
         decoded = decode_event(event.content_type, event.value)  # type: ignore[arg-type]
         policy = policies.select(decoded)
-        requests.extend(SCORERS[policy.scorer].requests(policy, item_content(policy, decoded)))
-    return requests
+        groups.append(SCORERS[policy.scorer].requests(policy, item_content(policy, decoded)))
+    return groups
+
+
+def requests_per_item(policies: PolicySet, events: list[Event]) -> float:
+    """Mean model requests per item with these packs: converts requests/s into items/s."""
+    return len(model_requests(policies, events)) / max(1, len(events))
 
 
 class ZeroCostModel:
