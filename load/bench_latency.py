@@ -7,10 +7,11 @@ direct client's at the same offered load, several runs each, interleaved.
 The saturation rate is the direct client's best requests/s, measured first in the same run
 (or given), in items/s (divided by the packs' model requests per item; the direct client
 sends each item's requests at once, as the worker does, and waits for all of them). Then
-Poisson traffic at half that rate is offered in pairs of runs, worker first, then direct (W D W D …): as Kafka events through one worker process (started once,
-warmed up), and straight to the model server. Both runs of a pair follow the same arrival
-schedule with fresh items of the same workload, so the ratio of a pair compares like with
-like, and interleaving spreads whatever else the machine does over both sides.
+Poisson traffic at half that rate is offered in pairs of runs, worker first, then direct
+(W D W D …): as Kafka events through one worker process (started once, warmed up), and
+straight to the model server. Both runs of a pair follow the same arrival schedule with
+fresh items of the same workload, so the ratio of a pair compares like with like, and
+interleaving spreads whatever else the machine does over both sides.
 
 Reports each run's p50 and p99, their spread (min / median / max) per side and of the
 worker/direct ratios; target: p99 ratio <= 1.5 in every pair. Writes latency.json, and
