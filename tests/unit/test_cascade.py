@@ -10,8 +10,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from prometheus_client import CollectorRegistry
 
+from streamproc.cli import cli
 from streamproc.config import InferenceSettings, load_settings
 from streamproc.decision import Evaluation, SecondModel, decide_verdict, evaluate, evaluate_item
 from streamproc.errors import ConfigError, InferenceError, InferenceTimeout
@@ -321,3 +323,18 @@ async def test_the_worker_builds_a_second_client_only_when_a_model_is_set(
         assert isinstance(second.client, InferenceClient) and second.client.available
     # the limit and circuit gauges stay the first model's: the second client registered none
     assert registry.get_sample_value("streamproc_model_concurrency_limit") == 0  # else its limit
+
+
+def test_eval_checks_the_cascade_options_before_any_model_call(tmp_path: Path) -> None:
+    pack = tmp_path / "pack.yaml"
+    pack.write_text(PACK_FILE, encoding="utf-8")
+    data = tmp_path / "data.jsonl"
+    line = {"content_type": "listing", "event": listing_dict(), "true_categories": []}
+    data.write_text(json.dumps(line) + "\n", encoding="utf-8")
+    args = ["eval", "--policy", str(pack), "--data", str(data), "--out", str(tmp_path / "out")]
+    result = CliRunner().invoke(cli, [*args, "--cascade-model", "b", "--cascade-url", "vllm:8000"])
+    assert result.exit_code == 2
+    assert "Invalid value for --cascade-url: 'vllm:8000' is not an http(s) URL" in result.output
+    pack.write_text(PACK_FILE.split("cascade:", maxsplit=1)[0], encoding="utf-8")
+    result = CliRunner().invoke(cli, [*args, "--cascade-model", "b"])
+    assert result.exit_code == 1 and "--cascade-model needs a pack with a cascade block" in result.output
