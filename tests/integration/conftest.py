@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from streamproc.config import TopicSettings
 from streamproc.dev.devstack import Broker, ManagedProcess, VllmServer, free_port, wait_for_port
 from streamproc.topics import apply_topics, load_topic_specs
+from tests.factories import label_pack
 
 ROOT = Path(__file__).resolve().parents[2]
 LOGS = ROOT / ".test-logs"
@@ -120,6 +121,15 @@ def _model_and_topics(vllm: VllmServer, topics: TopicSettings) -> dict[str, str]
         "STREAMPROC_POLICY__PATHS": json.dumps([str(ROOT / "policies")]),
         **{f"STREAMPROC_TOPICS__{field.upper()}": name for field, name in topics.model_dump().items()},
     }
+
+
+def label_policy_paths(directory: Path) -> dict[str, str]:
+    """Worker env for the shipped packs scored with ``label_logprob`` (one request per item
+    instead of one per category and one more), for tests whose point is delivery rather than
+    scoring and whose item counts the channel scorer would make too slow on a CPU server."""
+    for pack in sorted((ROOT / "policies").glob("*.yaml")):
+        label_pack(pack, directory)
+    return {"STREAMPROC_POLICY__PATHS": json.dumps([str(directory)])}
 
 
 @pytest.fixture

@@ -95,7 +95,8 @@ def test_calibrate_then_eval_the_written_pack(vllm: VllmServer, tmp_path: Path) 
     assert result.returncode == 0, result.stderr
     report = EvalReport.model_validate_json((report_dir / "report.json").read_bytes())
     base, other = report.packs
-    assert base.calibration is None and other.calibration == provenance
+    # Each pack's own provenance: the shipped one's (its thresholds) and the fit's.
+    assert base.calibration == shipped.calibration_provenance and other.calibration == provenance
     assert "Calibrated on `small.jsonl`" in (report_dir / "report.md").read_text()
     entry = other.categories[CATEGORY]
     assert isinstance(entry, InPackCategory) and entry.review_threshold == fitted.thresholds.review

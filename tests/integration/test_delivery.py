@@ -9,6 +9,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
+from pathlib import Path
 
 import orjson
 import pytest
@@ -21,7 +22,7 @@ from streamproc.metrics import create as create_metrics
 from streamproc.schemas import Verdict
 from streamproc.stream import InboundRecord, OutboundRecord, Pipeline
 from tests.factories import listing_dict
-from tests.integration.conftest import StartWorker
+from tests.integration.conftest import StartWorker, label_policy_paths
 from tests.integration.kafka_io import Received, consume, produce, publish_content
 
 pytestmark = pytest.mark.integration
@@ -161,12 +162,15 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 async def test_sigkill_with_hundreds_in_flight_loses_nothing_and_bounds_duplicates(
-    broker: Broker, topics: TopicSettings, start_worker: StartWorker
+    broker: Broker, topics: TopicSettings, start_worker: StartWorker, tmp_path: Path
 ) -> None:
     window, count = 250, 300
     group = {"STREAMPROC_KAFKA__GROUP_ID": f"kill-{uuid.uuid4().hex[:8]}"}
     env = {
         **group,
+        # label_logprob: 300 items are 300 requests, not 2100 (the channel scorer's 7 per
+        # listing), which a CPU server would not answer within the time allowed.
+        **label_policy_paths(tmp_path / "packs"),
         "STREAMPROC_WORKER__MAX_INFLIGHT_ITEMS": str(window),
         "STREAMPROC_INFERENCE__MAX_INFLIGHT": "256",
         "STREAMPROC_INFERENCE__ADAPTIVE_CONCURRENCY": "false",
