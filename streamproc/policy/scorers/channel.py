@@ -14,6 +14,7 @@ no category can fall outside a top-k list. Cost: one request per category plus o
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Sequence
 from typing import ClassVar, Final
@@ -64,11 +65,15 @@ def mean_item_logprob(answer: ModelAnswer, start: int) -> float:
     """
     if not answer.tokens or len(answer.text_offsets) != len(answer.tokens):
         raise InferenceProtocolError("the server returned no text offsets for the echoed prompt")
-    prompt = zip(answer.tokens[:-1], answer.text_offsets[:-1], strict=True)
-    values = [t.logprob for t, offset in prompt if offset >= start and math.isfinite(t.logprob)]
+    first = bisect.bisect_left(answer.text_offsets, start)  # offsets grow along the prompt
+    values = [t.logprob for t in answer.tokens[first:-1]]
+    total = math.fsum(values)
+    if not math.isfinite(total):  # rare: leave out what the server could not compute
+        values = [v for v in values if math.isfinite(v)]
+        total = math.fsum(values)
     if not values:
         raise InferenceProtocolError("the server returned no log-probabilities for the item's tokens")
-    return sum(values) / len(values)
+    return total / len(values)
 
 
 class ChannelScorer:
