@@ -78,9 +78,9 @@ def main(
     env = dict(_setting(item) for item in worker_env)
     load_before = load_average()
     with model_stack(out / "latency-run", eager=eager, niceness=niceness) as stack:
+        per_item = requests_per_item(stack.policies, make_events(200, seed=300, run="direct0"))
         if saturation_rate is None:
             levels = [int(c) for c in concurrencies.split(",")]
-            per_item = requests_per_item(stack.policies, make_events(200, seed=300, run="direct0"))
             # About 200 requests per concurrency level, whatever the scorer sends per item.
             _, requests_rate, _ = best_direct_rate(stack, levels, max(20, int(200 / per_item)), seed=300)
             saturation_rate = requests_rate / per_item  # items/s: the worker is offered items
@@ -91,6 +91,7 @@ def main(
         pairs = _interleaved(stack, rate, count, runs, env)
         server = stack.server
     result = _summary(pairs, server, saturation_rate, rate, duration, env, load_before)
+    result["model_requests_per_item"] = per_item
     worst = max(range(runs), key=lambda i: pairs[i][0].latency.p99 / pairs[i][1].latency.p99)
     pairs[worst][0].write(out / "latency-worker")
     pairs[worst][1].write(out / "latency-direct")
