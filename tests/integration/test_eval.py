@@ -6,6 +6,7 @@ from what the server answered, not that the answers are good.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 from streamproc.dev.devstack import VllmServer
 from streamproc.evaluation import OVERALL, EvalReport, EvalSummary, RunReport, ServedModel, load_dataset
 from streamproc.policy import load_pack
+from tests.factories import label_pack
 from tests.integration.conftest import SERVED_MODEL
 from tests.sklearn_reference import check_report_section, check_violation_section
 
@@ -82,8 +84,10 @@ def test_eval_reports_both_shipped_packs_with_numbers_that_recompute(
     assert blocked.scores == {}
     assert (blocked.rule_stage, blocked.model_decision, blocked.requests) == ("pre", None, 0)
     scored = [i for i in listing_items.values() if i.scores]
-    # The server's usage, kept per item: one request per item for the label_logprob scorer.
-    assert all(i.requests == 1 and i.prompt_tokens > 0 for i in scored)
+    # The server's usage, kept per item: for the channel scorer, one request per category and
+    # one for the neutral text.
+    per_item = len(load_pack(LISTINGS).categories) + 1
+    assert all(i.requests == per_item and i.prompt_tokens > 0 for i in scored)
     check_summary(out, result.stdout)
 
 
@@ -103,11 +107,16 @@ def check_summary(out: Path, stdout: str) -> None:
 
 
 def test_eval_compare_puts_two_versions_side_by_side(vllm: VllmServer, tmp_path: Path) -> None:
+    # Both scored with label_logprob: one request per item instead of the channel scorer's
+    # seven, as the point here is the comparison, and the test above runs the shipped scorer.
+    base = label_pack(LISTINGS, tmp_path / "label-packs")
     candidate = tmp_path / "listings-candidate.yaml"
-    candidate.write_text(LISTINGS.read_text().replace("review: 0.5}", "review: 0.05}"))
+    text, lowered = re.subn(r"review: [0-9.]+\}", "review: 0.05}", base.read_text())
+    assert lowered == len(load_pack(LISTINGS).categories)
+    candidate.write_text(text)
     out = tmp_path / "compare"
     result = run_eval(
-        "--policy", LISTINGS, "--compare", candidate, "--out", out,
+        "--policy", base, "--compare", candidate, "--out", out,
         "--vllm-url", vllm.base_url, "--model-name", SERVED_MODEL,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
