@@ -425,7 +425,8 @@ def test_partition_default_matches_the_content_topic_specs() -> None:
 
 
 def test_worker_processes_set_the_setting_and_scale_the_per_process_resources() -> None:
-    args = ["--set", "worker.processes=3", "--set", "worker.resources.requests.cpu=0.5"]
+    args = ["--set", "worker.processes=3", "--set", "keda.worker.maxReplicaCount=4"]
+    args += ["--set", "worker.resources.requests.cpu=0.5"]
     done = render_text(*args, "--set", "worker.resources.limits.cpu=1500m")
     assert done.returncode == 0, done.stderr
     docs = tuple(d for d in yaml.safe_load_all(done.stdout) if d)
@@ -439,6 +440,12 @@ def test_worker_processes_set_the_setting_and_scale_the_per_process_resources() 
     assert quality["resources"] == values()["quality"]["resources"]  # one process, unscaled
     refused = render_text("--set", "worker.processes=0")
     assert refused.returncode != 0 and "processes" in refused.stderr
+    crowded = render_text("--set", "worker.processes=2")  # 12 pods of 2 members, 12 partitions
+    assert crowded.returncode != 0
+    assert (
+        "maxReplicaCount (12) times worker.processes (2) exceeds keda.worker.partitions (12)"
+        in crowded.stderr
+    )
 
 
 def test_scaled_deployments_leave_replicas_to_keda() -> None:
