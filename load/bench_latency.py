@@ -44,7 +44,8 @@ from load.stack import (
     request_groups,
     requests_per_item,
 )
-from load.workload import make_events
+from load.workload import Event, make_events
+from streamproc.config import TopicSettings
 
 TARGET = 1.5
 
@@ -62,6 +63,12 @@ TARGET = 1.5
     metavar="NAME=VALUE",
     help="A setting for the worker (repeatable), e.g. STREAMPROC_INFERENCE__MIN_INFLIGHT=64.",
 )
+@click.option(
+    "--candidate-env",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Settings of a second worker run in each pair too (W C D), to compare a change.",
+)
 @model_server_options
 @click.option("--out", type=click.Path(path_type=Path), default=ROOT / "load" / "results", show_default=True)
 def main(
@@ -70,12 +77,14 @@ def main(
     saturation_rate: float | None,
     concurrencies: str,
     worker_env: tuple[str, ...],
+    candidate_env: tuple[str, ...],
     eager: bool,
     niceness: int,
     out: Path,
 ) -> None:
     """Print both sides' p50 and p99 per run, their spread and ratios, and write them as JSON."""
     env = dict(_setting(item) for item in worker_env)
+    candidate = dict(_setting(item) for item in candidate_env) or None
     load_before = load_average()
     with model_stack(out / "latency-run", eager=eager, niceness=niceness) as stack:
         per_item = requests_per_item(stack.policies, make_events(200, seed=300, run="direct0"))
@@ -88,10 +97,21 @@ def main(
         rate = saturation_rate / 2
         count = max(10, int(rate * duration))
         click.echo(f"offering {rate:.2f}/s for {duration:.0f} s ({count} items) per run, {runs} pairs")
-        pairs = _interleaved(stack, rate, count, runs, env)
+        pairs, candidates = _interleaved(stack, rate, count, runs, env, candidate)
         server = stack.server
     result = _summary(pairs, server, saturation_rate, rate, duration, env, load_before)
     result["model_requests_per_item"] = per_item
+    if candidate is not None:
+        ratios = [c.latency.p99 / d.latency.p99 for c, (_, d) in zip(candidates, pairs, strict=True)]
+        result["candidate"] = {
+            "worker_settings": candidate,
+            "runs": [json.loads(c.to_json()) for c in candidates],
+            "p99_ratio": spread(ratios),
+            "p99_ratio_to_the_worker": spread(
+                [c.latency.p99 / w.latency.p99 for c, (w, _) in zip(candidates, pairs, strict=True)]
+            ),
+        }
+        click.echo(f"candidate {candidate}: p99 ratio to direct {spread(ratios)}")
     worst = max(range(runs), key=lambda i: pairs[i][0].latency.p99 / pairs[i][1].latency.p99)
     pairs[worst][0].write(out / "latency-worker")
     pairs[worst][1].write(out / "latency-direct")
@@ -108,20 +128,33 @@ def _setting(item: str) -> tuple[str, str]:
 
 
 def _interleaved(
-    stack: ModelStack, rate: float, count: int, runs: int, env: dict[str, str]
-) -> list[tuple[RunReport, RunReport]]:
-    """(worker, direct) reports of each pair; one worker process serves all worker runs."""
-    topics = fresh_topics(stack.bootstrap)
-    worker, port = stack.start_worker(topics, **env)
+    stack: ModelStack,
+    rate: float,
+    count: int,
+    runs: int,
+    env: dict[str, str],
+    candidate: dict[str, str] | None = None,
+) -> tuple[list[tuple[RunReport, RunReport]], list[RunReport]]:
+    """(worker, direct) reports of each pair, and with ``candidate`` settings a second worker's
+    report in each pair too (W C D: the candidate meets the same minute of the machine)."""
+    workers = [(fresh_topics(stack.bootstrap), env)]
+    if candidate is not None:
+        workers.append((fresh_topics(stack.bootstrap), {**env, **candidate}))
+    started = []
     pairs: list[tuple[RunReport, RunReport]] = []
+    candidates: list[RunReport] = []
     try:
-        asyncio.run(open_loop(stack.bootstrap, topics, make_events(16, seed=5, run="warm"), 100.0))
+        for topics, settings in workers:
+            started.append(stack.start_worker(topics, **settings))
+            asyncio.run(open_loop(stack.bootstrap, topics, make_events(16, seed=5, run="warm"), 100.0))
         for n in range(runs):
             events = make_events(count, seed=500 + n, run=f"worker{n}")
-            name = f"through Kafka and the worker, run {n + 1}"
-            with _gate_watch(port) as gate:
-                through = asyncio.run(open_loop(stack.bootstrap, topics, events, rate, seed=n + 1, name=name))
-            through.gate = gate
+            through = _worker_run(stack, workers[0][0], started[0][1], events, rate, n, "the worker")
+            if candidate is not None:
+                events = make_events(count, seed=600 + n, run=f"candidate{n}")
+                candidates.append(
+                    _worker_run(stack, workers[1][0], started[1][1], events, rate, n, "candidate")
+                )
             requests = request_groups(stack.policies, make_events(count, seed=400 + n, run=f"direct{n}"))
             name = f"direct to the model server, run {n + 1}"
             direct = asyncio.run(
@@ -140,9 +173,27 @@ def _interleaved(
                 "{most_in_flight:.0f}, lowest limit {lowest_limit:.0f}".format(**through.gate)
             )
             pairs.append((through, direct))
+            if candidate is not None:
+                tried = candidates[-1]
+                click.echo(
+                    f"run {n + 1}: candidate p50/p99 {tried.latency.p50:.3f}/{tried.latency.p99:.3f} s, "
+                    f"p99 ratio {tried.latency.p99 / direct.latency.p99:.2f}; gate at its limit in "
+                    f"{tried.gate['share_at_limit']:.1%} of samples"
+                )
     finally:
-        worker.stop()
-    return pairs
+        for process, _ in started:
+            process.stop()
+    return pairs, candidates
+
+
+def _worker_run(
+    stack: ModelStack, topics: TopicSettings, port: int, events: list[Event], rate: float, n: int, who: str
+) -> RunReport:
+    name = f"through Kafka and {who}, run {n + 1}"
+    with _gate_watch(port) as gate:
+        report = asyncio.run(open_loop(stack.bootstrap, topics, events, rate, seed=n + 1, name=name))
+    report.gate = gate
+    return report
 
 
 @contextlib.contextmanager
