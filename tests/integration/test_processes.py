@@ -7,6 +7,7 @@ import os
 import signal
 import time
 from collections import Counter
+from pathlib import Path
 
 import httpx
 import pytest
@@ -17,7 +18,7 @@ from streamproc.dev.devstack import Broker
 from streamproc.schemas import Verdict
 from streamproc.schemas.dead_letter import DeadLetter
 from tests.factories import listing_dict, video_dict
-from tests.integration.conftest import StartWorker, wait_until
+from tests.integration.conftest import StartWorker, label_policy_paths, wait_until
 from tests.integration.kafka_io import consume, publish_content
 
 pytestmark = pytest.mark.integration
@@ -51,9 +52,13 @@ def _group_gone(pgid: int, within: float = 30.0) -> bool:
 
 
 async def test_two_processes_share_the_group_and_one_port_counts_for_both(
-    broker: Broker, topics: TopicSettings, start_worker: StartWorker
+    broker: Broker, topics: TopicSettings, start_worker: StartWorker, tmp_path: Path
 ) -> None:
-    worker = start_worker(STREAMPROC_WORKER__PROCESSES="2", STREAMPROC_KAFKA__CLIENT_ID="mp")
+    # label_logprob: 60 requests rather than the channel scorer's 440 (7 per listing, 8 per
+    # video), which a CPU server would not answer in time; the point here is the processes.
+    worker = start_worker(
+        STREAMPROC_WORKER__PROCESSES="2", STREAMPROC_KAFKA__CLIENT_ID="mp", **label_policy_paths(tmp_path)
+    )
     ready = f"http://127.0.0.1:{worker.metrics_port}/readyz"
     # Ready only once both members hold an assignment: publishing then causes no rebalance.
     await wait_until(lambda: httpx.get(ready, timeout=5).status_code == 200, "both processes ready", 120)
