@@ -109,14 +109,14 @@ def check_summary(out: Path, stdout: str) -> None:
 def test_eval_compare_puts_two_versions_side_by_side(vllm: VllmServer, tmp_path: Path) -> None:
     # Both scored with label_logprob: one request per item instead of the channel scorer's
     # seven, as the point here is the comparison, and the test above runs the shipped scorer.
-    base = label_pack(LISTINGS, tmp_path / "label-packs")
+    labelled = label_pack(LISTINGS, tmp_path / "label-packs")
     candidate = tmp_path / "listings-candidate.yaml"
-    text, lowered = re.subn(r"review: [0-9.]+\}", "review: 0.05}", base.read_text())
+    text, lowered = re.subn(r"review: [0-9.]+\}", "review: 0.05}", labelled.read_text())
     assert lowered == len(load_pack(LISTINGS).categories)
     candidate.write_text(text)
     out = tmp_path / "compare"
     result = run_eval(
-        "--policy", base, "--compare", candidate, "--out", out,
+        "--policy", labelled, "--compare", candidate, "--out", out,
         "--vllm-url", vllm.base_url, "--model-name", SERVED_MODEL,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
