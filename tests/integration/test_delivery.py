@@ -230,13 +230,14 @@ async def test_model_server_outage_pauses_consumption_and_holds_items_until_it_i
         ids = [f"{prefix}{i}" for i in range(n)]
         return [(id_.encode(), orjson.dumps(listing_dict(listing_id=id_))) for id_ in ids]
 
-    before = listings("L-before", 10)
+    # Few items: the channel scorer sends each a request per category and a neutral one.
+    before = listings("L-before", 4)
     await produce(broker.bootstrap, topics.listings, before)
     await consume(broker.bootstrap, [topics.verdicts], len(before), within=120)
 
     vllm.stop()
     try:
-        during = listings("L-during", 30)
+        during = listings("L-during", 12)
         await produce(broker.bootstrap, topics.listings, during)
         wait_for(
             lambda: (
