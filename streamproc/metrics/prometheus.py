@@ -71,7 +71,7 @@ class _Registered:
         return metric
 
 
-def multiprocess_mode() -> bool:
+def _multiprocess_mode() -> bool:
     """Whether prometheus-client writes this process's values to files for a parent process to
     serve (``PROMETHEUS_MULTIPROC_DIR``, set by the worker's supervisor before its children
     start). There, ``set_function``, ``remove`` and ``clear`` do not reach the files."""
@@ -112,7 +112,7 @@ class PrometheusWorkerMetrics:
         categories: Sequence[str] = (),
     ) -> None:
         self.registry = registry
-        self._multiprocess = multiprocess_mode()
+        self._multiprocess = _multiprocess_mode()
         self._served: set[tuple[str, str]] = set()
         m = _Registered(WORKER_METRICS, registry, namespace)
         self._consumed = m.counter("events_consumed")
