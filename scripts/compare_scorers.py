@@ -166,6 +166,7 @@ def _row(name: str, summary: dict[str, Any], report: Path) -> dict[str, Any]:
         "requests": sum(c["requests"] for c in cost) / items if items else 0.0,
         "prompt_tokens": sum(c["prompt_tokens"] for c in cost) / items if items else 0.0,
         "items": items,
+        "violating": tp + fn,
         "errors": errors,
     }
 
@@ -182,6 +183,11 @@ def _table(rows: list[dict[str, Any]]) -> str:
             f"{r['f1']:.2f} | {r['automation']:.0%} | {r['requests']:.1f} | {r['prompt_tokens']:.0f} | "
             f"{r['errors']} |"
         )
+    # What sending every item to review would score: the floor a scorer must clear.
+    violating, items = rows[0]["violating"], rows[0]["items"]
+    precision = violating / items if items else 0.0
+    f1 = 2 * precision / (precision + 1) if violating else 0.0
+    lines.append(f"| *review everything* | no model | {precision:.2f} | 1.00 | {f1:.2f} | 0% | 0 | 0 | 0 |")
     return "\n".join(lines)
 
 
