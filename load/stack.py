@@ -293,7 +293,8 @@ def describe_server(base_url: str, model: str, *, started_here: str | None) -> d
         served = next((m for m in models if m.get("id") == model), None)
         if served is not None:
             described["max_model_len"] = served.get("max_model_len")
-            described["root"] = served.get("root")
+            # The model directory's name identifies the weights; its path is this machine's.
+            described["model_dir"] = Path(str(served.get("root"))).name
     with contextlib.suppress(httpx.HTTPError, ValueError):
         version = httpx.get(f"{root.removesuffix('/v1')}/version", timeout=10).json()
         described["version"] = version.get("version")
