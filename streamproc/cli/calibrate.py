@@ -14,7 +14,7 @@ import click
 from streamproc.cli.common import BadConfiguration, config_option, load
 
 # The model server handling of `streamproc eval`, shared: a running server or one started here.
-from streamproc.cli.evaluate import _model_server
+from streamproc.cli.model_server import check_server_options, model_server, server_options
 from streamproc.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -83,20 +83,7 @@ _PROBABILITY = click.FloatRange(0.0, 1.0, min_open=True)
     multiple=True,
     help="Fit only this category (repeat); refused if it has fewer than --min-positives.",
 )
-@click.option(
-    "--vllm-url", default=None, help="Model server API root (default: the settings' inference.base_url)."
-)
-@click.option(
-    "--model-name", default=None, help="Served model name (default: the settings' inference.model)."
-)
-@click.option(
-    "--vllm-python",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Start a vLLM server with this python (with --model-dir) instead of using a running one.",
-)
-@click.option(
-    "--model-dir", type=click.Path(path_type=Path, file_okay=False), help="Model directory to serve."
-)
+@server_options
 def calibrate(
     config_file: Path | None,
     policy_files: tuple[Path, ...],
@@ -121,7 +108,7 @@ def calibrate(
         plan_calibration,
     )
 
-    _check_server_options(vllm_url, vllm_python, model_dir)
+    check_server_options(vllm_url, vllm_python, model_dir)
     settings = load(config_file)
     model = model_name or settings.inference.model
     request = CalibrationRequest(
@@ -160,7 +147,7 @@ def _run(
     url, vllm_python, model_dir = server
     log_dir = out.parent if out.suffix in {".yaml", ".yml"} else out
     with contextlib.ExitStack() as stack:
-        base_url = stack.enter_context(_model_server(url, vllm_python, model_dir, inference.model, log_dir))
+        base_url = stack.enter_context(model_server(url, vllm_python, model_dir, inference.model, log_dir))
         on_done = None
         if sys.stderr.isatty():  # a bar on a terminal; nothing in logs and pipes
             progress = click.progressbar(length=plan.requests, label="scoring", file=sys.stderr)
@@ -169,14 +156,6 @@ def _run(
         return run_calibration(
             plan, inference.model_copy(update={"base_url": base_url}), command=command, on_done=on_done
         )
-
-
-def _check_server_options(vllm_url: str | None, vllm_python: Path | None, model_dir: Path | None) -> None:
-    """As `streamproc eval` checks them."""
-    if (vllm_python is None) != (model_dir is None):
-        raise click.UsageError("--vllm-python and --model-dir go together (they start a model server)")
-    if vllm_python is not None and vllm_url is not None:
-        raise click.UsageError("give --vllm-url for a running server, or --vllm-python/--model-dir, not both")
 
 
 def _command_line(policy_files: tuple[Path, ...], data: Path, request: CalibrationRequest) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,6 +13,7 @@ import click
 from pydantic import ValidationError
 
 from streamproc.cli.common import config_option, load
+from streamproc.cli.model_server import check_server_options, model_server, server_options
 from streamproc.config import CascadeSettings, InferenceSettings, Settings
 from streamproc.errors import ConfigError
 
@@ -45,12 +46,7 @@ __all__ = ["eval_"]
     help="A second pack to run over the same items, side by side in one report.",
 )
 @click.option("--out", required=True, type=click.Path(path_type=Path, file_okay=False), help="Report folder.")
-@click.option(
-    "--vllm-url", default=None, help="Model server API root (default: the settings' inference.base_url)."
-)
-@click.option(
-    "--model-name", default=None, help="Served model name (default: the settings' inference.model)."
-)
+@server_options
 @click.option(
     "--cascade-model",
     default=None,
@@ -62,14 +58,6 @@ __all__ = ["eval_"]
     default=None,
     help="API root of the second model's server (default: the settings' cascade.base_url, else the "
     "model server's).",
-)
-@click.option(
-    "--vllm-python",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Start a vLLM server with this python (with --model-dir) instead of using a running one.",
-)
-@click.option(
-    "--model-dir", type=click.Path(path_type=Path, file_okay=False), help="Model directory to serve."
 )
 def eval_(
     config_file: Path | None,
@@ -88,10 +76,7 @@ def eval_(
     from streamproc.evaluation import plan_evaluation, run_evaluation  # noqa: PLC0415
     from streamproc.evaluation.command import check_cascade  # noqa: PLC0415
 
-    if (vllm_python is None) != (model_dir is None):
-        raise click.UsageError("--vllm-python and --model-dir go together (they start a model server)")
-    if vllm_python is not None and vllm_url is not None:
-        raise click.UsageError("give --vllm-url for a running server, or --vllm-python/--model-dir, not both")
+    check_server_options(vllm_url, vllm_python, model_dir)
     settings = load(config_file)
     model = model_name or settings.inference.model
     cascade_model = cascade_model or settings.cascade.model
@@ -103,7 +88,7 @@ def eval_(
             check_cascade(plan)
         with contextlib.ExitStack() as stack:
             base_url = stack.enter_context(
-                _model_server(
+                model_server(
                     vllm_url or settings.inference.base_url,
                     vllm_python,
                     model_dir,
@@ -160,26 +145,3 @@ def _cascade(
         raise click.BadParameter(str(exc.errors()[0]["msg"]), param_hint="--cascade-url") from exc
     # the main server's token and CA only when the second model is on it, as in the worker
     return cascade.inference(inference)
-
-
-@contextlib.contextmanager
-def _model_server(
-    url: str,
-    vllm_python: Path | None,
-    model_dir: Path | None,
-    model: str,
-    out: Path,
-    *,
-    other_names: Sequence[str] = (),
-) -> Iterator[str]:
-    """The API root to evaluate against: ``url``, or a vLLM server's started here and stopped after."""
-    if vllm_python is None or model_dir is None:
-        yield url
-        return
-    from streamproc.dev.devstack import VllmServer  # noqa: PLC0415 - only when starting one
-
-    say = functools.partial(click.echo, err=True)
-    say(f"starting vLLM for {model_dir} (a few minutes on CPU; log in {out / 'vllm.log'}) …")
-    with VllmServer(vllm_python, model_dir, model, out / "vllm.log", other_names=other_names) as running:
-        say(f"model server {running.base_url} serving {' and '.join([model, *other_names])}")
-        yield running.base_url
