@@ -354,24 +354,19 @@ class Policy:
 
     def with_thresholds(self, overrides: Mapping[str, Thresholds]) -> Policy:
         """A copy with some categories' thresholds replaced (the version changes with them)."""
-        unknown = set(overrides) - set(self.category_ids)
-        if unknown:
-            raise ConfigError(
-                f"policy {self.name} has no categories {sorted(unknown)}; known: {list(self.category_ids)}"
-            )
-        categories = tuple(
-            dataclasses.replace(c, thresholds=overrides.get(c.id, c.thresholds)) for c in self.categories
-        )
-        return dataclasses.replace(self, categories=categories)
+        return self._with_category_field("thresholds", overrides)
 
     def with_calibration(self, calibrations: Mapping[str, Calibration | None]) -> Policy:
         """A copy with some categories' calibration set (None: removed); the version changes."""
-        unknown = set(calibrations) - set(self.category_ids)
+        return self._with_category_field("calibration", calibrations)
+
+    def _with_category_field(self, field: str, values: Mapping[str, Any]) -> Policy:
+        unknown = set(values) - set(self.category_ids)
         if unknown:
             raise ConfigError(
                 f"policy {self.name} has no categories {sorted(unknown)}; known: {list(self.category_ids)}"
             )
         categories = tuple(
-            dataclasses.replace(c, calibration=calibrations.get(c.id, c.calibration)) for c in self.categories
+            dataclasses.replace(c, **{field: values[c.id]}) if c.id in values else c for c in self.categories
         )
         return dataclasses.replace(self, categories=categories)
