@@ -27,18 +27,14 @@ from typing import Any
 import click
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from prometheus_client import CollectorRegistry
 
 from load.report import load_average, machine_description
-from load.stack import ROOT, ZeroCostModel, broker, fresh_topics, publish_events, without_rules
+from load.stack import ROOT, broker, fresh_topics, instant_processor, publish_events, without_rules
 from load.worker_processes import worker_processes_rate
 from load.workload import Event, make_events
 from streamproc.config import KafkaSettings, Settings, TopicSettings, WorkerSettings
-from streamproc.metrics import create as create_metrics
-from streamproc.policy import load_policy_set
 from streamproc.schemas import decode_event
 from streamproc.stream import InboundRecord, OutboundRecord, Pipeline
-from streamproc.worker import Processor
 
 TARGET = 0.5
 
@@ -91,16 +87,7 @@ async def worker_loop(bootstrap: str, topics: TopicSettings, count: int, policie
         topics=topics,
         worker=WorkerSettings(max_inflight_items=2048),
     )
-    metrics = create_metrics(CollectorRegistry())
-    processor = Processor(
-        settings.topics,
-        settings.audit,
-        load_policy_set([policies_dir]),
-        ZeroCostModel(),
-        metrics,
-        model_name=settings.inference.model,
-        worker_id=settings.kafka.client_id,
-    )
+    processor, metrics = instant_processor(settings, policies_dir)
     handled, started = 0, 0.0
 
     async def handle(record: InboundRecord) -> list[OutboundRecord]:

@@ -19,16 +19,20 @@ import httpx
 import orjson
 import yaml
 from aiokafka import AIOKafkaProducer
+from prometheus_client import CollectorRegistry
 
 from load.direct import closed_loop
 from load.workload import Event, make_events, topic_of
-from streamproc.config import TopicSettings
+from streamproc.config import Settings, TopicSettings
 from streamproc.dev.devstack import Broker, ManagedProcess, VllmServer, free_port, wait_for_port
 from streamproc.inference.protocol import ModelAnswer, ModelRequest, TokenChoice
+from streamproc.metrics import PrometheusWorkerMetrics
+from streamproc.metrics import create as create_metrics
 from streamproc.policy import SCORERS, PolicySet, item_content, load_policy_set
 from streamproc.policy.scorers.channel import NEUTRAL
 from streamproc.schemas import decode_event
 from streamproc.topics import apply_topics, load_topic_specs
+from streamproc.worker import Processor
 
 __all__ = [
     "ROOT",
@@ -38,6 +42,7 @@ __all__ = [
     "best_direct_rate",
     "broker",
     "fresh_topics",
+    "instant_processor",
     "model_requests",
     "model_server_options",
     "model_stack",
@@ -136,6 +141,21 @@ class ZeroCostModel:
             neutral = prompt.startswith(self._neutral)
             return _echoed(len(prompt), self.NEUTRAL_LOGPROB if neutral else self.CATEGORY_LOGPROB)
         return self._answer
+
+
+def instant_processor(settings: Settings, policies_dir: Path) -> tuple[Processor, PrometheusWorkerMetrics]:
+    """The worker's processor and metrics with the instant model: what the overhead benchmarks run."""
+    metrics = create_metrics(CollectorRegistry())
+    processor = Processor(
+        settings.topics,
+        settings.audit,
+        load_policy_set([policies_dir]),
+        ZeroCostModel(),
+        metrics,
+        model_name=settings.inference.model,
+        worker_id=settings.kafka.client_id,
+    )
+    return processor, metrics
 
 
 @functools.lru_cache(maxsize=4096)

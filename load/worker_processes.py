@@ -19,15 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import click
-from prometheus_client import CollectorRegistry
 
-from load.stack import ZeroCostModel, publish_events
+from load.stack import instant_processor, publish_events
 from load.workload import Event
 from streamproc.config import KafkaSettings, Settings, TopicSettings, WorkerSettings
-from streamproc.metrics import create as create_metrics
-from streamproc.policy import load_policy_set
 from streamproc.stream import InboundRecord, OutboundRecord, Pipeline
-from streamproc.worker import Processor
 
 __all__ = ["worker_processes_rate"]
 
@@ -137,16 +133,7 @@ async def _member_loop(
         topics=topics,
         worker=WorkerSettings(max_inflight_items=2048),
     )
-    metrics = create_metrics(CollectorRegistry())
-    processor = Processor(
-        settings.topics,
-        settings.audit,
-        load_policy_set([policies_dir]),
-        ZeroCostModel(),
-        metrics,
-        model_name=settings.inference.model,
-        worker_id=settings.kafka.client_id,
-    )
+    processor, metrics = instant_processor(settings, policies_dir)
     handled = 0
 
     async def handle(record: InboundRecord) -> list[OutboundRecord]:
