@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import os
 import signal
 import sys
@@ -19,30 +18,23 @@ import httpx
 import orjson
 import yaml
 from aiokafka import AIOKafkaProducer
-from prometheus_client import CollectorRegistry
 
 from load.direct import closed_loop
 from load.workload import Event, make_events, topic_of
-from streamproc.config import Settings, TopicSettings
+from streamproc.config import TopicSettings
 from streamproc.dev.devstack import Broker, ManagedProcess, VllmServer, free_port, wait_for_port
-from streamproc.inference.protocol import ModelAnswer, ModelRequest, TokenChoice
-from streamproc.metrics import PrometheusWorkerMetrics
-from streamproc.metrics import create as create_metrics
+from streamproc.inference.protocol import ModelRequest
 from streamproc.policy import SCORERS, PolicySet, item_content, load_policy_set
-from streamproc.policy.scorers.channel import NEUTRAL
 from streamproc.schemas import decode_event
 from streamproc.topics import apply_topics, load_topic_specs
-from streamproc.worker import Processor
 
 __all__ = [
     "ROOT",
     "SERVED_MODEL",
     "ModelStack",
-    "ZeroCostModel",
     "best_direct_rate",
     "broker",
     "fresh_topics",
-    "instant_processor",
     "model_requests",
     "model_server_options",
     "model_stack",
@@ -110,67 +102,6 @@ def request_groups(policies: PolicySet, events: list[Event]) -> list[list[ModelR
 def requests_per_item(policies: PolicySet, events: list[Event]) -> float:
     """Mean model requests per item with these packs: converts requests/s into items/s."""
     return len(model_requests(policies, events)) / max(1, len(events))
-
-
-class ZeroCostModel:
-    """A model client that answers instantly that the item is safe: the worker's own cost only.
-
-    Both scorer protocols: a label request gets the safe answer; an echoed text completion
-    (the ``channel`` scorer) gets one token per four characters of its prompt, likelier after
-    a pack's neutral text than after any category's, so that every category scores near 0.
-    """
-
-    #: Per-token log-probabilities of an echoed prompt: after the neutral text, after a category's.
-    NEUTRAL_LOGPROB, CATEGORY_LOGPROB = -1.0, -3.0
-
-    def __init__(self, policies_dir: Path = ROOT / "policies") -> None:
-        letters = tuple((chr(c), -8.0) for c in range(ord("A"), ord("Z") + 1))
-        self._answer = ModelAnswer(
-            text="Z",
-            tokens=(TokenChoice("Z", -0.01, letters),),
-            prompt_tokens=400,
-            completion_tokens=1,
-            cached_prompt_tokens=380,
-        )
-        packs = load_policy_set([policies_dir])
-        self._neutral = (NEUTRAL, *(p.channel_neutral for p in packs.policies if p.channel_neutral))
-
-    async def complete(self, request: ModelRequest) -> ModelAnswer:
-        if request.endpoint == "completions" and request.body.get("echo"):
-            prompt = str(request.body["prompt"])
-            neutral = prompt.startswith(self._neutral)
-            return _echoed(len(prompt), self.NEUTRAL_LOGPROB if neutral else self.CATEGORY_LOGPROB)
-        return self._answer
-
-
-def instant_processor(settings: Settings, policies_dir: Path) -> tuple[Processor, PrometheusWorkerMetrics]:
-    """The worker's processor and metrics with the instant model: what the overhead benchmarks run."""
-    metrics = create_metrics(CollectorRegistry())
-    processor = Processor(
-        settings.topics,
-        settings.audit,
-        load_policy_set([policies_dir]),
-        ZeroCostModel(),
-        metrics,
-        model_name=settings.inference.model,
-        worker_id=settings.kafka.client_id,
-    )
-    return processor, metrics
-
-
-@functools.lru_cache(maxsize=4096)
-def _echoed(length: int, logprob: float) -> ModelAnswer:
-    """An echoed prompt of ``length`` characters (a token every 4) and one generated token;
-    the same for every prompt of that length, so that building it costs nothing per request."""
-    offsets = (*range(0, length, 4), length)
-    return ModelAnswer(
-        text="x" * (length + 1),
-        tokens=tuple(TokenChoice("xxxx", logprob) for _ in offsets),
-        prompt_tokens=len(offsets) - 1,
-        completion_tokens=1,
-        cached_prompt_tokens=0,
-        text_offsets=offsets,
-    )
 
 
 @dataclass

@@ -20,7 +20,8 @@ from typing import Any
 
 import click
 
-from load.stack import instant_processor, publish_events
+from load.instant import instant_processor
+from load.stack import publish_events
 from load.workload import Event
 from streamproc.config import KafkaSettings, Settings, TopicSettings, WorkerSettings
 from streamproc.stream import InboundRecord, OutboundRecord, Pipeline

@@ -195,10 +195,12 @@ class InferenceSettings(_Section):
         default=3, description="Attempts per request before its item is escalated to review."
     )
     max_inflight: Annotated[int, Field(ge=1, le=4096)] = Field(
-        default=256, description="Most concurrent requests per worker (= HTTP connection pool size)."
+        default=256,
+        description="Most prompts in flight per worker (a request carrying several counts each); "
+        "also the HTTP connection pool size.",
     )
     min_inflight: Annotated[int, Field(ge=1, le=4096)] = Field(
-        default=32, description="Fewest concurrent requests the adaptive limit goes down to."
+        default=32, description="Fewest prompts in flight the adaptive limit goes down to."
     )
     adaptive_concurrency: bool = Field(
         default=True,

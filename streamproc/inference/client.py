@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import ssl
 import threading
@@ -14,13 +15,11 @@ from types import TracebackType
 import httpx
 import orjson
 from circuitbreaker import STATE_HALF_OPEN, STATE_OPEN, CircuitBreaker, CircuitBreakerError
-from pydantic import ValidationError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_random_exponential
 
 from streamproc.config import InferenceSettings
 from streamproc.errors import (
     InferenceError,
-    InferenceProtocolError,
     InferenceRequestError,
     InferenceServerError,
     InferenceTimeout,
@@ -28,17 +27,11 @@ from streamproc.errors import (
     StreamprocError,
 )
 from streamproc.inference.limiter import AdaptiveLimit, ConcurrencyGate
-from streamproc.inference.protocol import (
-    ChatLogprobs,
-    CompletionLogprobs,
-    CompletionResponse,
-    ModelAnswer,
-    ModelRequest,
-    TokenChoice,
-)
+from streamproc.inference.protocol import ModelAnswer, ModelRequest
+from streamproc.inference.responses import read_answer
 from streamproc.metrics import InferenceRecorder
 
-__all__ = ["CircuitOpen", "InferenceClient", "read_answer"]
+__all__ = ["CircuitOpen", "InferenceClient"]
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +59,8 @@ class InferenceClient:
 
     Use as ``async with InferenceClient(settings, metrics) as client``.
 
-    - Concurrency: at most ``AdaptiveLimit.current`` requests are in flight; the limit
+    - Concurrency: at most ``AdaptiveLimit.current`` prompts are in flight (a request of
+      several prompts counts each: it is as much work for the server); the limit
       follows the server's latency between ``min_inflight`` and ``max_inflight`` (the HTTP
       connection pool size).
     - Retries: transient failures (unreachable, timeout, HTTP 429/5xx) are retried with
@@ -210,7 +204,7 @@ class InferenceClient:
         )
         async for attempt in retrying:
             with attempt:
-                answer = await self._attempt(request.endpoint, body)
+                answer = await self._attempt(request, body)
         return dataclasses.replace(answer, seconds=time.perf_counter() - started)
 
     def _should_stop(self, state: RetryCallState) -> bool:
@@ -226,14 +220,14 @@ class InferenceClient:
     def _count_retry(self, state: RetryCallState) -> None:
         self._metrics.inference_retry()
 
-    async def _attempt(self, endpoint: str, body: bytes) -> ModelAnswer:
+    async def _attempt(self, request: ModelRequest, body: bytes) -> ModelAnswer:
         try:
             self._refuse_while_open()  # before queueing for a connection slot
-            async with self._gate:
+            async with self._gate.slots(request.prompts):
                 probe = self._refuse_while_open()  # the circuit may have opened meanwhile
                 self._probing |= probe
                 try:
-                    return await self._guarded_post(endpoint, body)  # type: ignore[no-any-return]
+                    return await self._guarded_post(request, body)  # type: ignore[no-any-return]
                 finally:
                     if probe:
                         self._probing = False
@@ -255,13 +249,13 @@ class InferenceClient:
             )
         return bool(state == STATE_HALF_OPEN)
 
-    async def _post(self, endpoint: str, body: bytes) -> ModelAnswer:
+    async def _post(self, request: ModelRequest, body: bytes) -> ModelAnswer:
         metrics = self._metrics
         started = time.perf_counter()
         try:
             with metrics.model_request_in_flight():
-                response = await self._send(endpoint, body)
-            answer = read_answer(response)
+                content = await self._send(request.endpoint, body)
+            answer = read_answer(request, content)
         except InferenceError as exc:
             metrics.inference_error(exc.kind)
             if isinstance(exc, InferenceTimeout):  # overload is latency too
@@ -274,9 +268,9 @@ class InferenceClient:
         self._metrics.model_request_latency(seconds)
         self.limit.sample(seconds, self._gate.in_flight)
 
-    async def _send(self, endpoint: str, body: bytes) -> CompletionResponse:
+    async def _send(self, endpoint: str, body: bytes) -> bytes:
         try:
-            response = await self._http.post(endpoint, content=body)
+            response = await self._http.post(self._url(endpoint), content=body)
         except httpx.TimeoutException as exc:
             raise InferenceTimeout(f"no answer from {self._settings.base_url} in time: {exc!r}") from exc
         except httpx.TransportError as exc:
@@ -286,10 +280,12 @@ class InferenceClient:
             raise InferenceServerError(f"HTTP {status} from model server: {response.text[:500]}")
         if status >= 400:
             raise InferenceRequestError(f"HTTP {status} from model server: {response.text[:500]}")
-        try:
-            return CompletionResponse.model_validate_json(response.content)
-        except ValidationError as exc:
-            raise InferenceProtocolError(f"unreadable completion: {exc}") from exc
+        return response.content
+
+    @functools.cache  # noqa: B019 - two endpoints, one client per worker
+    def _url(self, endpoint: str) -> httpx.URL:
+        """The endpoint's full URL, parsed once: httpx would merge and parse it per request."""
+        return self._http.base_url.join(endpoint)
 
     def _unreachable(self, exc: httpx.TransportError) -> str:
         """Why the server cannot be reached; an untrusted certificate names its setting."""
@@ -311,36 +307,3 @@ def _tls_verify(settings: InferenceSettings) -> ssl.SSLContext | bool:
     if settings.ca_file is not None:
         return ssl.create_default_context(cafile=str(settings.ca_file))
     return True
-
-
-def read_answer(response: CompletionResponse) -> ModelAnswer:
-    """Generated text and per-token alternatives, from either API's layout."""
-    if not response.choices:
-        raise InferenceProtocolError("completion has no choices")
-    choice = response.choices[0]
-    text = choice.message.content if choice.message is not None else choice.text
-    tokens: tuple[TokenChoice, ...] = ()
-    offsets: tuple[int, ...] = ()
-    logprobs = choice.logprobs
-    if isinstance(logprobs, ChatLogprobs) and logprobs.content:
-        tokens = tuple(
-            TokenChoice(t.token, t.logprob, tuple((a.token, a.logprob) for a in t.top_logprobs))
-            for t in logprobs.content
-        )
-    elif isinstance(logprobs, CompletionLogprobs) and logprobs.tokens:
-        tops = logprobs.top_logprobs or [None] * len(logprobs.tokens)
-        tokens = tuple(
-            TokenChoice(token, lp if lp is not None else float("-inf"), tuple((top or {}).items()))
-            for token, lp, top in zip(logprobs.tokens, logprobs.token_logprobs, tops, strict=False)
-        )
-        offsets = tuple(logprobs.text_offset)
-    usage = response.usage
-    details = usage.prompt_tokens_details if usage else None
-    return ModelAnswer(
-        text=text or "",
-        tokens=tokens,
-        prompt_tokens=usage.prompt_tokens if usage else 0,
-        completion_tokens=usage.completion_tokens if usage else 0,
-        cached_prompt_tokens=details.cached_tokens if details else None,
-        text_offsets=offsets,
-    )

@@ -10,14 +10,16 @@ latency stays within ``tolerance`` times the no-load one, the limit grows by 1/â
 answer (about âˆšlimit per round of requests); above it, requests are queueing and the
 limit shrinks by 2 % per answer. When the limit is at its minimum and latency is still
 high, the prompts or the server got slower: that latency becomes the new no-load one.
-``ConcurrencyGate`` holds requests back while the limit is reached.
+``ConcurrencyGate`` holds requests back while the limit is reached; it counts prompts, so a
+request that carries several prompts takes as many slots (it is as much work for the server).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
-from types import TracebackType
+from collections.abc import AsyncIterator
 
 __all__ = ["AdaptiveLimit", "ConcurrencyGate"]
 
@@ -60,24 +62,24 @@ class AdaptiveLimit:
 
 
 class ConcurrencyGate:
-    """``async with gate:`` runs at most ``limit.current`` bodies at once."""
+    """``async with gate.slots(n):`` runs bodies while at most ``limit.current`` slots are
+    taken; a body needing more than the whole limit runs alone rather than never."""
 
     def __init__(self, limit: AdaptiveLimit) -> None:
         self.limit = limit
         self.in_flight = 0
         self._changed = asyncio.Condition()
 
-    async def __aenter__(self) -> None:
+    @contextlib.asynccontextmanager
+    async def slots(self, n: int = 1) -> AsyncIterator[None]:
         async with self._changed:
-            await self._changed.wait_for(lambda: self.in_flight < self.limit.current)
-            self.in_flight += 1
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        async with self._changed:
-            self.in_flight -= 1
-            self._changed.notify(max(1, self.limit.current - self.in_flight))
+            await self._changed.wait_for(
+                lambda: self.in_flight == 0 or self.in_flight + n <= self.limit.current
+            )
+            self.in_flight += n
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self.in_flight -= n
+                self._changed.notify(max(1, self.limit.current - self.in_flight))

@@ -1,89 +1,12 @@
 """What goes to the model server and what comes back: the request and answer values the
-scorers build and read, and the subset of the OpenAI chat and text completion APIs that
-streamproc reads, as vLLM serves them."""
+scorers build and read (the server's JSON is read in ``streamproc.inference.responses``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
-
-__all__ = [
-    "ChatLogprobs",
-    "CompletionLogprobs",
-    "CompletionResponse",
-    "Message",
-    "ModelAnswer",
-    "ModelRequest",
-    "PromptTokensDetails",
-    "ResponseChoice",
-    "TokenChoice",
-    "TokenLogprob",
-    "TopLogprob",
-    "Usage",
-]
-
-
-class _Lenient(BaseModel):
-    # Servers add fields over time; read only what we need.
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-
-class TopLogprob(_Lenient):
-    token: str
-    logprob: float
-
-
-class TokenLogprob(_Lenient):
-    token: str
-    logprob: float
-    top_logprobs: list[TopLogprob] = []
-
-
-class ChatLogprobs(_Lenient):
-    """Chat API: one entry per generated token."""
-
-    content: list[TokenLogprob] | None = None
-
-
-class CompletionLogprobs(_Lenient):
-    """Text completion API (legacy layout): parallel lists per generated token."""
-
-    tokens: list[str] = []
-    token_logprobs: list[float | None] = []
-    top_logprobs: list[dict[str, float] | None] | None = None
-    #: Character offset of each token in the prompt plus the generated text (with ``echo``).
-    text_offset: list[int] = []
-
-
-class Message(_Lenient):
-    content: str | None = None
-
-
-class ResponseChoice(_Lenient):
-    index: int = 0
-    message: Message | None = None  # chat
-    text: str | None = None  # text completion
-    logprobs: ChatLogprobs | CompletionLogprobs | None = None
-    finish_reason: str | None = None
-
-
-class PromptTokensDetails(_Lenient):
-    cached_tokens: int | None = None
-
-
-class Usage(_Lenient):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    prompt_tokens_details: PromptTokensDetails | None = None
-
-
-class CompletionResponse(_Lenient):
-    id: str = ""
-    model: str = ""
-    choices: list[ResponseChoice]
-    usage: Usage | None = None
+__all__ = ["EchoedPrompt", "ModelAnswer", "ModelRequest", "TokenChoice"]
 
 
 @dataclass(frozen=True)
@@ -92,6 +15,17 @@ class ModelRequest:
 
     endpoint: Literal["chat/completions", "completions"]
     body: dict[str, Any]
+
+    @property
+    def prompts(self) -> int:
+        """Sequences the server runs for it: a text completion may carry a list of prompts."""
+        prompt = self.body.get("prompt")
+        return len(prompt) if isinstance(prompt, list) else 1
+
+    @property
+    def echoed(self) -> bool:
+        """A text completion that asks for its prompt's tokens back with their log-probabilities."""
+        return self.endpoint == "completions" and bool(self.body.get("echo"))
 
 
 @dataclass(frozen=True)
@@ -108,6 +42,16 @@ class TokenChoice:
         return self.top_logprobs or ((self.token, self.logprob),)
 
 
+@dataclass(frozen=True, slots=True)
+class EchoedPrompt:
+    """One prompt of a text completion with ``echo``, as the server tokenised and scored it:
+    each token's character offset in the prompt and its log-probability (None where the
+    server computed none, as for the first token), then any generated tokens."""
+
+    offsets: tuple[int, ...]
+    logprobs: tuple[float | None, ...]
+
+
 @dataclass(frozen=True)
 class ModelAnswer:
     """What came back for one request."""
@@ -118,6 +62,7 @@ class ModelAnswer:
     completion_tokens: int = 0
     cached_prompt_tokens: int | None = None
     seconds: float = 0.0
-    #: Text completion with ``echo``: each token's character offset (parallel to ``tokens``).
-    text_offsets: tuple[int, ...] = ()
+    #: Text completion with ``echo``: one per prompt of the request, in its order; then
+    #: ``text`` and ``tokens`` stay empty (the scorers read the prompts' log-probabilities).
+    prompts: tuple[EchoedPrompt, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)

@@ -101,7 +101,7 @@ WORKER_METRICS: Final[tuple[MetricSpec, ...]] = (
     MetricSpec(
         "model_concurrency_limit",
         "gauge",
-        "Requests the adaptive limit currently allows in flight.",
+        "Prompts the adaptive limit currently allows in flight (a request carrying several counts each).",
         multiprocess_mode="livesum",
     ),
     MetricSpec(

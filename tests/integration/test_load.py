@@ -8,8 +8,8 @@ import uuid
 import pytest
 from prometheus_client import CollectorRegistry
 
+from load.instant import ZeroCostModel
 from load.loadgen import open_loop
-from load.stack import ZeroCostModel
 from load.workload import make_events
 from streamproc.config import KafkaSettings, Settings, TopicSettings
 from streamproc.dev.devstack import Broker

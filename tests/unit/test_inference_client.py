@@ -264,3 +264,77 @@ async def test_concurrency_is_bounded_by_the_limit(
         assert client.limit.current == 4
     assert peak == 4
     assert registry.get_sample_value("streamproc_model_concurrency_limit") == 4
+
+
+def echoed_choice(index: int, prompt: str, logprobs: list[float | None]) -> dict[str, Any]:
+    """vLLM's answer to one echoed prompt of two-character tokens, then one generated token."""
+    offsets = list(range(0, len(prompt) + 1, 2))[: len(logprobs)]
+    return {
+        "index": index,
+        "text": prompt + "!",
+        "logprobs": {
+            "tokens": [prompt[o : o + 2] or "!" for o in offsets],
+            "token_logprobs": logprobs,
+            "top_logprobs": [None] + [{"t": lp} for lp in logprobs[1:]],
+            "text_offset": offsets,
+        },
+    }
+
+
+ECHOED = ModelRequest(
+    "completions", {"prompt": ["abcd", "efgh"], "max_tokens": 1, "echo": True, "logprobs": 0}
+)
+
+
+async def test_echoed_prompts_are_read_in_request_order_without_the_generated_token(
+    metrics: PrometheusWorkerMetrics,
+) -> None:
+    body = {
+        "choices": [  # servers may list the choices in any order
+            echoed_choice(1, "efgh", [None, -2.0, -9.0]),
+            echoed_choice(0, "abcd", [None, -1.0, -9.0]),
+        ],
+        "usage": {"prompt_tokens": 4, "completion_tokens": 2},
+    }
+    async with client_with(lambda request: httpx.Response(200, json=body), metrics) as client:
+        result = await client.complete(ECHOED)
+    assert [(p.offsets, p.logprobs) for p in result.prompts] == [
+        ((0, 2), (None, -1.0)),
+        ((0, 2), (None, -2.0)),
+    ]
+    assert (result.text, result.tokens, result.prompt_tokens) == ("", (), 4)
+
+
+@pytest.mark.parametrize(
+    "choices",
+    [
+        [echoed_choice(0, "abcd", [None, -1.0, -9.0])],  # a prompt left unanswered
+        [echoed_choice(0, "abcd", [None, -1.0]), echoed_choice(0, "efgh", [None, -1.0])],  # twice
+        [echoed_choice(0, "abcd", [None, -1.0]), {"index": 1, "text": "efgh"}],  # no log-probabilities
+    ],
+)
+async def test_an_echoed_answer_that_does_not_match_the_prompts_is_a_protocol_error(
+    metrics: PrometheusWorkerMetrics, choices: list[dict[str, Any]]
+) -> None:
+    body = {"choices": choices}
+    async with client_with(lambda request: httpx.Response(200, json=body), metrics) as client:
+        with pytest.raises(InferenceProtocolError, match="echoed"):
+            await client.complete(ECHOED)
+
+
+async def test_a_request_of_several_prompts_takes_as_many_slots(metrics: PrometheusWorkerMetrics) -> None:
+    running = peak = 0
+    body = {"choices": [echoed_choice(i, p, [None, -1.0]) for i, p in enumerate(["abcd", "efgh"])]}
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.01)
+        running -= 1
+        return httpx.Response(200, json=body)
+
+    fixed = {"max_inflight": 5, "min_inflight": 1, "adaptive_concurrency": False}
+    async with client_with(slow, metrics, **fixed) as client:
+        await asyncio.gather(*(client.complete(ECHOED) for _ in range(20)))
+    assert peak == 2  # two requests of two prompts fit in five slots, three do not

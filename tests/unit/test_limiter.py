@@ -67,7 +67,7 @@ async def test_gate_never_runs_more_bodies_than_the_limit() -> None:
 
     async def body() -> None:
         nonlocal running, peak
-        async with gate:
+        async with gate.slots():
             running += 1
             peak = max(peak, running)
             await asyncio.sleep(0.01)
@@ -76,3 +76,21 @@ async def test_gate_never_runs_more_bodies_than_the_limit() -> None:
     await asyncio.gather(*(body() for _ in range(20)))
     assert peak == 3
     assert gate.in_flight == 0
+
+
+async def test_gate_counts_slots_and_lets_an_oversized_body_run_alone() -> None:
+    gate = ConcurrencyGate(AdaptiveLimit(minimum=4, maximum=4))
+    taken: list[int] = []
+    peak = 0
+
+    async def body(n: int) -> None:
+        nonlocal peak
+        async with gate.slots(n):
+            taken.append(n)
+            peak = max(peak, gate.in_flight)
+            assert gate.in_flight <= 4 or gate.in_flight == n  # more than the limit only alone
+            await asyncio.sleep(0.01)
+
+    await asyncio.gather(*(body(n) for n in [3, 1, 2, 6, 1, 3]))
+    assert sorted(taken) == [1, 1, 2, 3, 3, 6]
+    assert peak == 6 and gate.in_flight == 0

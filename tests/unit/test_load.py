@@ -13,8 +13,9 @@ import orjson
 import pytest
 
 from load.bench_overhead import _process_counts
+from load.instant import ZeroCostModel
 from load.report import RunReport, percentile, spread, summarise
-from load.stack import ZeroCostModel, describe_server, running_server, without_rules
+from load.stack import describe_server, running_server, without_rules
 from load.workload import WorkloadMix, arrival_offsets, make_events
 from streamproc.config import Settings
 from streamproc.inference.protocol import ModelAnswer, ModelRequest
@@ -130,15 +131,17 @@ async def test_the_instant_model_lets_every_pack_approve_what_it_scores(
         verdict = Verdict.model_validate_json(outputs[0].value)
         assert (verdict.decision, verdict.decided_by.kind) == ("approve", "none"), verdict
         assert scorer != "channel" or max(verdict.scores.values()) < 0.01  # far from any threshold
+    assert model.calls == len(events)  # one request per item, both scorers
     per_item = [len(p.categories) + 1 if scorer == "channel" else 1 for p in policies.policies]
-    assert min(per_item) * len(events) <= model.calls <= max(per_item) * len(events)
+    assert min(per_item) * len(events) <= model.prompts <= max(per_item) * len(events)
 
 
 class CountingModel(ZeroCostModel):
     def __init__(self) -> None:
         super().__init__()
-        self.calls = 0
+        self.calls = self.prompts = 0
 
     async def complete(self, request: ModelRequest) -> ModelAnswer:
         self.calls += 1
+        self.prompts += request.prompts
         return await super().complete(request)

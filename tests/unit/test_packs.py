@@ -227,17 +227,17 @@ def test_cli_policy_show_prints_the_exact_request() -> None:
         ],
     )
     assert result.exit_code == 0, result.output
-    # The shipped pack's channel scorer: the neutral text, then each category's, before the item,
-    # as text completions that echo the prompt with its log-probabilities.
+    # The shipped pack's channel scorer: one text completion that echoes its prompts with their
+    # log-probabilities, the neutral text, then each category's, before the item.
     assert result.output.startswith("POST /v1/completions\n")
-    bodies = [json.loads(chunk) for chunk in result.output.split("POST /v1/completions\n")[1:]]
+    [body] = [json.loads(chunk) for chunk in result.output.split("POST /v1/completions\n")[1:]]
+    assert (body["echo"], body["logprobs"], body["max_tokens"]) == (True, 0, 1)
     policy = load_pack(POLICIES / "listings.yaml")
     lines = [policy.channel_neutral, *(c.channel_prompt for c in policy.categories)]
-    assert len(bodies) == len(lines) == 7
-    for body, line in zip(bodies, lines, strict=True):
-        assert (body["echo"], body["logprobs"], body["max_tokens"]) == (True, 0, 1)
-        assert line and body["prompt"].startswith(f"{line}\n")
-        assert "Rolex Submariner AAA replica" in body["prompt"].removeprefix(line)
+    assert len(body["prompt"]) == len(lines) == 7
+    for prompt, line in zip(body["prompt"], lines, strict=True):
+        assert line and prompt.startswith(f"{line}\n")
+        assert "Rolex Submariner AAA replica" in prompt.removeprefix(line)
 
 
 def test_shipped_rules_catch_the_clear_sample_violations() -> None:

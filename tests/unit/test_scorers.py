@@ -10,8 +10,8 @@ import orjson
 import pytest
 
 from streamproc.errors import InferenceProtocolError
-from streamproc.inference import CompletionResponse, read_answer
-from streamproc.inference.protocol import ModelAnswer, TokenChoice
+from streamproc.inference import read_answer
+from streamproc.inference.protocol import EchoedPrompt, ModelAnswer, TokenChoice
 from streamproc.policy import MediaBudget, Policy, ScorerName, item_content
 from streamproc.policy.prompt import ITEM_CLOSE, ItemContent, delimited
 from streamproc.policy.scorers import (
@@ -372,8 +372,9 @@ def test_recorded_vllm_responses(name: str) -> None:
     """Real answers of vLLM 0.32 (CPU) serving SmolLM2-135M-Instruct to each scorer's requests."""
     policy = dataclasses.replace(default_policy("listing"), scorer=cast(ScorerName, name))
     bodies = json.loads(RECORDED.read_text())[name]
-    answers = [read_answer(CompletionResponse.model_validate(body)) for body in bodies]
-    assert len(answers) == len(SCORERS[name].requests(policy, item(listing(), policy)))  # one per request
+    requests = SCORERS[name].requests(policy, item(listing(), policy))
+    assert len(bodies) == len(requests)  # one per request
+    answers = [read_answer(r, orjson.dumps(body)) for r, body in zip(requests, bodies, strict=True)]
     if name == "llama_guard":
         # SmolLM2 is no guard model: its answer does not start with safe/unsafe → an error
         assert answers[0].text.strip().split("\n")[0].lower() not in {"safe", "unsafe"}
@@ -385,61 +386,63 @@ def test_recorded_vllm_responses(name: str) -> None:
     assert all(0.0 < s < 1.0 for s in scores.values())
 
 
-def echoed(line: str, logprobs: list[float]) -> ModelAnswer:
-    """A text completion with ``echo`` of ``line`` + "\\nab cd", then one generated token."""
-    tokens = [line, "\n", "ab", " cd", "!"]
-    offsets = [0, len(line), len(line) + 1, len(line) + 3, len(line) + 6]
-    choices = tuple(TokenChoice(t, lp) for t, lp in zip(tokens, [*logprobs, -1.0], strict=True))
-    return ModelAnswer(text="".join(tokens), tokens=choices, text_offsets=tuple(offsets))
+def echoed(line: str, logprobs: list[float | None]) -> EchoedPrompt:
+    """An echoed prompt ``line`` + "\\nab cd" as the client reads it: its four tokens."""
+    return EchoedPrompt((0, len(line), len(line) + 1, len(line) + 3), tuple(logprobs))
 
 
-def test_channel_asks_neutral_then_each_category_line_before_the_item() -> None:
+def test_channel_asks_one_request_with_the_neutral_then_each_category_line_before_the_item() -> None:
     first, second = LISTINGS.categories[:2]
     policy = dataclasses.replace(
         LISTINGS, categories=(dataclasses.replace(first, channel_prompt=None), second)
     )
-    requests = ChannelScorer().requests(policy, ItemContent("Title: mug"))
-    assert [r.endpoint for r in requests] == ["completions"] * 3
-    prompts = [str(r.body["prompt"]) for r in requests]
+    [request] = ChannelScorer().requests(policy, ItemContent("Title: mug"))
+    assert request.endpoint == "completions" and request.echoed and request.prompts == 3
+    assert request.body["max_tokens"] == 1
+    prompts = request.body["prompt"]
     assert prompts[0] == f"{policy.channel_neutral or NEUTRAL}\nTitle: mug"
     assert all(p.endswith("\nTitle: mug") for p in prompts)
-    assert all(r.body["echo"] is True and r.body["max_tokens"] == 1 for r in requests)
     # Without a channel_prompt, a category's line is its title and description.
     assert first.title in prompts[1] and first.description in prompts[1]
     assert prompts[2].startswith(f"{second.channel_prompt}\n")
 
 
+TWO_CATEGORIES = dataclasses.replace(
+    LISTINGS,
+    channel_neutral="N",
+    categories=tuple(dataclasses.replace(c, channel_prompt="C") for c in LISTINGS.categories[:2]),
+)
+
+
 def test_channel_score_is_the_per_token_gain_over_the_neutral_line() -> None:
-    policy = dataclasses.replace(
-        LISTINGS,
-        channel_neutral="N",
-        categories=tuple(dataclasses.replace(c, channel_prompt="C") for c in LISTINGS.categories[:2]),
-    )
     # The line and its newline are not counted; the item is the next two tokens.
-    neutral = echoed("N", [-9.0, -9.0, -2.0, -2.0])
-    likelier = echoed("C", [-1.0, -1.0, -1.5, -1.5])  # +0.5 nats per item token
-    same = echoed("C", [-5.0, -5.0, -2.0, -2.0])
-    scores = ChannelScorer().scores(policy, [neutral, likelier, same])
+    neutral = echoed("N", [None, -9.0, -2.0, -2.0])
+    likelier = echoed("C", [None, -1.0, -1.5, -1.5])  # +0.5 nats per item token
+    same = echoed("C", [None, -5.0, -2.0, -2.0])
+    scores = ChannelScorer().scores(TWO_CATEGORIES, [ModelAnswer("", prompts=(neutral, likelier, same))])
     assert scores == {
-        policy.categories[0].id: pytest.approx(1 / (1 + math.exp(-10 * 0.5))),
-        policy.categories[1].id: pytest.approx(0.5),
+        TWO_CATEGORIES.categories[0].id: pytest.approx(1 / (1 + math.exp(-10 * 0.5))),
+        TWO_CATEGORIES.categories[1].id: pytest.approx(0.5),
     }
 
 
+def test_channel_leaves_out_item_tokens_without_a_finite_log_probability() -> None:
+    neutral = echoed("N", [None, -9.0, -2.0, None])  # the server gave none for the last token
+    category = echoed("C", [None, -1.0, -1.0, -math.inf])
+    scores = ChannelScorer().scores(TWO_CATEGORIES, [ModelAnswer("", prompts=(neutral, category, neutral))])
+    assert scores[TWO_CATEGORIES.categories[0].id] == pytest.approx(1 / (1 + math.exp(-10 * 1.0)))
+
+
 @pytest.mark.parametrize(
-    "bad",
+    "answers",
     [
-        ModelAnswer(text="N\nab", tokens=(TokenChoice("N", -1.0),)),  # no offsets (no echo)
-        ModelAnswer(text=""),
-        echoed("N", [-1.0, -1.0, -math.inf, -math.inf]),  # nothing finite for the item
+        [],
+        [ModelAnswer("N\nab", tokens=(TokenChoice("N", -1.0),))],  # not echoed
+        [ModelAnswer("", prompts=(echoed("N", [None, -1.0, -1.0, -1.0]),) * 2)],  # a prompt short
+        [ModelAnswer("", prompts=(echoed("N", [None, -1.0, -1.0, -1.0]),))] * 3,  # one per request
+        [ModelAnswer("", prompts=(echoed("N", [None, -1.0, -math.inf, None]),) * 3)],  # nothing finite
     ],
 )
-def test_channel_unreadable_answer_is_an_error(bad: ModelAnswer) -> None:
-    policy = dataclasses.replace(LISTINGS, channel_neutral="N", categories=LISTINGS.categories[:1])
+def test_channel_unreadable_answer_is_an_error(answers: list[ModelAnswer]) -> None:
     with pytest.raises(InferenceProtocolError):
-        ChannelScorer().scores(policy, [bad, bad])
-
-
-def test_channel_needs_one_answer_per_line() -> None:
-    with pytest.raises(InferenceProtocolError, match="expected 7 answers"):
-        ChannelScorer().scores(LISTINGS, [])
+        ChannelScorer().scores(TWO_CATEGORIES, answers)

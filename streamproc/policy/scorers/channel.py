@@ -9,7 +9,9 @@ neutral one (the "noisy channel" direction of zero-shot classification); the sco
 ``sigmoid(SCALE * gain)``, so no gain reads 0.5 and ``streamproc calibrate`` maps it further.
 
 Text only: a completion request carries no images. Every token of the item is measured, so
-no category can fall outside a top-k list. Cost: one request per category plus one.
+no category can fall outside a top-k list. Cost: one request per item carrying one prompt
+per category plus one (the server runs each as a sequence; the one generated token comes
+from the same forward pass and is left out).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections.abc import Sequence
 from typing import ClassVar, Final
 
 from streamproc.errors import InferenceProtocolError
-from streamproc.inference.protocol import ModelAnswer, ModelRequest
+from streamproc.inference.protocol import EchoedPrompt, ModelAnswer, ModelRequest
 from streamproc.policy.model import Category, Policy
 from streamproc.policy.prompt import ItemContent
 
@@ -44,33 +46,16 @@ def _lines(policy: Policy) -> list[str]:
     return [policy.channel_neutral or NEUTRAL] + [category_line(c) for c in policy.categories]
 
 
-def _request(line: str, text: str) -> ModelRequest:
-    return ModelRequest(
-        "completions",
-        {
-            "prompt": f"{line}\n{text}",
-            "max_tokens": 1,
-            "temperature": 0.0,
-            "echo": True,
-            "logprobs": 0,
-        },
-    )
-
-
-def mean_item_logprob(answer: ModelAnswer, start: int) -> float:
-    """Mean log-probability of the echoed prompt's tokens from character ``start`` on.
-
-    With ``echo`` the answer holds the prompt's tokens and then the one generated token,
-    which is left out.
-    """
-    if not answer.tokens or len(answer.text_offsets) != len(answer.tokens):
-        raise InferenceProtocolError("the server returned no text offsets for the echoed prompt")
-    first = bisect.bisect_left(answer.text_offsets, start)  # offsets grow along the prompt
-    values = [t.logprob for t in answer.tokens[first:-1]]
-    total = math.fsum(values)
+def mean_item_logprob(prompt: EchoedPrompt, start: int) -> float:
+    """Mean log-probability of the echoed prompt's tokens from character ``start`` on."""
+    values = prompt.logprobs[bisect.bisect_left(prompt.offsets, start) :]  # offsets grow
+    try:
+        total = math.fsum(values)  # type: ignore[arg-type]  # None raises, as below
+    except TypeError:  # a token without a log-probability
+        total = math.nan
     if not math.isfinite(total):  # rare: leave out what the server could not compute
-        values = [v for v in values if math.isfinite(v)]
-        total = math.fsum(values)
+        values = tuple(v for v in values if v is not None and math.isfinite(v))
+        total = math.fsum(values)  # type: ignore[arg-type]  # None left out just above
     if not values:
         raise InferenceProtocolError("the server returned no log-probabilities for the item's tokens")
     return total / len(values)
@@ -80,16 +65,33 @@ class ChannelScorer:
     name: ClassVar[str] = "channel"
 
     def requests(self, policy: Policy, item: ItemContent) -> list[ModelRequest]:
-        return [_request(line, item.text) for line in _lines(policy)]
+        # One request, one prompt per line: one HTTP exchange and one answer to read per item;
+        # the server schedules the prompts as separate sequences either way.
+        return [
+            ModelRequest(
+                "completions",
+                {
+                    "prompt": [f"{line}\n{item.text}" for line in _lines(policy)],
+                    "max_tokens": 1,  # 0 is not accepted by every server version
+                    "temperature": 0.0,
+                    "echo": True,
+                    "logprobs": 0,
+                },
+            )
+        ]
 
     def scores(self, policy: Policy, answers: Sequence[ModelAnswer]) -> dict[str, float]:
-        if len(answers) != len(policy.categories) + 1:
+        lines = _lines(policy)
+        if len(answers) != 1 or len(answers[0].prompts) != len(lines):
             raise InferenceProtocolError(
-                f"expected {len(policy.categories) + 1} answers (neutral and one per category), "
-                f"got {len(answers)}"
+                f"expected one answer with {len(lines)} echoed prompts (neutral and one per category), "
+                f"got {[len(a.prompts) for a in answers]}"
             )
-        # The item starts after "line\n".
-        means = [mean_item_logprob(a, len(line) + 1) for line, a in zip(_lines(policy), answers, strict=True)]
+        # Each prompt is "line\nitem": the item starts after the line and its newline.
+        means = [
+            mean_item_logprob(prompt, len(line) + 1)
+            for line, prompt in zip(lines, answers[0].prompts, strict=True)
+        ]
         neutral = means[0]
         return {
             category.id: 1.0 / (1.0 + math.exp(-SCALE * (mean - neutral)))
