@@ -7,7 +7,10 @@ Both run in this process, one after the other, on fresh topics; the best of ``--
 runs of each counts (the machine is shared and noisy). The worker runs the real
 decode, policy selection, prompt building, scoring, rules, verdict encoding, metrics,
 in-flight window and safe commits; only the model answers instantly. It is measured with
-the shipped packs and with the same packs without rules. Target: ratio >= 0.5.
+the shipped packs and with the same packs without rules, and once more with the shipped
+packs through the worker's own model client (concurrency gate, retries, circuit breaker,
+HTTP, reading vLLM's answer) to an in-process server that answers at once in vLLM's format
+(load/instant.py). Target: ratio >= 0.5.
 
 ``--processes 1,N`` (N defaults to the core count) also measures the worker as separate
 processes in one consumer group, as `streamproc worker --processes N` runs it
@@ -28,8 +31,9 @@ import click
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from load.instant import instant_processor
 from load.report import load_average, machine_description
-from load.stack import ROOT, broker, fresh_topics, instant_processor, publish_events, without_rules
+from load.stack import ROOT, broker, fresh_topics, publish_events, without_rules
 from load.worker_processes import worker_processes_rate
 from load.workload import Event, make_events
 from streamproc.config import KafkaSettings, Settings, TopicSettings, WorkerSettings
@@ -80,14 +84,17 @@ async def raw_loop(bootstrap: str, topics: TopicSettings, count: int, *, validat
         await producer.stop()
 
 
-async def worker_loop(bootstrap: str, topics: TopicSettings, count: int, policies_dir: Path) -> float:
-    """Items/s through Pipeline + Processor with a model that answers instantly."""
+async def worker_loop(
+    bootstrap: str, topics: TopicSettings, count: int, policies_dir: Path, *, http: bool = False
+) -> float:
+    """Items/s through Pipeline + Processor with a model that answers instantly; with ``http``
+    through the worker's own model client to a server that answers instantly."""
     settings = Settings(
         kafka=KafkaSettings(bootstrap_servers=bootstrap, group_id=f"worker-{topics.verdicts}"),
         topics=topics,
         worker=WorkerSettings(max_inflight_items=2048),
     )
-    processor, metrics = instant_processor(settings, policies_dir)
+    processor, metrics = instant_processor(settings, policies_dir, http=http)
     handled, started = 0, 0.0
 
     async def handle(record: InboundRecord) -> list[OutboundRecord]:
@@ -139,6 +146,7 @@ def main(count: int, repeats: int, process_counts: str | None, out: Path) -> Non
             "raw aiokafka loop (schema decode)": lambda t: raw_loop(bootstrap, t, count, validate=True),
             "streamproc worker, shipped packs": lambda t: worker_loop(bootstrap, t, count, ROOT / "policies"),
             "streamproc worker, packs without rules": lambda t: worker_loop(bootstrap, t, count, rule_free),
+            _HTTP: lambda t: worker_loop(bootstrap, t, count, ROOT / "policies", http=True),
         }
         for n in counts:
             contenders[_processes_name(n)] = _in_processes(bootstrap, events, n)
@@ -190,6 +198,7 @@ def main(count: int, repeats: int, process_counts: str | None, out: Path) -> Non
 
 
 _PROCESSES = "streamproc worker as"
+_HTTP = "streamproc worker, shipped packs, its HTTP client"
 
 
 def _processes_name(n: int) -> str:
