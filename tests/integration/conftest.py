@@ -124,9 +124,9 @@ def _model_and_topics(vllm: VllmServer, topics: TopicSettings) -> dict[str, str]
 
 
 def label_policy_paths(directory: Path) -> dict[str, str]:
-    """Worker env for the shipped packs scored with ``label_logprob`` (one request per item
-    instead of one per category and one more), for tests whose point is delivery rather than
-    scoring and whose item counts the channel scorer would make too slow on a CPU server."""
+    """Worker env for the shipped packs scored with ``label_logprob`` (one short prompt per
+    item instead of one per category and one more), for tests whose point is delivery rather
+    than scoring and whose item counts the channel scorer would make too slow on a CPU server."""
     for pack in sorted((ROOT / "policies").glob("*.yaml")):
         label_pack(pack, directory)
     return {"STREAMPROC_POLICY__PATHS": json.dumps([str(directory)])}

@@ -230,7 +230,7 @@ async def test_model_server_outage_pauses_consumption_and_holds_items_until_it_i
         ids = [f"{prefix}{i}" for i in range(n)]
         return [(id_.encode(), orjson.dumps(listing_dict(listing_id=id_))) for id_ in ids]
 
-    # Few items: the channel scorer sends each a request per category and a neutral one.
+    # Few items: the channel scorer has the server score a prompt per category and a neutral one.
     before = listings("L-before", 4)
     await produce(broker.bootstrap, topics.listings, before)
     await consume(broker.bootstrap, [topics.verdicts], len(before), within=120)

@@ -52,12 +52,18 @@ class Tokenizer:
                 "messages": request.body["messages"],
                 "add_generation_prompt": True,
             }
-        else:  # completions: the prompt exactly as sent
-            body = {
-                "model": SERVED_MODEL,
-                "prompt": request.body["prompt"],
-                "add_special_tokens": request.body.get("add_special_tokens", True),
-            }
+        else:  # completions: each prompt exactly as sent, one after the other
+            prompt = request.body["prompt"]
+            special = request.body.get("add_special_tokens", True)
+            prompts = prompt if isinstance(prompt, list) else [prompt]
+            return [
+                i
+                for p in prompts
+                for i in self._post({"model": SERVED_MODEL, "prompt": p, "add_special_tokens": special})
+            ]
+        return self._post(body)
+
+    def _post(self, body: dict[str, Any]) -> list[int]:
         response = self.client.post(self.url, json=body)
         assert response.status_code == 200, response.text
         tokens: list[int] = response.json()["tokens"]
