@@ -40,7 +40,7 @@ from streamproc.stream.lag import LagTracker
 from streamproc.stream.offsets import OffsetLedger
 from streamproc.stream.records import Handler, InboundRecord, OutboundRecord
 
-__all__ = ["Handler", "Pipeline", "PipelineFailed", "publish"]
+__all__ = ["FETCH_WAIT_MS", "Handler", "Pipeline", "PipelineFailed", "publish"]
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ _RESUME_AT = 0.75
 _POLL_TIMEOUT_MS = 100
 #: Longest a fetch waits for data. Kafka answers as soon as data arrives; some compatible
 #: brokers (Tansu) wait out the whole interval, which then adds to every item's latency.
-_FETCH_WAIT_MS = 20
+FETCH_WAIT_MS = 20
 #: Bigger than aiokafka's 16 KiB default: a full batch makes sends wait for the broker.
 _PRODUCE_BATCH_BYTES = 512 * 1024
 #: Why ``ready`` is False: the worker only says so in hold mode, while the circuit is open.
@@ -107,7 +107,7 @@ class Pipeline:
             heartbeat_interval_ms=int(kafka.heartbeat_interval_seconds * 1000),
             rebalance_timeout_ms=int(kafka.rebalance_timeout_seconds * 1000),
             max_poll_records=window.fetch_max_records,
-            fetch_max_wait_ms=_FETCH_WAIT_MS,
+            fetch_max_wait_ms=FETCH_WAIT_MS,
             **security,
         )
         self._producer = AIOKafkaProducer(
