@@ -194,6 +194,19 @@ class InferenceClient:
         """
         started = time.perf_counter()
         body = orjson.dumps({"model": self._settings.model, **request.body})
+        try:  # the first attempt without the retry machinery: its set-up costs ~45 µs a call
+            answer = await self._attempt(request, body)
+        except StreamprocError as exc:  # what _should_retry may retry
+            failed = exc
+        else:
+            return dataclasses.replace(answer, seconds=time.perf_counter() - started)
+        # Outside the except block, so later attempts' errors are not chained to this one.
+        answer = await self._retried(request, body, failed)
+        return dataclasses.replace(answer, seconds=time.perf_counter() - started)
+
+    async def _retried(self, request: ModelRequest, body: bytes, first: StreamprocError) -> ModelAnswer:
+        """The attempts after a failed first one, as tenacity decides (stop, back-off, count)."""
+        failed: StreamprocError | None = first
         retrying = AsyncRetrying(
             stop=self._should_stop,
             wait=wait_random_exponential(multiplier=0.2, max=self._max_backoff),
@@ -204,8 +217,11 @@ class InferenceClient:
         )
         async for attempt in retrying:
             with attempt:
-                answer = await self._attempt(request, body)
-        return dataclasses.replace(answer, seconds=time.perf_counter() - started)
+                if failed is not None:  # tenacity's attempt 1 is the one that already failed
+                    error, failed = failed, None
+                    raise error
+                return await self._attempt(request, body)
+        raise AssertionError("unreachable: tenacity returns or re-raises")  # pragma: no cover
 
     def _should_stop(self, state: RetryCallState) -> bool:
         if self._settings.on_unavailable == "hold" and not self._breaker.closed:
