@@ -52,12 +52,15 @@ def main(count: int, concurrencies: str, eager: bool, niceness: int, out: Path) 
     with model_stack(out / "saturation-run", eager=eager, niceness=niceness) as stack:
         best, first_rate, rates = best_direct_rate(stack, levels, count, seed=100)
         adaptive = _through_worker(stack, count, seed=200)
+        # The worker's limit counts prompts; the direct client's concurrency, requests.
+        requests = model_requests(stack.policies, make_events(count, seed=100, run="direct0"))
+        fixed_prompts = round(best * sum(r.prompts for r in requests) / len(requests))
         fixed = _through_worker(
             stack,
             count,
             seed=300,
             STREAMPROC_INFERENCE__ADAPTIVE_CONCURRENCY="false",
-            STREAMPROC_INFERENCE__MAX_INFLIGHT=str(best),
+            STREAMPROC_INFERENCE__MAX_INFLIGHT=str(fixed_prompts),
         )
         # The best of a noisy sweep is biased upwards: measure it once more and average.
         again = model_requests(stack.policies, make_events(count, seed=400, run="again"))
@@ -76,6 +79,7 @@ def main(count: int, concurrencies: str, eager: bool, niceness: int, out: Path) 
         "events_per_measurement": count,
         "direct_requests_per_second_by_concurrency": rates,
         "direct_best_concurrency": best,
+        "worker_fixed_max_inflight_prompts": fixed_prompts,
         "direct_best_requests_per_second_again": second_rate,
         "model_requests_per_item": per_item,
         "direct_baseline_items_per_second": direct_rate,
@@ -89,7 +93,10 @@ def main(count: int, concurrencies: str, eager: bool, niceness: int, out: Path) 
     (out / "saturation.json").write_text(json.dumps(result, indent=2) + "\n")
     click.echo(f"\ndirect client at concurrency {best}: {first_rate:.2f} and {second_rate:.2f} req/s")
     click.echo(f"worker, adaptive concurrency:      {adaptive:.2f} verdicts/s  ratio {ratio:.3f}")
-    click.echo(f"worker, fixed at {best:4d} in flight:  {fixed:.2f} verdicts/s  ratio {fixed_ratio:.3f}")
+    click.echo(
+        f"worker, fixed at {fixed_prompts:4d} prompts in flight:  {fixed:.2f} verdicts/s  "
+        f"ratio {fixed_ratio:.3f}"
+    )
     click.echo(f"model saturation ratio: {ratio:.3f}  (target >= {TARGET})")
     click.echo(
         f"machine: {result['machine']}; load {load_before} before, {result['load_average_after']} after; "
