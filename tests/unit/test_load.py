@@ -5,18 +5,21 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
+import re
 import statistics
 from pathlib import Path
 
 import click
 import orjson
 import pytest
+from click.testing import CliRunner
 
 from load.bench_overhead import _process_counts
-from load.instant import ZeroCostModel
+from load.instant import ZeroCostModel, instant_processor
+from load.profile_processor import main as profile_processor
 from load.report import RunReport, percentile, spread, summarise
-from load.stack import describe_server, running_server, without_rules
-from load.workload import WorkloadMix, arrival_offsets, make_events
+from load.stack import ROOT, describe_server, running_server, without_rules
+from load.workload import WorkloadMix, arrival_offsets, make_events, topic_of
 from streamproc.config import Settings
 from streamproc.inference.protocol import ModelAnswer, ModelRequest
 from streamproc.metrics import PrometheusWorkerMetrics
@@ -145,3 +148,26 @@ class CountingModel(ZeroCostModel):
         self.calls += 1
         self.prompts += request.prompts
         return await super().complete(request)
+
+
+async def test_the_instant_server_answers_the_real_client_as_the_instant_model_does() -> None:
+    """bench-overhead's HTTP loop: same verdicts through InferenceClient and vLLM's format."""
+    settings = Settings()
+    direct, _ = instant_processor(settings, ROOT / "policies")
+    through_http, metrics = instant_processor(settings, ROOT / "policies", http=True)
+    scored = 0
+    for n, event in enumerate(make_events(40, seed=5)):
+        record = InboundRecord(topic_of(settings.topics, event), 0, n, event.key, event.value)
+        [a, b] = [
+            Verdict.model_validate_json((await p.process(record))[0].value) for p in (direct, through_http)
+        ]
+        assert (a.decision, a.decided_by, a.scores) == (b.decision, b.decided_by, b.scores)
+        scored += bool(b.scores)  # not decided by a pre-model rule
+    assert scored > 30  # one request per scored item went through the client
+    assert metrics.registry.get_sample_value("streamproc_model_request_latency_seconds_count") == scored
+
+
+def test_profile_processor_prints_cpu_per_item() -> None:
+    result = CliRunner().invoke(profile_processor, ["--events", "100", "--http"])
+    assert result.exit_code == 0, result.output
+    assert re.fullmatch(r"\d+ µs CPU per item \(100 events, best of 3, http=True\)\n", result.output)
