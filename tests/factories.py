@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -147,3 +149,15 @@ def worker_processor(
         model_name=settings.inference.model,
         worker_id=settings.kafka.client_id,
     )
+
+
+def group_gone(pgid: int, within: float) -> bool:
+    """Whether every process of the group ``pgid`` has exited within ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -17,7 +15,7 @@ from streamproc.config import TopicSettings
 from streamproc.dev.devstack import Broker
 from streamproc.schemas import Verdict
 from streamproc.schemas.dead_letter import DeadLetter
-from tests.factories import listing_dict, video_dict
+from tests.factories import group_gone, listing_dict, video_dict
 from tests.integration.conftest import StartWorker, label_policy_paths, wait_until
 from tests.integration.kafka_io import consume, publish_content
 
@@ -38,17 +36,6 @@ async def _bad_record_per_partition(bootstrap: str, topic: str) -> None:
             )
     finally:
         await producer.stop()
-
-
-def _group_gone(pgid: int, within: float = 30.0) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.2)
-    return False
 
 
 async def test_two_processes_share_the_group_and_one_port_counts_for_both(
@@ -103,6 +90,6 @@ async def test_two_processes_share_the_group_and_one_port_counts_for_both(
     assert process is not None
     process.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(process.wait, 60) == 0, worker.process.log_tail()
-    assert _group_gone(process.pid), "a worker process outlived the supervisor"
+    assert group_gone(process.pid, within=30.0), "a worker process outlived the supervisor"
     log = worker.process.log_path.read_text()
     assert "worker-0" in log and "worker-1" in log and "stopped" in log

@@ -24,6 +24,7 @@ from streamproc.config import KafkaSettings, Settings, WorkerSettings
 from streamproc.dev.devstack import free_port
 from streamproc.stream.health import StatusFile, read_status
 from streamproc.worker.service import member_settings
+from tests.factories import group_gone
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -153,17 +154,6 @@ def start_parent() -> Iterator[StartParent]:
         parent.process.communicate(timeout=30)  # reaps it and closes its pipe
 
 
-def _group_gone(pgid: int, within: float = 10.0) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.1)
-    return False
-
-
 # -- the supervisor ----------------------------------------------------------------------------
 
 
@@ -185,7 +175,7 @@ def test_one_port_sums_the_children_is_ready_when_all_are_and_sigterm_stops_all(
 
     parent.process.send_signal(signal.SIGTERM)  # the parent only, as Kubernetes does
     assert parent.process.wait(timeout=30) == 0, parent.output()
-    assert _group_gone(parent.process.pid), "a child outlived its supervisor"
+    assert group_gone(parent.process.pid, within=10.0), "a child outlived its supervisor"
     assert "toy-0" in parent.output()
 
 
@@ -194,7 +184,7 @@ def test_a_child_that_dies_stops_the_others_and_the_supervisor_fails(start_paren
     assert parent.process.wait(timeout=60) == 1
     output = parent.output()
     assert "toy-1" in output and "exited unexpectedly with status 3" in output, output
-    assert _group_gone(parent.process.pid)
+    assert group_gone(parent.process.pid, within=10.0)
 
 
 def test_healthz_fails_while_a_childs_event_loop_is_blocked(start_parent: StartParent) -> None:
