@@ -61,6 +61,7 @@ def main(count: int, concurrencies: str, eager: bool, niceness: int, out: Path) 
             seed=300,
             STREAMPROC_INFERENCE__ADAPTIVE_CONCURRENCY="false",
             STREAMPROC_INFERENCE__MAX_INFLIGHT=str(fixed_prompts),
+            STREAMPROC_INFERENCE__MIN_INFLIGHT=str(fixed_prompts),  # not above the maximum
         )
         # The best of a noisy sweep is biased upwards: measure it once more and average.
         again = model_requests(stack.policies, make_events(count, seed=400, run="again"))
