@@ -210,7 +210,7 @@ def _gate_watch(port: int, interval: float = 0.05) -> Iterator[dict[str, float]]
             with contextlib.suppress(httpx.HTTPError):
                 text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
                 values = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
-                in_flight = values["streamproc_model_requests_in_flight"]
+                in_flight = values["streamproc_model_prompts_in_flight"]
                 limit = values["streamproc_model_concurrency_limit"]
                 samples += 1
                 at_limit += in_flight >= limit

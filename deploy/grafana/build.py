@@ -191,9 +191,10 @@ def overview() -> db.Dashboard:
                 "short",
                 Q("streamproc_items_in_flight", "items {{instance}}"),
                 Q("streamproc_model_requests_in_flight", "model requests {{instance}}"),
-                Q("streamproc_model_concurrency_limit", "limit {{instance}}"),
+                Q("streamproc_model_prompts_in_flight", "model prompts {{instance}}"),
+                Q("streamproc_model_concurrency_limit", "limit (prompts) {{instance}}"),
                 description="Items taken from Kafka and not yet acknowledged; model requests awaiting "
-                "an answer; how many the adaptive limit allows.",
+                "an answer and the prompts they carry; how many prompts the adaptive limit allows.",
             )
         )
         .with_panel(

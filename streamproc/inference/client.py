@@ -111,7 +111,9 @@ class InferenceClient:
         self._circuit_warned_at: float | None = None  # None while closed
         self._probing = False  # a half-open circuit lets one request through at a time
         metrics.watch_model(
-            concurrency_limit=lambda: self.limit.current, circuit_open=lambda: not self.available
+            concurrency_limit=lambda: self.limit.current,
+            prompts_in_flight=lambda: self._gate.in_flight,
+            circuit_open=lambda: not self.available,
         )
         self._http = httpx.AsyncClient(
             base_url=settings.base_url.rstrip("/") + "/",

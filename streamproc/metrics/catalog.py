@@ -99,6 +99,12 @@ WORKER_METRICS: Final[tuple[MetricSpec, ...]] = (
         multiprocess_mode="livesum",
     ),
     MetricSpec(
+        "model_prompts_in_flight",
+        "gauge",
+        "Prompts in requests awaiting an answer, as the adaptive limit counts them.",
+        multiprocess_mode="livesum",
+    ),
+    MetricSpec(
         "model_concurrency_limit",
         "gauge",
         "Prompts the adaptive limit currently allows in flight (a request carrying several counts each).",

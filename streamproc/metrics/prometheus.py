@@ -123,6 +123,7 @@ class PrometheusWorkerMetrics:
         self._clock_skew = m.counter("clock_skew")
         self._request_latency = m.histogram("model_request_latency_seconds")
         self._requests_in_flight = m.gauge("model_requests_in_flight")
+        self._prompts = m.gauge("model_prompts_in_flight")
         self._limit = m.gauge("model_concurrency_limit")
         self._circuit = m.gauge("model_circuit_open")
         self._items = m.gauge("items_in_flight")
@@ -203,22 +204,31 @@ class PrometheusWorkerMetrics:
 
     # model client
     def watch_model(
-        self, *, concurrency_limit: Callable[[], float], circuit_open: Callable[[], bool]
+        self,
+        *,
+        concurrency_limit: Callable[[], float],
+        prompts_in_flight: Callable[[], float],
+        circuit_open: Callable[[], bool],
     ) -> None:
         def circuit() -> float:
             return 1.0 if circuit_open() else 0.0
 
+        watched = (
+            (self._limit, concurrency_limit),
+            (self._prompts, prompts_in_flight),
+            (self._circuit, circuit),
+        )
         if not self._multiprocess:
-            self._limit.set_function(concurrency_limit)
-            self._circuit.set_function(circuit)
+            for gauge, read in watched:
+                gauge.set_function(read)
             return
 
         # A function is only called by a scrape of this process's registry, which the
         # supervisor's scrape never reaches: copy the values into the files instead.
         def copy() -> None:
             while True:
-                self._limit.set(concurrency_limit())
-                self._circuit.set(circuit())
+                for gauge, read in watched:
+                    gauge.set(read())
                 time.sleep(_WATCH_INTERVAL_SECONDS)
 
         threading.Thread(target=copy, name="watch-model-gauges", daemon=True).start()

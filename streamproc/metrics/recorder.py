@@ -49,9 +49,13 @@ class InferenceRecorder(Protocol):
     """The model client: requests, latency, errors, retries, its limit and circuit."""
 
     def watch_model(
-        self, *, concurrency_limit: Callable[[], float], circuit_open: Callable[[], bool]
+        self,
+        *,
+        concurrency_limit: Callable[[], float],
+        prompts_in_flight: Callable[[], float],
+        circuit_open: Callable[[], bool],
     ) -> None:
-        """Read the adaptive limit and the circuit state at each scrape."""
+        """Read the adaptive limit, the prompts it counts and the circuit state at each scrape."""
 
     def model_request_in_flight(self) -> AbstractContextManager[object]: ...
     def model_request_latency(self, seconds: float) -> None: ...
@@ -138,7 +142,11 @@ class NoopRecorder:
         pass
 
     def watch_model(
-        self, *, concurrency_limit: Callable[[], float], circuit_open: Callable[[], bool]
+        self,
+        *,
+        concurrency_limit: Callable[[], float],
+        prompts_in_flight: Callable[[], float],
+        circuit_open: Callable[[], bool],
     ) -> None:
         pass
 

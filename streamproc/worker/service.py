@@ -137,14 +137,19 @@ async def _second_model(settings: Settings, metrics: WorkerRecorder) -> AsyncIte
 
 
 class _SecondModelMetrics:
-    """The second client's requests, latency and errors count with the first's; the limit and
-    circuit gauges stay the main model's (one series each, read by readiness and alerts)."""
+    """The second client's requests, latency and errors count with the first's; the limit,
+    prompts-in-flight and circuit gauges stay the main model's (one series each, read by
+    readiness and alerts)."""
 
     def __init__(self, metrics: WorkerRecorder) -> None:
         self._metrics = metrics
 
     def watch_model(
-        self, *, concurrency_limit: Callable[[], float], circuit_open: Callable[[], bool]
+        self,
+        *,
+        concurrency_limit: Callable[[], float],
+        prompts_in_flight: Callable[[], float],
+        circuit_open: Callable[[], bool],
     ) -> None:
         pass
 

@@ -322,14 +322,18 @@ async def test_an_echoed_answer_that_does_not_match_the_prompts_is_a_protocol_er
             await client.complete(ECHOED)
 
 
-async def test_a_request_of_several_prompts_takes_as_many_slots(metrics: PrometheusWorkerMetrics) -> None:
+async def test_a_request_of_several_prompts_takes_as_many_slots(
+    metrics: PrometheusWorkerMetrics, registry: CollectorRegistry
+) -> None:
     running = peak = 0
+    prompts_seen: set[float | None] = set()
     body = {"choices": [echoed_choice(i, p, [None, -1.0]) for i, p in enumerate(["abcd", "efgh"])]}
 
     async def slow(request: httpx.Request) -> httpx.Response:
         nonlocal running, peak
         running += 1
         peak = max(peak, running)
+        prompts_seen.add(registry.get_sample_value("streamproc_model_prompts_in_flight"))
         await asyncio.sleep(0.01)
         running -= 1
         return httpx.Response(200, json=body)
@@ -338,3 +342,5 @@ async def test_a_request_of_several_prompts_takes_as_many_slots(metrics: Prometh
     async with client_with(slow, metrics, **fixed) as client:
         await asyncio.gather(*(client.complete(ECHOED) for _ in range(20)))
     assert peak == 2  # two requests of two prompts fit in five slots, three do not
+    assert prompts_seen == {2.0, 4.0}  # the gauge counts what the limit counts
+    assert registry.get_sample_value("streamproc_model_prompts_in_flight") == 0

@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from streamproc.metrics import create
 
 metrics = create(CollectorRegistry(), consumed_topics=("listings",), categories=("spam",))
-metrics.watch_model(concurrency_limit=lambda: 48.0, circuit_open=lambda: True)
+metrics.watch_model(concurrency_limit=lambda: 48.0, prompts_in_flight=lambda: 5.0, circuit_open=lambda: True)
 metrics.policies_served({"listings": "listings@1"}, [])
 metrics.policies_served({"listings": "listings@2"}, [])
 metrics.consumer_lag("listings", 3, 120)
@@ -47,6 +47,7 @@ def test_watched_gauges_replaced_packs_and_revoked_partitions_reach_the_files(tm
     served = _served(tmp_path)
     assert served[("streamproc_events_consumed_total", (("topic", "listings"),))] == 2
     assert served[("streamproc_model_concurrency_limit", ())] == 2 * 48
+    assert served[("streamproc_model_prompts_in_flight", ())] == 2 * 5
     assert served[("streamproc_model_circuit_open", ())] == 1  # the maximum, not a sum
     info = "streamproc_policy_info"
     assert served[(info, (("name", "listings"), ("version", "listings@2")))] == 1
