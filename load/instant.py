@@ -57,8 +57,7 @@ class ZeroCostModel:
         return SAFE
 
     def _echoed_prompt(self, prompt: str) -> EchoedPrompt:
-        logprob = NEUTRAL_LOGPROB if prompt.startswith(self._neutral) else CATEGORY_LOGPROB
-        return _echoed(len(prompt), logprob)
+        return _echoed(len(prompt), _logprob(self._neutral, prompt))
 
 
 class InstantServer:
@@ -100,16 +99,14 @@ class InstantServer:
             return httpx.Response(200, content=self._safe)
         prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
         choices = b",".join(
-            b'{"index":%d,%s' % (i, _echoed_json(len(p), self._logprob(p))) for i, p in enumerate(prompts)
+            b'{"index":%d,%s' % (i, _echoed_json(len(p), _logprob(self._neutral, p)))
+            for i, p in enumerate(prompts)
         )
         tokens = sum(len(range(0, len(p), 4)) for p in prompts)
         usage = b'{"prompt_tokens":%d,"completion_tokens":%d}' % (tokens, len(prompts))
         return httpx.Response(
             200, content=b'{"object":"text_completion","choices":[%s],"usage":%s}' % (choices, usage)
         )
-
-    def _logprob(self, prompt: str) -> float:
-        return NEUTRAL_LOGPROB if prompt.startswith(self._neutral) else CATEGORY_LOGPROB
 
 
 def instant_processor(
@@ -138,6 +135,11 @@ def instant_processor(
 def _neutral_lines(policies_dir: Path) -> tuple[str, ...]:
     packs = load_policy_set([policies_dir])
     return (NEUTRAL, *(p.channel_neutral for p in packs.policies if p.channel_neutral))
+
+
+def _logprob(neutral_lines: tuple[str, ...], prompt: str) -> float:
+    """Every token's log-probability: likelier after a neutral line than after a category's."""
+    return NEUTRAL_LOGPROB if prompt.startswith(neutral_lines) else CATEGORY_LOGPROB
 
 
 @functools.lru_cache(maxsize=4096)
