@@ -210,14 +210,8 @@ class PrometheusWorkerMetrics:
         prompts_in_flight: Callable[[], float],
         circuit_open: Callable[[], bool],
     ) -> None:
-        def circuit() -> float:
-            return 1.0 if circuit_open() else 0.0
-
-        watched = (
-            (self._limit, concurrency_limit),
-            (self._prompts, prompts_in_flight),
-            (self._circuit, circuit),
-        )
+        watched = [(self._limit, concurrency_limit), (self._prompts, prompts_in_flight)]
+        watched.append((self._circuit, lambda: 1.0 if circuit_open() else 0.0))
         if not self._multiprocess:
             for gauge, read in watched:
                 gauge.set_function(read)
