@@ -12,8 +12,6 @@ from typing import TYPE_CHECKING
 import click
 
 from streamproc.cli.common import BadConfiguration, config_option, load
-
-# The model server handling of `streamproc eval`, shared: a running server or one started here.
 from streamproc.cli.model_server import check_server_options, model_server, server_options
 from streamproc.errors import ConfigError
 
