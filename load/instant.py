@@ -21,7 +21,7 @@ from streamproc.inference import InferenceClient
 from streamproc.inference.protocol import EchoedPrompt, ModelAnswer, ModelRequest, TokenChoice
 from streamproc.metrics import PrometheusWorkerMetrics
 from streamproc.metrics import create as create_metrics
-from streamproc.policy import load_policy_set
+from streamproc.policy import PolicySet, load_policy_set
 from streamproc.policy.scorers.channel import NEUTRAL
 from streamproc.worker import Processor
 
@@ -47,8 +47,8 @@ class ZeroCostModel:
     pack's neutral text than after any category's, so that every category scores near 0.
     """
 
-    def __init__(self, policies_dir: Path = ROOT / "policies") -> None:
-        self._neutral = _neutral_lines(policies_dir)
+    def __init__(self, policies: PolicySet | None = None) -> None:
+        self._neutral = _neutral_lines(policies)
 
     async def complete(self, request: ModelRequest) -> ModelAnswer:
         if request.echoed:
@@ -65,8 +65,8 @@ class InstantServer:
     them (echoed prompts with every token's text, log-probability, top alternative and
     offset, then one generated token), so reading them costs what reading vLLM's costs."""
 
-    def __init__(self, policies_dir: Path = ROOT / "policies") -> None:
-        self._neutral = _neutral_lines(policies_dir)
+    def __init__(self, policies: PolicySet | None = None) -> None:
+        self._neutral = _neutral_lines(policies)
         token = SAFE.tokens[0]
         self._safe = orjson.dumps(
             {
@@ -116,14 +116,15 @@ def instant_processor(
     run. With ``http`` it reaches the model through its own ``InferenceClient`` and an
     ``InstantServer``, else through ``ZeroCostModel``."""
     metrics = create_metrics(CollectorRegistry())
-    model: ModelClient = ZeroCostModel(policies_dir)
+    policies = load_policy_set([policies_dir])
+    model: ModelClient = ZeroCostModel(policies)
     if http:
-        transport = httpx.MockTransport(InstantServer(policies_dir))
+        transport = httpx.MockTransport(InstantServer(policies))
         model = InferenceClient(settings.inference, metrics, transport=transport)
     processor = Processor(
         settings.topics,
         settings.audit,
-        load_policy_set([policies_dir]),
+        policies,
         model,
         metrics,
         model_name=settings.inference.model,
@@ -132,8 +133,9 @@ def instant_processor(
     return processor, metrics
 
 
-def _neutral_lines(policies_dir: Path) -> tuple[str, ...]:
-    packs = load_policy_set([policies_dir])
+def _neutral_lines(policies: PolicySet | None) -> tuple[str, ...]:
+    """The packs' neutral lines (the shipped packs' when none are given)."""
+    packs = policies or load_policy_set([ROOT / "policies"])
     return (NEUTRAL, *(p.channel_neutral for p in packs.policies if p.channel_neutral))
 
 
