@@ -31,7 +31,6 @@ from load.stack import (
     model_requests,
     model_server_options,
     model_stack,
-    requests_per_item,
 )
 from load.workload import make_events
 
@@ -52,9 +51,9 @@ def main(count: int, concurrencies: str, eager: bool, niceness: int, out: Path) 
     with model_stack(out / "saturation-run", eager=eager, niceness=niceness) as stack:
         best, first_rate, rates = best_direct_rate(stack, levels, count, seed=100)
         adaptive = _through_worker(stack, count, seed=200)
+        again = model_requests(stack.policies, make_events(count, seed=400, run="again"))
         # The worker's limit counts prompts; the direct client's concurrency, requests.
-        requests = model_requests(stack.policies, make_events(count, seed=100, run="direct0"))
-        fixed_prompts = round(best * sum(r.prompts for r in requests) / len(requests))
+        fixed_prompts = round(best * sum(r.prompts for r in again) / len(again))
         fixed = _through_worker(
             stack,
             count,
@@ -64,11 +63,10 @@ def main(count: int, concurrencies: str, eager: bool, niceness: int, out: Path) 
             STREAMPROC_INFERENCE__MIN_INFLIGHT=str(fixed_prompts),  # not above the maximum
         )
         # The best of a noisy sweep is biased upwards: measure it once more and average.
-        again = model_requests(stack.policies, make_events(count, seed=400, run="again"))
         second_rate = asyncio.run(closed_loop(stack.base_url, stack.model, again, best))
         server = stack.server
     # The worker is measured in items (verdicts), the direct client in requests.
-    per_item = requests_per_item(stack.policies, make_events(count, seed=400, run="again"))
+    per_item = len(again) / count
     direct_rate = (first_rate + second_rate) / 2 / per_item
     ratio, fixed_ratio = adaptive / direct_rate, fixed / direct_rate
     result = {
