@@ -9,9 +9,16 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # smollm2 (default), tiny, or a model directory of your own
 MODEL ?= smollm2
-# Set VLLM_URL (and MODEL_NAME) to use a running OpenAI-compatible server instead.
+# Packs with the embedding_probe scorer read the first LAYERS layers of MODEL, served by a
+# second vLLM in pooling mode (scripts/prepare_model.sh backbone; `make sweep-depth` measures
+# the depth). The shipped packs' heads were trained on this backbone.
+LAYERS ?= 15
+# Set VLLM_URL (and MODEL_NAME) to use a running OpenAI-compatible server instead, and
+# EMBEDDING_URL (with EMBEDDING_MODEL_NAME) for a running embedding server.
 VLLM_URL ?=
 MODEL_NAME ?= smollm2-135m-instruct
+EMBEDDING_URL ?=
+EMBEDDING_MODEL_NAME ?= $(MODEL_NAME)-l$(LAYERS)
 DEMO_ARGS ?=
 BENCH_ARGS ?=
 # `make reliability`: e.g. RELIABILITY_ARGS="--runs 1 --soak-minutes 2"
@@ -21,9 +28,12 @@ COMPARE_ARGS ?=
 EVAL_ARGS ?= --policy policies/listings.yaml --policy policies/videos.yaml --data samples/labeled.jsonl --out .eval
 # `make calibrate`: both shipped packs fitted on the calibration split; calibrated packs in
 # .calibrate/<pack name>.yaml (e.g. CALIBRATE_ARGS="... --method platt --review-recall 0.9")
+# `make train`: heads for both shipped packs from the calibration split, written to .train/
+TRAIN_ARGS ?= --policy policies/listings.yaml --policy policies/videos.yaml --data datasets/moderation-v1/calibration.jsonl --out .train --review-recall 0.85
+SWEEP_DEPTHS ?= 5 10 15 20 25 30
 CALIBRATE_ARGS ?= --policy policies/listings.yaml --policy policies/videos.yaml --data datasets/moderation-v1/calibration.jsonl --out .calibrate
 
-.PHONY: install vllm demo eval calibrate compare-scorers test unit lint docs clean bench-overhead bench-saturation bench-latency reliability
+.PHONY: install vllm demo eval calibrate train sweep-depth compare-scorers test unit lint docs clean bench-overhead bench-saturation bench-latency reliability
 
 $(BIN)/.installed: pyproject.toml
 	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
@@ -33,21 +43,26 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
-# Prints nothing; exports the server's python and model directory for the recipes below.
+# Prints nothing; exports the server's python, the model directory and the embedding
+# backbone's directory for the recipes below.
 define with_vllm
 vllm_python="$$(bash scripts/vllm_env.sh)/bin/python"; \
-if [ -d "$(MODEL)" ]; then model_dir="$(MODEL)"; else model_dir="$$(bash scripts/prepare_model.sh $(MODEL))"; fi
+if [ -d "$(MODEL)" ]; then model_dir="$(MODEL)"; else model_dir="$$(bash scripts/prepare_model.sh $(MODEL))"; fi; \
+embedding_dir="$$(bash scripts/prepare_model.sh backbone "$$model_dir" $(LAYERS))"
 endef
 
 vllm:
-	$(with_vllm); echo "vLLM python: $$vllm_python"; echo "model: $$model_dir"
+	$(with_vllm); echo "vLLM python: $$vllm_python"; echo "model: $$model_dir"; echo "embedding backbone: $$embedding_dir"
 
-# Prints nothing; sets server_args: the running server (VLLM_URL) or a local vLLM to start.
+# Prints nothing; sets server_args: the running servers (VLLM_URL, EMBEDDING_URL) or local
+# vLLM servers to start (each command starts only those its packs need).
 define with_model_server
-if [ -n "$(VLLM_URL)" ]; then \
-  server_args=(--vllm-url "$(VLLM_URL)"); \
+server_args=(--model-name "$(MODEL_NAME)" --embedding-model-name "$(EMBEDDING_MODEL_NAME)"); \
+if [ -n "$(VLLM_URL)" ] || [ -n "$(EMBEDDING_URL)" ]; then \
+  [ -z "$(VLLM_URL)" ] || server_args+=(--vllm-url "$(VLLM_URL)"); \
+  [ -z "$(EMBEDDING_URL)" ] || server_args+=(--embedding-url "$(EMBEDDING_URL)"); \
 else \
-  $(with_vllm); server_args=(--vllm-python "$$vllm_python" --model-dir "$$model_dir"); \
+  $(with_vllm); server_args+=(--vllm-python "$$vllm_python" --model-dir "$$model_dir" --embedding-model-dir "$$embedding_dir"); \
 fi
 endef
 
@@ -63,18 +78,27 @@ fi
 endef
 
 demo: install
-	$(with_model_server); $(BIN)/streamproc demo "$${server_args[@]}" --model-name "$(MODEL_NAME)" $(DEMO_ARGS)
+	$(with_model_server); $(BIN)/streamproc demo "$${server_args[@]}" $(DEMO_ARGS)
 
 eval: install
-	$(with_model_server); $(BIN)/streamproc eval "$${server_args[@]}" --model-name "$(MODEL_NAME)" $(EVAL_ARGS)
+	$(with_model_server); $(BIN)/streamproc eval "$${server_args[@]}" $(EVAL_ARGS)
 
 calibrate: install
-	$(with_model_server); $(BIN)/streamproc calibrate "$${server_args[@]}" --model-name "$(MODEL_NAME)" $(CALIBRATE_ARGS)
+	$(with_model_server); $(BIN)/streamproc calibrate "$${server_args[@]}" $(CALIBRATE_ARGS)
+
+# Heads for the embedding_probe scorer and their thresholds, fitted on the calibration split;
+# trained packs and heads in .train/ (copy both into policies/ to ship them).
+train: install
+	$(with_model_server); $(BIN)/streamproc train "$${server_args[@]}" $(TRAIN_ARGS)
+
+# The backbone's depth, measured: heads trained at each depth on the calibration split only.
+sweep-depth: install
+	$(with_vllm); bash scripts/sweep_depth.sh "$$vllm_python" "$$model_dir" "$(SWEEP_DEPTHS)"
 
 # Every scorer/prompt variant calibrated on the calibration split and tested on the test split;
 # the table goes to docs/scorers.md (e.g. COMPARE_ARGS="--only channel --only yes_no").
 compare-scorers: install
-	$(with_model_server); $(BIN)/python scripts/compare_scorers.py "$${server_args[@]}" --model-name "$(MODEL_NAME)" --write-docs $(COMPARE_ARGS)
+	$(with_model_server); $(BIN)/python scripts/compare_scorers.py "$${server_args[@]}" --write-docs $(COMPARE_ARGS)
 
 lint: install
 	$(BIN)/ruff check .
@@ -93,7 +117,8 @@ docs: install
 
 test: lint
 	$(with_vllm); \
-	STREAMPROC_TEST_VLLM_PYTHON="$$vllm_python" STREAMPROC_TEST_MODEL_DIR="$$model_dir" $(BIN)/pytest
+	STREAMPROC_TEST_VLLM_PYTHON="$$vllm_python" STREAMPROC_TEST_MODEL_DIR="$$model_dir" \
+	STREAMPROC_TEST_EMBEDDING_MODEL_DIR="$$embedding_dir" $(BIN)/pytest
 
 # Benchmarks (load/): each prints its ratio and writes load/results/*.json. Saturation and
 # latency measure the running server VLLM_URL (with MODEL_NAME) when set, as `make demo` does.
@@ -113,4 +138,4 @@ reliability: install
 	STREAMPROC_VLLM_PYTHON="$$vllm_python" STREAMPROC_MODEL_DIR="$$model_dir" $(BIN)/python -m load.reliability $(RELIABILITY_ARGS)
 
 clean:
-	rm -rf $(VENV) .demo .eval .calibrate .compare .test-logs .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .demo .eval .calibrate .train .sweep .compare .test-logs .mypy_cache .ruff_cache .pytest_cache

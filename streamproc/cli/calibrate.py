@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING
 import click
 
 from streamproc.cli.common import BadConfiguration, config_option, load
-from streamproc.cli.model_server import check_server_options, model_server, server_options
+from streamproc.cli.model_server import ServerOptions, model_servers, server_options
 from streamproc.errors import ConfigError
 
 if TYPE_CHECKING:
-    from streamproc.config import InferenceSettings
+    from streamproc.config import Settings
     from streamproc.evaluation.calibrate import CategoryFit, Figures
     from streamproc.evaluation.calibration_command import CalibratedPack, CalibrationPlan, CalibrationRequest
 
@@ -92,10 +92,7 @@ def calibrate(
     reject_precision: float,
     min_positives: int,
     categories: tuple[str, ...],
-    vllm_url: str | None,
-    model_name: str | None,
-    vllm_python: Path | None,
-    model_dir: Path | None,
+    servers: ServerOptions,
 ) -> None:
     """Fit per-category thresholds (and a score calibration) on a labeled split; write the
     calibrated packs with their provenance and print what changed."""
@@ -106,9 +103,7 @@ def calibrate(
         plan_calibration,
     )
 
-    check_server_options(vllm_url, vllm_python, model_dir)
     settings = load(config_file)
-    model = model_name or settings.inference.model
     request = CalibrationRequest(
         method,  # type: ignore[arg-type]  # click.Choice checked it
         Targets(review_recall, reject_precision),
@@ -120,10 +115,8 @@ def calibrate(
         plan = plan_calibration(policy_files, data, out, request)
     except ConfigError as exc:
         raise BadConfiguration(str(exc)) from exc
-    server = (vllm_url or settings.inference.base_url, vllm_python, model_dir)
-    inference = settings.inference.model_copy(update={"model": model})
     try:
-        packs = _run(plan, inference, server, out, _command_line(policy_files, data, request))
+        packs = _run(plan, settings, servers, out, _command_line(policy_files, data, request))
     except TooFewPositives as exc:
         raise BadConfiguration(str(exc)) from exc
     except ConfigError as exc:
@@ -133,26 +126,22 @@ def calibrate(
 
 
 def _run(
-    plan: CalibrationPlan,
-    inference: InferenceSettings,
-    server: tuple[str, Path | None, Path | None],
-    out: Path,
-    command: str,
+    plan: CalibrationPlan, settings: Settings, servers: ServerOptions, out: Path, command: str
 ) -> list[CalibratedPack]:
-    """Score through the model server (started here with --vllm-python), fit, write."""
+    """Score through the model servers (started here with --vllm-python), fit, write."""
     from streamproc.evaluation.calibration_command import run_calibration  # noqa: PLC0415
 
-    url, vllm_python, model_dir = server
     log_dir = out.parent if out.suffix in {".yaml", ".yml"} else out
     with contextlib.ExitStack() as stack:
-        base_url = stack.enter_context(model_server(url, vllm_python, model_dir, inference.model, log_dir))
+        packs = [target.policy for target in plan.packs]
+        running = stack.enter_context(model_servers(servers, settings, log_dir, packs=packs))
         on_done = None
         if sys.stderr.isatty():  # a bar on a terminal; nothing in logs and pipes
             progress = click.progressbar(length=plan.requests, label="scoring", file=sys.stderr)
             bar = stack.enter_context(progress)
             on_done = functools.partial(bar.update, 1)
         return run_calibration(
-            plan, inference.model_copy(update={"base_url": base_url}), command=command, on_done=on_done
+            plan, running.generative, command=command, on_done=on_done, embedding=running.embedding
         )
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from streamproc.cli.model_server import ServerOptions, model_servers, server_options
 from streamproc.config import Settings
 from streamproc.errors import ConfigError
 
@@ -13,18 +14,7 @@ __all__ = ["demo"]
 
 
 @click.command()
-@click.option(
-    "--vllm-python", type=click.Path(path_type=Path, dir_okay=False), help="python of the vLLM virtualenv."
-)
-@click.option(
-    "--model-dir", type=click.Path(path_type=Path, file_okay=False), help="Model directory to serve."
-)
-@click.option(
-    "--vllm-url", default=None, help="Use this running OpenAI-compatible server instead of starting one."
-)
-@click.option(
-    "--model-name", default=None, help="Served model name (default: the settings' inference.model)."
-)
+@server_options
 @click.option(
     "--duration",
     type=click.FloatRange(min=0),
@@ -59,10 +49,7 @@ __all__ = ["demo"]
     help="Logs of the started processes.",
 )
 def demo(
-    vllm_python: Path | None,
-    model_dir: Path | None,
-    vllm_url: str | None,
-    model_name: str | None,
+    servers: ServerOptions,
     duration: float | None,
     samples_dir: Path,
     topics_dir: Path,
@@ -70,27 +57,29 @@ def demo(
     metrics_port: int,
     run_dir: Path,
 ) -> None:
-    """Start a broker, a model server and a worker; moderate the shipped samples."""
+    """Start a broker, the model servers the packs need and a worker; moderate the shipped samples."""
     from streamproc.dev.demo import DemoOptions, run_demo  # noqa: PLC0415
+    from streamproc.policy import load_policy_set  # noqa: PLC0415
 
-    if vllm_url is None and (vllm_python is None or model_dir is None):
+    if servers.vllm_python is None and servers.vllm_url is None and servers.embedding_url is None:
         raise click.UsageError(
-            "give --vllm-python and --model-dir to start a model server (make demo does), "
-            "or --vllm-url for a running one"
+            "give --vllm-python with --model-dir and --embedding-model-dir to start the model servers "
+            "(make demo does), or --vllm-url / --embedding-url for running ones"
         )
-    options = DemoOptions(
-        vllm_python=vllm_python,
-        model_dir=model_dir,
-        vllm_url=vllm_url,
-        model_name=model_name or Settings().inference.model,
-        duration=duration,
-        samples_dir=samples_dir,
-        topics_dir=topics_dir,
-        policies_dir=policies_dir,
-        metrics_port=metrics_port,
-        run_dir=run_dir,
-    )
+    run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        run_demo(options)
+        packs = load_policy_set([policies_dir]).policies
+        with model_servers(servers, Settings(), run_dir, packs=packs) as running:
+            options = DemoOptions(
+                generative=running.generative,
+                embedding=running.embedding,
+                duration=duration,
+                samples_dir=samples_dir,
+                topics_dir=topics_dir,
+                policies_dir=policies_dir,
+                metrics_port=metrics_port,
+                run_dir=run_dir,
+            )
+            run_demo(options)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc

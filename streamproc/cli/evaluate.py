@@ -13,7 +13,7 @@ import click
 from pydantic import ValidationError
 
 from streamproc.cli.common import config_option, load
-from streamproc.cli.model_server import check_server_options, model_server, server_options
+from streamproc.cli.model_server import ServerOptions, model_servers, server_options
 from streamproc.config import CascadeSettings, InferenceSettings, Settings
 from streamproc.errors import ConfigError
 
@@ -65,20 +65,15 @@ def eval_(
     data: Path,
     compare: Path | None,
     out: Path,
-    vllm_url: str | None,
-    model_name: str | None,
+    servers: ServerOptions,
     cascade_model: str | None,
     cascade_url: str | None,
-    vllm_python: Path | None,
-    model_dir: Path | None,
 ) -> None:
     """Run policy packs over a labeled dataset through the model server; write a report."""
     from streamproc.evaluation import plan_evaluation, run_evaluation  # noqa: PLC0415
     from streamproc.evaluation.command import check_cascade  # noqa: PLC0415
 
-    check_server_options(vllm_url, vllm_python, model_dir)
     settings = load(config_file)
-    model = model_name or settings.inference.model
     cascade_model = cascade_model or settings.cascade.model
     try:
         # Checked before a model server starts: a bad dataset must not cost a vLLM start-up.
@@ -87,13 +82,12 @@ def eval_(
             _cascade(settings, settings.inference, cascade_model, cascade_url)  # a bad URL: now
             check_cascade(plan)
         with contextlib.ExitStack() as stack:
-            base_url = stack.enter_context(
-                model_server(
-                    vllm_url or settings.inference.base_url,
-                    vllm_python,
-                    model_dir,
-                    model,
+            running = stack.enter_context(
+                model_servers(
+                    servers,
+                    settings,
                     out,
+                    packs=[p for group in plan.groups for p in group],
                     other_names=[cascade_model] if cascade_model and not cascade_url else [],
                 )
             )
@@ -103,12 +97,13 @@ def eval_(
                     click.progressbar(length=plan.requests, label="evaluating", file=sys.stderr)
                 )
                 on_done = functools.partial(bar.update, 1)
-            inference = settings.inference.model_copy(update={"base_url": base_url, "model": model})
+            inference = running.generative
             written = run_evaluation(
                 plan,
                 inference,
                 on_done=on_done,
                 cascade=_cascade(settings, inference, cascade_model, cascade_url),
+                embedding=running.embedding,
             )
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -1,73 +1,174 @@
-"""The model-server options `streamproc eval` and `streamproc calibrate` share: a running
-server (--vllm-url, --model-name), or one started here for the command (--vllm-python with
---model-dir) and stopped after it."""
+"""The model-server options `streamproc eval`, `calibrate` and `train` share: running servers
+(--vllm-url, --embedding-url) or servers started here for the command (--vllm-python with
+--model-dir and/or --embedding-model-dir) and stopped after it. Only the servers the packs
+need are started: the embedding server for packs with the embedding_probe scorer, the
+generative one for every other scorer and for a cascade's second model."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-__all__ = ["check_server_options", "model_server", "server_options"]
+if TYPE_CHECKING:
+    from streamproc.config import InferenceSettings, Settings
+    from streamproc.dev.devstack import VllmServer
+    from streamproc.policy import Policy
+
+__all__ = ["ModelServers", "ServerOptions", "model_servers", "needs", "server_options"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+_FIELDS = (
+    "vllm_url",
+    "model_name",
+    "vllm_python",
+    "model_dir",
+    "embedding_url",
+    "embedding_model_name",
+    "embedding_model_dir",
+)
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """What the command line says about the model servers."""
+
+    vllm_url: str | None = None
+    model_name: str | None = None
+    vllm_python: Path | None = None
+    model_dir: Path | None = None
+    embedding_url: str | None = None
+    embedding_model_name: str | None = None
+    embedding_model_dir: Path | None = None
+
+    def check(self) -> None:
+        """A running server or one to start, not both; a start needs the vLLM python."""
+        starts = self.model_dir is not None or self.embedding_model_dir is not None
+        if starts and self.vllm_python is None:
+            raise click.UsageError(
+                "--model-dir and --embedding-model-dir need --vllm-python (they start a server)"
+            )
+        if self.vllm_python is not None and not starts:
+            raise click.UsageError(
+                "--vllm-python needs --model-dir or --embedding-model-dir (a model to serve)"
+            )
+        if self.model_dir is not None and self.vllm_url is not None:
+            raise click.UsageError(
+                "give --vllm-url for a running server, or --model-dir to start one, not both"
+            )
+        if self.embedding_model_dir is not None and self.embedding_url is not None:
+            raise click.UsageError(
+                "give --embedding-url for a running embedding server, or --embedding-model-dir, not both"
+            )
 
 
 def server_options(command: _F) -> _F:
-    """--vllm-url, --model-name, --vllm-python and --model-dir."""
+    """The model-server options, handed to the command as one ``servers: ServerOptions``."""
+    path = functools.partial(click.Path, path_type=Path)
     options = [
-        click.option(
-            "--vllm-url",
-            default=None,
-            help="Model server API root (default: the settings' inference.base_url).",
-        ),
-        click.option(
-            "--model-name", default=None, help="Served model name (default: the settings' inference.model)."
-        ),
-        click.option(
-            "--vllm-python",
-            type=click.Path(path_type=Path, dir_okay=False),
-            help="Start a vLLM server with this python (with --model-dir) instead of using a running one.",
-        ),
-        click.option(
-            "--model-dir", type=click.Path(path_type=Path, file_okay=False), help="Model directory to serve."
-        ),
-    ]
+        click.option("--vllm-url", default=None, help="Generative model server API root (default: the "
+                     "settings' inference.base_url)."),
+        click.option("--model-name", default=None, help="Served model name (default: the settings' "
+                     "inference.model)."),
+        click.option("--vllm-python", type=path(dir_okay=False), help="Start the servers the packs need "
+                     "with this python (with --model-dir and/or --embedding-model-dir)."),
+        click.option("--model-dir", type=path(file_okay=False), help="Generative model directory to serve."),
+        click.option("--embedding-url", default=None, help="Embedding server API root (default: the "
+                     "settings' embedding.base_url, else the generative server's)."),
+        click.option("--embedding-model-name", default=None, help="Served name of the embedding model "
+                     "(default: the settings' embedding.model, else the generative model's)."),
+        click.option("--embedding-model-dir", type=path(file_okay=False), help="Backbone directory to serve "
+                     "for embedding_probe packs (scripts/prepare_model.sh backbone)."),
+    ]  # fmt: skip
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        servers = ServerOptions(**{name: kwargs.pop(name) for name in _FIELDS})
+        servers.check()
+        return command(*args, servers=servers, **kwargs)
+
     for option in reversed(options):  # click lists options in decoration order, outermost first
-        command = option(command)
-    return command
+        wrapper = option(wrapper)
+    return wrapper  # type: ignore[return-value]  # the same command, its options added
 
 
-def check_server_options(vllm_url: str | None, vllm_python: Path | None, model_dir: Path | None) -> None:
-    """A running server, or one to start: not both, and a start needs its python and model."""
-    if (vllm_python is None) != (model_dir is None):
-        raise click.UsageError("--vllm-python and --model-dir go together (they start a model server)")
-    if vllm_python is not None and vllm_url is not None:
-        raise click.UsageError("give --vllm-url for a running server, or --vllm-python/--model-dir, not both")
+def needs(packs: Sequence[Policy], *, cascade: bool = False) -> tuple[bool, bool]:
+    """(generative, embedding): which servers these packs ask."""
+    from streamproc.policy import uses_embeddings  # noqa: PLC0415
+
+    embedding = any(uses_embeddings(p) for p in packs)
+    return cascade or not all(uses_embeddings(p) for p in packs), embedding
+
+
+@dataclass(frozen=True)
+class ModelServers:
+    """The client settings for each server, once they answer."""
+
+    generative: InferenceSettings
+    #: None: the generative server's settings serve embeddings too.
+    embedding: InferenceSettings | None
 
 
 @contextlib.contextmanager
-def model_server(
-    url: str,
-    vllm_python: Path | None,
-    model_dir: Path | None,
-    model: str,
+def model_servers(
+    options: ServerOptions,
+    settings: Settings,
     out: Path,
     *,
+    packs: Sequence[Policy],
     other_names: Sequence[str] = (),
-) -> Iterator[str]:
-    """The API root to use: ``url``, or a vLLM server's started here and stopped after."""
-    if vllm_python is None or model_dir is None:
-        yield url
-        return
-    from streamproc.dev.devstack import VllmServer  # noqa: PLC0415 - only when starting one
+    embedding_only: bool = False,
+) -> Iterator[ModelServers]:
+    """The servers to use: running ones, or vLLM servers started here and stopped after."""
+    from streamproc.dev.devstack import VllmServer, serving  # noqa: PLC0415 - only when starting one
 
+    need_generative, need_embedding = (
+        (False, True) if embedding_only else needs(packs, cascade=bool(other_names))
+    )
+    generative = settings.inference.model_copy(
+        update={
+            "base_url": options.vllm_url or settings.inference.base_url,
+            "model": options.model_name or settings.inference.model,
+        }
+    )
+    embedding_section = settings.embedding.model_copy(
+        update={
+            k: v
+            for k, v in {"base_url": options.embedding_url, "model": options.embedding_model_name}.items()
+            if v
+        }
+    )
+    starting: list[tuple[str, VllmServer]] = []
     say = functools.partial(click.echo, err=True)
-    say(f"starting vLLM for {model_dir} (a few minutes on CPU; log in {out / 'vllm.log'}) …")
-    with VllmServer(vllm_python, model_dir, model, out / "vllm.log", other_names=other_names) as running:
-        say(f"model server {running.base_url} serving {' and '.join([model, *other_names])}")
-        yield running.base_url
+    if need_generative and options.model_dir is not None and options.vllm_python is not None:
+        server = VllmServer(
+            options.vllm_python,
+            options.model_dir,
+            generative.model,
+            out / "vllm.log",
+            other_names=other_names,
+        )
+        starting.append(("generative", server))
+    if need_embedding and options.embedding_model_dir is not None and options.vllm_python is not None:
+        name = embedding_section.model or generative.model
+        server = VllmServer(
+            options.vllm_python, options.embedding_model_dir, name, out / "vllm-embedding.log", pooling=True
+        )
+        starting.append(("embedding", server))
+    for role, server in starting:
+        say(f"starting the {role} vLLM server (a few minutes on CPU; log in {server.log_path}) …")
+    with serving([server for _, server in starting]):
+        for role, server in starting:
+            say(f"{role} model server {server.base_url} serving {server.served_model_name}")
+            if role == "generative":
+                generative = generative.model_copy(update={"base_url": server.base_url})
+            else:
+                embedding_section = embedding_section.model_copy(
+                    update={"base_url": server.base_url, "model": server.served_model_name}
+                )
+        yield ModelServers(generative, embedding_section.inference(generative))

@@ -8,6 +8,7 @@ Precedence: keyword > environment > file > default.
 
 from streamproc.config.cascade import CascadeSettings
 from streamproc.config.checks import check_bootstrap_servers
+from streamproc.config.embedding import EmbeddingSettings
 from streamproc.config.loading import load_settings
 from streamproc.config.model import (
     CONFIG_FILE_ENV,
@@ -30,6 +31,7 @@ __all__ = [
     "ENV_PREFIX",
     "AuditSettings",
     "CascadeSettings",
+    "EmbeddingSettings",
     "InferenceSettings",
     "KafkaSettings",
     "LogLevel",

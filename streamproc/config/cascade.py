@@ -14,10 +14,10 @@ from streamproc.config.checks import valid_http_url
 if TYPE_CHECKING:  # model.py imports this module
     from streamproc.config.model import InferenceSettings
 
-__all__ = ["CascadeSettings"]
+__all__ = ["CascadeSettings", "existing_file"]
 
 
-def _existing_file(value: Path) -> Path:
+def existing_file(value: Path) -> Path:
     if not value.is_file():
         raise PydanticCustomError("file", f"{value} is not a file")
     return value
@@ -41,7 +41,7 @@ class CascadeSettings(BaseModel):
         description="Bearer token of the second model's server; default: INFERENCE__API_KEY when "
         "BASE_URL is unset (the same server), else none.",
     )
-    ca_file: Annotated[Path, AfterValidator(_existing_file)] | None = Field(
+    ca_file: Annotated[Path, AfterValidator(existing_file)] | None = Field(
         default=None,
         description="PEM CA file for an https second server; default: as API_KEY, INFERENCE__CA_FILE "
         "on the same server, else the system's CAs.",

@@ -25,8 +25,9 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from streamproc.config.cascade import CascadeSettings
+from streamproc.config.cascade import CascadeSettings, existing_file
 from streamproc.config.checks import lowercase, valid_bootstrap_servers, valid_http_url
+from streamproc.config.embedding import EmbeddingSettings
 
 __all__ = [
     "CONFIG_FILE_ENV",
@@ -51,12 +52,6 @@ config_file_override: ContextVar[str | None] = ContextVar("streamproc_config_fil
 LogLevel = Literal["debug", "info", "warning", "error"]
 Seconds = Annotated[float, Field(gt=0)]
 ENV_PREFIX = "STREAMPROC_"
-
-
-def _existing_file(value: Path) -> Path:
-    if not value.is_file():
-        raise PydanticCustomError("file", f"{value} is not a file")
-    return value
 
 
 class _Section(BaseModel):
@@ -101,14 +96,14 @@ class KafkaSettings(_Section):
     )
     sasl_username: str | None = Field(default=None, description="SASL user name.")
     sasl_password: SecretStr | None = Field(default=None, description="SASL password (masked in output).")
-    ssl_ca_file: Annotated[Path, AfterValidator(_existing_file)] | None = Field(
+    ssl_ca_file: Annotated[Path, AfterValidator(existing_file)] | None = Field(
         default=None,
         description="PEM file of the CAs that sign the brokers' certificates; default: the system's CAs.",
     )
-    ssl_cert_file: Annotated[Path, AfterValidator(_existing_file)] | None = Field(
+    ssl_cert_file: Annotated[Path, AfterValidator(existing_file)] | None = Field(
         default=None, description="PEM client certificate (chain), for brokers that require mutual TLS."
     )
-    ssl_key_file: Annotated[Path, AfterValidator(_existing_file)] | None = Field(
+    ssl_key_file: Annotated[Path, AfterValidator(existing_file)] | None = Field(
         default=None, description="PEM private key of the client certificate, if not in SSL_CERT_FILE."
     )
     ssl_key_password: SecretStr | None = Field(
@@ -182,7 +177,7 @@ class InferenceSettings(_Section):
     )
     model: str = Field(default="smollm2-135m-instruct", description="Served model name sent in each request.")
     api_key: SecretStr | None = Field(default=None, description="Bearer token, if the server needs one.")
-    ca_file: Annotated[Path, AfterValidator(_existing_file)] | None = Field(
+    ca_file: Annotated[Path, AfterValidator(existing_file)] | None = Field(
         default=None,
         description="PEM file of the CAs that sign an https model server's certificate; default: the "
         "system's CAs.",
@@ -373,6 +368,7 @@ class Settings(BaseSettings):
     topics: TopicSettings = TopicSettings()
     inference: InferenceSettings = InferenceSettings()
     cascade: CascadeSettings = CascadeSettings()
+    embedding: EmbeddingSettings = EmbeddingSettings()
     policy: PolicySettings = PolicySettings()
     worker: WorkerSettings = WorkerSettings()
     metrics: MetricsSettings = MetricsSettings()

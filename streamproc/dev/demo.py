@@ -1,7 +1,7 @@
 """``streamproc demo``: the whole pipeline on one machine, with real parts.
 
-A Tansu broker, a vLLM server (or a running one), the topics from topics/, one worker
-process; the shipped samples are published and their verdicts printed.
+A Tansu broker, the topics from topics/, one worker process talking to the model servers
+the caller runs; the shipped samples are published and their verdicts printed.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from streamproc.config import TopicSettings
-from streamproc.dev.devstack import Broker, ManagedProcess, VllmServer, wait_for_port
+from streamproc.config import InferenceSettings, TopicSettings
+from streamproc.dev.devstack import Broker, ManagedProcess, wait_for_port
 from streamproc.dev.samples import publish_jsonl
 from streamproc.errors import ConfigError
 from streamproc.topics import apply_topics, load_topic_specs
@@ -34,10 +34,10 @@ _SAMPLE_FILES = {"listings.jsonl": "listings", "videos.jsonl": "videos", "malfor
 
 @dataclass(frozen=True)
 class DemoOptions:
-    vllm_python: Path | None
-    model_dir: Path | None
-    vllm_url: str | None
-    model_name: str
+    #: The model servers, running (started by the caller when it serves them itself).
+    generative: InferenceSettings
+    #: None: the generative server answers embeddings requests too.
+    embedding: InferenceSettings | None
     duration: float | None
     samples_dir: Path
     topics_dir: Path
@@ -65,16 +65,13 @@ def run_demo(options: DemoOptions) -> None:
     with stack:
         broker = stack.enter_context(Broker(options.run_dir / "broker.log"))
         _say(f"broker       Tansu on {broker.bootstrap} (memory storage)")
-        base_url = options.vllm_url
-        if base_url is None:
-            assert options.vllm_python is not None and options.model_dir is not None  # noqa: S101
-            _say(f"model server starting vLLM for {options.model_dir} (a few minutes on CPU) …")
-            server = VllmServer(
-                options.vllm_python, options.model_dir, options.model_name, options.run_dir / "vllm.log"
-            )
-            stack.enter_context(server)
-            base_url = server.base_url
-        _say(f"model server {base_url} serving {options.model_name}")
+        model_env = {
+            "STREAMPROC_INFERENCE__BASE_URL": options.generative.base_url,
+            "STREAMPROC_INFERENCE__MODEL": options.generative.model,
+        }
+        if options.embedding is not None:
+            model_env["STREAMPROC_EMBEDDING__BASE_URL"] = options.embedding.base_url
+            model_env["STREAMPROC_EMBEDDING__MODEL"] = options.embedding.model
 
         report = asyncio.run(
             apply_topics(broker.bootstrap, load_topic_specs(options.topics_dir), replication_factor=1)
@@ -87,8 +84,7 @@ def run_demo(options: DemoOptions) -> None:
             options.run_dir / "worker.log",
             env={
                 "STREAMPROC_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap,
-                "STREAMPROC_INFERENCE__BASE_URL": base_url,
-                "STREAMPROC_INFERENCE__MODEL": options.model_name,
+                **model_env,
                 "STREAMPROC_METRICS__PORT": str(options.metrics_port),
                 "STREAMPROC_METRICS__HOST": "127.0.0.1",
                 "STREAMPROC_POLICY__PATHS": json.dumps([str(options.policies_dir.resolve())]),

@@ -12,16 +12,24 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, Final, Self
 
 import httpx
 
 from streamproc.errors import ConfigError
 
-__all__ = ["Broker", "ManagedProcess", "VllmServer", "free_port", "wait_for_port"]
+__all__ = [
+    "POOLING_ARGS",
+    "Broker",
+    "ManagedProcess",
+    "VllmServer",
+    "free_port",
+    "serving",
+    "wait_for_port",
+]
 
 
 def free_port() -> int:
@@ -130,8 +138,25 @@ class Broker(ManagedProcess):
             raise ConfigError(f"the Tansu broker did not start; its log:\n{self.log_tail()}")
 
 
+#: A causal LM served for ``/v1/embeddings``: the mean of its last hidden state, raw (no
+#: normalisation), which is what the embedding_probe heads are trained on. Mean pooling
+#: needs every token's state in one step: with chunked prefill or a prefix-cache hit vLLM
+#: 0.32 fails ("partial prefill is not supported with MEAN pooling") and its engine dies.
+POOLING_ARGS: Final = (
+    "--runner", "pooling", "--convert", "embed",
+    "--pooler-config", '{"pooling_type": "MEAN", "use_activation": false}',
+    "--no-enable-chunked-prefill", "--no-enable-prefix-caching", "--max-num-batched-tokens", "8192",
+)  # fmt: skip
+#: The generative server: top-20 alternatives for the label scorers, prefix caching for the
+#: shared policy text, cached-token counts in the usage.
+GENERATIVE_ARGS: Final = (
+    "--max-logprobs", "20", "--enable-prefix-caching", "--enable-prompt-tokens-details",
+)  # fmt: skip
+
+
 class VllmServer(ManagedProcess):
-    """vLLM's OpenAI-compatible server, started from its own virtualenv's python."""
+    """vLLM's OpenAI-compatible server, started from its own virtualenv's python; with
+    ``pooling``, an embedding server (a truncated backbone for the embedding_probe scorer)."""
 
     def __init__(
         self,
@@ -144,6 +169,7 @@ class VllmServer(ManagedProcess):
         max_model_len: int = 4096,
         extra_args: Sequence[str] = (),
         other_names: Sequence[str] = (),
+        pooling: bool = False,
     ) -> None:
         if not python.is_file():
             raise ConfigError(
@@ -164,9 +190,7 @@ class VllmServer(ManagedProcess):
             "--host", "127.0.0.1",
             "--port", str(self.port),
             "--max-model-len", str(max_model_len),
-            "--max-logprobs", "20",
-            "--enable-prefix-caching",
-            "--enable-prompt-tokens-details",  # report prefix-cache hits in usage
+            *(POOLING_ARGS if pooling else GENERATIVE_ARGS),
             *extra_args,
         ]  # fmt: skip
         env = {"HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
@@ -178,6 +202,10 @@ class VllmServer(ManagedProcess):
 
     def start(self, timeout: float = 600.0) -> None:
         super().start()
+        self.wait_healthy(timeout)
+
+    def wait_healthy(self, timeout: float = 600.0) -> None:
+        """Wait for /health after the process started (several servers may start together)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.alive():
@@ -190,3 +218,16 @@ class VllmServer(ManagedProcess):
         raise ConfigError(
             f"the vLLM server was not healthy after {timeout:.0f} s; its log:\n{self.log_tail()}"
         )
+
+
+@contextlib.contextmanager
+def serving(servers: Sequence[VllmServer], timeout: float = 600.0) -> Iterator[None]:
+    """Start several vLLM servers at once (start-up is mostly waiting on each one's own
+    process), wait until all are healthy, stop them all on the way out."""
+    with contextlib.ExitStack() as stack:
+        for server in servers:
+            ManagedProcess.start(server)
+            stack.callback(server.stop)
+        for server in servers:
+            server.wait_healthy(timeout)
+        yield

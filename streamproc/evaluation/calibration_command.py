@@ -19,9 +19,9 @@ from streamproc.evaluation.calibrate import CategoryFit, Targets, fit_category, 
 from streamproc.evaluation.dataset import LabeledItem, check_categories, load_dataset
 from streamproc.evaluation.pack_yaml import calibrated_pack_text
 from streamproc.evaluation.runner import ItemResult, check_server, run_packs
-from streamproc.inference import InferenceClient
+from streamproc.inference import open_router
 from streamproc.metrics import NOOP
-from streamproc.policy import Policy, load_pack
+from streamproc.policy import Policy, load_pack, uses_embeddings
 from streamproc.policy.model import CalibrationMethod, CalibrationProvenance
 from streamproc.policy.rules import CompiledRules
 from streamproc.schemas import ContentType, ListingEvent, VideoEvent
@@ -127,6 +127,7 @@ def plan_calibration(
         matching = [i for i in items if i.content_type == policy.content_type]
         if not matching:
             raise ConfigError(f"{data} has no {policy.content_type} items to calibrate {policy.name} on")
+        _check_not_training_data(path, policy, data)
         check_categories(data, matching, [policy])
         packs.append(PackTarget(path, policy, target, matching))
     targets = [p.out for p in packs]
@@ -135,6 +136,17 @@ def plan_calibration(
     _check_counts(packs, request, data)
     digest = hashlib.sha256(data.read_bytes()).hexdigest()
     return CalibrationPlan(data, digest, len(items), packs, request)
+
+
+def _check_not_training_data(path: Path, policy: Policy, data: Path) -> None:
+    """Heads score the items they were trained on too well: thresholds fitted on those scores
+    flag too little elsewhere."""
+    trained_on = policy.probe.provenance.get("dataset_sha256") if policy.probe is not None else None
+    if trained_on == hashlib.sha256(data.read_bytes()).hexdigest():
+        raise ConfigError(
+            f"{path}: its heads were trained on {data}, so their scores there are optimistic; `streamproc "
+            "train` fits thresholds on out-of-fold scores of that split, or calibrate on another split"
+        )
 
 
 def _check_counts(packs: Sequence[PackTarget], request: CalibrationRequest, data: Path) -> None:
@@ -205,8 +217,10 @@ def run_calibration(
     command: str,
     model: ModelClient | None = None,
     on_done: Callable[[], None] | None = None,
+    embedding: InferenceSettings | None = None,
 ) -> list[CalibratedPack]:
-    """Score the split through the server ``inference`` names, fit, write each calibrated pack.
+    """Score the split through the server ``inference`` names (and ``embedding``, the
+    embedding server of embedding_probe packs when it is another), fit, write each pack.
 
     Raises:
         ServerUnreachable: the server cannot be reached or does not serve the model.
@@ -214,10 +228,14 @@ def run_calibration(
             too few items, or no category could be fitted; nothing is written then.
     """
     settings = inference.model_copy(update={"on_unavailable": "review"})
-    runs = asyncio.run(_score(plan, settings, model, on_done))
+    runs = asyncio.run(_score(plan, (settings, embedding), model, on_done))
     created = datetime.now(UTC).replace(microsecond=0)
-    done = [_fit_pack(plan, target, results, free, settings.model, created, command)
-            for target, (results, free) in zip(plan.packs, runs, strict=True)]  # fmt: skip
+    done = [
+        _fit_pack(
+            plan, target, results, free, _model_name(target.policy, settings, embedding), created, command
+        )
+        for target, (results, free) in zip(plan.packs, runs, strict=True)
+    ]
     if not any(fit.fitted for pack in done for fit in pack.fits):
         raise TooFewPositives(
             f"{plan.data}: after scoring, no category has {plan.request.min_positives} positives and "
@@ -235,16 +253,23 @@ def run_calibration(
 
 async def _score(
     plan: CalibrationPlan,
-    settings: InferenceSettings,
+    servers: tuple[InferenceSettings, InferenceSettings | None],
     model: ModelClient | None,
     on_done: Callable[[], None] | None,
 ) -> list[tuple[list[ItemResult], list[ItemResult]]]:
+    settings, embedding = servers
     if model is None:
-        api_key = settings.api_key.get_secret_value() if settings.api_key else None
-        await check_server(settings.base_url, settings.model, api_key=api_key)
-        async with InferenceClient(settings, NOOP) as client:
+        for server in (settings, embedding):
+            if server is not None:
+                api_key = server.api_key.get_secret_value() if server.api_key else None
+                await check_server(server.base_url, server.model, api_key=api_key)
+        async with open_router(settings, embedding, NOOP) as client:
             return await _score_with(plan, client, settings.max_inflight, on_done)
     return await _score_with(plan, model, settings.max_inflight, on_done)
+
+
+def _model_name(policy: Policy, settings: InferenceSettings, embedding: InferenceSettings | None) -> str:
+    return embedding.model if embedding is not None and uses_embeddings(policy) else settings.model
 
 
 async def _score_with(

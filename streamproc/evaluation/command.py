@@ -26,7 +26,7 @@ from streamproc.evaluation.report import (
     write_summary,
 )
 from streamproc.evaluation.runner import PackRun, check_server, run_packs
-from streamproc.inference import InferenceClient
+from streamproc.inference import open_router
 from streamproc.metrics import NOOP
 from streamproc.policy import Policy, load_pack
 
@@ -114,6 +114,7 @@ def run_evaluation(
     model: ModelClient | None = None,
     cascade: InferenceSettings | None = None,
     second: ModelClient | None = None,
+    embedding: InferenceSettings | None = None,
 ) -> list[WrittenReport]:
     """Run every pack over its items through the server ``inference`` names; write the reports.
 
@@ -123,7 +124,8 @@ def run_evaluation(
 
     ``cascade`` names the cascade's second model (``second`` replaces its client in tests):
     packs with a ``cascade`` band then cascade as in the worker, and their reports show the
-    cascade's cost and effect.
+    cascade's cost and effect. ``embedding`` names the embedding server of packs with the
+    embedding_probe scorer, when it is not ``inference``'s.
 
     Raises:
         ServerUnreachable: the server cannot be reached or does not serve the model.
@@ -134,7 +136,7 @@ def run_evaluation(
     plan.out.mkdir(parents=True, exist_ok=True)
     # An evaluation must finish: items the server fails on become errors, not a wait.
     settings = inference.model_copy(update={"on_unavailable": "review"})
-    runs = asyncio.run(_run(plan, settings, model, on_done, (cascade, second)))
+    runs = asyncio.run(_run(plan, (settings, embedding), model, on_done, (cascade, second)))
     context = ReportContext(
         dataset=str(plan.data),
         dataset_items=len(plan.items),
@@ -177,26 +179,32 @@ def headlines(out: Path, written: Sequence[WrittenReport]) -> list[str]:
 
 async def _run(
     plan: EvalPlan,
-    settings: InferenceSettings,
+    servers: tuple[InferenceSettings, InferenceSettings | None],
     model: ModelClient | None,
     on_done: Callable[[], None] | None,
     cascade: tuple[InferenceSettings | None, ModelClient | None],
 ) -> list[list[PackRun]]:
-    async with _client(settings, model) as first, _client(*cascade) as second:
+    settings, embedding = servers
+    async with _client(settings, model, embedding) as first, _client(*cascade) as second:
         return await _run_groups(plan, first, settings.max_inflight, on_done, second)
 
 
 @contextlib.asynccontextmanager
 async def _client(
-    settings: InferenceSettings | None, model: ModelClient | None
+    settings: InferenceSettings | None, model: ModelClient | None, embedding: InferenceSettings | None = None
 ) -> AsyncIterator[ModelClient | None]:
-    """``model`` (tests), else an HTTP client of the server ``settings`` names, checked first."""
+    """``model`` (tests), else an HTTP client of the servers named, each checked first."""
     if model is not None or settings is None:
         yield model
         return
-    api_key = settings.api_key.get_secret_value() if settings.api_key else None
-    await check_server(settings.base_url, settings.model, api_key=api_key)
-    async with InferenceClient(settings.model_copy(update={"on_unavailable": "review"}), NOOP) as client:
+    for server in (settings, embedding):
+        if server is not None:
+            api_key = server.api_key.get_secret_value() if server.api_key else None
+            await check_server(server.base_url, server.model, api_key=api_key)
+    # An evaluation must finish: items a server fails on become errors, not a wait.
+    review = {"on_unavailable": "review"}
+    second = embedding.model_copy(update=review) if embedding is not None else None
+    async with open_router(settings.model_copy(update=review), second, NOOP) as client:
         yield client
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,11 @@ __all__ = ["calibrated_pack_text"]
 
 
 def calibrated_pack_text(
-    source: Path, fits: Sequence[CategoryFit], provenance: CalibrationProvenance
+    source: Path,
+    fits: Sequence[CategoryFit],
+    provenance: CalibrationProvenance,
+    *,
+    top: Mapping[str, Any] | None = None,
 ) -> tuple[str, int]:
     """The text of ``source`` with each fitted category's thresholds and calibration set (the
     block removed when the fit has none) and ``calibration_provenance`` set, and how many
@@ -53,6 +57,8 @@ def calibrated_pack_text(
             node.pop("calibration", None)
         else:
             node["calibration"] = _calibration_node(fit.calibration)
+    for key, value in (top or {}).items():  # e.g. the scorer and heads `streamproc train` sets
+        data[key] = value
     data["calibration_provenance"] = _provenance_node(provenance)
     return _dump(data, layout), changed
 

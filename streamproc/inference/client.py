@@ -142,6 +142,11 @@ class InferenceClient:
         await self._http.aclose()
 
     @property
+    def base_url(self) -> str:
+        """The server's API root, as configured."""
+        return self._settings.base_url
+
+    @property
     def available(self) -> bool:
         """False while the circuit is not closed: the server failed repeatedly and is left
         alone but for one probe now and then."""

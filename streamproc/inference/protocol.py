@@ -13,13 +13,14 @@ __all__ = ["EchoedPrompt", "ModelAnswer", "ModelRequest", "TokenChoice"]
 class ModelRequest:
     """One HTTP request to an OpenAI-compatible server, without the model name."""
 
-    endpoint: Literal["chat/completions", "completions"]
+    endpoint: Literal["chat/completions", "completions", "embeddings"]
     body: dict[str, Any]
 
     @property
     def prompts(self) -> int:
-        """Sequences the server runs for it: a text completion may carry a list of prompts."""
-        prompt = self.body.get("prompt")
+        """Sequences the server runs for it: a text completion may carry a list of prompts,
+        an embeddings request a list of inputs."""
+        prompt = self.body.get("input" if self.endpoint == "embeddings" else "prompt")
         return len(prompt) if isinstance(prompt, list) else 1
 
     @property
@@ -65,4 +66,6 @@ class ModelAnswer:
     #: Text completion with ``echo``: one per prompt of the request, in its order; then
     #: ``text`` and ``tokens`` stay empty (the scorers read the prompts' log-probabilities).
     prompts: tuple[EchoedPrompt, ...] = ()
+    #: Embeddings request: one vector per input, in its order (the pooled hidden state).
+    embeddings: tuple[tuple[float, ...], ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)

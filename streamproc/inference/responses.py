@@ -1,4 +1,4 @@
-"""The subset of the OpenAI chat and text completion answers that streamproc reads, as vLLM
+"""The subset of the OpenAI chat, text completion and embeddings answers that streamproc reads, as vLLM
 serves them, decoded straight from the response bytes into ``ModelAnswer``.
 
 msgspec decodes into typed structs and skips every field not declared here without
@@ -96,9 +96,20 @@ class _EchoedResponse(msgspec.Struct, frozen=True):
     usage: _Usage | None = None
 
 
+class _Embedding(msgspec.Struct, frozen=True):
+    embedding: tuple[float, ...]
+    index: int = 0
+
+
+class _EmbeddingResponse(msgspec.Struct, frozen=True):
+    data: list[_Embedding]
+    usage: _Usage | None = None
+
+
 _CHAT = msgspec.json.Decoder(_ChatResponse)
 _COMPLETION = msgspec.json.Decoder(_CompletionResponse)
 _ECHOED = msgspec.json.Decoder(_EchoedResponse)
+_EMBEDDINGS = msgspec.json.Decoder(_EmbeddingResponse)
 
 
 def read_answer(request: ModelRequest, content: bytes) -> ModelAnswer:
@@ -108,6 +119,8 @@ def read_answer(request: ModelRequest, content: bytes) -> ModelAnswer:
         InferenceProtocolError: the body is not the answer such a request gets.
     """
     try:
+        if request.endpoint == "embeddings":
+            return _embeddings(_EMBEDDINGS.decode(content), request.prompts)
         if request.echoed:
             return _echoed(_ECHOED.decode(content), request.body["prompt"])
         if request.endpoint == "completions":
@@ -167,6 +180,17 @@ def _echoed(response: _EchoedResponse, prompt: str | list[str]) -> ModelAnswer:
     return _answer(response.usage, text="", prompts=tuple(echoed))
 
 
+def _embeddings(response: _EmbeddingResponse, inputs: int) -> ModelAnswer:
+    data = sorted(response.data, key=lambda d: d.index)
+    if [d.index for d in data] != list(range(inputs)):
+        raise InferenceProtocolError(
+            f"expected one embedding per input (indexes 0 to {inputs - 1}), got {[d.index for d in data]}"
+        )
+    if len({len(d.embedding) for d in data}) != 1 or not data[0].embedding:
+        raise InferenceProtocolError("the server returned empty embeddings or embeddings of different widths")
+    return _answer(response.usage, text="", embeddings=tuple(d.embedding for d in data))
+
+
 _Choice = TypeVar("_Choice")
 
 
@@ -182,6 +206,7 @@ def _answer(
     text: str,
     tokens: tuple[TokenChoice, ...] = (),
     prompts: tuple[EchoedPrompt, ...] = (),
+    embeddings: tuple[tuple[float, ...], ...] = (),
 ) -> ModelAnswer:
     details = usage.prompt_tokens_details if usage is not None else None
     return ModelAnswer(
@@ -191,4 +216,5 @@ def _answer(
         completion_tokens=usage.completion_tokens if usage is not None else 0,
         cached_prompt_tokens=details.cached_tokens if details is not None else None,
         prompts=prompts,
+        embeddings=embeddings,
     )

@@ -4,7 +4,7 @@ from streamproc.policy.model import Category, MediaBudget, Policy, Rule, ScorerN
 from streamproc.policy.packs import PolicySet, load_pack, load_policy_set
 from streamproc.policy.prompt import ItemContent, item_content, render_item, user_content
 from streamproc.policy.rule_fields import rule_fields_reference
-from streamproc.policy.scorers import SCORERS, Scorer
+from streamproc.policy.scorers import SCORERS, Scorer, uses_embeddings
 
 __all__ = [
     "SCORERS",
@@ -23,4 +23,5 @@ __all__ = [
     "render_item",
     "rule_fields_reference",
     "user_content",
+    "uses_embeddings",
 ]

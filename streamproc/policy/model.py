@@ -31,6 +31,7 @@ from pydantic_core import core_schema
 
 from streamproc.errors import ConfigError
 from streamproc.policy.cascade import Cascade
+from streamproc.policy.heads import ProbeHeads
 from streamproc.schemas import ContentType, Decision
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "CalibrationProvenance",
     "Category",
     "ContextualCalibration",
+    "HeadsRef",
     "InvalidPolicy",
     "IsotonicCalibration",
     "MediaBudget",
@@ -51,14 +53,15 @@ __all__ = [
     "Thresholds",
 ]
 
-ScorerName = Literal["channel", "label_logprob", "yes_no", "llama_guard", "json"]
+ScorerName = Literal["embedding_probe", "channel", "label_logprob", "yes_no", "llama_guard", "json"]
 #: live: the pack decides and its verdicts are enforced; shadow: a candidate run beside them.
 PolicyMode = Literal["live", "shadow"]
 DEFAULT_REVIEW_SLA_HOURS = 24.0
 #: Deployment choices and documentation, not decision logic: left out of the version, so a
 #: candidate keeps its version when its sample changes or it is promoted. The calibration's
 #: provenance says where thresholds came from; the thresholds themselves are versioned.
-_UNVERSIONED = ("mode", "shadow_sample", "description", "calibration_provenance")
+#: ``probe`` is what ``heads`` names, loaded: the version holds its checksum instead.
+_UNVERSIONED = ("mode", "shadow_sample", "description", "calibration_provenance", "probe")
 
 # A pack file may hold only the keys these types declare.
 _PACK_FILE: Final = ConfigDict(extra="forbid")
@@ -205,6 +208,15 @@ class CalibrationProvenance:
 
 @with_config(_PACK_FILE)
 @dataclass(frozen=True)
+class HeadsRef:
+    """``embedding_probe`` scorer: the heads file (relative to the pack) and its SHA-256."""
+
+    file: Annotated[str, StringConstraints(min_length=1)]
+    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+@with_config(_PACK_FILE)
+@dataclass(frozen=True)
 class Category:
     """One kind of violation, written as policy text the model reads."""
 
@@ -290,6 +302,10 @@ class Policy:
     calibration_provenance: CalibrationProvenance | None = None
     #: Items whose calibrated scores are uncertain go to the deployment's second model.
     cascade: Cascade | None = None
+    #: ``embedding_probe`` scorer: the trained heads it applies (``streamproc train``).
+    heads: HeadsRef | None = None
+    #: The heads themselves, loaded by ``load_pack`` from ``heads`` (never written in a pack).
+    probe: ProbeHeads | None = None
 
     def __post_init__(self) -> None:
         labels = [c.label for c in self.categories] + [self.safe_label]
@@ -316,6 +332,11 @@ class Policy:
                 f"calibration_provenance.categories names {sorted(set(fitted) - set(self.category_ids))}, "
                 f"which are not categories of policy {self.name}"
             )
+        if (self.scorer == "embedding_probe") != (self.heads is not None):
+            raise InvalidPolicy(
+                f"policy {self.name}: the embedding_probe scorer needs heads (file and sha256, written by "
+                "`streamproc train`), and heads apply to it only"
+            )
         if self.mode == "live" and self.shadow_sample != 1.0:
             raise InvalidPolicy(
                 "shadow_sample applies to mode: shadow packs only; remove it or set mode: shadow"
@@ -329,7 +350,7 @@ class Policy:
             del fields[name]
         # Optional fields a pack leaves unset are left out, so packs written before those
         # fields existed keep their versions.
-        for name in ("channel_neutral", "cascade"):
+        for name in ("channel_neutral", "cascade", "heads"):
             if fields[name] is None:
                 del fields[name]
         for category in fields["categories"]:

@@ -8,6 +8,7 @@ name the file and line.
 
 from __future__ import annotations
 
+import dataclasses
 import string
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -17,6 +18,7 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from streamproc.errors import ConfigError, describe_validation_error
+from streamproc.policy.heads import load_heads
 from streamproc.policy.model import Policy
 from streamproc.policy.rules import CompiledRules
 from streamproc.policy.scorers import SCORERS
@@ -81,6 +83,8 @@ def load_pack(path: Path) -> Policy:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+    if isinstance(data, dict) and "probe" in data:
+        raise ConfigError(f"{path}: `probe` is not a pack key; name the heads file under `heads:`")
     try:
         policy = _PACK.validate_python(_with_labels(data))
     except ValidationError as exc:
@@ -95,6 +99,9 @@ def load_pack(path: Path) -> Policy:
         raise ConfigError(_rule_problems(path, root, policy, str(exc))) from exc
     if policy.scorer not in SCORERS:
         raise ConfigError(f"{path}: scorer {policy.scorer!r} is not available; choose from {sorted(SCORERS)}")
+    if policy.heads is not None:
+        heads = load_heads(path.parent / policy.heads.file, policy.heads.sha256, policy.category_ids)
+        policy = dataclasses.replace(policy, probe=heads)
     return policy
 
 

@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from prometheus_client import CollectorRegistry
 
 from streamproc.config import Settings
-from streamproc.inference import InferenceClient
+from streamproc.inference import InferenceClient, ModelRouter
 from streamproc.kafka_security import client_options
 from streamproc.metrics import NOOP, QualityRecorder, create_quality
 from streamproc.policy import PolicySet
@@ -75,6 +75,8 @@ class QualityService:
         # The pipeline's and the model client's own figures are the worker's; they are not
         # exported here so that dashboards do not mistake this service for a worker.
         self._model = InferenceClient(inference, NOOP)
+        embedding = settings.embedding.inference(settings.inference)  # embedding_probe packs
+        self._embedding = InferenceClient(embedding, NOOP) if embedding is not None else None
         self._fetcher = KafkaContentFetcher(
             settings.kafka.bootstrap_servers,
             settings.kafka.client_id,
@@ -83,7 +85,7 @@ class QualityService:
         )
         appeals = AppealEvaluator(
             policies,
-            self._model,
+            ModelRouter(self._model, self._embedding),
             self._fetcher,
             metrics,
             model_name=inference.model,
@@ -133,6 +135,8 @@ class QualityService:
                 await maintenance
             await self._fetcher.close()
             await self._model.aclose()
+            if self._embedding is not None:
+                await self._embedding.aclose()
         self._maintain()
 
     def _maintenance_ended(self, task: asyncio.Task[None]) -> None:

@@ -22,7 +22,7 @@ from streamproc.decision import (
     sampled_shadows,
 )
 from streamproc.metrics import NOOP, WorkerRecorder
-from streamproc.policy import Policy, PolicySet
+from streamproc.policy import Policy, PolicySet, uses_embeddings
 from streamproc.schemas import (
     ContentEvent,
     ContentType,
@@ -53,6 +53,7 @@ class Processor:
         metrics: WorkerRecorder,
         *,
         model_name: str,
+        embedding_model_name: str | None = None,
         worker_id: str,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         second: SecondModel | None = None,
@@ -63,6 +64,7 @@ class Processor:
         self.policies = policies
         self._model = model
         self._model_name = model_name
+        self._embedding_model_name = embedding_model_name or model_name  # embedding_probe packs
         self._second = second  # the cascade's second model, for packs with a cascade band
         self._metrics = metrics
         self._clock = clock
@@ -146,7 +148,7 @@ class Processor:
             policies.rules(policy),
             event,
             self._model,
-            model_name=self._model_name,
+            model_name=self._embedding_model_name if uses_embeddings(policy) else self._model_name,
             source=source,
             received=received,
             clock=self._clock,

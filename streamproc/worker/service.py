@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from streamproc.config import Settings
 from streamproc.decision import SecondModel
-from streamproc.inference import InferenceClient
+from streamproc.inference import InferenceClient, ModelRouter
 from streamproc.metrics import PrometheusWorkerMetrics, WorkerRecorder, create
 from streamproc.policy import PolicySet, load_policy_set
 from streamproc.stream import Pipeline, PipelineFailed, host
@@ -57,7 +57,7 @@ class ModerationService:
         self._policies = policies
         self._metrics = metrics
         self._pipeline: Pipeline | None = None
-        self._client: InferenceClient | None = None
+        self._client: ModelRouter | None = None
         self._stopped = False
 
     def ready(self) -> list[str]:
@@ -67,8 +67,7 @@ class ModerationService:
         if pipeline is None or client is None:
             return ["starting: model client and pipeline not set up yet"]
         reasons = pipeline.readiness()
-        if not client.available:
-            reasons.append(f"model server {self._settings.inference.base_url} unavailable: circuit open")
+        reasons += [f"model server {url} unavailable: circuit open" for url in client.unavailable]
         return reasons
 
     def stop(self) -> None:
@@ -81,10 +80,11 @@ class ModerationService:
         """Run until ``stop()``; raises PipelineFailed if an item could not be finished."""
         settings, metrics = self._settings, self._metrics
         async with (
-            InferenceClient(settings.inference, metrics) as client,
+            InferenceClient(settings.inference, metrics) as generative,
+            _embedding_client(settings, metrics) as embedding,
             _second_model(settings, metrics) as second,
         ):
-            self._client = client
+            self._client = client = ModelRouter(generative, embedding)
             processor = Processor(
                 settings.topics,
                 settings.audit,
@@ -92,6 +92,7 @@ class ModerationService:
                 client,
                 metrics,
                 model_name=settings.inference.model,
+                embedding_model_name=settings.embedding.model or settings.inference.model,
                 worker_id=settings.kafka.client_id,
                 second=second,
             )
@@ -126,6 +127,19 @@ class ModerationService:
 
 
 @contextlib.asynccontextmanager
+async def _embedding_client(
+    settings: Settings, metrics: WorkerRecorder
+) -> AsyncIterator[InferenceClient | None]:
+    """The embedding server's own client, when ``embedding`` names a server or model of its own."""
+    inference = settings.embedding.inference(settings.inference)
+    if inference is None:
+        yield None
+        return
+    async with InferenceClient(inference, _SecondModelMetrics(metrics)) as client:
+        yield client
+
+
+@contextlib.asynccontextmanager
 async def _second_model(settings: Settings, metrics: WorkerRecorder) -> AsyncIterator[SecondModel | None]:
     """The cascade's second model client, when ``cascade.model`` is set."""
     inference = settings.cascade.inference(settings.inference)
@@ -137,7 +151,8 @@ async def _second_model(settings: Settings, metrics: WorkerRecorder) -> AsyncIte
 
 
 class _SecondModelMetrics:
-    """The second client's requests, latency and errors count with the first's; the limit,
+    """A second client's (the cascade's or the embedding server's) requests, latency and
+    errors count with the first's; the limit,
     prompts-in-flight and circuit gauges stay the main model's (one series each, read by
     readiness and alerts)."""
 
@@ -247,6 +262,8 @@ def _summary(settings: Settings, policies: PolicySet, server: HealthServer | Non
         "model_url": settings.inference.base_url,
         "model_name": settings.inference.model,
         "cascade_model": settings.cascade.model,  # None: no cascade
+        "embedding_url": settings.embedding.base_url,  # None: the model server's
+        "embedding_model": settings.embedding.model,
         "packs": sorted(policies.versions.values()),  # each version names its pack
         "metrics_address": f"{server.host}:{server.port}" if server is not None else "disabled",
     }

@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamproc.config import TopicSettings
-from streamproc.dev.devstack import Broker, ManagedProcess, VllmServer, free_port, wait_for_port
+from streamproc.dev.devstack import Broker, ManagedProcess, VllmServer, free_port, serving, wait_for_port
 from streamproc.topics import apply_topics, load_topic_specs
 from tests.factories import label_pack
 
@@ -26,6 +26,7 @@ LOGS = ROOT / ".test-logs"
 SERVED_MODEL = "streamproc-test-model"
 #: The same model under a second name: the cascade's second model in tests.
 CASCADE_MODEL = "streamproc-test-model-b"
+EMBEDDING_MODEL = "streamproc-test-embedding"
 
 pytestmark = pytest.mark.integration
 
@@ -36,28 +37,57 @@ def broker() -> Iterator[Broker]:
         yield running
 
 
+@dataclass(frozen=True)
+class ModelServers:
+    generative: VllmServer
+    #: The first layers of the same model in pooling mode: the shipped packs' embedding_probe.
+    embedding: VllmServer
+
+
 @pytest.fixture(scope="session")
-def vllm() -> Iterator[VllmServer]:
+def model_servers() -> Iterator[ModelServers]:
     python, model = os.environ.get("STREAMPROC_TEST_VLLM_PYTHON"), os.environ.get("STREAMPROC_TEST_MODEL_DIR")
-    if not python or not model:
+    backbone = os.environ.get("STREAMPROC_TEST_EMBEDDING_MODEL_DIR")
+    if not python or not model or not backbone:
         pytest.fail(
-            "the integration tests need a real vLLM server. Run them with `make test`, which builds "
-            "the server's virtualenv and the model, or set STREAMPROC_TEST_VLLM_PYTHON (python of a "
-            "virtualenv with vllm) and STREAMPROC_TEST_MODEL_DIR (a model directory).",
+            "the integration tests need real vLLM servers. Run them with `make test`, which builds "
+            "the server's virtualenv and the models, or set STREAMPROC_TEST_VLLM_PYTHON (python of a "
+            "virtualenv with vllm), STREAMPROC_TEST_MODEL_DIR (a model directory) and "
+            "STREAMPROC_TEST_EMBEDDING_MODEL_DIR (its backbone: scripts/prepare_model.sh backbone).",
             pytrace=False,
         )
     # --enforce-eager skips torch.compile: start-up drops from about 125 s to 35 s on two
-    # cores, at a throughput cost that these tests do not measure.
-    server = VllmServer(
-        Path(python),
-        Path(model),
-        SERVED_MODEL,
-        LOGS / "vllm.log",
-        extra_args=["--enforce-eager"],
-        other_names=[CASCADE_MODEL],
+    # cores, at a throughput cost that these tests do not measure. Both start at once.
+    servers = ModelServers(
+        VllmServer(
+            Path(python),
+            Path(model),
+            SERVED_MODEL,
+            LOGS / "vllm.log",
+            extra_args=["--enforce-eager"],
+            other_names=[CASCADE_MODEL],
+        ),
+        VllmServer(
+            Path(python),
+            Path(backbone),
+            EMBEDDING_MODEL,
+            LOGS / "vllm-embedding.log",
+            extra_args=["--enforce-eager"],
+            pooling=True,
+        ),
     )
-    with server:
-        yield server
+    with serving([servers.generative, servers.embedding]):
+        yield servers
+
+
+@pytest.fixture(scope="session")
+def vllm(model_servers: ModelServers) -> VllmServer:
+    return model_servers.generative
+
+
+@pytest.fixture(scope="session")
+def embedding_server(model_servers: ModelServers) -> VllmServer:
+    return model_servers.embedding
 
 
 @pytest.fixture
@@ -113,10 +143,12 @@ def _start(command: str, port: int, env: dict[str, str]) -> Worker:
     return Worker(process, port)
 
 
-def _model_and_topics(vllm: VllmServer, topics: TopicSettings) -> dict[str, str]:
+def _model_and_topics(servers: ModelServers, topics: TopicSettings) -> dict[str, str]:
     return {
-        "STREAMPROC_INFERENCE__BASE_URL": vllm.base_url,
+        "STREAMPROC_INFERENCE__BASE_URL": servers.generative.base_url,
         "STREAMPROC_INFERENCE__MODEL": SERVED_MODEL,
+        "STREAMPROC_EMBEDDING__BASE_URL": servers.embedding.base_url,
+        "STREAMPROC_EMBEDDING__MODEL": EMBEDDING_MODEL,
         "STREAMPROC_METRICS__HOST": "127.0.0.1",
         "STREAMPROC_POLICY__PATHS": json.dumps([str(ROOT / "policies")]),
         **{f"STREAMPROC_TOPICS__{field.upper()}": name for field, name in topics.model_dump().items()},
@@ -134,7 +166,7 @@ def label_policy_paths(directory: Path) -> dict[str, str]:
 
 @pytest.fixture
 def start_worker(
-    broker: Broker, vllm: VllmServer, topics: TopicSettings, tmp_path: Path
+    broker: Broker, model_servers: ModelServers, topics: TopicSettings, tmp_path: Path
 ) -> Iterator[StartWorker]:
     """Start `streamproc worker` processes wired to this test's topics; extra env overrides."""
     started: list[Worker] = []
@@ -145,7 +177,7 @@ def start_worker(
             "STREAMPROC_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap,
             "STREAMPROC_KAFKA__GROUP_ID": f"streamproc-test-{uuid.uuid4().hex[:8]}",
             "STREAMPROC_METRICS__PORT": str(port),
-            **_model_and_topics(vllm, topics),
+            **_model_and_topics(model_servers, topics),
             **env,
         }
         started.append(_start("worker", port, settings_env))
@@ -158,7 +190,7 @@ def start_worker(
 
 @pytest.fixture
 def start_quality(
-    broker: Broker, vllm: VllmServer, topics: TopicSettings, tmp_path: Path
+    broker: Broker, model_servers: ModelServers, topics: TopicSettings, tmp_path: Path
 ) -> Iterator[StartQuality]:
     """Start `streamproc quality` on this test's topics, always on the same store; extra env overrides.
 
@@ -174,7 +206,7 @@ def start_quality(
             "STREAMPROC_QUALITY__DATA_DIR": str(tmp_path / "quality"),
             "STREAMPROC_QUALITY__METRICS_PORT": str(port),
             "STREAMPROC_QUALITY__REFRESH_SECONDS": "0.2",
-            **_model_and_topics(vllm, topics),
+            **_model_and_topics(model_servers, topics),
             **env,
         }
         started.append(_start("quality", port, settings_env))

@@ -5,8 +5,10 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Final
 
+from streamproc.policy.model import Policy
 from streamproc.policy.scorers.base import Scorer, logprob_request
 from streamproc.policy.scorers.channel import ChannelScorer
+from streamproc.policy.scorers.embedding_probe import EmbeddingProbeScorer
 from streamproc.policy.scorers.json_scores import JsonScorer
 from streamproc.policy.scorers.label_logprob import LabelLogprobScorer, label_scores, system_prompt
 from streamproc.policy.scorers.llama_guard import LlamaGuardScorer
@@ -15,6 +17,7 @@ from streamproc.policy.scorers.yes_no import YesNoScorer
 __all__ = [
     "SCORERS",
     "ChannelScorer",
+    "EmbeddingProbeScorer",
     "JsonScorer",
     "LabelLogprobScorer",
     "LlamaGuardScorer",
@@ -23,11 +26,24 @@ __all__ = [
     "label_scores",
     "logprob_request",
     "system_prompt",
+    "uses_embeddings",
 ]
 
 SCORERS: Final[MappingProxyType[str, Scorer]] = MappingProxyType(
     {
         scorer.name: scorer
-        for scorer in (ChannelScorer(), LabelLogprobScorer(), YesNoScorer(), LlamaGuardScorer(), JsonScorer())
+        for scorer in (
+            EmbeddingProbeScorer(),
+            ChannelScorer(),
+            LabelLogprobScorer(),
+            YesNoScorer(),
+            LlamaGuardScorer(),
+            JsonScorer(),
+        )
     }
 )
+
+
+def uses_embeddings(policy: Policy) -> bool:
+    """Whether the pack's scorer asks the embedding server (the others ask the generative one)."""
+    return policy.scorer == EmbeddingProbeScorer.name

@@ -1,0 +1,63 @@
+"""One model client over the servers of a deployment: embeddings requests go to the
+embedding server (vLLM in pooling mode) when it is a server of its own, every other
+request to the generative server."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from streamproc.config import InferenceSettings
+from streamproc.inference.client import InferenceClient
+from streamproc.inference.protocol import ModelAnswer, ModelRequest
+from streamproc.metrics import InferenceRecorder
+
+__all__ = ["ModelRouter", "open_router"]
+
+
+class ModelRouter:
+    """Routes each request by its endpoint; both clients keep their own limits and circuits."""
+
+    def __init__(self, generative: InferenceClient, embedding: InferenceClient | None = None) -> None:
+        self._generative = generative
+        self._embedding = embedding
+
+    def _clients(self) -> tuple[InferenceClient, ...]:
+        return (self._generative,) if self._embedding is None else (self._generative, self._embedding)
+
+    async def complete(self, request: ModelRequest) -> ModelAnswer:
+        if request.endpoint == "embeddings" and self._embedding is not None:
+            return await self._embedding.complete(request)
+        return await self._generative.complete(request)
+
+    @property
+    def available(self) -> bool:
+        """False while either server's circuit is not closed."""
+        return all(client.available for client in self._clients())
+
+    @property
+    def holding(self) -> bool:
+        """True while either client holds items for its server (see InferenceClient.holding)."""
+        return any(client.holding for client in self._clients())
+
+    @property
+    def unavailable(self) -> list[str]:
+        """API roots of the servers whose circuit is open."""
+        return [client.base_url for client in self._clients() if not client.available]
+
+
+@contextlib.asynccontextmanager
+async def open_router(
+    generative: InferenceSettings,
+    embedding: InferenceSettings | None,
+    metrics: InferenceRecorder,
+    embedding_metrics: InferenceRecorder | None = None,
+) -> AsyncIterator[ModelRouter]:
+    """A router over clients of these servers (``embedding`` None: the generative server
+    answers embeddings requests too), closed on the way out."""
+    async with InferenceClient(generative, metrics) as first:
+        if embedding is None:
+            yield ModelRouter(first)
+            return
+        async with InferenceClient(embedding, embedding_metrics or metrics) as second:
+            yield ModelRouter(first, second)
