@@ -321,7 +321,10 @@ def model_faults(
     figures = Figures("model server slow / 5xx / garbage / dropped")
     proxy.set("pass")
     env = {**FAST_WORKER_ENV, **MODEL_FAULT_ENV, **topic_env(topics)}
-    worker = start(**env, STREAMPROC_INFERENCE__BASE_URL=proxy.base_url)
+    # Every model request through the proxy, whichever server the packs' scorer asks.
+    worker = start(
+        **env, STREAMPROC_INFERENCE__BASE_URL=proxy.base_url, STREAMPROC_EMBEDDING__BASE_URL=proxy.base_url
+    )
     windows: list[tuple[str, datetime, datetime]] = []
     expected: set[str] = set()
     with Collector(bootstrap, topics) as collector:

@@ -1,32 +1,36 @@
 #!/usr/bin/env python3
 """Choose the scorer and prompt by measurement: every variant calibrated on one split, tested on the other.
 
-    python scripts/compare_scorers.py --vllm-url URL --model-name NAME [--only NAME ...]
-    python scripts/compare_scorers.py --vllm-python PY --model-dir DIR   # starts one vLLM for all
+    python scripts/compare_scorers.py --vllm-url URL --model-name NAME \
+        --embedding-url URL --embedding-model-name NAME [--only NAME ...]
+    python scripts/compare_scorers.py --vllm-python PY --model-dir DIR --embedding-model-dir DIR
+                                      # starts the two vLLM servers once for all variants
 
 Each variant is the shipped packs with one change (scorer, prompt text, examples, category
-order). For each: `streamproc calibrate` fits thresholds on the calibration split, then
-`streamproc eval` runs the calibrated packs over the test split, which calibration never
-sees. Prints one table (violation P/R/F1 over both packs, automation rate, requests and
+order). For each: `streamproc calibrate` fits thresholds on the calibration split (for
+`embedding_probe`, `streamproc train` fits heads and thresholds there), then `streamproc
+eval` runs the packs over the test split, which neither ever sees. Prints one table (violation P/R/F1 over both packs, automation rate, requests and
 prompt tokens per item) and, with --write-docs, puts it in docs/scorers.md.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import os
 import platform
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
 import yaml
+
+from streamproc.cli.model_server import ServerOptions, model_servers, server_options
+from streamproc.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKS = ("listings", "videos")
@@ -41,6 +45,10 @@ def _scorer(name: str) -> Callable[[Pack], None]:
         pack["scorer"] = name
 
     return change
+
+
+#: The review-recall target `make train` fits the shipped heads' thresholds with.
+PROBE_REVIEW_RECALL = "0.85"
 
 
 def _no_examples(pack: Pack) -> None:
@@ -71,6 +79,11 @@ def _plain_channel(pack: Pack) -> None:
 
 #: name → (what changes from the shipped packs, the change)
 VARIANTS: dict[str, tuple[str, Callable[[Pack], None]]] = {
+    "embedding_probe": (
+        "linear heads on the backbone's mean-pooled hidden state, trained on the calibration split "
+        f"(thresholds out of fold, review recall {PROBE_REVIEW_RECALL})",
+        _scorer("label_logprob"),  # any scorer without heads: `streamproc train` replaces it
+    ),
     "channel": ("channel scorer, the packs' channel texts (examples inside)", _scorer("channel")),
     "channel-plain": ("channel scorer, category title and description as the text", _plain_channel),
     "label_logprob": ("one letter per item, policy then item", _scorer("label_logprob")),
@@ -111,6 +124,7 @@ def _variant_packs(change: Callable[[Pack], None], into: Path) -> list[Path]:
         for category in pack["categories"]:  # start from the uncalibrated text
             category.pop("calibration", None)
         pack.pop("calibration_provenance", None)
+        pack.pop("heads", None)  # the shipped heads: each variant fits its own
         change(pack)
         path = into / f"{name}.yaml"
         path.write_text(yaml.safe_dump(pack, sort_keys=False, allow_unicode=True))
@@ -122,7 +136,8 @@ def _measure(name: str, server: list[str], data: tuple[Path, Path], out: Path) -
     change = VARIANTS[name][1]
     packs = _variant_packs(change, out / name / "packs")
     calibrated = out / name / "calibrated"
-    _run(["calibrate", *_policies(packs), "--data", str(data[0]), "--out", str(calibrated), *server])
+    fit = ["train", "--review-recall", PROBE_REVIEW_RECALL] if name == "embedding_probe" else ["calibrate"]
+    _run([*fit, *_policies(packs), "--data", str(data[0]), "--out", str(calibrated), *server])
     report = out / name / "eval"
     _run(
         [
@@ -191,26 +206,8 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-@contextlib.contextmanager
-def _server(
-    url: str | None, python: Path | None, model_dir: Path | None, model: str, out: Path
-) -> Iterator[str]:
-    if url:
-        yield url
-        return
-    if python is None or model_dir is None:
-        raise click.UsageError("pass --vllm-url, or --vllm-python and --model-dir to start a server")
-    from streamproc.dev.devstack import VllmServer  # only when starting one
-
-    with VllmServer(python, model_dir, model, out / "vllm.log") as running:
-        yield running.base_url
-
-
 @click.command()
-@click.option("--vllm-url", help="A running OpenAI-compatible server's API root.")
-@click.option("--vllm-python", type=click.Path(path_type=Path), help="Start vLLM with this python.")
-@click.option("--model-dir", type=click.Path(path_type=Path), help="Model directory to serve.")
-@click.option("--model-name", default="smollm2-135m-instruct", show_default=True)
+@server_options
 @click.option(
     "--calibration",
     type=click.Path(path_type=Path),
@@ -221,10 +218,7 @@ def _server(
 @click.option("--out", type=click.Path(path_type=Path), default=ROOT / ".compare", show_default=True)
 @click.option("--write-docs", is_flag=True, help=f"Put the table in {DOC.relative_to(ROOT)}.")
 def main(
-    vllm_url: str | None,
-    vllm_python: Path | None,
-    model_dir: Path | None,
-    model_name: str,
+    servers: ServerOptions,
     calibration: Path,
     test: Path,
     only: tuple[str, ...],
@@ -233,13 +227,19 @@ def main(
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    with _server(vllm_url, vllm_python, model_dir, model_name, out) as url:
-        server = ["--vllm-url", url, "--model-name", model_name]
-        for name in only or VARIANTS:
+    names = only or tuple(VARIANTS)
+    roles = (any(n != "embedding_probe" for n in names), "embedding_probe" in names)  # servers to start
+    with model_servers(servers, Settings(), out, packs=[], roles=roles) as running:
+        embedding = running.embedding or running.generative
+        server = ["--vllm-url", running.generative.base_url, "--model-name", running.generative.model,
+                  "--embedding-url", embedding.base_url, "--embedding-model-name", embedding.model]  # fmt: skip
+        for name in names:
             rows.append(_measure(name, server, (calibration, test), out))
     table = _table(rows)
+    model_name = running.generative.model
     note = (
-        f"Model `{model_name}`; calibrated on `{calibration.name}`, tested on `{test.name}` "
+        f"Model `{model_name}` (embedding_probe: `{embedding.model}`); calibrated on `{calibration.name}`, "
+        f"tested on `{test.name}` "
         f"({rows[0]['items']} items); {datetime.now(UTC):%Y-%m-%d}; {platform.machine()}, "
         f"{platform.python_version()}."
     )

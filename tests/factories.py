@@ -115,12 +115,12 @@ def label_policies() -> PolicySet:
 
     For tests of plumbing and decision logic whose fake model speaks the label protocol (one
     letter with its top log-probabilities, one request per item): the shipped packs use the
-    ``channel`` scorer, whose requests such a fake cannot answer. Tests that depend on
+    ``embedding_probe`` scorer, whose requests such a fake cannot answer. Tests that depend on
     particular thresholds set them with ``Policy.with_thresholds``.
     """
     shipped = shipped_policies()
     packs = (*shipped.policies, *shipped.shadow_policies)
-    return PolicySet([dataclasses.replace(p, scorer="label_logprob") for p in packs])
+    return PolicySet([dataclasses.replace(p, scorer="label_logprob", heads=None, probe=None) for p in packs])
 
 
 def label_pack(pack: Path, directory: Path) -> Path:
@@ -130,6 +130,9 @@ def label_pack(pack: Path, directory: Path) -> Path:
     """
     text, found = re.subn(r"^scorer: \w+$", "scorer: label_logprob", pack.read_text(), flags=re.MULTILINE)
     assert found == 1, f"{pack} has no top-level scorer line to replace"
+    text = re.sub(
+        r"^heads: \{.*\}$", "# heads: for the embedding_probe scorer only", text, flags=re.MULTILINE
+    )
     directory.mkdir(parents=True, exist_ok=True)
     out = directory / pack.name
     out.write_text(text)

@@ -10,7 +10,7 @@ from streamproc.cli.demo import demo
 from streamproc.cli.evaluate import eval_
 from streamproc.cli.policy import policy
 from streamproc.cli.resources import publish, schemas, topics
-from streamproc.cli.services import check_config, quality, worker
+from streamproc.cli.services import check_config, export_labels, quality, worker
 from streamproc.cli.train import train
 
 __all__ = ["cli", "main"]
@@ -34,6 +34,7 @@ for _command in (
     eval_,
     calibrate,
     train,
+    export_labels,
 ):
     cli.add_command(_command)
 

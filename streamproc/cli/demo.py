@@ -19,7 +19,12 @@ __all__ = ["demo"]
     "--duration",
     type=click.FloatRange(min=0),
     default=None,
-    help="Stop after this many seconds (default: wait for Ctrl-C).",
+    help="Stop this many seconds after publishing the samples (default: wait for Ctrl-C).",
+)
+@click.option(
+    "--until-done",
+    is_flag=True,
+    help="Stop once every sample has its verdict or dead letter (exit status 1 if some never do).",
 )
 @click.option(
     "--samples",
@@ -51,6 +56,7 @@ __all__ = ["demo"]
 def demo(
     servers: ServerOptions,
     duration: float | None,
+    until_done: bool,
     samples_dir: Path,
     topics_dir: Path,
     policies_dir: Path,
@@ -79,6 +85,7 @@ def demo(
                 policies_dir=policies_dir,
                 metrics_port=metrics_port,
                 run_dir=run_dir,
+                until_done=until_done,
             )
             run_demo(options)
     except ConfigError as exc:

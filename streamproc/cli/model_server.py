@@ -122,14 +122,13 @@ def model_servers(
     *,
     packs: Sequence[Policy],
     other_names: Sequence[str] = (),
-    embedding_only: bool = False,
+    roles: tuple[bool, bool] | None = None,
 ) -> Iterator[ModelServers]:
-    """The servers to use: running ones, or vLLM servers started here and stopped after."""
+    """The servers to use: running ones, or vLLM servers started here and stopped after.
+    ``roles`` (generative, embedding) overrides which ones the packs need."""
     from streamproc.dev.devstack import VllmServer, serving  # noqa: PLC0415 - only when starting one
 
-    need_generative, need_embedding = (
-        (False, True) if embedding_only else needs(packs, cascade=bool(other_names))
-    )
+    need_generative, need_embedding = roles or needs(packs, cascade=bool(other_names))
     generative = settings.inference.model_copy(
         update={
             "base_url": options.vllm_url or settings.inference.base_url,

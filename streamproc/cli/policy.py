@@ -25,6 +25,7 @@ def policy_check(files: tuple[Path, ...]) -> None:
     names no packs."""
     from streamproc.policy import PolicySet, load_pack  # noqa: PLC0415
     from streamproc.policy.calibration import describe_calibrated  # noqa: PLC0415
+    from streamproc.policy.heads import describe_heads  # noqa: PLC0415
     from streamproc.policy.packs import pack_files  # noqa: PLC0415
 
     failed = False
@@ -48,6 +49,8 @@ def policy_check(files: tuple[Path, ...]) -> None:
             f"{len(pack.rules)} rules, scorer {pack.scorer})"
         )
         for line in describe_calibrated(pack):  # calibrated thresholds and where they came from
+            click.echo(f"    {line}")
+        for line in describe_heads(pack.probe) if pack.probe is not None else []:
             click.echo(f"    {line}")
     if failed:
         raise click.ClickException("some packs are invalid; the lines above say where")

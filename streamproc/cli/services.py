@@ -1,4 +1,4 @@
-"""`streamproc worker`, `streamproc quality` and `streamproc check-config`."""
+"""`streamproc worker`, `streamproc quality`, `streamproc export-labels` and `streamproc check-config`."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from streamproc.errors import ConfigError, StreamprocError
 
 if TYPE_CHECKING:
     from streamproc.policy import PolicySet
+    from streamproc.quality.export import ExportReport
 
-__all__ = ["check_config", "quality", "worker"]
+__all__ = ["check_config", "export_labels", "quality", "worker"]
 
 
 @click.command()
@@ -117,3 +118,47 @@ def check_config(config_file: Path | None, reference: bool) -> None:
         p.name: {"version": p.version, "shadow_sample": p.shadow_sample} for p in policies.shadow_policies
     }
     click.echo(json.dumps(shown, indent=2))
+
+
+@click.command("export-labels")
+@config_option
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Labeled dataset to write (JSONL, as `streamproc train` and `eval` read).",
+)
+def export_labels(config_file: Path | None, out: Path) -> None:
+    """Export the labels the quality service has joined (review outcomes, audit labels, appeal
+    outcomes), with each item's content read back from its topic, as a training dataset."""
+    from streamproc.kafka_security import client_options  # noqa: PLC0415
+    from streamproc.quality.content_fetch import KafkaContentFetcher  # noqa: PLC0415
+    from streamproc.quality.export import export_labels as export  # noqa: PLC0415
+    from streamproc.quality.service import open_store  # noqa: PLC0415
+
+    settings = load(config_file)
+    quiet_kafka_client()
+    fetcher = KafkaContentFetcher(
+        settings.kafka.bootstrap_servers,
+        settings.kafka.client_id,
+        timeout_seconds=settings.quality.appeal_fetch_timeout_seconds,
+        security=client_options(settings.kafka),
+    )
+
+    async def run() -> tuple[bytes, ExportReport]:
+        try:
+            with open_store(settings) as store:
+                return await export(store, fetcher)
+        finally:
+            await fetcher.close()
+
+    try:
+        content, report = asyncio.run(run())
+    except StreamprocError as exc:
+        raise click.ClickException(str(exc)) from exc
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(content)
+    sources = ", ".join(f"{n} {s}" for s, n in sorted(report.sources.items())) or "none"
+    click.echo(f"{out}: {report.written} labeled items ({sources})")
+    for reason, count in sorted(report.skipped.items()):
+        click.echo(f"  left out: {count} ({reason})")

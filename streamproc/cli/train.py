@@ -63,6 +63,13 @@ _PROBABILITY = click.FloatRange(0.0, 1.0, min_open=True)
     show_default=True,
     help="Reject threshold: the lowest whose out-of-fold precision reaches this.",
 )
+@click.option(
+    "--shadow",
+    default=None,
+    metavar="NAME",
+    help="Write the one pack as a shadow candidate named NAME (mode: shadow), to run beside the live "
+    "pack and compare (`streamproc eval --compare`, the quality service's per-version figures).",
+)
 @server_options
 def train(
     config_file: Path | None,
@@ -71,6 +78,7 @@ def train(
     out: Path,
     review_recall: float,
     reject_precision: float,
+    shadow: str | None,
     servers: ServerOptions,
 ) -> None:
     """Embed a labeled split through the embedding server, fit a linear head per category
@@ -82,7 +90,7 @@ def train(
     settings = load(config_file)
     targets = Targets(review_recall, reject_precision)
     try:
-        plan = plan_training(policy_files, data, out, targets)  # before any server starts
+        plan = plan_training(policy_files, data, out, targets, shadow=shadow)  # before any server starts
     except ConfigError as exc:
         raise BadConfiguration(str(exc)) from exc
     command = shlex.join(
@@ -92,7 +100,7 @@ def train(
     try:
         with contextlib.ExitStack() as stack:
             running = stack.enter_context(
-                model_servers(servers, settings, out, packs=[], embedding_only=True)
+                model_servers(servers, settings, out, packs=[], roles=(False, True))
             )
             embedding = running.embedding or running.generative
             on_done = None

@@ -201,8 +201,12 @@ class VllmServer(ManagedProcess):
         return f"http://127.0.0.1:{self.port}/v1"
 
     def start(self, timeout: float = 600.0) -> None:
-        super().start()
+        self.launch()
         self.wait_healthy(timeout)
+
+    def launch(self) -> None:
+        """Start the process without waiting for it to serve."""
+        super().start()
 
     def wait_healthy(self, timeout: float = 600.0) -> None:
         """Wait for /health after the process started (several servers may start together)."""
@@ -226,7 +230,7 @@ def serving(servers: Sequence[VllmServer], timeout: float = 600.0) -> Iterator[N
     process), wait until all are healthy, stop them all on the way out."""
     with contextlib.ExitStack() as stack:
         for server in servers:
-            ManagedProcess.start(server)
+            server.launch()
             stack.callback(server.stop)
         for server in servers:
             server.wait_healthy(timeout)

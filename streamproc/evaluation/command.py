@@ -28,7 +28,7 @@ from streamproc.evaluation.report import (
 from streamproc.evaluation.runner import PackRun, check_server, run_packs
 from streamproc.inference import open_router
 from streamproc.metrics import NOOP
-from streamproc.policy import Policy, load_pack
+from streamproc.policy import Policy, load_pack, uses_embeddings
 
 __all__ = ["EvalPlan", "WrittenReport", "check_cascade", "headlines", "plan_evaluation", "run_evaluation"]
 
@@ -137,11 +137,15 @@ def run_evaluation(
     # An evaluation must finish: items the server fails on become errors, not a wait.
     settings = inference.model_copy(update={"on_unavailable": "review"})
     runs = asyncio.run(_run(plan, (settings, embedding), model, on_done, (cascade, second)))
+    # The server that scored: the embedding server when every pack reads embeddings.
+    scored_by = (
+        embedding if embedding and all(uses_embeddings(p) for g in plan.groups for p in g) else settings
+    )
     context = ReportContext(
         dataset=str(plan.data),
         dataset_items=len(plan.items),
-        model=settings.model,
-        base_url=settings.base_url,
+        model=scored_by.model,
+        base_url=scored_by.base_url,
         generated_at=datetime.now(UTC),
         cascade=ServedModel(name=cascade.model, base_url=cascade.base_url) if cascade else None,
     )

@@ -58,9 +58,18 @@ def calibrated_pack_text(
         else:
             node["calibration"] = _calibration_node(fit.calibration)
     for key, value in (top or {}).items():  # e.g. the scorer and heads `streamproc train` sets
-        data[key] = value
+        data[key] = _flow(value) if isinstance(value, Mapping) else value
     data["calibration_provenance"] = _provenance_node(provenance)
     return _dump(data, layout), changed
+
+
+def _flow(mapping: Mapping[str, Any]) -> Any:
+    """A mapping written on one line (``heads: {file: …, sha256: …}``)."""
+    from ruamel.yaml.comments import CommentedMap  # noqa: PLC0415 - the calibrate extra
+
+    node = CommentedMap(mapping)
+    node.fa.set_flow_style()
+    return node
 
 
 def _yaml(layout: tuple[int, int, int] = (2, 4, 2)) -> Any:

@@ -113,12 +113,17 @@ def fit_heads(
 def folds(
     x: Matrix, labels: Sequence[Sequence[str]], categories: Sequence[str], backbone: Backbone
 ) -> Iterator[Fold]:
-    """Out-of-fold heads: stratified on "any violation", each fold's heads fitted as
-    ``fit_heads`` fits them (C chosen again inside the other folds)."""
+    """Out-of-fold heads: folds stratified on each item's first category (or clean), so every
+    category has positives on the training side; each fold's heads fitted as ``fit_heads``
+    fits them (C chosen again inside the other folds)."""
     from sklearn.model_selection import StratifiedKFold  # noqa: PLC0415
 
-    flagged = np.array([bool(item) for item in labels])
-    splitter = StratifiedKFold(_MAX_FOLDS, shuffle=True, random_state=_SEED)
-    for train, held_out in splitter.split(x, flagged):
+    strata = np.array([sorted(item)[0] if item else "" for item in labels], dtype=object)
+    values, counts = np.unique(strata, return_counts=True)
+    rare = {str(v) for v, n in zip(values, counts, strict=True) if n < _MAX_FOLDS and v}
+    strata = np.array(["(rare)" if s in rare else s for s in strata], dtype=object)  # with each other
+    smallest = int(min(np.unique(strata, return_counts=True)[1]))
+    splitter = StratifiedKFold(max(2, min(_MAX_FOLDS, smallest)), shuffle=True, random_state=_SEED)
+    for train, held_out in splitter.split(x, strata):
         heads, _ = fit_heads(x[train], [labels[i] for i in train], categories, backbone, {})
         yield Fold(tuple(int(i) for i in held_out), heads)

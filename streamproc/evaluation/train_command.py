@@ -69,6 +69,8 @@ class TrainPlan:
     packs: list[TrainTarget]
     targets: Targets
     min_positives: int
+    #: Write the pack as a shadow candidate of this name.
+    shadow: str | None = None
 
     @property
     def requests(self) -> int:
@@ -85,8 +87,11 @@ class TrainedPack:
     provenance: CalibrationProvenance
 
 
-def plan_training(policy_files: Sequence[Path], data: Path, out: Path, targets: Targets) -> TrainPlan:
-    """Load and check the packs and the split before any server starts.
+def plan_training(
+    policy_files: Sequence[Path], data: Path, out: Path, targets: Targets, *, shadow: str | None = None
+) -> TrainPlan:
+    """Load and check the packs and the split before any server starts. With ``shadow``, the
+    one pack is written as a candidate of that name (``mode: shadow``), to run beside it.
 
     Raises:
         ConfigError: a missing library, an invalid pack or dataset, --out a file.
@@ -96,20 +101,23 @@ def plan_training(policy_files: Sequence[Path], data: Path, out: Path, targets: 
         raise ConfigError(
             f"--out {out} must be a folder: DIR/<pack name>.yaml and DIR/<pack name>.heads.json"
         )
+    if shadow is not None and len(policy_files) != 1:
+        raise ConfigError(f"--shadow {shadow} names one candidate; give one --policy")
     items = load_dataset(data)
     packs = []
     for path in policy_files:
         policy = load_pack(path)
-        target = out / f"{policy.name}.yaml"
+        name = shadow or policy.name
+        target = out / f"{name}.yaml"
         if target.resolve() == path.resolve():
             raise ConfigError(f"--out would overwrite {path}; write the trained pack elsewhere and diff it")
         matching = [i for i in items if i.content_type == policy.content_type]
         if not matching:
             raise ConfigError(f"{data} has no {policy.content_type} items to train {policy.name} on")
         check_categories(data, matching, [policy])
-        packs.append(TrainTarget(path, policy, target, out / f"{policy.name}.heads.json", matching))
+        packs.append(TrainTarget(path, policy, target, out / f"{name}.heads.json", matching))
     digest = hashlib.sha256(data.read_bytes()).hexdigest()
-    return TrainPlan(data, digest, packs, targets, min_positives=5)
+    return TrainPlan(data, digest, packs, targets, min_positives=5, shadow=shadow)
 
 
 class _Embedded:
@@ -273,7 +281,7 @@ def run_training(
     }  # fmt: skip
     trained = asyncio.run(_train_all(plan, embedding, model, backbone, meta, on_done))
     for pack, heads in trained:
-        _write(pack, heads, meta)
+        _write(pack, heads, meta, plan.shadow)
     return [pack for pack, _ in trained]
 
 
@@ -298,16 +306,17 @@ async def _train_all(
     raise AssertionError("unreachable")  # pragma: no cover - mypy: the stack may swallow
 
 
-def _write(pack: TrainedPack, heads: ProbeHeads, meta: dict[str, Any]) -> None:
+def _write(pack: TrainedPack, heads: ProbeHeads, meta: dict[str, Any], shadow: str | None) -> None:
     target = pack.target
     target.out.parent.mkdir(parents=True, exist_ok=True)
     provenance = {**heads.provenance, **{k: str(v) for k, v in meta.items()}, "items": len(target.items)}
     content = json.dumps({**dataclasses.asdict(heads), "provenance": provenance}, indent=1).encode()
     target.heads_out.write_bytes(content)
     ref = {"file": target.heads_out.name, "sha256": hashlib.sha256(content).hexdigest()}
-    text, _ = calibrated_pack_text(
-        target.source, pack.fits, pack.provenance, top={"scorer": "embedding_probe", "heads": ref}
-    )
+    top: dict[str, Any] = {"scorer": "embedding_probe", "heads": ref}
+    if shadow is not None:
+        top |= {"name": shadow, "mode": "shadow"}
+    text, _ = calibrated_pack_text(target.source, pack.fits, pack.provenance, top=top)
     target.out.write_text(text, encoding="utf-8")
     written = load_pack(target.out)  # reads back: checksum, width, categories
     if written.probe is None or written.probe.flagged != heads.flagged:

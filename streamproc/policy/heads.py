@@ -23,7 +23,7 @@ from pydantic import Field, StringConstraints, TypeAdapter, ValidationError, wit
 
 from streamproc.errors import ConfigError, InferenceProtocolError, describe_validation_error
 
-__all__ = ["HEADS_FORMAT", "Backbone", "LinearHead", "ProbeHeads", "load_heads", "sha256_of"]
+__all__ = ["HEADS_FORMAT", "Backbone", "LinearHead", "ProbeHeads", "describe_heads", "load_heads"]
 
 HEADS_FORMAT: Final = "streamproc.probe-heads/1"
 _FILE: Final = _ConfigDict(extra="forbid")
@@ -119,8 +119,24 @@ class ProbeHeads:
 _HEADS: Final = TypeAdapter(ProbeHeads)
 
 
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def describe_heads(heads: ProbeHeads) -> list[str]:
+    """What ``streamproc policy check`` shows of a pack's heads: backbone, training, figures."""
+    backbone, provenance = heads.backbone, heads.provenance
+    depth = (
+        f"layers 1-{backbone.layers} of {backbone.source_layers}" if backbone.layers else "depth not recorded"
+    )
+    lines = [
+        f"heads: backbone {backbone.source} ({depth}, {backbone.pooling} pooling, width {backbone.width}), "
+        f"served as {provenance.get('embedding_model', '?')}; trained {provenance.get('created_at', '?')} on "
+        f"{provenance.get('dataset', '?')} (sha256 {str(provenance.get('dataset_sha256', '?'))[:12]}, "
+        f"{provenance.get('items', '?')} items)"
+    ]
+    for name, figures in provenance.get("cross_validated", {}).items():
+        lines.append(
+            f"  head {name}: {figures.get('positives')} positives, C {figures.get('c')}, "
+            f"cross-validated AUC {figures.get('auc')}"
+        )
+    return lines
 
 
 def load_heads(path: Path, sha256: str, categories: Sequence[str]) -> ProbeHeads:

@@ -25,12 +25,33 @@ import orjson
 
 from streamproc.quality.join import JoinLabel, JoinVerdict, LabeledItem
 from streamproc.quality.store_db import StoreError, Transaction, connect
-from streamproc.schemas import AppealEvent, AuditSample, LabelEvent, SourceRef, Verdict, VerdictMode, encode
+from streamproc.schemas import (
+    AppealEvent,
+    AuditSample,
+    ContentType,
+    LabelEvent,
+    SourceRef,
+    Verdict,
+    VerdictMode,
+    encode,
+)
 
-__all__ = ["HumanCount", "QualityStore", "ShadowAgreement", "StoreError", "VerdictCount"]
+__all__ = ["HumanCount", "QualityStore", "ShadowAgreement", "StoreError", "TrainingLabel", "VerdictCount"]
 
 #: Revisions removed per DELETE while pruning, so that one prune never holds the lock long.
 _PRUNE_BATCH = 5000
+
+
+@dataclass(frozen=True)
+class TrainingLabel:
+    content_type: ContentType
+    content_id: str
+    revision: int
+    true_categories: tuple[str, ...]
+    #: Who labeled it last: review, audit or appeal.
+    label_source: str
+    #: Where the worker read the content (its live verdict's source).
+    content: SourceRef
 
 
 @dataclass(frozen=True)
@@ -276,6 +297,34 @@ class QualityStore:
             # The revision was drawn through its first sampled live verdict.
             weight = next((v.audit_weight for v in held if v.mode == "live" and v.audit_weight), None)
             yield LabeledItem(tuple(item_labels), held, weight)
+
+    def training_labels(self) -> list[TrainingLabel]:
+        """Each labeled revision that has a live verdict: its newest label's categories (a
+        reviewer's or an appeal's outcome replaces an earlier one) and where its content was
+        read, for exporting it as training data."""
+        live = (
+            "SELECT v.body FROM verdicts v WHERE v.item_id = i.id AND v.mode = 'live' ORDER BY v.seq LIMIT 1"
+        )
+        newest = (
+            "SELECT l2.rowid FROM labels l2 WHERE l2.item_id = i.id "
+            "ORDER BY l2.created_at DESC, l2.rowid DESC LIMIT 1"
+        )
+        rows = self._read(
+            f"SELECT i.content_type, i.content_id, i.revision, l.true_categories, l.source, ({live}) "  # noqa: S608
+            f"FROM items i JOIN labels l ON l.item_id = i.id WHERE l.rowid = ({newest}) ORDER BY i.id"
+        )
+        return [
+            TrainingLabel(
+                content_type,
+                content_id,
+                revision,
+                tuple(sorted(orjson.loads(categories))),
+                source,
+                Verdict.model_validate_json(body).source,
+            )
+            for content_type, content_id, revision, categories, source, body in rows
+            if body is not None
+        ]
 
     def verdict_counts(self) -> list[VerdictCount]:
         """Automated verdicts held, per policy version, mode and decision."""

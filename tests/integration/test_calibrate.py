@@ -19,6 +19,7 @@ from streamproc.evaluation import EvalReport, InPackCategory, load_dataset
 from streamproc.policy import load_pack
 from streamproc.policy.model import PlattCalibration
 from streamproc.policy.rules import CompiledRules
+from tests.factories import label_pack
 from tests.integration.conftest import SERVED_MODEL
 
 pytestmark = pytest.mark.integration
@@ -62,8 +63,10 @@ def test_calibrate_then_eval_the_written_pack(vllm: VllmServer, tmp_path: Path) 
     data = small_split(tmp_path / "small.jsonl")
     out = tmp_path / "listings-calibrated.yaml"
     server = ["--vllm-url", vllm.base_url, "--model-name", SERVED_MODEL]
+    # The shipped pack's texts and thresholds, scored by the generative server's label scorer.
+    listings = label_pack(LISTINGS, tmp_path / "label")
     result = streamproc(
-        "calibrate", "--policy", LISTINGS, "--data", data, "--out", out, "--method", "platt",
+        "calibrate", "--policy", listings, "--data", data, "--out", out, "--method", "platt",
         "--category", CATEGORY, *server,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -72,7 +75,7 @@ def test_calibrate_then_eval_the_written_pack(vllm: VllmServer, tmp_path: Path) 
         line.startswith(f"| {CATEGORY} ") and "| 7   | 9   |" in line for line in result.stdout.splitlines()
     )
 
-    pack, shipped = load_pack(out), load_pack(LISTINGS)
+    pack, shipped = load_pack(out), load_pack(listings)
     fitted = next(c for c in pack.categories if c.id == CATEGORY)
     assert isinstance(fitted.calibration, PlattCalibration)
     for category, before in zip(pack.categories, shipped.categories, strict=True):
@@ -90,7 +93,7 @@ def test_calibrate_then_eval_the_written_pack(vllm: VllmServer, tmp_path: Path) 
     # scores the same items, now through the calibration, at the fitted thresholds.
     report_dir = tmp_path / "cmp"
     result = streamproc(
-        "eval", "--policy", LISTINGS, "--compare", out, "--data", data, "--out", report_dir, *server
+        "eval", "--policy", listings, "--compare", out, "--data", data, "--out", report_dir, *server
     )
     assert result.returncode == 0, result.stderr
     report = EvalReport.model_validate_json((report_dir / "report.json").read_bytes())

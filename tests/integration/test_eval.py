@@ -17,7 +17,7 @@ from streamproc.dev.devstack import VllmServer
 from streamproc.evaluation import OVERALL, EvalReport, EvalSummary, RunReport, ServedModel, load_dataset
 from streamproc.policy import load_pack
 from tests.factories import label_pack
-from tests.integration.conftest import SERVED_MODEL
+from tests.integration.conftest import EMBEDDING_MODEL, SERVED_MODEL
 from tests.sklearn_reference import check_report_section, check_violation_section
 
 pytestmark = pytest.mark.integration
@@ -57,12 +57,12 @@ def check_pack(pack: RunReport, directory: Path) -> None:
 
 
 def test_eval_reports_both_shipped_packs_with_numbers_that_recompute(
-    vllm: VllmServer, tmp_path: Path
+    embedding_server: VllmServer, tmp_path: Path
 ) -> None:
     out = tmp_path / "eval"
     result = run_eval(
         "--policy", LISTINGS, "--policy", VIDEOS, "--out", out,
-        "--vllm-url", vllm.base_url, "--model-name", SERVED_MODEL,
+        "--embedding-url", embedding_server.base_url, "--embedding-model-name", EMBEDDING_MODEL,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     items = load_dataset(DATASET)
@@ -71,7 +71,7 @@ def test_eval_reports_both_shipped_packs_with_numbers_that_recompute(
     for name, content_type in (("marketplace-listings", "listing"), ("short-videos", "video")):
         directory = out / name
         report = read_report(directory)
-        assert report.model == ServedModel(name=SERVED_MODEL, base_url=vllm.base_url)
+        assert report.model == ServedModel(name=EMBEDDING_MODEL, base_url=embedding_server.base_url)
         [pack] = report.packs
         assert pack.content_type == content_type
         assert [i.id for i in pack.items] == [i.id for i in items if i.content_type == content_type]
@@ -84,10 +84,9 @@ def test_eval_reports_both_shipped_packs_with_numbers_that_recompute(
     assert blocked.scores == {}
     assert (blocked.rule_stage, blocked.model_decision, blocked.requests) == ("pre", None, 0)
     scored = [i for i in listing_items.values() if i.scores]
-    # The server's usage, kept per item: for the channel scorer, one request carrying a prompt
-    # per category and one for the neutral text, each several hundred tokens.
-    per_item = len(load_pack(LISTINGS).categories) + 1
-    assert all(i.requests == 1 and i.prompt_tokens > 100 * per_item for i in scored)
+    # The server's usage, kept per item: for the embedding_probe scorer, one request with the
+    # item's text, tens of tokens, nothing generated.
+    assert all(i.requests == 1 and i.prompt_tokens > 10 and i.completion_tokens == 0 for i in scored)
     check_summary(out, result.stdout)
 
 

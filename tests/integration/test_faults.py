@@ -33,8 +33,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
 
 @pytest.fixture
-def proxy(vllm: VllmServer) -> Iterator[FaultProxy]:
-    with fault_proxy(vllm.base_url) as running:
+def proxy(embedding_server: VllmServer) -> Iterator[FaultProxy]:
+    """In front of the server the shipped packs use (their embedding_probe scorer's)."""
+    with fault_proxy(embedding_server.base_url) as running:
         yield running
 
 

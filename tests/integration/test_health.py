@@ -74,6 +74,7 @@ async def test_readyz_is_503_while_the_model_circuit_is_open_and_lag_grows_while
     model_url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
     worker = start_worker(
         STREAMPROC_INFERENCE__BASE_URL=model_url,
+        STREAMPROC_EMBEDDING__BASE_URL=model_url,  # the shipped packs' server, down as well
         STREAMPROC_INFERENCE__MAX_ATTEMPTS="2",
         STREAMPROC_INFERENCE__BREAKER_FAILURES="2",
         STREAMPROC_INFERENCE__BREAKER_RECOVERY_SECONDS="600",

@@ -20,7 +20,7 @@ from streamproc.dev.devstack import Broker, free_port
 from streamproc.policy import load_pack
 from streamproc.schemas import DeadLetter, Verdict, decode_event
 from tests.factories import listing_dict, sample_events, shipped_policies
-from tests.integration.conftest import SERVED_MODEL, StartWorker
+from tests.integration.conftest import EMBEDDING_MODEL, StartWorker
 from tests.integration.kafka_io import consume, produce, publish_content
 
 pytestmark = pytest.mark.integration
@@ -60,14 +60,14 @@ async def test_listings_and_videos_get_verdicts_on_the_right_topics(
         assert record.key == content_id.encode()
         assert record.headers["idempotency-key"] == verdict.idempotency_key.encode()
         policy = shipped_policies().select(events[content_id])
-        assert verdict.policy_version == policy.version and verdict.model == SERVED_MODEL
+        assert verdict.policy_version == policy.version and verdict.model == EMBEDDING_MODEL
         assert verdict.idempotency_key == f"{verdict.content_type}:{content_id}:0:{policy.version}"
         if verdict.decided_by.kind == "error":
             assert verdict.decision == "review"
         else:  # the decision is the policy applied to the reported scores
             assert set(verdict.scores) == set(policy.category_ids)
             assert verdict.decision == decide(policy, verdict.scores).decision
-            assert verdict.usage is not None and verdict.usage.prompt_tokens > 100
+            assert verdict.usage is not None and verdict.usage.prompt_tokens > 10
             assert verdict.latency.inference_seconds is not None and verdict.latency.inference_seconds > 0
     scored = [v for _, v in verdicts.values() if v.decided_by.kind != "error"]
     assert scored, "every item failed inference: the checks on scores above never ran"
@@ -169,8 +169,10 @@ async def test_editing_a_pack_changes_decisions_without_restart_and_a_broken_edi
 async def test_model_server_down_escalates_to_review_when_not_holding(
     broker: Broker, topics: TopicSettings, start_worker: StartWorker
 ) -> None:
+    down = f"http://127.0.0.1:{free_port()}/v1"
     worker = start_worker(
-        STREAMPROC_INFERENCE__BASE_URL=f"http://127.0.0.1:{free_port()}/v1",
+        STREAMPROC_INFERENCE__BASE_URL=down,
+        STREAMPROC_EMBEDDING__BASE_URL=down,  # the shipped packs' embedding server, down as well
         STREAMPROC_INFERENCE__MAX_ATTEMPTS="2",
         STREAMPROC_INFERENCE__ON_UNAVAILABLE="review",
         STREAMPROC_INFERENCE__BREAKER_FAILURES="1000",  # every attempt reaches the (absent) server
@@ -184,7 +186,7 @@ async def test_model_server_down_escalates_to_review_when_not_holding(
         assert verdict.decision == "review"
         assert (verdict.reason_code, verdict.decided_by.id) == ("INFERENCE_ERROR", "unavailable")
     assert len([r for r in received if r.topic == topics.review]) == 3
-    # The channel scorer: one request per item (its prompts travel together), each tried twice.
+    # The embedding_probe scorer: one request per item, each tried twice.
     requests = 3
     assert worker.total("streamproc_inference_errors_total", kind="unavailable") == 2 * requests
     assert worker.total("streamproc_inference_retries_total") == requests

@@ -329,11 +329,11 @@ def test_cli_checks_out_and_categories_before_any_model_call(tmp_path: Path) -> 
 
 
 class _Client:
-    """Stands in for InferenceClient: the fake model behind an async context manager."""
+    """Stands in for open_router: the fake model behind an async context manager."""
 
     model: TruthfulishModel
 
-    def __init__(self, settings: InferenceSettings, metrics: object) -> None:
+    def __init__(self, settings: InferenceSettings, embedding: object, metrics: object) -> None:
         self.settings = settings
 
     async def __aenter__(self) -> TruthfulishModel:
@@ -353,7 +353,7 @@ def test_cli_prints_a_table_per_category_and_writes_the_pack(
         return None
 
     monkeypatch.setattr("streamproc.evaluation.calibration_command.check_server", reachable)
-    monkeypatch.setattr("streamproc.evaluation.calibration_command.InferenceClient", _Client)
+    monkeypatch.setattr("streamproc.evaluation.calibration_command.open_router", _Client)
     out = tmp_path / "calibrated"
     listings = _label_listings(tmp_path)
     result = CliRunner().invoke(

@@ -8,8 +8,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from types import TracebackType
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
 import orjson
 import pytest
@@ -552,7 +551,11 @@ def test_cli_fails_clearly_when_the_server_is_down(tmp_path: Path) -> None:
 def test_cli_checks_its_server_options(tmp_path: Path) -> None:
     args = ["eval", "--policy", str(LISTINGS), "--data", str(DATASET), "--out", str(tmp_path)]
     result = CliRunner().invoke(cli, [*args, "--vllm-python", str(DATASET)])
-    assert result.exit_code == 2 and "--vllm-python and --model-dir go together" in result.output
+    assert (
+        result.exit_code == 2 and "--vllm-python needs --model-dir or --embedding-model-dir" in result.output
+    )
+    result = CliRunner().invoke(cli, [*args, "--model-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "need --vllm-python" in result.output
 
 
 class FakeVllm:
@@ -563,15 +566,27 @@ class FakeVllm:
     base_url: ClassVar[str] = ""
 
     def __init__(
-        self, python: Path, model_dir: Path, served_model_name: str, log_path: Path, *, other_names: Any = ()
+        self,
+        python: Path,
+        model_dir: Path,
+        served_model_name: str,
+        log_path: Path,
+        *,
+        other_names: Any = (),
+        pooling: bool = False,
     ) -> None:
-        self.started.append((python, model_dir, served_model_name, log_path))
+        self.args = (python, model_dir, served_model_name, log_path)
+        self.served_model_name, self.log_path = served_model_name, log_path
         self.other_names = tuple(other_names)
+        self.pooling = pooling
 
-    def __enter__(self) -> Self:
-        return self
+    def launch(self) -> None:
+        self.started.append(self.args)
 
-    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+    def wait_healthy(self, timeout: float = 600.0) -> None:
+        pass
+
+    def stop(self) -> None:
         type(self).stopped += 1
 
 
@@ -594,8 +609,11 @@ def test_cli_starts_a_model_server_and_evaluates_against_it(
     result = CliRunner().invoke(cli, [*args, *server])
     assert fake_vllm.started == [(tmp_path / "python", tmp_path, "m", out / "vllm.log")]
     assert fake_vllm.stopped == 1
-    assert f"starting vLLM for {tmp_path} (a few minutes on CPU; log in {out / 'vllm.log'})" in result.output
-    assert f"model server {fake_vllm.base_url} serving m" in result.output
+    assert (
+        f"starting the generative vLLM server (a few minutes on CPU; log in {out / 'vllm.log'})"
+        in result.output
+    )
+    assert f"generative model server {fake_vllm.base_url} serving m" in result.output
     assert result.exit_code == 1 and f"no model server answers at {fake_vllm.base_url}" in result.output
 
 

@@ -60,7 +60,7 @@ def yes_no(p_yes: float) -> ModelAnswer:
 
 
 def test_all_scorers_are_registered_by_name() -> None:
-    assert set(SCORERS) == {"channel", "label_logprob", "yes_no", "llama_guard", "json"}
+    assert set(SCORERS) == {"embedding_probe", "channel", "label_logprob", "yes_no", "llama_guard", "json"}
     assert isinstance(SCORERS["label_logprob"], LabelLogprobScorer)
     for name, scorer in SCORERS.items():
         assert scorer.name == name
