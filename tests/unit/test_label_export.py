@@ -13,7 +13,7 @@ import orjson
 from streamproc.evaluation import load_dataset
 from streamproc.quality.content_fetch import ContentUnavailable
 from streamproc.quality.export import export_labels
-from streamproc.schemas import SourceRef
+from streamproc.schemas import ListingEvent, SourceRef
 from tests.factories import listing_dict
 from tests.unit.test_quality_join import NOW, label, verdict
 from tests.unit.test_quality_store import REF, open_store
@@ -65,7 +65,7 @@ def test_export_writes_labeled_items_with_their_content(tmp_path: Path) -> None:
         ("L-1", ("counterfeit",)),
         ("L-2", ()),
     ]
-    assert items[0].event.title == "Replica watch"
+    assert isinstance(items[0].event, ListingEvent) and items[0].event.title == "Replica watch"
     assert report.written == 2 and report.sources == {"review": 1, "qa_audit": 1}
     assert report.skipped == {
         "content unavailable": 1,
