@@ -19,15 +19,16 @@ import argparse
 import fcntl
 import glob
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-# Offline: nothing may be fetched from the model hub.
+# Offline unless told otherwise (HF_HUB_OFFLINE=0): nothing may be fetched from the model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", os.environ["HF_HUB_OFFLINE"])
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 # Single-threaded BPE training keeps the tokenizer build reproducible.
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -279,7 +280,7 @@ def build_smollm2(out: Path, workdir: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
-def build_backbone(out: Path, source: Path, layers: int) -> None:
+def build_backbone(out: Path, source: str, layers: int) -> None:
     """The first ``layers`` decoder layers of a causal LM, saved as a model of their own.
 
     vLLM serves it in pooling mode; the mean of its last hidden state is then the source
@@ -297,7 +298,9 @@ def build_backbone(out: Path, source: Path, layers: int) -> None:
     model.model.layers = model.model.layers[:layers]
     model.config.num_hidden_layers = layers
     # Where this backbone came from: the probe heads record it, `policy check` shows it.
-    model.config.streamproc_backbone = {"source": source.name, "layers": layers, "source_layers": total}
+    # A directory's or a hub id's last part, without the cache's recipe hash (smollm2-<hash>).
+    name = re.sub(r"-[0-9a-f]{12}$", "", Path(source).name)
+    model.config.streamproc_backbone = {"source": name, "layers": layers, "source_layers": total}
     model.save_pretrained(out, safe_serialization=True)
     AutoTokenizer.from_pretrained(source).save_pretrained(out)
     log(f"backbone: layers 1-{layers} of {total} from {source}")
@@ -309,7 +312,10 @@ def main() -> None:
     )
     parser.add_argument("kind", choices=["tiny", "smollm2", "backbone"])
     parser.add_argument("--out", required=True, type=Path, help="model directory to create")
-    parser.add_argument("--source", type=Path, help="backbone: the causal LM directory to cut")
+    parser.add_argument(
+        "--source",
+        help="backbone: the causal LM to cut (a directory, or a hub id where the hub is reachable)",
+    )
     parser.add_argument("--layers", type=int, help="backbone: how many decoder layers to keep")
     args = parser.parse_args()
     if args.kind == "backbone" and (args.source is None or args.layers is None):
@@ -338,7 +344,10 @@ def main() -> None:
             if args.kind == "tiny":
                 build_tiny(build_dir)
             elif args.kind == "backbone":
-                build_backbone(build_dir, args.source.resolve(), args.layers)
+                source = Path(args.source)
+                build_backbone(
+                    build_dir, str(source.resolve()) if source.is_dir() else args.source, args.layers
+                )
             else:
                 build_smollm2(build_dir, tmp)
             os.rename(build_dir, out)  # same filesystem: atomic
