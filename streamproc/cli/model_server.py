@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import signal
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import click
 
@@ -105,6 +106,26 @@ def needs(packs: Sequence[Policy], *, cascade: bool = False) -> tuple[bool, bool
     return cascade or not all(uses_embeddings(p) for p in packs), embedding
 
 
+#: Servers started here run on this machine's CPU: eager mode starts in about a third of the
+#: time, and torch.compile's CPU graphs answered the channel scorer's long echoed prompts
+#: slower than eager on 2-core machines (no model verdict in 7 minutes of `make demo`).
+CPU_ARGS: Final = ("--enforce-eager",)
+
+
+@contextlib.contextmanager
+def _stopped_by_sigterm() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C while servers run here, so they are stopped, not orphaned."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @dataclass(frozen=True)
 class ModelServers:
     """The client settings for each server, once they answer."""
@@ -126,48 +147,50 @@ def model_servers(
 ) -> Iterator[ModelServers]:
     """The servers to use: running ones, or vLLM servers started here and stopped after.
     ``roles`` (generative, embedding) overrides which ones the packs need."""
-    from streamproc.dev.devstack import VllmServer, serving  # noqa: PLC0415 - only when starting one
+    from streamproc.dev.devstack import serving  # noqa: PLC0415 - only when starting one
 
-    need_generative, need_embedding = roles or needs(packs, cascade=bool(other_names))
     generative = settings.inference.model_copy(
         update={
             "base_url": options.vllm_url or settings.inference.base_url,
             "model": options.model_name or settings.inference.model,
         }
     )
-    embedding_section = settings.embedding.model_copy(
-        update={
-            k: v
-            for k, v in {"base_url": options.embedding_url, "model": options.embedding_model_name}.items()
-            if v
-        }
-    )
-    starting: list[tuple[str, VllmServer]] = []
+    given = {"base_url": options.embedding_url, "model": options.embedding_model_name}
+    embedding = settings.embedding.model_copy(update={k: v for k, v in given.items() if v})
+    starting = _to_start(options, roles or needs(packs, cascade=bool(other_names)), out, other_names)
+    names = {"generative": generative.model, "embedding": embedding.model or generative.model}
     say = functools.partial(click.echo, err=True)
-    if need_generative and options.model_dir is not None and options.vllm_python is not None:
-        server = VllmServer(
-            options.vllm_python,
-            options.model_dir,
-            generative.model,
-            out / "vllm.log",
-            other_names=other_names,
-        )
-        starting.append(("generative", server))
-    if need_embedding and options.embedding_model_dir is not None and options.vllm_python is not None:
-        name = embedding_section.model or generative.model
-        server = VllmServer(
-            options.vllm_python, options.embedding_model_dir, name, out / "vllm-embedding.log", pooling=True
-        )
-        starting.append(("embedding", server))
-    for role, server in starting:
+    servers = [make(names[role]) for role, make in starting]
+    for (role, _), server in zip(starting, servers, strict=True):
         say(f"starting the {role} vLLM server (a few minutes on CPU; log in {server.log_path}) …")
-    with serving([server for _, server in starting]):
-        for role, server in starting:
+    with _stopped_by_sigterm(), serving(servers):
+        for (role, _), server in zip(starting, servers, strict=True):
             say(f"{role} model server {server.base_url} serving {server.served_model_name}")
             if role == "generative":
                 generative = generative.model_copy(update={"base_url": server.base_url})
             else:
-                embedding_section = embedding_section.model_copy(
-                    update={"base_url": server.base_url, "model": server.served_model_name}
-                )
-        yield ModelServers(generative, embedding_section.inference(generative))
+                embedding = embedding.model_copy(update={"base_url": server.base_url, "model": names[role]})
+        yield ModelServers(generative, embedding.inference(generative))
+
+
+def _to_start(
+    options: ServerOptions, roles: tuple[bool, bool], out: Path, other_names: Sequence[str]
+) -> list[tuple[str, Callable[[str], VllmServer]]]:
+    """(role, server for a served name) of each server to start here: needed, and given a model."""
+    from streamproc.dev.devstack import VllmServer  # noqa: PLC0415 - only when starting one
+
+    python, (generative, embedding) = options.vllm_python, roles
+    starting: list[tuple[str, Callable[[str], VllmServer]]] = []
+    if python is None:
+        return starting
+    if generative and options.model_dir is not None:
+        model_dir = options.model_dir
+        starting.append(("generative", lambda name: VllmServer(
+            python, model_dir, name, out / "vllm.log", other_names=other_names, extra_args=CPU_ARGS
+        )))  # fmt: skip
+    if embedding and options.embedding_model_dir is not None:
+        backbone = options.embedding_model_dir
+        starting.append(("embedding", lambda name: VllmServer(
+            python, backbone, name, out / "vllm-embedding.log", pooling=True, extra_args=CPU_ARGS
+        )))  # fmt: skip
+    return starting

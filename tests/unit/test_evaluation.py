@@ -574,6 +574,7 @@ class FakeVllm:
         *,
         other_names: Any = (),
         pooling: bool = False,
+        extra_args: Any = (),
     ) -> None:
         self.args = (python, model_dir, served_model_name, log_path)
         self.served_model_name, self.log_path = served_model_name, log_path
