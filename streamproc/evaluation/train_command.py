@@ -306,11 +306,24 @@ async def _train_all(
     raise AssertionError("unreachable")  # pragma: no cover - mypy: the stack may swallow
 
 
+def _rounded(value: Any) -> Any:
+    """Floats to 7 significant digits (float32's precision; the file stays small enough for
+    a Kubernetes ConfigMap beside its pack)."""
+    if isinstance(value, float):
+        return float(f"{value:.7g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_rounded(v) for v in value]
+    return value
+
+
 def _write(pack: TrainedPack, heads: ProbeHeads, meta: dict[str, Any], shadow: str | None) -> None:
     target = pack.target
     target.out.parent.mkdir(parents=True, exist_ok=True)
     provenance = {**heads.provenance, **{k: str(v) for k, v in meta.items()}, "items": len(target.items)}
-    content = json.dumps({**dataclasses.asdict(heads), "provenance": provenance}, indent=1).encode()
+    data = {**_rounded(dataclasses.asdict(heads)), "provenance": provenance}
+    content = json.dumps(data, separators=(",", ":")).encode() + b"\n"
     target.heads_out.write_bytes(content)
     ref = {"file": target.heads_out.name, "sha256": hashlib.sha256(content).hexdigest()}
     top: dict[str, Any] = {"scorer": "embedding_probe", "heads": ref}
@@ -319,5 +332,6 @@ def _write(pack: TrainedPack, heads: ProbeHeads, meta: dict[str, Any], shadow: s
     text, _ = calibrated_pack_text(target.source, pack.fits, pack.provenance, top=top)
     target.out.write_text(text, encoding="utf-8")
     written = load_pack(target.out)  # reads back: checksum, width, categories
-    if written.probe is None or written.probe.flagged != heads.flagged:
+    read = _rounded(dataclasses.asdict(written.probe)) if written.probe is not None else None
+    if read is None or {**read, "provenance": provenance} != data:
         raise ConfigError(f"{target.out}: the heads do not read back as written; please report this")

@@ -163,10 +163,10 @@ def test_rendered_custom_resources_match_their_crds(values_name: str) -> None:
     for doc in custom:
         validate_crd(doc)
     kinds = sorted(d["kind"] for d in custom)
-    if values_name == "no-keda":
-        assert kinds == ["PrometheusRule", "ServiceMonitor", "ServiceMonitor"]
-    else:
-        assert kinds == ["PrometheusRule", "ScaledObject", "ScaledObject", *["ServiceMonitor"] * 3]
+    if values_name == "no-keda":  # worker, quality, the embedding server
+        assert kinds == ["PrometheusRule", *["ServiceMonitor"] * 3]
+    else:  # and vLLM
+        assert kinds == ["PrometheusRule", "ScaledObject", "ScaledObject", *["ServiceMonitor"] * 4]
 
 
 # --- the validators bite --------------------------------------------------------------------
@@ -246,6 +246,7 @@ def test_chart_files_link_to_the_repository() -> None:
         CHART / "files" / "policies": ROOT / "policies",
         CHART / "files" / "topics": ROOT / "topics",
         CHART / "files" / "prometheus" / "streamproc.rules.yml": RULES,
+        CHART / "files" / "prepare_model.py": ROOT / "scripts" / "prepare_model.py",
     }
     for link, target in links.items():
         assert link.is_symlink(), f"{link.relative_to(ROOT)} must be a symlink to {target.relative_to(ROOT)}"
@@ -254,7 +255,8 @@ def test_chart_files_link_to_the_repository() -> None:
 
 def test_policy_packs_config_map_holds_the_repository_packs() -> None:
     data = find(render("default"), "ConfigMap", "-policies")["data"]
-    expected = {p.name: p.read_text(encoding="utf-8") for p in sorted((ROOT / "policies").glob("*.yaml"))}
+    shipped = [*(ROOT / "policies").glob("*.yaml"), *(ROOT / "policies").glob("*.heads.json")]
+    expected = {p.name: p.read_text(encoding="utf-8") for p in sorted(shipped)}
     assert data == expected
 
 
@@ -325,7 +327,12 @@ def test_service_monitors_give_the_jobs_the_rules_select() -> None:
         if doc["kind"] == "ServiceMonitor"
         for endpoint in doc["spec"]["endpoints"]
     }
-    assert jobs == {"worker": "streamproc-worker", "quality": "streamproc-quality", "vllm": "vllm"}
+    assert jobs == {
+        "worker": "streamproc-worker",
+        "quality": "streamproc-quality",
+        "vllm": "vllm",
+        "embedding": "vllm-embedding",
+    }
     up_alert = re.search(r'up\{job=~"([^"]+)"\}', RULES.read_text(encoding="utf-8"))
     assert up_alert, "the target-down alert no longer selects jobs by regex; update this test"
     assert all(re.fullmatch(up_alert.group(1), job) for job in jobs.values())
@@ -476,6 +483,38 @@ def test_vllm_image_is_the_tested_release() -> None:
     assert values()["vllm"]["image"]["tag"] == f"v{pin.group(1)}"
     cpu = yaml.safe_load((CHART / "ci" / "cpu-only-values.yaml").read_text())["vllm"]["image"]
     assert cpu["tag"].startswith(f"v{pin.group(1)}")
+
+
+def test_vllm_limits_are_not_replaced_by_requests() -> None:
+    gpu = find(render("default"), "Deployment", "-vllm")["spec"]["template"]["spec"]["containers"][0]
+    configured = values()["vllm"]["resources"]
+    assert gpu["resources"]["limits"] == {**configured["limits"], "nvidia.com/gpu": "1"}
+    assert gpu["resources"]["requests"] == {**configured["requests"], "nvidia.com/gpu": "1"}
+
+
+@pytest.mark.parametrize("values_name", ["default", "cpu-only"])
+def test_embedding_server_serves_a_cut_backbone_to_the_workers(values_name: str) -> None:
+    docs = render(values_name)
+    pod = find(docs, "Deployment", "-embedding")["spec"]["template"]["spec"]
+    [init], [server] = pod["initContainers"], pod["containers"]
+    chosen = values()["embedding"]
+    assert init["command"] == ["python3", "/scripts/prepare_model.py", "backbone"]
+    assert init["args"] == ["--source", chosen["sourceModel"], "--layers", str(chosen["layers"]),
+                            "--out", "/models/backbone"]  # fmt: skip
+    args = server["args"]
+    assert args[args.index("--model") + 1] == "/models/backbone"
+    assert {"--no-enable-chunked-prefill", "--no-enable-prefix-caching"} <= set(args)
+    assert args[args.index("--runner") + 1] == "pooling"
+    assert "--enable-prefix-caching" not in args and "--max-logprobs" not in args
+    assert server["resources"]["limits"]["memory"] == chosen["server"]["resources"]["limits"]["memory"]
+    vllm = find(docs, "Deployment", "-vllm")["spec"]["template"]["spec"]["containers"][0]
+    assert server["image"] == vllm["image"]  # vllm's settings where embedding.server sets none
+    scripts = find(docs, "ConfigMap", "-scripts")["data"]["prepare_model.py"]
+    assert scripts == (ROOT / "scripts" / "prepare_model.py").read_text(encoding="utf-8")
+    env = find(docs, "ConfigMap", "-config")["data"]
+    service = find(docs, "Service", "-embedding")["metadata"]["name"]
+    assert env["STREAMPROC_EMBEDDING__BASE_URL"] == f"http://{service}:8000/v1"
+    assert env["STREAMPROC_EMBEDDING__MODEL"] == chosen["servedModelName"]
 
 
 def test_gpu_and_cpu_vllm_pods() -> None:

@@ -68,6 +68,13 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- end }}
 {{- end }}
 
+{{/* The embedding server (embedding_probe packs): the in-chart one, else the model server. */}}
+{{- define "streamproc.embeddingBaseUrl" -}}
+{{- if .Values.embedding.enabled }}
+{{- printf "http://%s:%d/v1" (include "streamproc.componentName" (list . "embedding")) (int (.Values.embedding.server.service | default .Values.vllm.service).port) }}
+{{- end }}
+{{- end }}
+
 {{- define "streamproc.inferenceModel" -}}
 {{- default .Values.vllm.servedModelName .Values.inference.model }}
 {{- end }}
