@@ -73,7 +73,8 @@ export MODEL_NAME="$(MODEL_NAME)"; \
 if [ -n "$(VLLM_URL)" ]; then \
   export VLLM_URL="$(VLLM_URL)"; \
 else \
-  $(with_vllm); export STREAMPROC_VLLM_PYTHON="$$vllm_python" STREAMPROC_MODEL_DIR="$$model_dir"; \
+  $(with_vllm); export STREAMPROC_VLLM_PYTHON="$$vllm_python" STREAMPROC_MODEL_DIR="$$model_dir" \
+    STREAMPROC_EMBEDDING_MODEL_DIR="$$embedding_dir"; \
 fi
 endef
 

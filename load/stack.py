@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import sys
 import uuid
@@ -24,7 +25,7 @@ from load.workload import Event, make_events, topic_of
 from streamproc.config import TopicSettings
 from streamproc.dev.devstack import Broker, ManagedProcess, VllmServer, free_port, wait_for_port
 from streamproc.inference.protocol import ModelRequest
-from streamproc.policy import SCORERS, PolicySet, item_content, load_policy_set
+from streamproc.policy import SCORERS, PolicySet, item_content, load_policy_set, uses_embeddings
 from streamproc.schemas import decode_event
 from streamproc.topics import apply_topics, load_topic_specs
 
@@ -81,6 +82,8 @@ def without_rules(folder: Path) -> Path:
         data["rules"] = []
         data["lists"] = {}
         (folder / pack.name).write_text(yaml.safe_dump(data, sort_keys=False))
+    for heads in (ROOT / "policies").glob("*.heads.json"):  # what embedding_probe packs name
+        shutil.copyfile(heads, folder / heads.name)
     return folder
 
 
@@ -110,11 +113,17 @@ class VllmPaths:
     model_dir: Path
 
 
+#: The shipped packs' scorer reads embeddings: the model server they measure is the embedding
+#: server (vLLM in pooling mode on the backbone), else the generative one.
+POOLING = any(uses_embeddings(p) for p in load_policy_set([ROOT / "policies"]).policies)
+
+
 def vllm_paths() -> VllmPaths:
-    python, model = os.environ.get("STREAMPROC_VLLM_PYTHON"), os.environ.get("STREAMPROC_MODEL_DIR")
+    model_env = "STREAMPROC_EMBEDDING_MODEL_DIR" if POOLING else "STREAMPROC_MODEL_DIR"
+    python, model = os.environ.get("STREAMPROC_VLLM_PYTHON"), os.environ.get(model_env)
     if not python or not model:
         raise click.ClickException(
-            "set STREAMPROC_VLLM_PYTHON and STREAMPROC_MODEL_DIR, or run the benchmark with its "
+            f"set STREAMPROC_VLLM_PYTHON and {model_env}, or run the benchmark with its "
             "`make bench-*` target, which builds the vLLM virtualenv and the model"
         )
     return VllmPaths(Path(python), Path(model))
@@ -135,6 +144,7 @@ def vllm_server(run_dir: Path, *, eager: bool, served_model: str = SERVED_MODEL)
         served_model,
         run_dir / "vllm.log",
         extra_args=["--enforce-eager"] if eager else [],
+        pooling=POOLING,
     )
 
 
