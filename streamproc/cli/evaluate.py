@@ -59,6 +59,14 @@ __all__ = ["eval_"]
     help="API root of the second model's server (default: the settings' cascade.base_url, else the "
     "model server's).",
 )
+@click.option(
+    "--max-error-rate",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.0,
+    show_default=True,
+    help="Share of items the model may fail to score before the command exits with status 1; "
+    "the figures leave such items out, so a high share makes them meaningless.",
+)
 def eval_(
     config_file: Path | None,
     policy_files: tuple[Path, ...],
@@ -68,6 +76,7 @@ def eval_(
     servers: ServerOptions,
     cascade_model: str | None,
     cascade_url: str | None,
+    max_error_rate: float,
 ) -> None:
     """Run policy packs over a labeled dataset through the model server; write a report."""
     from streamproc.evaluation import plan_evaluation, run_evaluation  # noqa: PLC0415
@@ -107,13 +116,24 @@ def eval_(
             )
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
-    _echo_results(out, written)
+    _echo_results(out, written, max_error_rate)
 
 
-def _echo_results(out: Path, written: Sequence[WrittenReport]) -> None:
+def _echo_results(out: Path, written: Sequence[WrittenReport], max_error_rate: float) -> None:
+    """The error share first (figures leave failed items out), then each pack, the headlines;
+    exit status 1 when more items failed than ``max_error_rate`` allows."""
     from streamproc.evaluation import headlines  # noqa: PLC0415
     from streamproc.evaluation.report import cascade_headline  # noqa: PLC0415
 
+    packs = [pack for report in written for pack in report.report.packs]
+    errors = sum(p.errors for p in packs)
+    items = sum(p.evaluated + p.errors for p in packs)
+    share = errors / items if items else 0.0
+    if errors:
+        click.echo(
+            f"{errors} of {items} items ({share:.1%}) could not be scored (inference errors): every figure "
+            "below leaves them out; in production they would go to review"
+        )
     for report in written:
         for pack in report.report.packs:
             click.echo(
@@ -125,6 +145,11 @@ def _echo_results(out: Path, written: Sequence[WrittenReport]) -> None:
         click.echo(f"report: {report.directory / 'report.md'}")
     for line in headlines(out, written):
         click.echo(line)
+    if share > max_error_rate:
+        raise click.ClickException(
+            f"{share:.1%} of the items could not be scored, more than --max-error-rate {max_error_rate:g}: "
+            "check the model server (its log) and run again"
+        )
 
 
 def _cascade(

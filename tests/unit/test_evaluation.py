@@ -648,3 +648,43 @@ def test_evaluation_does_not_import_the_dev_harness() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+class _Router:
+    """Stands in for open_router: FakeModel behind an async context manager."""
+
+    def __init__(self, *args: object) -> None:
+        self.model = FakeModel()
+
+    async def __aenter__(self) -> FakeModel:
+        return self.model
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+def test_cli_puts_items_it_could_not_score_first_and_fails_past_the_allowed_share(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def reachable(*args: object, **kwargs: object) -> None:
+        return None
+
+    monkeypatch.setattr("streamproc.evaluation.command.check_server", reachable)
+    monkeypatch.setattr("streamproc.evaluation.command.open_router", _Router)
+    listings = label_pack(LISTINGS, tmp_path / "packs")
+    args = [
+        "eval",
+        "--policy",
+        str(listings),
+        "--data",
+        str(DATASET),
+        "--vllm-url",
+        "http://model.invalid/v1",
+    ]
+    failed = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "a")])
+    assert failed.exit_code == 1
+    first = failed.output.splitlines()[0]
+    assert re.fullmatch(r"1 of \d+ items \(\d+\.\d%\) could not be scored .*", first), first
+    assert "more than --max-error-rate 0" in failed.output
+    allowed = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "b"), "--max-error-rate", "0.5"])
+    assert allowed.exit_code == 0, allowed.output
