@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import shutil
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -98,6 +99,19 @@ POLICIES = ROOT / "policies"
 def sample_events(name: str) -> list[dict[str, Any]]:
     """The events of one file under samples/, as dicts."""
     return [orjson.loads(line) for line in (ROOT / "samples" / name).read_bytes().splitlines()]
+
+
+def shipped_pack_files() -> list[Path]:
+    """The shipped packs' files: each pack and the probe heads it names."""
+    return sorted([*POLICIES.glob("*.yaml"), *POLICIES.glob("*.heads.json")])
+
+
+def copy_shipped_packs(into: Path) -> Path:
+    """A writable copy of the shipped packs (with their heads) in ``into``."""
+    into.mkdir(parents=True, exist_ok=True)
+    for path in shipped_pack_files():
+        shutil.copy(path, into / path.name)
+    return into
 
 
 def shipped_policies() -> PolicySet:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 from datetime import timedelta
 from pathlib import Path
 
@@ -45,6 +46,8 @@ def candidates(folder: Path) -> list[Path]:
     (folder / "videos-v2.yaml").write_text(
         video_text.replace("name: short-videos\n", "name: short-videos-v2\nmode: shadow\n", 1) + "\n"
     )
+    for heads in (ROOT / "policies").glob("*.heads.json"):  # what the copied pack names
+        shutil.copy(heads, folder / heads.name)
     return [folder / "listings-v2.yaml", folder / "videos-v2.yaml"]
 
 

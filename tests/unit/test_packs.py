@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -12,15 +11,13 @@ from streamproc.cli import cli
 from streamproc.errors import ConfigError
 from streamproc.policy import PolicySet, load_pack, load_policy_set
 from streamproc.schemas import decode_event
-from tests.factories import POLICIES, listing, shipped_policies, video
+from tests.factories import POLICIES, copy_shipped_packs, listing, shipped_policies, video
 
 
 @pytest.fixture
 def packs(tmp_path: Path) -> Path:
     """A writable copy of the shipped packs."""
-    for pack in POLICIES.glob("*.yaml"):
-        shutil.copy(pack, tmp_path / pack.name)
-    return tmp_path
+    return copy_shipped_packs(tmp_path)
 
 
 def test_shipped_packs_load_with_a_default_per_content_type() -> None:

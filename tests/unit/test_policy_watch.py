@@ -9,8 +9,7 @@ from pathlib import Path
 from streamproc.metrics import NOOP
 from streamproc.policy import PolicySet, load_policy_set
 from streamproc.worker.policy_watch import watch_policies
-
-POLICIES = Path(__file__).resolve().parents[2] / "policies"
+from tests.factories import shipped_pack_files
 
 
 def _configmap_revision(folder: Path, name: str, review: str) -> None:
@@ -18,7 +17,7 @@ def _configmap_revision(folder: Path, name: str, review: str) -> None:
     ``..data`` pointing at it, swapped by renaming a new link over it."""
     revision = folder / f"..{name}"
     revision.mkdir()
-    for pack in POLICIES.glob("*.yaml"):
+    for pack in shipped_pack_files():
         text = pack.read_text()
         if pack.name == "listings.yaml":  # the first category's review threshold
             text, found = re.subn(r"review: [0-9.]+\}", f"review: {review}}}", text, count=1)
@@ -26,7 +25,7 @@ def _configmap_revision(folder: Path, name: str, review: str) -> None:
         (revision / pack.name).write_text(text)
     (folder / "..data_tmp").symlink_to(revision.name)
     os.replace(folder / "..data_tmp", folder / "..data")
-    for pack in POLICIES.glob("*.yaml"):
+    for pack in shipped_pack_files():
         link = folder / pack.name
         if not link.is_symlink():
             link.symlink_to(Path("..data") / pack.name)

@@ -26,6 +26,7 @@ from streamproc.worker import Processor, worker_topics
 from streamproc.worker.policy_watch import watch_policies
 from tests.factories import (
     POLICIES,
+    copy_shipped_packs,
     label_policies,
     listing,
     listing_dict,
@@ -394,8 +395,7 @@ async def test_live_verdicts_are_audited_and_shadow_verdicts_never(
 async def test_reload_adding_shadow_packs_is_rejected_when_the_worker_started_without(
     tmp_path: Path, metrics: PrometheusWorkerMetrics, registry: CollectorRegistry
 ) -> None:
-    for pack in POLICIES.glob("*.yaml"):
-        shutil.copy(pack, tmp_path / pack.name)
+    copy_shipped_packs(tmp_path)
     applied: list[PolicySet] = []
     watcher = asyncio.create_task(
         watch_policies([tmp_path], applied.append, metrics, debounce_ms=50, allow_shadows=False)
