@@ -25,9 +25,10 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from streamproc.config.cascade import CascadeSettings, existing_file
+from streamproc.config.cascade import CascadeSettings
 from streamproc.config.checks import lowercase, valid_bootstrap_servers, valid_http_url
 from streamproc.config.embedding import EmbeddingSettings
+from streamproc.config.servers import existing_file
 
 __all__ = [
     "CONFIG_FILE_ENV",

@@ -18,6 +18,7 @@ from itertools import combinations
 from streamproc.accuracy import Confusion, confusion_by_category, violation_confusion
 from streamproc.errors import DecodeError
 from streamproc.schemas import (
+    ContentType,
     DecidedBy,
     Decision,
     HumanDecision,
@@ -38,6 +39,7 @@ __all__ = [
     "LabeledItem",
     "MissingDecision",
     "Pair",
+    "TrainingLabel",
     "accuracy",
     "check_label",
     "final_idempotency_key",
@@ -96,6 +98,18 @@ class LabeledItem:
     verdicts: tuple[JoinVerdict, ...]
     #: The audit weight of the revision (of its first sampled live verdict), if it was sampled.
     audit_weight: float | None = None
+
+
+@dataclass(frozen=True)
+class TrainingLabel:
+    content_type: ContentType
+    content_id: str
+    revision: int
+    true_categories: tuple[str, ...]
+    #: Who labeled it last: review, audit or appeal.
+    label_source: str
+    #: Where the worker read the content (its live verdict's source).
+    content: SourceRef
 
 
 @dataclass(frozen=True)

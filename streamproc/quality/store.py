@@ -23,12 +23,11 @@ from typing import Any, Self, cast
 
 import orjson
 
-from streamproc.quality.join import JoinLabel, JoinVerdict, LabeledItem
+from streamproc.quality.join import JoinLabel, JoinVerdict, LabeledItem, TrainingLabel
 from streamproc.quality.store_db import StoreError, Transaction, connect
 from streamproc.schemas import (
     AppealEvent,
     AuditSample,
-    ContentType,
     LabelEvent,
     SourceRef,
     Verdict,
@@ -36,22 +35,10 @@ from streamproc.schemas import (
     encode,
 )
 
-__all__ = ["HumanCount", "QualityStore", "ShadowAgreement", "StoreError", "TrainingLabel", "VerdictCount"]
+__all__ = ["HumanCount", "QualityStore", "ShadowAgreement", "StoreError", "VerdictCount"]
 
 #: Revisions removed per DELETE while pruning, so that one prune never holds the lock long.
 _PRUNE_BATCH = 5000
-
-
-@dataclass(frozen=True)
-class TrainingLabel:
-    content_type: ContentType
-    content_id: str
-    revision: int
-    true_categories: tuple[str, ...]
-    #: Who labeled it last: review, audit or appeal.
-    label_source: str
-    #: Where the worker read the content (its live verdict's source).
-    content: SourceRef
 
 
 @dataclass(frozen=True)
@@ -302,27 +289,22 @@ class QualityStore:
         """Each labeled revision that has a live verdict: its newest label's categories (a
         reviewer's or an appeal's outcome replaces an earlier one) and where its content was
         read, for exporting it as training data."""
-        live = (
-            "SELECT v.body FROM verdicts v WHERE v.item_id = i.id AND v.mode = 'live' ORDER BY v.seq LIMIT 1"
-        )
-        newest = (
-            "SELECT l2.rowid FROM labels l2 WHERE l2.item_id = i.id "
-            "ORDER BY l2.created_at DESC, l2.rowid DESC LIMIT 1"
-        )
         rows = self._read(
-            f"SELECT i.content_type, i.content_id, i.revision, l.true_categories, l.source, ({live}) "  # noqa: S608
-            f"FROM items i JOIN labels l ON l.item_id = i.id WHERE l.rowid = ({newest}) ORDER BY i.id"
+            "SELECT i.content_type, i.content_id, i.revision, l.true_categories, l.source, (SELECT v.body "
+            "FROM verdicts v WHERE v.item_id = i.id AND v.mode = 'live' ORDER BY v.seq LIMIT 1) FROM items i "
+            "JOIN labels l ON l.item_id = i.id WHERE l.rowid = (SELECT l2.rowid FROM labels l2 WHERE "
+            "l2.item_id = i.id ORDER BY l2.created_at DESC, l2.rowid DESC LIMIT 1) ORDER BY i.id"
         )
         return [
             TrainingLabel(
-                content_type,
-                content_id,
-                revision,
-                tuple(sorted(orjson.loads(categories))),
-                source,
+                kind,
+                cid,
+                rev,
+                tuple(sorted(orjson.loads(truth))),
+                by,
                 Verdict.model_validate_json(body).source,
             )
-            for content_type, content_id, revision, categories, source, body in rows
+            for kind, cid, rev, truth, by, body in rows
             if body is not None
         ]
 
