@@ -18,7 +18,7 @@ from streamproc.errors import ConfigError
 from streamproc.evaluation.calibrate import CategoryFit, Targets, fit_category, require_fitting_libraries
 from streamproc.evaluation.dataset import LabeledItem, check_categories, load_dataset
 from streamproc.evaluation.pack_yaml import calibrated_pack_text
-from streamproc.evaluation.runner import ItemResult, check_server, run_packs
+from streamproc.evaluation.runner import ItemResult, check_server, offline, run_packs
 from streamproc.inference import open_router
 from streamproc.metrics import NOOP
 from streamproc.policy import Policy, load_pack, uses_embeddings
@@ -227,7 +227,7 @@ def run_calibration(
         TooFewPositives: after scoring (inference errors drop items), a category asked for has
             too few items, or no category could be fitted; nothing is written then.
     """
-    settings = inference.model_copy(update={"on_unavailable": "review"})
+    settings = offline(inference)
     runs = asyncio.run(_score(plan, (settings, embedding), model, on_done))
     created = datetime.now(UTC).replace(microsecond=0)
     done = [
@@ -263,7 +263,7 @@ async def _score(
             if server is not None:
                 api_key = server.api_key.get_secret_value() if server.api_key else None
                 await check_server(server.base_url, server.model, api_key=api_key)
-        async with open_router(settings, embedding, NOOP) as client:
+        async with open_router(settings, offline(embedding) if embedding else None, NOOP) as client:
             return await _score_with(plan, client, settings.max_inflight, on_done)
     return await _score_with(plan, model, settings.max_inflight, on_done)
 

@@ -25,7 +25,7 @@ from streamproc.evaluation.report import (
     write_report,
     write_summary,
 )
-from streamproc.evaluation.runner import PackRun, check_server, run_packs
+from streamproc.evaluation.runner import PackRun, check_server, offline, run_packs
 from streamproc.inference import open_router
 from streamproc.metrics import NOOP
 from streamproc.policy import Policy, load_pack, uses_embeddings
@@ -134,8 +134,7 @@ def run_evaluation(
     if cascade is not None:
         check_cascade(plan)
     plan.out.mkdir(parents=True, exist_ok=True)
-    # An evaluation must finish: items the server fails on become errors, not a wait.
-    settings = inference.model_copy(update={"on_unavailable": "review"})
+    settings = offline(inference)
     runs = asyncio.run(_run(plan, (settings, embedding), model, on_done, (cascade, second)))
     # The server that scored: the embedding server when every pack reads embeddings.
     scored_by = (
@@ -206,9 +205,7 @@ async def _client(
             api_key = server.api_key.get_secret_value() if server.api_key else None
             await check_server(server.base_url, server.model, api_key=api_key)
     # An evaluation must finish: items a server fails on become errors, not a wait.
-    review = {"on_unavailable": "review"}
-    second = embedding.model_copy(update=review) if embedding is not None else None
-    async with open_router(settings.model_copy(update=review), second, NOOP) as client:
+    async with open_router(offline(settings), offline(embedding) if embedding else None, NOOP) as client:
         yield client
 
 

@@ -10,6 +10,7 @@ from typing import Literal
 
 import httpx
 
+from streamproc.config import InferenceSettings
 from streamproc.decision import Evaluation, ModelClient, decide, evaluate_item, flagged_categories
 from streamproc.errors import ConfigError
 from streamproc.evaluation.dataset import LabeledItem
@@ -17,7 +18,21 @@ from streamproc.policy import Policy
 from streamproc.policy.rules import CompiledRules
 from streamproc.schemas import Decision
 
-__all__ = ["RULE_WITHOUT_CATEGORY", "ItemResult", "PackRun", "ServerUnreachable", "check_server", "run_packs"]
+__all__ = [
+    "OFFLINE_TIMEOUT_SECONDS",
+    "RULE_WITHOUT_CATEGORY",
+    "ItemResult",
+    "PackRun",
+    "ServerUnreachable",
+    "check_server",
+    "offline",
+    "run_packs",
+]
+
+#: A measurement, not a service: a request may wait this long in a busy server's queue (a CPU
+#: server answers a few items a second while hundreds are in flight) rather than time out and
+#: leave its item unscored.
+OFFLINE_TIMEOUT_SECONDS = 600.0
 
 #: The predicted class of an item that a rule rejected or escalated without naming a category.
 RULE_WITHOUT_CATEGORY = "(rule)"
@@ -27,6 +42,13 @@ _START_HINT = (
     "--vllm-python PY --model-dir DIR to let this command start one, or point --vllm-url at a "
     "running OpenAI-compatible server"
 )
+
+
+def offline(settings: InferenceSettings) -> InferenceSettings:
+    """Client settings for eval, calibrate and train: the configured ones, patient (see
+    OFFLINE_TIMEOUT_SECONDS), and never holding: a server down fails its items at once."""
+    timeout = max(settings.timeout_seconds, OFFLINE_TIMEOUT_SECONDS)
+    return settings.model_copy(update={"timeout_seconds": timeout, "on_unavailable": "review"})
 
 
 class ServerUnreachable(ConfigError):

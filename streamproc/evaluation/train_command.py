@@ -38,7 +38,7 @@ from streamproc.evaluation.dataset import LabeledItem, check_categories, load_da
 from streamproc.evaluation.pack_yaml import calibrated_pack_text
 from streamproc.evaluation.report.model import ViolationFigures
 from streamproc.evaluation.report.violation import violation_report
-from streamproc.evaluation.runner import ItemResult, check_server, run_packs
+from streamproc.evaluation.runner import ItemResult, check_server, offline, run_packs
 from streamproc.evaluation.train import HeadFigures, fit_heads, folds
 from streamproc.inference import InferenceClient
 from streamproc.inference.protocol import ModelAnswer, ModelRequest
@@ -297,7 +297,7 @@ async def _train_all(
         if model is None:
             api_key = settings.api_key.get_secret_value() if settings.api_key else None
             await check_server(settings.base_url, settings.model, api_key=api_key)
-            model = await stack.enter_async_context(InferenceClient(settings, NOOP))
+            model = await stack.enter_async_context(InferenceClient(offline(settings), NOOP))
         concurrency = settings.max_inflight
         return [
             await _train_pack(plan, target, model, backbone, meta, concurrency, on_done)
