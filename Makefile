@@ -12,7 +12,7 @@ MODEL ?= smollm2
 # Packs with the embedding_probe scorer read the first LAYERS layers of MODEL, served by a
 # second vLLM in pooling mode (scripts/prepare_model.sh backbone; `make sweep-depth` measures
 # the depth). The shipped packs' heads were trained on this backbone.
-LAYERS ?= 15
+LAYERS ?= 20
 # Set VLLM_URL (and MODEL_NAME) to use a running OpenAI-compatible server instead, and
 # EMBEDDING_URL (with EMBEDDING_MODEL_NAME) for a running embedding server.
 VLLM_URL ?=
@@ -26,12 +26,16 @@ RELIABILITY_ARGS ?=
 COMPARE_ARGS ?=
 # `make eval`: both shipped packs over the shipped labeled dataset; reports in .eval/<pack name>/
 EVAL_ARGS ?= --policy policies/listings.yaml --policy policies/videos.yaml --data samples/labeled.jsonl --out .eval
-# `make calibrate`: both shipped packs fitted on the calibration split; calibrated packs in
-# .calibrate/<pack name>.yaml (e.g. CALIBRATE_ARGS="... --method platt --review-recall 0.9")
-# `make train`: heads for both shipped packs from the calibration split, written to .train/
+# `make train`: heads and thresholds for both shipped packs from the calibration split, written
+# to .train/ (copy the packs and their .heads.json files into policies/ to ship them)
 TRAIN_ARGS ?= --policy policies/listings.yaml --policy policies/videos.yaml --data datasets/moderation-v1/calibration.jsonl --out .train --review-recall 0.85
+# `make sweep-depth`: the backbone depths measured (heads trained at each on the calibration split)
 SWEEP_DEPTHS ?= 5 10 15 20 25 30
-CALIBRATE_ARGS ?= --policy policies/listings.yaml --policy policies/videos.yaml --data datasets/moderation-v1/calibration.jsonl --out .calibrate
+# `make calibrate`: thresholds (and a score calibration) on the calibration split for packs with
+# a prompt scorer, here the shipped listings candidate; calibrated packs in .calibrate/<pack
+# name>.yaml (e.g. CALIBRATE_ARGS="... --method platt --review-recall 0.9"). The shipped packs'
+# thresholds come from `make train` (out-of-fold scores of their heads).
+CALIBRATE_ARGS ?= --policy policies/candidates/listings-v2.yaml --data datasets/moderation-v1/calibration.jsonl --out .calibrate
 
 .PHONY: install vllm demo eval calibrate train sweep-depth compare-scorers test unit lint docs clean bench-overhead bench-saturation bench-latency reliability
 

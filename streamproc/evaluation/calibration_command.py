@@ -259,7 +259,9 @@ async def _score(
 ) -> list[tuple[list[ItemResult], list[ItemResult]]]:
     settings, embedding = servers
     if model is None:
-        for server in (settings, embedding):
+        # Packs that all read embeddings need the embedding server alone.
+        probes_only = embedding is not None and all(uses_embeddings(t.policy) for t in plan.packs)
+        for server in (embedding,) if probes_only else (settings, embedding):
             if server is not None:
                 api_key = server.api_key.get_secret_value() if server.api_key else None
                 await check_server(server.base_url, server.model, api_key=api_key)

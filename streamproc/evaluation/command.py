@@ -135,11 +135,11 @@ def run_evaluation(
         check_cascade(plan)
     plan.out.mkdir(parents=True, exist_ok=True)
     settings = offline(inference)
-    runs = asyncio.run(_run(plan, (settings, embedding), model, on_done, (cascade, second)))
-    # The server that scored: the embedding server when every pack reads embeddings.
-    scored_by = (
-        embedding if embedding and all(uses_embeddings(p) for g in plan.groups for p in g) else settings
-    )
+    # Packs that all read embeddings need (and are scored by) the embedding server alone.
+    probes_only = embedding is not None and all(uses_embeddings(p) for g in plan.groups for p in g)
+    servers = (None if probes_only else settings, embedding)
+    runs = asyncio.run(_run(plan, servers, settings, model, on_done, (cascade, second)))
+    scored_by = embedding if probes_only and embedding is not None else settings
     context = ReportContext(
         dataset=str(plan.data),
         dataset_items=len(plan.items),
@@ -182,25 +182,30 @@ def headlines(out: Path, written: Sequence[WrittenReport]) -> list[str]:
 
 async def _run(
     plan: EvalPlan,
-    servers: tuple[InferenceSettings, InferenceSettings | None],
+    checked: tuple[InferenceSettings | None, InferenceSettings | None],
+    settings: InferenceSettings,
     model: ModelClient | None,
     on_done: Callable[[], None] | None,
     cascade: tuple[InferenceSettings | None, ModelClient | None],
 ) -> list[list[PackRun]]:
-    settings, embedding = servers
-    async with _client(settings, model, embedding) as first, _client(*cascade) as second:
+    async with _client(settings, model, checked) as first, _client(*cascade) as second:
         return await _run_groups(plan, first, settings.max_inflight, on_done, second)
 
 
 @contextlib.asynccontextmanager
 async def _client(
-    settings: InferenceSettings | None, model: ModelClient | None, embedding: InferenceSettings | None = None
+    settings: InferenceSettings | None,
+    model: ModelClient | None,
+    checked: tuple[InferenceSettings | None, InferenceSettings | None] | None = None,
 ) -> AsyncIterator[ModelClient | None]:
-    """``model`` (tests), else an HTTP client of the servers named, each checked first."""
+    """``model`` (tests), else an HTTP client of ``settings``' server and, where ``checked``
+    names one, the embedding server; the servers ``checked`` names (default: ``settings``')
+    are checked first."""
     if model is not None or settings is None:
         yield model
         return
-    for server in (settings, embedding):
+    generative, embedding = checked or (settings, None)
+    for server in (generative, embedding):
         if server is not None:
             api_key = server.api_key.get_secret_value() if server.api_key else None
             await check_server(server.base_url, server.model, api_key=api_key)

@@ -58,7 +58,11 @@ def calibrated_pack_text(
         else:
             node["calibration"] = _calibration_node(fit.calibration)
     for key, value in (top or {}).items():  # e.g. the scorer and heads `streamproc train` sets
-        data[key] = _flow(value) if isinstance(value, Mapping) else value
+        node = _flow(value) if isinstance(value, Mapping) else value
+        if key in data or "scorer" not in data:
+            data[key] = node
+        else:  # a new key goes beside the scorer it belongs to
+            data.insert(list(data).index("scorer") + 1, key, node)
     data["calibration_provenance"] = _provenance_node(provenance)
     return _dump(data, layout), changed
 

@@ -108,7 +108,9 @@ def test_worker_refuses_to_start_without_its_topics(broker: Broker, monkeypatch:
 @pytest.mark.parametrize("name", sorted(SCORERS))
 async def test_every_scorer_against_the_real_server(vllm: VllmServer, name: str) -> None:
     scorer = SCORERS[name]
-    policy = dataclasses.replace(default_policy("listing"), scorer=cast(ScorerName, name))
+    policy = dataclasses.replace(
+        default_policy("listing"), scorer=cast(ScorerName, name), heads=None, probe=None
+    )
     requests = scorer.requests(policy, item_content(policy, listing(title="Rolex replica, 1:1 copy")))
     settings = InferenceSettings(base_url=vllm.base_url, model=SERVED_MODEL, timeout_seconds=120)
     async with InferenceClient(settings, create(CollectorRegistry())) as client:

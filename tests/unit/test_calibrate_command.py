@@ -35,7 +35,7 @@ from streamproc.policy import load_pack
 from streamproc.policy.calibration import calibrated_scores
 from streamproc.policy.model import ContextualCalibration, IsotonicCalibration, PlattCalibration
 from streamproc.policy.rules import CompiledRules
-from tests.factories import POLICIES, label_pack, listing_dict
+from tests.factories import POLICIES, copy_shipped_packs, label_pack, listing_dict
 
 LISTINGS = POLICIES / "listings.yaml"
 VIDEOS = POLICIES / "videos.yaml"
@@ -191,8 +191,9 @@ def test_the_rewrite_keeps_comments_order_and_layout_and_changes_only_what_was_f
     keys = [line.split(":")[0] for line in text.splitlines() if re.match(r"^[a-z_]+:", line)]
     before = [line.split(":")[0] for line in original.splitlines() if re.match(r"^[a-z_]+:", line)]
     assert keys == [*(k for k in before if k != "calibration_provenance"), "calibration_provenance"]
-    (tmp_path / "out.yaml").write_text(text)
-    assert load_pack(tmp_path / "out.yaml").name == policy.name
+    beside = copy_shipped_packs(tmp_path / "packs")  # with the heads a shipped pack names
+    (beside / "out.yaml").write_text(text)
+    assert load_pack(beside / "out.yaml").name == policy.name
 
 
 def test_tiny_floats_are_written_as_floats_every_yaml_reader_reads(tmp_path: Path) -> None:
@@ -203,8 +204,9 @@ def test_tiny_floats_are_written_as_floats_every_yaml_reader_reads(tmp_path: Pat
     )
     text, _ = calibrated_pack_text(LISTINGS, [tiny], done.provenance)
     assert "bias: 1.0e-06" in text
-    (tmp_path / "tiny.yaml").write_text(text)
-    assert load_pack(tmp_path / "tiny.yaml").categories[5].calibration == tiny.calibration
+    beside = copy_shipped_packs(tmp_path / "packs")
+    (beside / "tiny.yaml").write_text(text)
+    assert load_pack(beside / "tiny.yaml").categories[5].calibration == tiny.calibration
 
 
 # --- the command line -------------------------------------------------------------------------
@@ -212,8 +214,10 @@ def test_tiny_floats_are_written_as_floats_every_yaml_reader_reads(tmp_path: Pat
 
 def test_policy_check_shows_calibration_and_provenance(tmp_path: Path) -> None:
     _, [pack] = _calibrate(tmp_path, "platt")
-    plain = tmp_path / "plain.yaml"  # the listings pack without the shipped calibration's provenance
-    plain.write_text(LISTINGS.read_text().partition("calibration_provenance:")[0])
+    plain = tmp_path / "plain.yaml"  # the listings pack without heads or the shipped provenance
+    plain.write_text(
+        label_pack(LISTINGS, tmp_path / "label").read_text().partition("calibration_provenance:")[0]
+    )
     result = CliRunner().invoke(cli, ["policy", "check", str(pack.target.out), str(LISTINGS), str(plain)])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
@@ -231,9 +235,9 @@ def test_policy_check_shows_calibration_and_provenance(tmp_path: Path) -> None:
         f"calibration platt a={calibration.a:.4g} b={calibration.b:.4g}"
     ) in lines[:shipped_at]
     assert not any("adult" in line for line in lines[:shipped_at])  # neither fitted nor calibrated
-    # The shipped pack: calibrated (thresholds only, method none) on the channel scorer's scores.
+    # The shipped pack: its thresholds fitted (method none) on its scorer's scores.
     assert lines[shipped_at + 1].startswith("    calibrated ") and "method none" in lines[shipped_at + 1]
-    assert lines[shipped_at + 1].endswith("scorer channel")
+    assert lines[shipped_at + 1].endswith(f"scorer {load_pack(LISTINGS).scorer}")
     adult = load_pack(LISTINGS).categories[2].thresholds
     assert f"    adult: review {adult.review:g}, reject {adult.reject:g}, calibration none" in lines
     assert lines[-1].startswith(f"ok  {plain}:")  # a plain pack: one line, as before

@@ -20,7 +20,7 @@ from streamproc.evaluation.calibrate import Targets, fit_contextual, fit_isotoni
 from streamproc.policy import Thresholds, load_pack
 from streamproc.policy.calibration import EPSILON, apply_calibration, calibrated_scores, logit
 from streamproc.policy.model import ContextualCalibration, IsotonicCalibration, PlattCalibration
-from tests.factories import default_policy
+from tests.factories import copy_shipped_packs, default_policy
 
 ROOT = Path(__file__).resolve().parents[2]
 LISTINGS = ROOT / "policies" / "listings.yaml"
@@ -192,9 +192,11 @@ def test_an_unreachable_precision_keeps_reject_above_every_score() -> None:
 
 
 def _pack_with(tmp_path: Path, block: str) -> Path:
-    """The listings pack with ``block`` added after the first category's thresholds."""
+    """The listings pack with ``block`` added after the first category's thresholds (beside the
+    heads it names)."""
     text = LISTINGS.read_text()
     category_line = next(line for line in text.splitlines() if line.startswith("    thresholds: {"))
+    copy_shipped_packs(tmp_path)
     path = tmp_path / "pack.yaml"
     path.write_text(text.replace(category_line, f"{category_line}\n{block}", 1))
     return path

@@ -605,17 +605,23 @@ def test_cli_starts_a_model_server_and_evaluates_against_it(
     tmp_path: Path, fake_vllm: type[FakeVllm]
 ) -> None:
     out = tmp_path / "out"
-    args = ["eval", "--policy", str(LISTINGS), "--data", str(DATASET), "--out", str(out)]
-    server = ["--vllm-python", str(tmp_path / "python"), "--model-dir", str(tmp_path), "--model-name", "m"]
-    result = CliRunner().invoke(cli, [*args, *server])
-    assert fake_vllm.started == [(tmp_path / "python", tmp_path, "m", out / "vllm.log")]
-    assert fake_vllm.stopped == 1
-    assert (
-        f"starting the generative vLLM server (a few minutes on CPU; log in {out / 'vllm.log'})"
-        in result.output
-    )
-    assert f"generative model server {fake_vllm.base_url} serving m" in result.output
-    assert result.exit_code == 1 and f"no model server answers at {fake_vllm.base_url}" in result.output
+    # A pack with a prompt scorer needs the generative server, the shipped ones the embedding
+    # server: each run starts only what its packs need.
+    for pack, role, log in ((label_pack(LISTINGS, tmp_path / "label"), "generative", "vllm.log"),
+                            (LISTINGS, "embedding", "vllm-embedding.log")):  # fmt: skip
+        fake_vllm.started.clear()
+        args = ["eval", "--policy", str(pack), "--data", str(DATASET), "--out", str(out)]
+        server = ["--vllm-python", str(tmp_path / "python"), "--model-dir", str(tmp_path),
+                  "--model-name", "m", "--embedding-model-dir", str(tmp_path / "b"),
+                  "--embedding-model-name", "m"]  # fmt: skip
+        result = CliRunner().invoke(cli, [*args, *server])
+        model_dir = tmp_path if role == "generative" else tmp_path / "b"
+        assert fake_vllm.started == [(tmp_path / "python", model_dir, "m", out / log)]
+        started = f"starting the {role} vLLM server (a few minutes on CPU; log in {out / log})"
+        assert started in result.output
+        assert f"{role} model server {fake_vllm.base_url} serving m" in result.output
+        assert result.exit_code == 1 and f"no model server answers at {fake_vllm.base_url}" in result.output
+    assert fake_vllm.stopped == 2
 
 
 def test_cli_checks_the_dataset_before_starting_a_model_server(
@@ -635,7 +641,7 @@ def test_cli_names_a_missing_vllm_python(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         cli,
         ["eval", "--policy", str(LISTINGS), "--data", str(DATASET), "--out", str(tmp_path / "out"),
-         "--vllm-python", str(python), "--model-dir", str(tmp_path)],
+         "--vllm-python", str(python), "--embedding-model-dir", str(tmp_path)],
     )  # fmt: skip
     assert result.exit_code == 1 and f"no vLLM python at {python}" in result.output
 

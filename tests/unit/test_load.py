@@ -115,15 +115,20 @@ def test_overhead_process_counts_default_to_one_and_the_cores() -> None:
         _process_counts("1,x")
 
 
-@pytest.mark.parametrize("scorer", ["channel", "label_logprob"])
+@pytest.mark.parametrize("scorer", ["embedding_probe", "channel", "label_logprob"])
 async def test_the_instant_model_lets_every_pack_approve_what_it_scores(
     tmp_path: Path, metrics: PrometheusWorkerMetrics, scorer: ScorerName
 ) -> None:
-    """The overhead benchmark's model answers both scorers' requests, and flags nothing: the
-    worker's own cost is measured on the path of an approved item, as before the channel packs."""
+    """The overhead benchmark's model answers every scorer's requests, and flags nothing: the
+    worker's own cost is measured on the path of an approved item."""
     packs = load_policy_set([without_rules(tmp_path / "packs")])  # every item goes to the model
-    assert {p.scorer for p in packs.policies} == {"channel"}  # the shipped scorer, unless replaced
-    policies = PolicySet([dataclasses.replace(p, scorer=scorer) for p in packs.policies])
+    probe = scorer == "embedding_probe"  # the shipped scorer; the others without its heads
+    policies = PolicySet(
+        [
+            p if probe else dataclasses.replace(p, scorer=scorer, heads=None, probe=None)
+            for p in packs.policies
+        ]
+    )
     model = CountingModel()
     processor = worker_processor(Settings(), policies, model, metrics)
     topics = Settings().topics
@@ -133,7 +138,7 @@ async def test_the_instant_model_lets_every_pack_approve_what_it_scores(
         outputs = await processor.process(InboundRecord(topic, 0, n, event.key, event.value))
         verdict = Verdict.model_validate_json(outputs[0].value)
         assert (verdict.decision, verdict.decided_by.kind) == ("approve", "none"), verdict
-        assert scorer != "channel" or max(verdict.scores.values()) < 0.01  # far from any threshold
+        assert scorer == "label_logprob" or max(verdict.scores.values()) < 0.01  # far from any threshold
     assert model.calls == len(events)  # one request per item, both scorers
     per_item = [len(p.categories) + 1 if scorer == "channel" else 1 for p in policies.policies]
     assert min(per_item) * len(events) <= model.prompts <= max(per_item) * len(events)

@@ -203,8 +203,9 @@ def test_cli_policy_check(packs: Path) -> None:
     assert ok.exit_code == 0, ok.output
     assert "marketplace-listings@" in ok.output and "short-videos@" in ok.output
     text = (packs / "videos.yaml").read_text()
-    assert "\nscorer: channel\n" in text
-    (packs / "videos.yaml").write_text(text.replace("\nscorer: channel\n", "\nscorer: magic\n"))
+    shipped = f"\nscorer: {load_pack(packs / 'videos.yaml').scorer}\n"
+    assert shipped in text
+    (packs / "videos.yaml").write_text(text.replace(shipped, "\nscorer: magic\n"))
     bad = CliRunner().invoke(cli, ["policy", "check", str(packs / "videos.yaml")])
     assert bad.exit_code == 1
     assert "videos.yaml:" in bad.output and "scorer" in bad.output
@@ -224,17 +225,11 @@ def test_cli_policy_show_prints_the_exact_request() -> None:
         ],
     )
     assert result.exit_code == 0, result.output
-    # The shipped pack's channel scorer: one text completion that echoes its prompts with their
-    # log-probabilities, the neutral text, then each category's, before the item.
-    assert result.output.startswith("POST /v1/completions\n")
-    [body] = [json.loads(chunk) for chunk in result.output.split("POST /v1/completions\n")[1:]]
-    assert (body["echo"], body["logprobs"], body["max_tokens"]) == (True, 0, 1)
-    policy = load_pack(POLICIES / "listings.yaml")
-    lines = [policy.channel_neutral, *(c.channel_prompt for c in policy.categories)]
-    assert len(body["prompt"]) == len(lines) == 7
-    for prompt, line in zip(body["prompt"], lines, strict=True):
-        assert line and prompt.startswith(f"{line}\n")
-        assert "Rolex Submariner AAA replica" in prompt.removeprefix(line)
+    # The shipped pack's embedding_probe scorer: one embeddings request with the item's text.
+    assert result.output.startswith("POST /v1/embeddings\n")
+    [body] = [json.loads(chunk) for chunk in result.output.split("POST /v1/embeddings\n")[1:]]
+    [text] = body["input"]
+    assert text.startswith("Title: Rolex Submariner AAA replica") and body["model"] == "MODEL"
 
 
 def test_shipped_rules_catch_the_clear_sample_violations() -> None:

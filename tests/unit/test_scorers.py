@@ -370,7 +370,9 @@ RECORDED = Path(__file__).parent / "data" / "vllm-0.32-smollm2-scorer-responses.
 @pytest.mark.parametrize("name", ["channel", "yes_no", "llama_guard", "json"])
 def test_recorded_vllm_responses(name: str) -> None:
     """Real answers of vLLM 0.32 (CPU) serving SmolLM2-135M-Instruct to each scorer's requests."""
-    policy = dataclasses.replace(default_policy("listing"), scorer=cast(ScorerName, name))
+    policy = dataclasses.replace(
+        default_policy("listing"), scorer=cast(ScorerName, name), heads=None, probe=None
+    )
     bodies = json.loads(RECORDED.read_text())[name]
     requests = SCORERS[name].requests(policy, item(listing(), policy))
     assert len(bodies) == len(requests)  # one per request
