@@ -86,6 +86,7 @@ async def test_labels_train_a_candidate_whose_figures_appear(
             true_categories=truth[v.content_id],
             labeler_id="reviewer-1",
             source="review",
+            decision="reject" if truth[v.content_id] else "approve",  # a review outcome decides
             created_at=datetime.now(UTC),
         )
         for v in verdicts
