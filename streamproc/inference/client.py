@@ -112,7 +112,7 @@ class InferenceClient:
         self._probing = False  # a half-open circuit lets one request through at a time
         metrics.watch_model(
             concurrency_limit=lambda: self.limit.current,
-            prompts_in_flight=lambda: self._gate.in_flight,
+            prompts_in_flight=lambda: self.prompts_in_flight,
             circuit_open=lambda: not self.available,
         )
         self._http = httpx.AsyncClient(
@@ -145,6 +145,11 @@ class InferenceClient:
     def base_url(self) -> str:
         """The server's API root, as configured."""
         return self._settings.base_url
+
+    @property
+    def prompts_in_flight(self) -> int:
+        """Prompts sent and not yet answered (what the adaptive limit counts)."""
+        return self._gate.in_flight
 
     @property
     def available(self) -> bool:

@@ -41,6 +41,15 @@ class ModelRouter:
         return any(client.holding for client in self._clients())
 
     @property
+    def concurrency_limit(self) -> int:
+        """The clients' adaptive limits together."""
+        return sum(client.limit.current for client in self._clients())
+
+    @property
+    def prompts_in_flight(self) -> int:
+        return sum(client.prompts_in_flight for client in self._clients())
+
+    @property
     def unavailable(self) -> list[str]:
         """API roots of the servers whose circuit is open."""
         return [client.base_url for client in self._clients() if not client.available]

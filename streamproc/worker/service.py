@@ -80,11 +80,17 @@ class ModerationService:
         """Run until ``stop()``; raises PipelineFailed if an item could not be finished."""
         settings, metrics = self._settings, self._metrics
         async with (
-            InferenceClient(settings.inference, metrics) as generative,
+            InferenceClient(settings.inference, _WithoutGauges(metrics)) as generative,
             _embedding_client(settings, metrics) as embedding,
             _second_model(settings, metrics) as second,
         ):
             self._client = client = ModelRouter(generative, embedding)
+            # One series each for both servers: what readiness and the alerts read.
+            metrics.watch_model(
+                concurrency_limit=lambda: client.concurrency_limit,
+                prompts_in_flight=lambda: client.prompts_in_flight,
+                circuit_open=lambda: not client.available,
+            )
             processor = Processor(
                 settings.topics,
                 settings.audit,
@@ -135,7 +141,7 @@ async def _embedding_client(
     if inference is None:
         yield None
         return
-    async with InferenceClient(inference, _SecondModelMetrics(metrics)) as client:
+    async with InferenceClient(inference, _WithoutGauges(metrics)) as client:
         yield client
 
 
@@ -146,15 +152,14 @@ async def _second_model(settings: Settings, metrics: WorkerRecorder) -> AsyncIte
     if inference is None:
         yield None
         return
-    async with InferenceClient(inference, _SecondModelMetrics(metrics)) as client:
+    async with InferenceClient(inference, _WithoutGauges(metrics)) as client:
         yield SecondModel(client, inference.model)
 
 
-class _SecondModelMetrics:
-    """A second client's (the cascade's or the embedding server's) requests, latency and
-    errors count with the first's; the limit,
-    prompts-in-flight and circuit gauges stay the main model's (one series each, read by
-    readiness and alerts)."""
+class _WithoutGauges:
+    """A client's requests, latency and errors counted as the worker's; the limit,
+    prompts-in-flight and circuit gauges are set once for the worker's model servers
+    together (one series each, read by readiness and alerts)."""
 
     def __init__(self, metrics: WorkerRecorder) -> None:
         self._metrics = metrics

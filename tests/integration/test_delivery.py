@@ -218,8 +218,10 @@ async def test_sigkill_with_hundreds_in_flight_loses_nothing_and_bounds_duplicat
 
 
 async def test_model_server_outage_pauses_consumption_and_holds_items_until_it_is_back(
-    broker: Broker, vllm: VllmServer, topics: TopicSettings, start_worker: StartWorker
+    broker: Broker, embedding_server: VllmServer, topics: TopicSettings, start_worker: StartWorker
 ) -> None:
+    """The shipped packs' model server (the embedding server) stops and comes back."""
+    vllm = embedding_server
     worker = start_worker(
         STREAMPROC_INFERENCE__BREAKER_FAILURES="3",
         STREAMPROC_INFERENCE__BREAKER_RECOVERY_SECONDS="2",
@@ -230,7 +232,7 @@ async def test_model_server_outage_pauses_consumption_and_holds_items_until_it_i
         ids = [f"{prefix}{i}" for i in range(n)]
         return [(id_.encode(), orjson.dumps(listing_dict(listing_id=id_))) for id_ in ids]
 
-    # Few items: the channel scorer has the server score a prompt per category and a neutral one.
+    # Few items: the test is about holding, not throughput.
     before = listings("L-before", 4)
     await produce(broker.bootstrap, topics.listings, before)
     await consume(broker.bootstrap, [topics.verdicts], len(before), within=120)
