@@ -81,7 +81,7 @@ async def test_listings_and_videos_get_verdicts_on_the_right_topics(
     assert worker.total("streamproc_verdicts_total") == 6
     assert worker.total("streamproc_end_to_end_latency_seconds_count") == 6
     assert worker.total("streamproc_model_request_latency_seconds_count") >= 6
-    assert worker.total("streamproc_prompt_tokens_total") > 600
+    assert worker.total("streamproc_prompt_tokens_total") > 10 * len(scored)
     assert worker.total("streamproc_model_requests_in_flight") == 0
 
 

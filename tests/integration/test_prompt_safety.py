@@ -52,8 +52,8 @@ class Tokenizer:
                 "messages": request.body["messages"],
                 "add_generation_prompt": True,
             }
-        else:  # completions: each prompt exactly as sent, one after the other
-            prompt = request.body["prompt"]
+        else:  # completions and embeddings: each prompt or input exactly as sent, one after the other
+            prompt = request.body["prompt" if request.endpoint == "completions" else "input"]
             special = request.body.get("add_special_tokens", True)
             prompts = prompt if isinstance(prompt, list) else [prompt]
             return [

@@ -23,7 +23,7 @@ from streamproc.policy import ScorerName, item_content
 from streamproc.policy.scorers import SCORERS, LabelLogprobScorer
 from streamproc.topics import apply_topics, load_topic_specs
 from tests.factories import default_policy, listing
-from tests.integration.conftest import SERVED_MODEL
+from tests.integration.conftest import EMBEDDING_MODEL, SERVED_MODEL
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,7 +105,7 @@ def test_worker_refuses_to_start_without_its_topics(broker: Broker, monkeypatch:
     assert "do not exist" in result.output and "streamproc topics apply" in result.output
 
 
-@pytest.mark.parametrize("name", sorted(SCORERS))
+@pytest.mark.parametrize("name", sorted(set(SCORERS) - {"embedding_probe"}))
 async def test_every_scorer_against_the_real_server(vllm: VllmServer, name: str) -> None:
     scorer = SCORERS[name]
     policy = dataclasses.replace(
@@ -125,3 +125,26 @@ async def test_every_scorer_against_the_real_server(vllm: VllmServer, name: str)
     scores = scorer.scores(policy, answers)
     assert list(scores) == list(policy.category_ids)
     assert all(0.0 <= s <= 1.0 for s in scores.values())
+
+
+async def test_the_shipped_heads_read_the_real_embedding_server(embedding_server: VllmServer) -> None:
+    """The backbone the tests serve returns vectors of the width the shipped heads were
+    trained on, and they score a clear violation above a clean item."""
+    settings = InferenceSettings(
+        base_url=embedding_server.base_url, model=EMBEDDING_MODEL, timeout_seconds=120
+    )
+    scorer = SCORERS["embedding_probe"]
+    policy = default_policy("listing")
+    items = {
+        "replica": listing(title="Rolex Submariner replica, 1:1 copy", description="Mirror quality, cheap."),
+        "clean": listing(title="Oak bookshelf", description="Solid oak, five shelves, pick-up only."),
+    }
+    async with InferenceClient(settings, create(CollectorRegistry())) as client:
+        scores = {}
+        for name, event in items.items():
+            [request] = scorer.requests(policy, item_content(policy, event))
+            answer = await client.complete(request)
+            assert answer.prompt_tokens > 10 and answer.completion_tokens == 0
+            assert policy.probe is not None and len(answer.embeddings[0]) == policy.probe.backbone.width
+            scores[name] = scorer.scores(policy, [answer])
+    assert max(scores["replica"].values()) > max(scores["clean"].values())
