@@ -101,7 +101,8 @@ async def test_labels_train_a_candidate_whose_figures_appear(
     done = _run("export-labels", "--out", exported, env=env)
     assert done.returncode == 0, done.stderr
     assert f"{len(items)} labeled items ({len(items)} review)" in done.stdout
-    assert {i.event.content_id: list(i.true_categories) for i in load_dataset(exported)} == truth
+    exported_truth = {i.event.content_id: sorted(i.true_categories) for i in load_dataset(exported)}
+    assert exported_truth == {content_id: sorted(labels) for content_id, labels in truth.items()}
 
     servers = ["--embedding-url", model_servers.embedding.base_url, "--embedding-model-name", EMBEDDING_MODEL]
     candidate_dir = tmp_path / "candidate"
