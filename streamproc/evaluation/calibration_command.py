@@ -18,10 +18,8 @@ from streamproc.errors import ConfigError
 from streamproc.evaluation.calibrate import CategoryFit, Targets, fit_category, require_fitting_libraries
 from streamproc.evaluation.dataset import LabeledItem, check_categories, load_dataset
 from streamproc.evaluation.pack_yaml import calibrated_pack_text
-from streamproc.evaluation.runner import ItemResult, check_server, offline, run_packs
-from streamproc.inference import open_router
-from streamproc.metrics import NOOP
-from streamproc.policy import Policy, load_pack, uses_embeddings
+from streamproc.evaluation.runner import ItemResult, offline_client, run_packs
+from streamproc.policy import Policy, load_pack, model_roles, uses_embeddings
 from streamproc.policy.model import CalibrationMethod, CalibrationProvenance
 from streamproc.policy.rules import CompiledRules
 from streamproc.schemas import ContentType, ListingEvent, VideoEvent
@@ -227,12 +225,11 @@ def run_calibration(
         TooFewPositives: after scoring (inference errors drop items), a category asked for has
             too few items, or no category could be fitted; nothing is written then.
     """
-    settings = offline(inference)
-    runs = asyncio.run(_score(plan, (settings, embedding), model, on_done))
+    runs = asyncio.run(_score(plan, (inference, embedding), model, on_done))
     created = datetime.now(UTC).replace(microsecond=0)
     done = [
         _fit_pack(
-            plan, target, results, free, _model_name(target.policy, settings, embedding), created, command
+            plan, target, results, free, _model_name(target.policy, inference, embedding), created, command
         )
         for target, (results, free) in zip(plan.packs, runs, strict=True)
     ]
@@ -259,13 +256,7 @@ async def _score(
 ) -> list[tuple[list[ItemResult], list[ItemResult]]]:
     settings, embedding = servers
     if model is None:
-        # Packs that all read embeddings need the embedding server alone.
-        probes_only = embedding is not None and all(uses_embeddings(t.policy) for t in plan.packs)
-        for server in (embedding,) if probes_only else (settings, embedding):
-            if server is not None:
-                api_key = server.api_key.get_secret_value() if server.api_key else None
-                await check_server(server.base_url, server.model, api_key=api_key)
-        async with open_router(settings, offline(embedding) if embedding else None, NOOP) as client:
+        async with offline_client(settings, embedding, model_roles(t.policy for t in plan.packs)) as client:
             return await _score_with(plan, client, settings.max_inflight, on_done)
     return await _score_with(plan, model, settings.max_inflight, on_done)
 

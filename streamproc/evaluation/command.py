@@ -25,10 +25,8 @@ from streamproc.evaluation.report import (
     write_report,
     write_summary,
 )
-from streamproc.evaluation.runner import PackRun, check_server, offline, run_packs
-from streamproc.inference import open_router
-from streamproc.metrics import NOOP
-from streamproc.policy import Policy, load_pack, uses_embeddings
+from streamproc.evaluation.runner import PackRun, offline_client, run_packs
+from streamproc.policy import Policy, load_pack, model_roles
 
 __all__ = ["EvalPlan", "WrittenReport", "check_cascade", "headlines", "plan_evaluation", "run_evaluation"]
 
@@ -134,12 +132,10 @@ def run_evaluation(
     if cascade is not None:
         check_cascade(plan)
     plan.out.mkdir(parents=True, exist_ok=True)
-    settings = offline(inference)
-    # Packs that all read embeddings need (and are scored by) the embedding server alone.
-    probes_only = embedding is not None and all(uses_embeddings(p) for g in plan.groups for p in g)
-    servers = (None if probes_only else settings, embedding)
-    runs = asyncio.run(_run(plan, servers, settings, model, on_done, (cascade, second)))
-    scored_by = embedding if probes_only and embedding is not None else settings
+    runs = asyncio.run(_run(plan, (inference, embedding), model, on_done, (cascade, second)))
+    # The server that scored: the embedding server when every pack reads embeddings.
+    probes_only = not model_roles(p for group in plan.groups for p in group)[0]
+    scored_by = embedding if embedding is not None and probes_only else inference
     context = ReportContext(
         dataset=str(plan.data),
         dataset_items=len(plan.items),
@@ -182,35 +178,31 @@ def headlines(out: Path, written: Sequence[WrittenReport]) -> list[str]:
 
 async def _run(
     plan: EvalPlan,
-    checked: tuple[InferenceSettings | None, InferenceSettings | None],
-    settings: InferenceSettings,
+    servers: tuple[InferenceSettings, InferenceSettings | None],
     model: ModelClient | None,
     on_done: Callable[[], None] | None,
     cascade: tuple[InferenceSettings | None, ModelClient | None],
 ) -> list[list[PackRun]]:
-    async with _client(settings, model, checked) as first, _client(*cascade) as second:
-        return await _run_groups(plan, first, settings.max_inflight, on_done, second)
+    packs = [p for group in plan.groups for p in group]
+    async with (
+        _client(*servers, model, model_roles(packs)) as first,
+        _client(cascade[0], None, cascade[1], (True, False)) as second,
+    ):
+        return await _run_groups(plan, first, servers[0].max_inflight, on_done, second)
 
 
 @contextlib.asynccontextmanager
 async def _client(
     settings: InferenceSettings | None,
+    embedding: InferenceSettings | None,
     model: ModelClient | None,
-    checked: tuple[InferenceSettings | None, InferenceSettings | None] | None = None,
+    roles: tuple[bool, bool],
 ) -> AsyncIterator[ModelClient | None]:
-    """``model`` (tests), else an HTTP client of ``settings``' server and, where ``checked``
-    names one, the embedding server; the servers ``checked`` names (default: ``settings``')
-    are checked first."""
+    """``model`` (tests), else an offline client of the servers named (none: no client)."""
     if model is not None or settings is None:
         yield model
         return
-    generative, embedding = checked or (settings, None)
-    for server in (generative, embedding):
-        if server is not None:
-            api_key = server.api_key.get_secret_value() if server.api_key else None
-            await check_server(server.base_url, server.model, api_key=api_key)
-    # An evaluation must finish: items a server fails on become errors, not a wait.
-    async with open_router(offline(settings), offline(embedding) if embedding else None, NOOP) as client:
+    async with offline_client(settings, embedding, roles) as client:
         yield client
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -14,6 +15,8 @@ from streamproc.config import InferenceSettings
 from streamproc.decision import Evaluation, ModelClient, decide, evaluate_item, flagged_categories
 from streamproc.errors import ConfigError
 from streamproc.evaluation.dataset import LabeledItem
+from streamproc.inference import ModelRouter, open_router
+from streamproc.metrics import NOOP
 from streamproc.policy import Policy
 from streamproc.policy.rules import CompiledRules
 from streamproc.schemas import Decision
@@ -25,7 +28,7 @@ __all__ = [
     "PackRun",
     "ServerUnreachable",
     "check_server",
-    "offline",
+    "offline_client",
     "run_packs",
 ]
 
@@ -44,11 +47,27 @@ _START_HINT = (
 )
 
 
-def offline(settings: InferenceSettings) -> InferenceSettings:
-    """Client settings for eval, calibrate and train: the configured ones, patient (see
-    OFFLINE_TIMEOUT_SECONDS), and never holding: a server down fails its items at once."""
+def _offline(settings: InferenceSettings) -> InferenceSettings:
+    """Patient (see OFFLINE_TIMEOUT_SECONDS) and never holding: a server down fails its
+    items at once, so a run always finishes."""
     timeout = max(settings.timeout_seconds, OFFLINE_TIMEOUT_SECONDS)
     return settings.model_copy(update={"timeout_seconds": timeout, "on_unavailable": "review"})
+
+
+@contextlib.asynccontextmanager
+async def offline_client(
+    generative: InferenceSettings, embedding: InferenceSettings | None, roles: tuple[bool, bool]
+) -> AsyncIterator[ModelRouter]:
+    """The model client of eval, calibrate and train: the servers the run asks (``roles``,
+    generative and embedding, as ``model_roles`` says of packs) checked first (``embedding``
+    None: the generative server answers embeddings too), then one offline client each."""
+    needs_generative, needs_embedding = roles
+    for server, needed in ((generative, needs_generative or embedding is None), (embedding, needs_embedding)):
+        if server is not None and needed:
+            api_key = server.api_key.get_secret_value() if server.api_key else None
+            await check_server(server.base_url, server.model, api_key=api_key)
+    async with open_router(_offline(generative), _offline(embedding) if embedding else None, NOOP) as client:
+        yield client
 
 
 class ServerUnreachable(ConfigError):

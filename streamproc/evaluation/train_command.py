@@ -10,7 +10,6 @@ included), so the figures printed are what the split can honestly say.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -38,11 +37,9 @@ from streamproc.evaluation.dataset import LabeledItem, check_categories, load_da
 from streamproc.evaluation.pack_yaml import calibrated_pack_text
 from streamproc.evaluation.report.model import ViolationFigures
 from streamproc.evaluation.report.violation import violation_report
-from streamproc.evaluation.runner import ItemResult, check_server, offline, run_packs
+from streamproc.evaluation.runner import ItemResult, offline_client, run_packs
 from streamproc.evaluation.train import HeadFigures, fit_heads, folds
-from streamproc.inference import InferenceClient
 from streamproc.inference.protocol import ModelAnswer, ModelRequest
-from streamproc.metrics import NOOP
 from streamproc.policy import Policy, item_content, load_pack
 from streamproc.policy.heads import Backbone, ProbeHeads
 from streamproc.policy.model import CalibrationProvenance, HeadsRef, Thresholds
@@ -293,17 +290,13 @@ async def _train_all(
     meta: dict[str, Any],
     on_done: Callable[[], None] | None,
 ) -> list[tuple[TrainedPack, ProbeHeads]]:
-    async with contextlib.AsyncExitStack() as stack:
-        if model is None:
-            api_key = settings.api_key.get_secret_value() if settings.api_key else None
-            await check_server(settings.base_url, settings.model, api_key=api_key)
-            model = await stack.enter_async_context(InferenceClient(offline(settings), NOOP))
-        concurrency = settings.max_inflight
-        return [
-            await _train_pack(plan, target, model, backbone, meta, concurrency, on_done)
-            for target in plan.packs
-        ]
-    raise AssertionError("unreachable")  # pragma: no cover - mypy: the stack may swallow
+    if model is None:  # whatever the packs' scorer was, training reads embeddings
+        async with offline_client(settings, None, (False, True)) as client:
+            return await _train_all(plan, settings, client, backbone, meta, on_done)
+    return [
+        await _train_pack(plan, target, model, backbone, meta, settings.max_inflight, on_done)
+        for target in plan.packs
+    ]
 
 
 def _rounded(value: Any) -> Any:

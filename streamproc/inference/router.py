@@ -25,6 +25,10 @@ class ModelRouter:
     def _clients(self) -> tuple[InferenceClient, ...]:
         return (self._generative,) if self._embedding is None else (self._generative, self._embedding)
 
+    async def aclose(self) -> None:
+        for client in self._clients():
+            await client.aclose()
+
     async def complete(self, request: ModelRequest) -> ModelAnswer:
         if request.endpoint == "embeddings" and self._embedding is not None:
             return await self._embedding.complete(request)
@@ -57,16 +61,15 @@ class ModelRouter:
 
 @contextlib.asynccontextmanager
 async def open_router(
-    generative: InferenceSettings,
-    embedding: InferenceSettings | None,
-    metrics: InferenceRecorder,
-    embedding_metrics: InferenceRecorder | None = None,
+    generative: InferenceSettings, embedding: InferenceSettings | None, metrics: InferenceRecorder
 ) -> AsyncIterator[ModelRouter]:
     """A router over clients of these servers (``embedding`` None: the generative server
     answers embeddings requests too), closed on the way out."""
-    async with InferenceClient(generative, metrics) as first:
-        if embedding is None:
-            yield ModelRouter(first)
-            return
-        async with InferenceClient(embedding, embedding_metrics or metrics) as second:
-            yield ModelRouter(first, second)
+    router = ModelRouter(
+        InferenceClient(generative, metrics),
+        InferenceClient(embedding, metrics) if embedding is not None else None,
+    )
+    try:
+        yield router
+    finally:
+        await router.aclose()

@@ -4,7 +4,7 @@ from streamproc.policy.model import Category, MediaBudget, Policy, Rule, ScorerN
 from streamproc.policy.packs import PolicySet, load_pack, load_policy_set
 from streamproc.policy.prompt import ItemContent, item_content, render_item, user_content
 from streamproc.policy.rule_fields import rule_fields_reference
-from streamproc.policy.scorers import SCORERS, Scorer, uses_embeddings
+from streamproc.policy.scorers import SCORERS, Scorer, model_roles, uses_embeddings
 
 __all__ = [
     "SCORERS",
@@ -20,6 +20,7 @@ __all__ = [
     "item_content",
     "load_pack",
     "load_policy_set",
+    "model_roles",
     "render_item",
     "rule_fields_reference",
     "user_content",

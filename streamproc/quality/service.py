@@ -74,9 +74,10 @@ class QualityService:
             inference = inference.model_copy(update={"model": quality.appeal_model})
         # The pipeline's and the model client's own figures are the worker's; they are not
         # exported here so that dashboards do not mistake this service for a worker.
-        self._model = InferenceClient(inference, NOOP)
         embedding = settings.embedding.inference(settings.inference)  # embedding_probe packs
-        self._embedding = InferenceClient(embedding, NOOP) if embedding is not None else None
+        self._model = ModelRouter(
+            InferenceClient(inference, NOOP), InferenceClient(embedding, NOOP) if embedding else None
+        )
         self._fetcher = KafkaContentFetcher(
             settings.kafka.bootstrap_servers,
             settings.kafka.client_id,
@@ -85,7 +86,7 @@ class QualityService:
         )
         appeals = AppealEvaluator(
             policies,
-            ModelRouter(self._model, self._embedding),
+            self._model,
             self._fetcher,
             metrics,
             model_name=inference.model,
@@ -135,8 +136,6 @@ class QualityService:
                 await maintenance
             await self._fetcher.close()
             await self._model.aclose()
-            if self._embedding is not None:
-                await self._embedding.aclose()
         self._maintain()
 
     def _maintenance_ended(self, task: asyncio.Task[None]) -> None:

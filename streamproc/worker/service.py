@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from streamproc.config import Settings
 from streamproc.decision import SecondModel
-from streamproc.inference import InferenceClient, ModelRouter
+from streamproc.inference import InferenceClient, ModelRouter, open_router
 from streamproc.metrics import PrometheusWorkerMetrics, WorkerRecorder, create
 from streamproc.policy import PolicySet, load_policy_set
 from streamproc.stream import Pipeline, PipelineFailed, host
@@ -79,12 +79,12 @@ class ModerationService:
     async def run(self) -> None:
         """Run until ``stop()``; raises PipelineFailed if an item could not be finished."""
         settings, metrics = self._settings, self._metrics
+        embedding = settings.embedding.inference(settings.inference)  # None: the model server's
         async with (
-            InferenceClient(settings.inference, _WithoutGauges(metrics)) as generative,
-            _embedding_client(settings, metrics) as embedding,
+            open_router(settings.inference, embedding, _WithoutGauges(metrics)) as client,
             _second_model(settings, metrics) as second,
         ):
-            self._client = client = ModelRouter(generative, embedding)
+            self._client = client
             # One series each for both servers: what readiness and the alerts read.
             metrics.watch_model(
                 concurrency_limit=lambda: client.concurrency_limit,
@@ -98,7 +98,7 @@ class ModerationService:
                 client,
                 metrics,
                 model_name=settings.inference.model,
-                embedding_model_name=settings.embedding.model or settings.inference.model,
+                embedding_model_name=(embedding or settings.inference).model,
                 worker_id=settings.kafka.client_id,
                 second=second,
             )
@@ -130,19 +130,6 @@ class ModerationService:
                     watcher.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await watcher
-
-
-@contextlib.asynccontextmanager
-async def _embedding_client(
-    settings: Settings, metrics: WorkerRecorder
-) -> AsyncIterator[InferenceClient | None]:
-    """The embedding server's own client, when ``embedding`` names a server or model of its own."""
-    inference = settings.embedding.inference(settings.inference)
-    if inference is None:
-        yield None
-        return
-    async with InferenceClient(inference, _WithoutGauges(metrics)) as client:
-        yield client
 
 
 @contextlib.asynccontextmanager

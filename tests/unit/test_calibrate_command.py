@@ -356,8 +356,8 @@ def test_cli_prints_a_table_per_category_and_writes_the_pack(
     async def reachable(*args: object, **kwargs: object) -> None:
         return None
 
-    monkeypatch.setattr("streamproc.evaluation.calibration_command.check_server", reachable)
-    monkeypatch.setattr("streamproc.evaluation.calibration_command.open_router", _Client)
+    monkeypatch.setattr("streamproc.evaluation.runner.check_server", reachable)
+    monkeypatch.setattr("streamproc.evaluation.runner.open_router", _Client)
     out = tmp_path / "calibrated"
     listings = _label_listings(tmp_path)
     result = CliRunner().invoke(

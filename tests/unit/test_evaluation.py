@@ -675,8 +675,8 @@ def test_cli_puts_items_it_could_not_score_first_and_fails_past_the_allowed_shar
     async def reachable(*args: object, **kwargs: object) -> None:
         return None
 
-    monkeypatch.setattr("streamproc.evaluation.command.check_server", reachable)
-    monkeypatch.setattr("streamproc.evaluation.command.open_router", _Router)
+    monkeypatch.setattr("streamproc.evaluation.runner.check_server", reachable)
+    monkeypatch.setattr("streamproc.evaluation.runner.open_router", _Router)
     listings = label_pack(LISTINGS, tmp_path / "packs")
     args = [
         "eval",

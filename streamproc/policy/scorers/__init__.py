@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from types import MappingProxyType
 from typing import Final
 
@@ -25,6 +26,7 @@ __all__ = [
     "YesNoScorer",
     "label_scores",
     "logprob_request",
+    "model_roles",
     "system_prompt",
     "uses_embeddings",
 ]
@@ -47,3 +49,9 @@ SCORERS: Final[MappingProxyType[str, Scorer]] = MappingProxyType(
 def uses_embeddings(policy: Policy) -> bool:
     """Whether the pack's scorer asks the embedding server (the others ask the generative one)."""
     return policy.scorer == EmbeddingProbeScorer.name
+
+
+def model_roles(policies: Iterable[Policy]) -> tuple[bool, bool]:
+    """(generative, embedding): which model servers these packs ask."""
+    asks = [uses_embeddings(p) for p in policies]
+    return not all(asks), any(asks)
