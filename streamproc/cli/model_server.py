@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import signal
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ if TYPE_CHECKING:
     from streamproc.dev.devstack import VllmServer
     from streamproc.policy import Policy
 
-__all__ = ["ModelServers", "ServerOptions", "model_servers", "needs", "server_options"]
+__all__ = ["ModelServers", "ServerOptions", "model_servers", "server_options"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _FIELDS = (
@@ -98,32 +97,10 @@ def server_options(command: _F) -> _F:
     return wrapper  # type: ignore[return-value]  # the same command, its options added
 
 
-def needs(packs: Sequence[Policy], *, cascade: bool = False) -> tuple[bool, bool]:
-    """(generative, embedding): which servers these packs ask."""
-    from streamproc.policy import uses_embeddings  # noqa: PLC0415
-
-    embedding = any(uses_embeddings(p) for p in packs)
-    return cascade or not all(uses_embeddings(p) for p in packs), embedding
-
-
 #: Servers started here run on this machine's CPU: eager mode starts in about a third of the
 #: time, and torch.compile's CPU graphs answered the channel scorer's long echoed prompts
 #: slower than eager on 2-core machines (no model verdict in 7 minutes of `make demo`).
 CPU_ARGS: Final = ("--enforce-eager",)
-
-
-@contextlib.contextmanager
-def _stopped_by_sigterm() -> Iterator[None]:
-    """SIGTERM unwinds like Ctrl-C while servers run here, so they are stopped, not orphaned."""
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 @dataclass(frozen=True)
@@ -147,7 +124,8 @@ def model_servers(
 ) -> Iterator[ModelServers]:
     """The servers to use: running ones, or vLLM servers started here and stopped after.
     ``roles`` (generative, embedding) overrides which ones the packs need."""
-    from streamproc.dev.devstack import serving  # noqa: PLC0415 - only when starting one
+    from streamproc.dev.devstack import serving, sigterm_unwinds  # noqa: PLC0415 - only when starting one
+    from streamproc.policy import model_roles  # noqa: PLC0415
 
     generative = settings.inference.model_copy(
         update={
@@ -157,40 +135,49 @@ def model_servers(
     )
     given = {"base_url": options.embedding_url, "model": options.embedding_model_name}
     embedding = settings.embedding.model_copy(update={k: v for k, v in given.items() if v})
-    starting = _to_start(options, roles or needs(packs, cascade=bool(other_names)), out, other_names)
-    names = {"generative": generative.model, "embedding": embedding.model or generative.model}
+    asks_generative, asks_embedding = roles or model_roles(packs)
+    roles = (asks_generative or bool(other_names), asks_embedding)  # a cascade asks the generative server
+    names = (generative.model, embedding.model or generative.model)
+    starting = _to_start(options, roles, out, names, other_names)
     say = functools.partial(click.echo, err=True)
-    servers = [make(names[role]) for role, make in starting]
-    for (role, _), server in zip(starting, servers, strict=True):
+    for role, server in starting:
         say(f"starting the {role} vLLM server (a few minutes on CPU; log in {server.log_path}) …")
-    with _stopped_by_sigterm(), serving(servers):
-        for (role, _), server in zip(starting, servers, strict=True):
+    with sigterm_unwinds(), serving([server for _, server in starting]):
+        for role, server in starting:
             say(f"{role} model server {server.base_url} serving {server.served_model_name}")
             if role == "generative":
                 generative = generative.model_copy(update={"base_url": server.base_url})
             else:
-                embedding = embedding.model_copy(update={"base_url": server.base_url, "model": names[role]})
+                embedding = embedding.model_copy(update={"base_url": server.base_url, "model": names[1]})
         yield ModelServers(generative, embedding.inference(generative))
 
 
 def _to_start(
-    options: ServerOptions, roles: tuple[bool, bool], out: Path, other_names: Sequence[str]
-) -> list[tuple[str, Callable[[str], VllmServer]]]:
-    """(role, server for a served name) of each server to start here: needed, and given a model."""
+    options: ServerOptions,
+    roles: tuple[bool, bool],
+    out: Path,
+    names: tuple[str, str],
+    other_names: Sequence[str],
+) -> list[tuple[str, VllmServer]]:
+    """(role, server) of each server to start here: asked for, and given a model to serve."""
     from streamproc.dev.devstack import VllmServer  # noqa: PLC0415 - only when starting one
 
     python, (generative, embedding) = options.vllm_python, roles
-    starting: list[tuple[str, Callable[[str], VllmServer]]] = []
-    if python is None:
-        return starting
-    if generative and options.model_dir is not None:
-        model_dir = options.model_dir
-        starting.append(("generative", lambda name: VllmServer(
-            python, model_dir, name, out / "vllm.log", other_names=other_names, extra_args=CPU_ARGS
-        )))  # fmt: skip
-    if embedding and options.embedding_model_dir is not None:
-        backbone = options.embedding_model_dir
-        starting.append(("embedding", lambda name: VllmServer(
-            python, backbone, name, out / "vllm-embedding.log", pooling=True, extra_args=CPU_ARGS
-        )))  # fmt: skip
+    starting: list[tuple[str, VllmServer]] = []
+    if python is not None and generative and options.model_dir is not None:
+        server = VllmServer(
+            python,
+            options.model_dir,
+            names[0],
+            out / "vllm.log",
+            other_names=other_names,
+            extra_args=CPU_ARGS,
+        )
+        starting.append(("generative", server))
+    if python is not None and embedding and options.embedding_model_dir is not None:
+        server = VllmServer(
+            python, options.embedding_model_dir, names[1], out / "vllm-embedding.log", pooling=True,
+            extra_args=CPU_ARGS,
+        )  # fmt: skip
+        starting.append(("embedding", server))
     return starting

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import signal
 import sys
 import time
 from collections import Counter
@@ -23,7 +22,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from streamproc.config import InferenceSettings, TopicSettings
-from streamproc.dev.devstack import Broker, ManagedProcess, wait_for_port
+from streamproc.dev.devstack import Broker, ManagedProcess, sigterm_unwinds, wait_for_port
 from streamproc.dev.samples import publish_jsonl
 from streamproc.errors import ConfigError
 from streamproc.topics import apply_topics, load_topic_specs
@@ -54,10 +53,6 @@ def _say(text: str) -> None:
     print(text, flush=True)  # noqa: T201 - the demo talks to a person
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def run_demo(options: DemoOptions) -> None:
     """Run the stack over the samples, printing each verdict and dead letter as it arrives.
 
@@ -69,9 +64,7 @@ def run_demo(options: DemoOptions) -> None:
     """
     topics = TopicSettings()
     options.run_dir.mkdir(parents=True, exist_ok=True)
-    # SIGTERM stops like Ctrl-C: through the ExitStack, so child processes are stopped.
-    signal.signal(signal.SIGTERM, _interrupt)
-    with contextlib.ExitStack() as stack:
+    with sigterm_unwinds(), contextlib.ExitStack() as stack:
         broker = stack.enter_context(Broker(options.run_dir / "broker.log"))
         _say(f"broker       Tansu on {broker.bootstrap} (memory storage)")
         report = asyncio.run(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -28,6 +29,7 @@ __all__ = [
     "VllmServer",
     "free_port",
     "serving",
+    "sigterm_unwinds",
     "wait_for_port",
 ]
 
@@ -222,6 +224,21 @@ class VllmServer(ManagedProcess):
         raise ConfigError(
             f"the vLLM server was not healthy after {timeout:.0f} s; its log:\n{self.log_tail()}"
         )
+
+
+@contextlib.contextmanager
+def sigterm_unwinds() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt meanwhile, so it unwinds like Ctrl-C and the processes
+    started here are stopped on the way out, not orphaned."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager
