@@ -40,7 +40,7 @@ from streamproc.evaluation.report.violation import violation_report
 from streamproc.evaluation.runner import ItemResult, offline_client, run_packs
 from streamproc.evaluation.train import HeadFigures, fit_heads, folds
 from streamproc.inference.protocol import ModelAnswer, ModelRequest
-from streamproc.policy import Policy, item_content, load_pack
+from streamproc.policy import ItemContent, Policy, item_content, load_pack
 from streamproc.policy.heads import Backbone, ProbeHeads
 from streamproc.policy.model import CalibrationProvenance, HeadsRef, Thresholds
 from streamproc.policy.scorers import EmbeddingProbeScorer
@@ -133,25 +133,20 @@ async def _embed(
     model: ModelClient,
     concurrency: int,
     on_done: Callable[[], None] | None,
-) -> dict[str, tuple[float, ...]]:
-    """Each distinct item text's embedding, as the worker's scorer requests it."""
+) -> tuple[list[str], dict[str, tuple[float, ...]]]:
+    """Each item's text as the worker's scorer sends it, and each distinct text's embedding."""
+    texts = [item_content(policy, i.event).text for i in items]
     gate = asyncio.Semaphore(concurrency)
-    requests = {
-        r.body["input"][0]: r for i in items for r in _SCORER.requests(policy, item_content(policy, i.event))
-    }
 
-    async def one(text: str, request: ModelRequest) -> tuple[str, tuple[float, ...]]:
+    async def one(text: str) -> tuple[str, tuple[float, ...]]:
+        [request] = _SCORER.requests(policy, ItemContent(text))
         async with gate:
             answer = await model.complete(request)
         if on_done is not None:
             on_done()
         return text, answer.embeddings[0]
 
-    return dict(await asyncio.gather(*(one(text, request) for text, request in requests.items())))
-
-
-def _texts(policy: Policy, items: Sequence[LabeledItem]) -> list[str]:
-    return [item_content(policy, i.event).text for i in items]
+    return texts, dict(await asyncio.gather(*(one(text) for text in dict.fromkeys(texts))))
 
 
 def _probe_policy(
@@ -222,8 +217,7 @@ async def _train_pack(
     on_done: Callable[[], None] | None,
 ) -> tuple[TrainedPack, ProbeHeads]:
     policy, items = target.policy, target.items
-    vectors = await _embed(policy, items, model, concurrency, on_done)
-    texts = _texts(policy, items)
+    texts, vectors = await _embed(policy, items, model, concurrency, on_done)
     x = np.array([vectors[t] for t in texts], dtype=np.float64)
     labels = [i.true_categories for i in items]
     try:
