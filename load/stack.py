@@ -25,7 +25,7 @@ from load.workload import Event, make_events, topic_of
 from streamproc.config import TopicSettings
 from streamproc.dev.devstack import Broker, ManagedProcess, VllmServer, free_port, wait_for_port
 from streamproc.inference.protocol import ModelRequest
-from streamproc.policy import SCORERS, PolicySet, item_content, load_policy_set, uses_embeddings
+from streamproc.policy import SCORERS, PolicySet, item_content, load_policy_set, model_roles
 from streamproc.schemas import decode_event
 from streamproc.topics import apply_topics, load_topic_specs
 
@@ -113,13 +113,14 @@ class VllmPaths:
     model_dir: Path
 
 
-#: The shipped packs' scorer reads embeddings: the model server they measure is the embedding
-#: server (vLLM in pooling mode on the backbone), else the generative one.
-POOLING = any(uses_embeddings(p) for p in load_policy_set([ROOT / "policies"]).policies)
+def _pooling() -> bool:
+    """Whether the shipped packs' scorer reads embeddings: the model server they measure is
+    then the embedding server (vLLM in pooling mode on the backbone), else the generative one."""
+    return model_roles(load_policy_set([ROOT / "policies"]).policies)[1]
 
 
 def vllm_paths() -> VllmPaths:
-    model_env = "STREAMPROC_EMBEDDING_MODEL_DIR" if POOLING else "STREAMPROC_MODEL_DIR"
+    model_env = "STREAMPROC_EMBEDDING_MODEL_DIR" if _pooling() else "STREAMPROC_MODEL_DIR"
     python, model = os.environ.get("STREAMPROC_VLLM_PYTHON"), os.environ.get(model_env)
     if not python or not model:
         raise click.ClickException(
@@ -144,7 +145,7 @@ def vllm_server(run_dir: Path, *, eager: bool, served_model: str = SERVED_MODEL)
         served_model,
         run_dir / "vllm.log",
         extra_args=["--enforce-eager"] if eager else [],
-        pooling=POOLING,
+        pooling=_pooling(),
     )
 
 
