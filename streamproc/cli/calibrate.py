@@ -12,7 +12,13 @@ from typing import TYPE_CHECKING
 import click
 
 from streamproc.cli.common import BadConfiguration, config_option, load
-from streamproc.cli.model_server import ServerOptions, model_servers, server_options
+from streamproc.cli.model_server import (
+    CascadeOptions,
+    ServerOptions,
+    cascade_options,
+    model_servers,
+    server_options,
+)
 from streamproc.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -82,6 +88,10 @@ _PROBABILITY = click.FloatRange(0.0, 1.0, min_open=True)
     help="Fit only this category (repeat); refused if it has fewer than --min-positives.",
 )
 @server_options
+@cascade_options(
+    "Fit each pack's cascade calibration instead of its thresholds: its cascade scorer's scores "
+    "from this second model, mapped to probabilities before the pack's thresholds."
+)
 def calibrate(
     config_file: Path | None,
     policy_files: tuple[Path, ...],
@@ -93,9 +103,11 @@ def calibrate(
     min_positives: int,
     categories: tuple[str, ...],
     servers: ServerOptions,
+    cascade: CascadeOptions,
 ) -> None:
     """Fit per-category thresholds (and a score calibration) on a labeled split; write the
-    calibrated packs with their provenance and print what changed."""
+    calibrated packs with their provenance and print what changed. With --cascade-model, fit
+    the calibration of each pack's cascade scorer instead."""
     from streamproc.evaluation.calibrate import Targets  # noqa: PLC0415
     from streamproc.evaluation.calibration_command import (  # noqa: PLC0415
         CalibrationRequest,
@@ -109,6 +121,7 @@ def calibrate(
         Targets(review_recall, reject_precision),
         min_positives,
         categories,
+        cascade=cascade.model is not None,
     )
     try:
         # Checked before a model server starts: a bad pack or split must not cost a vLLM start-up.
@@ -116,56 +129,74 @@ def calibrate(
     except ConfigError as exc:
         raise BadConfiguration(str(exc)) from exc
     try:
-        packs = _run(plan, settings, servers, out, _command_line(policy_files, data, request))
+        packs = _run(
+            plan, settings, (servers, cascade), out, _command_line(policy_files, data, request, cascade)
+        )
     except TooFewPositives as exc:
         raise BadConfiguration(str(exc)) from exc
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     for pack in packs:
-        _print_pack(pack)
+        _print_pack(pack, cascade=request.cascade)
 
 
 def _run(
-    plan: CalibrationPlan, settings: Settings, servers: ServerOptions, out: Path, command: str
+    plan: CalibrationPlan,
+    settings: Settings,
+    options: tuple[ServerOptions, CascadeOptions],
+    out: Path,
+    command: str,
 ) -> list[CalibratedPack]:
     """Score through the model servers (started here with --vllm-python), fit, write."""
     from streamproc.evaluation.calibration_command import run_calibration  # noqa: PLC0415
 
-    log_dir = out.parent if out.suffix in {".yaml", ".yml"} else out
+    (servers, cascade), log_dir = options, out.parent if out.suffix in {".yaml", ".yml"} else out
     with contextlib.ExitStack() as stack:
         packs = [target.policy for target in plan.packs]
-        running = stack.enter_context(model_servers(servers, settings, log_dir, packs=packs))
+        # a cascade fit asks only the second model: the generative server's, unless it has its own
+        roles = (cascade.url is None, False) if cascade.model else None
+        running = stack.enter_context(
+            model_servers(
+                servers, settings, log_dir, packs=packs, other_names=cascade.other_names(cascade.model),
+                roles=roles,
+            )
+        )  # fmt: skip
         on_done = None
         if sys.stderr.isatty():  # a bar on a terminal; nothing in logs and pipes
             progress = click.progressbar(length=plan.requests, label="scoring", file=sys.stderr)
             bar = stack.enter_context(progress)
             on_done = functools.partial(bar.update, 1)
-        return run_calibration(
-            plan, running.generative, command=command, on_done=on_done, embedding=running.embedding
-        )
+        inference = cascade.settings(settings, running.generative, cascade.model) or running.generative
+        return run_calibration(plan, inference, command=command, on_done=on_done, embedding=running.embedding)
 
 
-def _command_line(policy_files: tuple[Path, ...], data: Path, request: CalibrationRequest) -> str:
+def _command_line(
+    policy_files: tuple[Path, ...], data: Path, request: CalibrationRequest, cascade: CascadeOptions
+) -> str:
     """The command as the provenance records it: what was fitted, without server options."""
     targets = request.targets
     return shlex.join(
         ["streamproc", "calibrate", *(a for p in policy_files for a in ("--policy", str(p))), "--data",
          str(data), "--method", request.method, "--review-recall", f"{targets.review_recall:g}",
          "--reject-precision", f"{targets.reject_precision:g}", "--min-positives",
-         str(request.min_positives), *(a for c in request.categories for a in ("--category", c))]
+         str(request.min_positives), *(a for c in request.categories for a in ("--category", c)),
+         *(("--cascade-model", cascade.model) if cascade.model else ())]
     )  # fmt: skip
 
 
-def _print_pack(pack: CalibratedPack) -> None:
+def _print_pack(pack: CalibratedPack, *, cascade: bool) -> None:
     provenance = pack.provenance
+    fitted = f"cascade scorer {provenance.scorer}, " if cascade else ""
     click.echo(
-        f"{pack.target.policy.name}: {pack.target.out} (method {provenance.method}, "
+        f"{pack.target.policy.name}: {pack.target.out} ({fitted}method {provenance.method}, "
         f"model {provenance.model}; {provenance.items} items, {provenance.scored_items} scored and fitted "
         f"on, {pack.pre_rule_decided} decided by a pre-rule and {pack.errors} inference errors left out)"
     )
     header = ("category", "pos", "neg", "review", "reject", "calibration", "P/R @review", "P/R @reject")
     rows = [header] + [_row(fit) for fit in pack.fits]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    if cascade:  # only the calibration is written: the pack's thresholds stay
+        rows = [row[:3] + row[5:6] for row in rows]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for number, row in enumerate(rows):
         click.echo("| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) + " |")
         if number == 0:

@@ -10,11 +10,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-from pydantic import ValidationError
 
 from streamproc.cli.common import config_option, load
-from streamproc.cli.model_server import ServerOptions, model_servers, server_options
-from streamproc.config import CascadeSettings, InferenceSettings, Settings
+from streamproc.cli.model_server import (
+    CascadeOptions,
+    ServerOptions,
+    cascade_options,
+    model_servers,
+    server_options,
+)
 from streamproc.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -47,17 +51,9 @@ __all__ = ["eval_"]
 )
 @click.option("--out", required=True, type=click.Path(path_type=Path, file_okay=False), help="Report folder.")
 @server_options
-@click.option(
-    "--cascade-model",
-    default=None,
-    help="Second model for packs with a cascade block: their uncertain items go to it, and the report "
-    "shows the cascade's cost and effect (default: the settings' cascade.model).",
-)
-@click.option(
-    "--cascade-url",
-    default=None,
-    help="API root of the second model's server (default: the settings' cascade.base_url, else the "
-    "model server's).",
+@cascade_options(
+    "Second model for packs with a cascade block: their uncertain items go to it, and the report "
+    "shows the cascade's cost and effect (default: the settings' cascade.model)."
 )
 @click.option(
     "--max-error-rate",
@@ -74,8 +70,7 @@ def eval_(
     compare: Path | None,
     out: Path,
     servers: ServerOptions,
-    cascade_model: str | None,
-    cascade_url: str | None,
+    cascade: CascadeOptions,
     max_error_rate: float,
 ) -> None:
     """Run policy packs over a labeled dataset through the model server; write a report."""
@@ -83,12 +78,12 @@ def eval_(
     from streamproc.evaluation.command import check_cascade  # noqa: PLC0415
 
     settings = load(config_file)
-    cascade_model = cascade_model or settings.cascade.model
+    cascade_model = cascade.model or settings.cascade.model
     try:
         # Checked before a model server starts: a bad dataset must not cost a vLLM start-up.
         plan = plan_evaluation(list(policy_files), data, out, compare)
         if cascade_model is not None:
-            _cascade(settings, settings.inference, cascade_model, cascade_url)  # a bad URL: now
+            cascade.settings(settings, settings.inference, cascade_model)  # a bad URL: now
             check_cascade(plan)
         with contextlib.ExitStack() as stack:
             running = stack.enter_context(
@@ -97,7 +92,7 @@ def eval_(
                     settings,
                     out,
                     packs=[p for group in plan.groups for p in group],
-                    other_names=[cascade_model] if cascade_model and not cascade_url else [],
+                    other_names=cascade.other_names(cascade_model),
                 )
             )
             on_done = None
@@ -111,7 +106,7 @@ def eval_(
                 plan,
                 inference,
                 on_done=on_done,
-                cascade=_cascade(settings, inference, cascade_model, cascade_url),
+                cascade=cascade.settings(settings, inference, cascade_model),
                 embedding=running.embedding,
             )
     except ConfigError as exc:
@@ -150,18 +145,3 @@ def _echo_results(out: Path, written: Sequence[WrittenReport], max_error_rate: f
             f"{share:.1%} of the items could not be scored, more than --max-error-rate {max_error_rate:g}: "
             "check the model server (its log) and run again"
         )
-
-
-def _cascade(
-    settings: Settings, inference: InferenceSettings, model: str | None, url: str | None
-) -> InferenceSettings | None:
-    """The second model's settings: the cascade section's, with the options in place."""
-    if model is None:
-        return None
-    update = {"model": model, **({"base_url": url} if url else {})}
-    try:
-        cascade = CascadeSettings.model_validate({**settings.cascade.model_dump(), **update})
-    except ValidationError as exc:
-        raise click.BadParameter(str(exc.errors()[0]["msg"]), param_hint="--cascade-url") from exc
-    # the main server's token and CA only when the second model is on it, as in the worker
-    return cascade.inference(inference)

@@ -20,7 +20,14 @@ if TYPE_CHECKING:
     from streamproc.dev.devstack import VllmServer
     from streamproc.policy import Policy
 
-__all__ = ["ModelServers", "ServerOptions", "model_servers", "server_options"]
+__all__ = [
+    "CascadeOptions",
+    "ModelServers",
+    "ServerOptions",
+    "cascade_options",
+    "model_servers",
+    "server_options",
+]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _FIELDS = (
@@ -95,6 +102,58 @@ def server_options(command: _F) -> _F:
     for option in reversed(options):  # click lists options in decoration order, outermost first
         wrapper = option(wrapper)
     return wrapper  # type: ignore[return-value]  # the same command, its options added
+
+
+@dataclass(frozen=True)
+class CascadeOptions:
+    """What the command line says about the cascade's second model."""
+
+    model: str | None = None
+    url: str | None = None
+
+    def other_names(self, model: str | None) -> list[str]:
+        """Served names the generative server started here adds: the second model ``model``,
+        unless it is on a server of its own."""
+        return [model] if model and not self.url else []
+
+    def settings(
+        self, settings: Settings, inference: InferenceSettings, model: str | None
+    ) -> InferenceSettings | None:
+        """The second model ``model``'s client settings: the cascade section's, with ``--cascade-url``
+        in place; None without a model."""
+        from pydantic import ValidationError  # noqa: PLC0415
+
+        from streamproc.config import CascadeSettings  # noqa: PLC0415
+
+        if model is None:
+            return None
+        update = {"model": model, **({"base_url": self.url} if self.url else {})}
+        try:
+            cascade = CascadeSettings.model_validate({**settings.cascade.model_dump(), **update})
+        except ValidationError as exc:
+            raise click.BadParameter(str(exc.errors()[0]["msg"]), param_hint="--cascade-url") from exc
+        # the main server's token and CA only when the second model is on it, as in the worker
+        return cascade.inference(inference)
+
+
+def cascade_options(model_help: str) -> Callable[[_F], _F]:
+    """``--cascade-model`` (its help: ``model_help``) and ``--cascade-url``, handed to the
+    command as one ``cascade: CascadeOptions``."""
+
+    def decorate(command: _F) -> _F:
+        @functools.wraps(command)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            options = CascadeOptions(kwargs.pop("cascade_model"), kwargs.pop("cascade_url"))
+            return command(*args, cascade=options, **kwargs)
+
+        url_help = (
+            "API root of the second model's server (default: the settings' cascade.base_url, else "
+            "the model server's)."
+        )
+        wrapper = click.option("--cascade-url", default=None, help=url_help)(wrapper)
+        return click.option("--cascade-model", default=None, help=model_help)(wrapper)  # type: ignore[return-value]
+
+    return decorate
 
 
 #: Servers started here run on this machine's CPU: eager mode starts in about a third of the

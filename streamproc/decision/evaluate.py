@@ -20,7 +20,7 @@ from streamproc.errors import InferenceError
 from streamproc.inference.protocol import ModelAnswer, ModelRequest
 from streamproc.metrics import NOOP, DecisionRecorder
 from streamproc.policy import SCORERS, Policy, Scorer, item_content
-from streamproc.policy.calibration import calibrated_scores
+from streamproc.policy.calibration import calibrated_scores, second_opinion_scores
 from streamproc.policy.rules import CompiledRules, RuleHit, RuleOutcome
 from streamproc.schemas import ContentEvent, SourceRef, TokenUsage, Verdict, VerdictMode
 
@@ -93,10 +93,12 @@ async def evaluate_item(
 ) -> Evaluation:
     """``evaluate``, saying whether the item cascaded: when the pack has a ``cascade`` band,
     a ``second`` model is given and some calibrated score of the first model is in the band,
-    the same requests go to the second model and its scores (calibrated alike) decide. Its
-    failure fails closed as the first model's does: review, counted."""
+    the second model is asked (as the cascade's scorer asks, else with the same requests) and
+    its calibrated scores decide. Its failure fails closed as the first model's does: review,
+    counted."""
     scorer = SCORERS[policy.scorer]
-    requests = scorer.requests(policy, item_content(policy, event))
+    content = item_content(policy, event)
+    requests = scorer.requests(policy, content)
     context = rules.context(event)  # built once, read by both stages
     hit = _first_hit(rules.evaluate_pre(event, context=context), policy)
     if hit is not None:
@@ -112,10 +114,13 @@ async def evaluate_item(
         return Evaluation(_model_outcome(policy, rules, event, scores, context, metrics), scores, answers)
     # What the first model alone decided: offline evaluation reports it beside the cascade.
     first = (_model_outcome(policy, rules, event, scores, context, NOOP), scores)
+    if policy.cascade.scorer is not None and policy.cascade.scorer != scorer.name:
+        scorer = SCORERS[policy.cascade.scorer]
+        requests = scorer.requests(policy, content)
     metrics.cascaded(policy.name, requests=len(requests))
     second_answers: list[ModelAnswer] = []
     try:
-        scores = await _model_scores(scorer, policy, requests, second, metrics, second_answers)
+        scores = await _model_scores(scorer, policy, requests, second, metrics, second_answers, second=True)
     except InferenceError as exc:
         outcome, scores = _failed(policy, exc), {}
     else:
@@ -165,8 +170,11 @@ async def _model_scores(
     model: ModelClient,
     metrics: DecisionRecorder,
     answers: list[ModelAnswer],
+    *,
+    second: bool = False,
 ) -> dict[str, float]:
-    """The model's calibrated scores; its answers go into ``answers`` (kept when scoring fails)."""
+    """The model's calibrated scores (the cascade's calibration for the ``second`` model); its
+    answers go into ``answers`` (kept when scoring fails)."""
     if len(requests) == 1:  # the common case, without gather's task per request
         answers.append(await model.complete(requests[0]))
     else:
@@ -177,7 +185,7 @@ async def _model_scores(
         cached=sum(a.cached_prompt_tokens or 0 for a in answers),
         completion=sum(a.completion_tokens for a in answers),
     )
-    return _score(scorer, policy, answers, metrics)
+    return _score(scorer, policy, answers, metrics, second)
 
 
 def _failed(policy: Policy, exc: InferenceError) -> Outcome:
@@ -218,11 +226,12 @@ def _inference_seconds(result: Evaluation) -> float | None:
 
 
 def _score(
-    scorer: Scorer, policy: Policy, answers: list[ModelAnswer], metrics: DecisionRecorder
+    scorer: Scorer, policy: Policy, answers: list[ModelAnswer], metrics: DecisionRecorder, second: bool
 ) -> dict[str, float]:
+    calibrate = second_opinion_scores if second else calibrated_scores
     try:
         # Thresholds and post-rules read calibrated scores, as the pack's thresholds were fitted on.
-        return calibrated_scores(policy, scorer.scores(policy, answers))
+        return calibrate(policy, scorer.scores(policy, answers))
     except InferenceError as exc:  # an answer outside the expected format
         metrics.inference_error(exc.kind)
         raise

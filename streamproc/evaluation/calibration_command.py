@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,30 +17,25 @@ from streamproc.config import InferenceSettings
 from streamproc.decision import ModelClient
 from streamproc.errors import ConfigError
 from streamproc.evaluation.calibrate import CategoryFit, Targets, fit_category, require_fitting_libraries
+from streamproc.evaluation.content_free import CONTENT_FREE_TEXTS, content_free_items
 from streamproc.evaluation.dataset import LabeledItem, check_categories, load_dataset
-from streamproc.evaluation.pack_yaml import calibrated_pack_text
+from streamproc.evaluation.pack_yaml import calibrated_pack_text, cascade_pack_text
 from streamproc.evaluation.runner import ItemResult, offline_client, run_packs
 from streamproc.policy import Policy, load_pack, model_roles, uses_embeddings
 from streamproc.policy.model import CalibrationMethod, CalibrationProvenance
 from streamproc.policy.rules import CompiledRules
-from streamproc.schemas import ContentType, ListingEvent, VideoEvent
 
 __all__ = [
-    "CONTENT_FREE_TEXTS",
     "CalibratedPack",
     "CalibrationPlan",
     "CalibrationRequest",
     "PackTarget",
     "TooFewPositives",
-    "content_free_items",
     "plan_calibration",
     "raw_policy",
     "run_calibration",
+    "scored_policy",
 ]
-
-#: Content-free inputs (Zhao et al., "Calibrate Before Use", 2021): the model's score for a
-#: category on these is its prior for that category, whatever the item says.
-CONTENT_FREE_TEXTS = ("N/A", "[MASK]", "-", "none")
 
 
 class TooFewPositives(ConfigError):
@@ -54,6 +50,9 @@ class CalibrationRequest:
     min_positives: int = 5
     #: Only these categories (each must have enough items); () = every category that has.
     categories: tuple[str, ...] = ()
+    #: Fit each pack's cascade calibration (its cascade scorer's scores, from the second model)
+    #: instead of its thresholds.
+    cascade: bool = False
 
 
 @dataclass(frozen=True)
@@ -125,7 +124,10 @@ def plan_calibration(
         matching = [i for i in items if i.content_type == policy.content_type]
         if not matching:
             raise ConfigError(f"{data} has no {policy.content_type} items to calibrate {policy.name} on")
-        _check_not_training_data(path, policy, data)
+        if request.cascade:
+            _check_cascade_scorer(path, policy, request)
+        else:
+            _check_not_training_data(path, policy, data)
         check_categories(data, matching, [policy])
         packs.append(PackTarget(path, policy, target, matching))
     targets = [p.out for p in packs]
@@ -145,6 +147,16 @@ def _check_not_training_data(path: Path, policy: Policy, data: Path) -> None:
             f"{path}: its heads were trained on {data}, so their scores there are optimistic; `streamproc "
             "train` fits thresholds on out-of-fold scores of that split, or calibrate on another split"
         )
+
+
+def _check_cascade_scorer(path: Path, policy: Policy, request: CalibrationRequest) -> None:
+    if policy.cascade is None or policy.cascade.scorer is None:
+        raise ConfigError(
+            f"{path}: --cascade-model fits a cascade scorer's calibration, and this pack has no cascade "
+            "scorer; add cascade: {scorer: channel, band: {low: 0.3, high: 0.7}}"
+        )
+    if request.method == "none":
+        raise ConfigError("--cascade-model fits a calibration: give --method platt, isotonic or contextual")
 
 
 def _check_counts(packs: Sequence[PackTarget], request: CalibrationRequest, data: Path) -> None:
@@ -181,31 +193,18 @@ def _too_few(
     )
 
 
-def content_free_items(content_type: ContentType) -> list[LabeledItem]:
-    """Items that say nothing: every text field one of CONTENT_FREE_TEXTS."""
-    created = datetime(2026, 1, 1, tzinfo=UTC)
-    items: list[LabeledItem] = []
-    for number, text in enumerate(CONTENT_FREE_TEXTS, start=1):
-        if content_type == "listing":
-            event: ListingEvent | VideoEvent = ListingEvent.model_validate(
-                {"listing_id": f"content-free-{number}", "revision": 0, "seller_id": "content-free",
-                 "title": text, "description": text, "price": {"amount": "10.00", "currency": "USD"},
-                 "created_at": created}
-            )  # fmt: skip
-        else:
-            event = VideoEvent.model_validate(
-                {"video_id": f"content-free-{number}", "revision": 0, "creator_id": "content-free",
-                 "caption": text, "transcript": text, "ocr_text": text, "duration_seconds": 10,
-                 "created_at": created}
-            )  # fmt: skip
-        items.append(LabeledItem(number, content_type, event, ()))
-    return items
-
-
 def raw_policy(policy: Policy) -> Policy:
     """The pack without calibrations: fitting reads the scorer's own scores."""
     plain = policy.with_calibration(dict.fromkeys(policy.category_ids))
     return dataclasses.replace(plain, calibration_provenance=None)
+
+
+def scored_policy(policy: Policy, request: CalibrationRequest) -> Policy:
+    """The pack as the fit scores it: its own scorer's raw scores, or its cascade scorer's."""
+    raw = raw_policy(policy)
+    if not request.cascade or policy.cascade is None or policy.cascade.scorer is None:
+        return raw
+    return dataclasses.replace(raw, scorer=policy.cascade.scorer, heads=None, probe=None, cascade=None)
 
 
 def run_calibration(
@@ -227,23 +226,23 @@ def run_calibration(
     """
     runs = asyncio.run(_score(plan, (inference, embedding), model, on_done))
     created = datetime.now(UTC).replace(microsecond=0)
-    done = [
-        _fit_pack(
-            plan, target, results, free, _model_name(target.policy, inference, embedding), created, command
-        )
-        for target, (results, free) in zip(plan.packs, runs, strict=True)
-    ]
+    done = []
+    for target, (results, free) in zip(plan.packs, runs, strict=True):
+        name = _model_name(scored_policy(target.policy, plan.request), inference, embedding)
+        done.append(_fit_pack(plan, target, results, free, name, created, command))
     if not any(fit.fitted for pack in done for fit in pack.fits):
         raise TooFewPositives(
             f"{plan.data}: after scoring, no category has {plan.request.min_positives} positives and "
             "negatives with scores; nothing written"
         )
     written = []
+    rewrite = cascade_pack_text if plan.request.cascade else calibrated_pack_text
     for pack in done:
-        text, reformatted = calibrated_pack_text(pack.target.source, pack.fits, pack.provenance)
+        text, reformatted = rewrite(pack.target.source, pack.fits, pack.provenance)
         pack.target.out.parent.mkdir(parents=True, exist_ok=True)
+        _place_heads(pack.target)
         pack.target.out.write_text(text, encoding="utf-8")
-        _check_written(pack)
+        _check_written(pack, cascade=plan.request.cascade)
         written.append(dataclasses.replace(pack, reformatted_lines=reformatted))
     return written
 
@@ -256,7 +255,8 @@ async def _score(
 ) -> list[tuple[list[ItemResult], list[ItemResult]]]:
     settings, embedding = servers
     if model is None:
-        async with offline_client(settings, embedding, model_roles(t.policy for t in plan.packs)) as client:
+        roles = model_roles(scored_policy(t.policy, plan.request) for t in plan.packs)
+        async with offline_client(settings, embedding, roles) as client:
             return await _score_with(plan, client, settings.max_inflight, on_done)
     return await _score_with(plan, model, settings.max_inflight, on_done)
 
@@ -270,7 +270,7 @@ async def _score_with(
 ) -> list[tuple[list[ItemResult], list[ItemResult]]]:
     runs = []
     for target in plan.packs:
-        policy = raw_policy(target.policy)
+        policy = scored_policy(target.policy, plan.request)
         [results] = await run_packs([policy], target.items, model, concurrency=concurrency, on_done=on_done)
         free: list[ItemResult] = []
         if plan.request.method == "contextual":
@@ -289,7 +289,7 @@ def _fit_pack(
     created: datetime,
     command: str,
 ) -> CalibratedPack:
-    request, policy = plan.request, target.policy
+    request, policy = plan.request, scored_policy(target.policy, plan.request)
     scored = [r for r in results if r.scored]
     free_scored = [r for r in content_free if r.scored]
     chosen = request.categories or policy.category_ids
@@ -332,9 +332,38 @@ def _fit_pack(
     )
 
 
-def _check_written(pack: CalibratedPack) -> None:
-    """The written file loads as a pack with exactly the fitted thresholds and calibrations."""
+def _place_heads(target: PackTarget) -> None:
+    """A copy of the pack's heads file beside the written pack, which names it by a relative path.
+
+    Raises:
+        ConfigError: another file of that name is there already.
+    """
+    heads = target.policy.heads
+    if heads is None:
+        return
+    source, copy = target.source.parent / heads.file, target.out.parent / heads.file
+    if copy.exists():
+        if hashlib.sha256(copy.read_bytes()).hexdigest() != heads.sha256:
+            raise ConfigError(
+                f"{copy} exists and is not the heads {target.source} names; choose another --out"
+            )
+        return
+    shutil.copyfile(source, copy)
+
+
+def _check_written(pack: CalibratedPack, *, cascade: bool) -> None:
+    """The written file loads as a pack with exactly the fitted thresholds and calibrations
+    (with the fitted cascade calibrations, for a ``cascade`` fit)."""
     written = load_pack(pack.target.out)
+    if cascade:
+        second = dict(written.cascade.calibration) if written.cascade is not None else {}
+        for fit in pack.fits:
+            if fit.fitted and second.get(fit.category) != fit.calibration:
+                raise ConfigError(
+                    f"{pack.target.out}: cascade.calibration.{fit.category} reads back as "
+                    f"{second.get(fit.category)}, not {fit.calibration}; please report this"
+                )
+        return
     by_id = {c.id: c for c in written.categories}
     for fit in pack.fits:
         category = by_id[fit.category]

@@ -1,6 +1,6 @@
 """Writing a calibrated pack: the input pack file with only thresholds, calibration blocks and
-the provenance changed, its comments, order, quoting and indentation kept (ruamel.yaml's
-round-trip mode; the ``calibrate`` extra)."""
+the provenance changed (or only the cascade's calibration and its provenance), its comments,
+order, quoting and indentation kept (ruamel.yaml's round-trip mode; the ``calibrate`` extra)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from streamproc.policy.model import (
     PlattCalibration,
 )
 
-__all__ = ["calibrated_pack_text"]
+__all__ = ["calibrated_pack_text", "cascade_pack_text"]
 
 
 def calibrated_pack_text(
@@ -38,15 +38,8 @@ def calibrated_pack_text(
     Raises:
         ConfigError: the file cannot be read as a pack's mapping.
     """
-    text = source.read_text(encoding="utf-8")
-    data = _yaml().load(text)
-    categories = data.get("categories") if hasattr(data, "get") else None
-    if not isinstance(categories, list):
-        raise ConfigError(f"{source}: no categories list to calibrate")
-    # The indentation that writes the unchanged pack back as it is (or closest to it).
-    layouts = [(m, s, o) for m in (2, 4) for s, o in ((4, 2), (2, 0), (2, 2), (4, 0), (3, 1))]
-    changed, layout = min((_changed_lines(text, _dump(data, layout)), layout) for layout in layouts)
-    by_id = {c.get("id"): c for c in categories if hasattr(c, "get")}
+    data, layout, changed = _load(source)
+    by_id = {c.get("id"): c for c in data["categories"] if hasattr(c, "get")}
     for fit in fits:
         if not fit.fitted:
             continue
@@ -65,6 +58,45 @@ def calibrated_pack_text(
             data.insert(list(data).index("scorer") + 1, key, node)
     data["calibration_provenance"] = _provenance_node(provenance)
     return _dump(data, layout), changed
+
+
+def cascade_pack_text(
+    source: Path, fits: Sequence[CategoryFit], provenance: CalibrationProvenance
+) -> tuple[str, int]:
+    """The text of ``source`` with its cascade block's ``calibration`` set to the fitted
+    categories' calibrations (others kept) and its ``calibration_provenance`` set; and how
+    many other lines the rewrite changes, as ``calibrated_pack_text``.
+
+    Raises:
+        ConfigError: the file cannot be read as a pack's mapping, or has no cascade block.
+    """
+    data, layout, changed = _load(source)
+    cascade = data.get("cascade")
+    if not hasattr(cascade, "get"):
+        raise ConfigError(f"{source}: no cascade block to calibrate")
+    from ruamel.yaml.comments import CommentedMap  # noqa: PLC0415 - the calibrate extra
+
+    calibrations = cascade.get("calibration") or CommentedMap()
+    for fit in fits:
+        if fit.fitted and fit.calibration is not None:
+            calibrations[fit.category] = _calibration_node(fit.calibration)
+    cascade["calibration"] = calibrations
+    cascade["calibration_provenance"] = _provenance_node(provenance)
+    return _dump(data, layout), changed
+
+
+def _load(source: Path) -> tuple[Any, tuple[int, int, int], int]:
+    """The pack's round-trip data, the layout that writes it back closest to its text, and how
+    many lines that layout changes."""
+    text = source.read_text(encoding="utf-8")
+    data = _yaml().load(text)
+    categories = data.get("categories") if hasattr(data, "get") else None
+    if not isinstance(categories, list):
+        raise ConfigError(f"{source}: no categories list to calibrate")
+    # The indentation that writes the unchanged pack back as it is (or closest to it).
+    layouts = [(m, s, o) for m in (2, 4) for s, o in ((4, 2), (2, 0), (2, 2), (4, 0), (3, 1))]
+    changed, layout = min((_changed_lines(text, _dump(data, layout)), layout) for layout in layouts)
+    return data, layout, changed
 
 
 def _flow(mapping: Mapping[str, Any]) -> Any:

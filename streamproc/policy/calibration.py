@@ -26,6 +26,7 @@ __all__ = [
     "describe_calibrated",
     "describe_calibration",
     "logit",
+    "second_opinion_scores",
 ]
 
 #: Scores are clipped to [EPSILON, 1 - EPSILON] before a logit: a label absent from the
@@ -76,6 +77,18 @@ def calibrated_scores(policy: Policy, scores: Mapping[str, float]) -> dict[str, 
     """Each score through its category's calibration; categories without one, and scores of
     no category of the pack, unchanged."""
     calibrations = {c.id: c.calibration for c in policy.categories if c.calibration is not None}
+    return _apply(calibrations, scores)
+
+
+def second_opinion_scores(policy: Policy, scores: Mapping[str, float]) -> dict[str, float]:
+    """The cascade's second model's scores, calibrated: by the cascade's own calibration when
+    it has its own scorer (the categories' fit the pack's scorer), else as ``calibrated_scores``."""
+    if policy.cascade is None or policy.cascade.scorer is None:
+        return calibrated_scores(policy, scores)
+    return _apply(dict(policy.cascade.calibration), scores)
+
+
+def _apply(calibrations: Mapping[str, Calibration], scores: Mapping[str, float]) -> dict[str, float]:
     if not calibrations:
         return dict(scores)
     return {

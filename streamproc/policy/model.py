@@ -10,28 +10,31 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import itertools
 import json
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import (
-    AfterValidator,
-    AwareDatetime,
-    ConfigDict,
-    Field,
-    GetCoreSchemaHandler,
-    StringConstraints,
-    with_config,
-)
-from pydantic_core import core_schema
+from pydantic import AfterValidator, Field, StringConstraints, with_config
 
 from streamproc.errors import ConfigError
 from streamproc.policy.cascade import Cascade
 from streamproc.policy.heads import ProbeHeads
+from streamproc.policy.pack_fields import (
+    PACK_FILE,
+    Calibration,
+    CalibrationMethod,
+    CalibrationProvenance,
+    ContextualCalibration,
+    Identifier,
+    InvalidPolicy,
+    IsotonicCalibration,
+    PlattCalibration,
+    Probability,
+    ScorerName,
+    SortedItems,
+)
 from streamproc.schemas import ContentType, Decision
 
 __all__ = [
@@ -53,7 +56,6 @@ __all__ = [
     "Thresholds",
 ]
 
-ScorerName = Literal["embedding_probe", "channel", "label_logprob", "yes_no", "llama_guard", "json"]
 #: live: the pack decides and its verdicts are enforced; shadow: a candidate run beside them.
 PolicyMode = Literal["live", "shadow"]
 DEFAULT_REVIEW_SLA_HOURS = 24.0
@@ -63,46 +65,14 @@ DEFAULT_REVIEW_SLA_HOURS = 24.0
 #: ``probe`` is what ``heads`` names, loaded: the version holds its checksum instead.
 _UNVERSIONED = ("mode", "shadow_sample", "description", "calibration_provenance", "probe")
 
-# A pack file may hold only the keys these types declare.
-_PACK_FILE: Final = ConfigDict(extra="forbid")
-
-Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]*$", max_length=64)]
 ReasonCode = Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]*$", max_length=64)]
 Letter = Annotated[str, StringConstraints(pattern=r"^[A-Z]$")]
-Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 SlaHours = Annotated[float, Field(gt=0, le=24 * 365)]
 #: Text the model or a seller reads, without the trailing newline of a YAML block.
 Text = Annotated[str, StringConstraints(min_length=1), AfterValidator(str.strip)]
-#: A finite number (YAML's .inf and .nan are not parameters).
-Finite = Annotated[float, Field(allow_inf_nan=False)]
-#: How a category's scores were calibrated; ``none`` (provenance only): thresholds alone.
-CalibrationMethod = Literal["none", "platt", "isotonic", "contextual"]
 
 
-class InvalidPolicy(ConfigError, ValueError):
-    """A policy that breaks a rule of its own.
-
-    A ValueError too, so that pydantic reports it at its place in the pack file.
-    """
-
-
-@dataclass(frozen=True)
-class _SortedItems:
-    """Annotation: a mapping in the pack file, sorted (key, value) pairs in the policy, so
-    that the policy stays hashable and its version does not depend on key order."""
-
-    mapping: Any
-
-    def __get_pydantic_core_schema__(
-        self, source: Any, handler: GetCoreSchemaHandler
-    ) -> core_schema.CoreSchema:
-        # Validated as the mapping, so that problems are named by key (lists.banned_sellers).
-        return core_schema.no_info_after_validator_function(
-            lambda mapping: tuple(sorted(mapping.items())), handler.generate_schema(self.mapping)
-        )
-
-
-@with_config(_PACK_FILE)
+@with_config(PACK_FILE)
 @dataclass(frozen=True)
 class Thresholds:
     """Score ≥ reject → reject; score ≥ review → review; otherwise approve."""
@@ -118,95 +88,7 @@ class Thresholds:
             )
 
 
-@with_config(_PACK_FILE)
-@dataclass(frozen=True)
-class PlattCalibration:
-    """``p' = sigmoid(a * logit(p) + b)``, with p clipped to [1e-6, 1 - 1e-6] first.
-
-    On the logit of the score rather than the score: a = 1, b = 0 is the identity, and
-    scores piled up near 0 or 1 (as logprob scores are) stay apart.
-    """
-
-    method: Literal["platt"]
-    a: Finite
-    b: Finite
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.a) and math.isfinite(self.b)):
-            raise InvalidPolicy(f"platt calibration needs finite a and b, got a={self.a}, b={self.b}")
-
-
-@with_config(_PACK_FILE)
-@dataclass(frozen=True)
-class IsotonicCalibration:
-    """Piecewise-linear through ``points`` ([score, calibrated], x strictly increasing,
-    y non-decreasing); scores outside the first and last x take the end values."""
-
-    method: Literal["isotonic"]
-    points: tuple[tuple[Probability, Probability], ...]
-
-    def __post_init__(self) -> None:
-        if len(self.points) < 2:
-            raise InvalidPolicy(f"isotonic calibration needs at least 2 points, got {len(self.points)}")
-        xs, ys = [x for x, _ in self.points], [y for _, y in self.points]
-        if any(b <= a for a, b in itertools.pairwise(xs)):
-            raise InvalidPolicy(f"isotonic points need strictly increasing scores (x), got {xs}")
-        if any(b < a for a, b in itertools.pairwise(ys)):
-            raise InvalidPolicy(f"isotonic points need non-decreasing calibrated values (y), got {ys}")
-
-
-@with_config(_PACK_FILE)
-@dataclass(frozen=True)
-class ContextualCalibration:
-    """``p' = (p/b) / (p/b + (1-p)/(1-b))`` with ``bias`` b: the model's mean score for the
-    category on content-free items, so that such an item scores 0.5 after calibration."""
-
-    method: Literal["contextual"]
-    bias: Annotated[float, Field(gt=0.0, lt=1.0)]
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.bias < 1.0:
-            raise InvalidPolicy(f"contextual calibration needs 0 < bias < 1, got {self.bias}")
-
-
-#: A category's score calibration, chosen by its ``method``.
-Calibration = Annotated[
-    PlattCalibration | IsotonicCalibration | ContextualCalibration, Field(discriminator="method")
-]
-
-
-@with_config(_PACK_FILE)
-@dataclass(frozen=True)
-class CalibrationProvenance:
-    """Where a pack's calibrated thresholds and calibrations came from (``streamproc calibrate``)."""
-
-    #: File name of the labeled calibration split, and the SHA-256 of its bytes.
-    dataset: Annotated[str, StringConstraints(min_length=1)]
-    dataset_sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
-    #: Dataset items of the pack's content type, and those the model scored (fitted on).
-    items: Annotated[int, Field(ge=0)]
-    scored_items: Annotated[int, Field(ge=0)]
-    model: Annotated[str, StringConstraints(min_length=1)]
-    scorer: ScorerName
-    created_at: AwareDatetime
-    method: CalibrationMethod
-    #: The targets: recall at the review threshold, precision at the reject threshold.
-    review_recall: Probability
-    reject_precision: Probability
-    #: The categories this run fitted (the others kept their thresholds and calibration).
-    categories: tuple[Identifier, ...]
-    #: ``streamproc X.Y.Z`` and the command's arguments.
-    tool: Annotated[str, StringConstraints(min_length=1)]
-    command: Annotated[str, StringConstraints(min_length=1)]
-
-    def __post_init__(self) -> None:
-        if self.scored_items > self.items:
-            raise InvalidPolicy(
-                f"calibration_provenance: scored_items ({self.scored_items}) exceeds items ({self.items})"
-            )
-
-
-@with_config(_PACK_FILE)
+@with_config(PACK_FILE)
 @dataclass(frozen=True)
 class HeadsRef:
     """``embedding_probe`` scorer: the heads file (relative to the pack) and its SHA-256."""
@@ -215,7 +97,7 @@ class HeadsRef:
     sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
 
-@with_config(_PACK_FILE)
+@with_config(PACK_FILE)
 @dataclass(frozen=True)
 class Category:
     """One kind of violation, written as policy text the model reads."""
@@ -240,7 +122,7 @@ class Category:
     channel_prompt: Text | None = None
 
 
-@with_config(_PACK_FILE)
+@with_config(PACK_FILE)
 @dataclass(frozen=True)
 class MediaBudget:
     """How many images go to the model; 0 means a text-only request."""
@@ -250,7 +132,7 @@ class MediaBudget:
     keyframe_sampling: Literal["uniform", "first"] = "uniform"
 
 
-@with_config(_PACK_FILE)
+@with_config(PACK_FILE)
 @dataclass(frozen=True)
 class Rule:
     """A rule-engine expression that decides an item before the model (``pre``) or
@@ -265,7 +147,7 @@ class Rule:
     category: Identifier | None = None
 
 
-@with_config(_PACK_FILE)
+@with_config(PACK_FILE)
 @dataclass(frozen=True)
 class Policy:
     """A named set of categories for one content type, with the instructions around them."""
@@ -280,11 +162,11 @@ class Policy:
     rules: tuple[Rule, ...] = ()
     #: Named lists rules can refer to, e.g. banned_sellers, blocked_terms.
     lists: Annotated[
-        tuple[tuple[str, tuple[str, ...]], ...], _SortedItems(dict[Identifier, tuple[str, ...]])
+        tuple[tuple[str, tuple[str, ...]], ...], SortedItems(dict[Identifier, tuple[str, ...]])
     ] = ()
     #: Median price per category path ("Fashion > Watches"), for price-anomaly rules.
     median_prices: Annotated[
-        tuple[tuple[str, float], ...], _SortedItems(dict[str, Annotated[float, Field(gt=0)]])
+        tuple[tuple[str, float], ...], SortedItems(dict[str, Annotated[float, Field(gt=0)]])
     ] = ()
     #: First elements of listing category paths this policy is for; () = the default.
     verticals: tuple[Annotated[str, StringConstraints(min_length=1)], ...] = ()
@@ -337,9 +219,24 @@ class Policy:
                 f"policy {self.name}: the embedding_probe scorer needs heads (file and sha256, written by "
                 "`streamproc train`), and heads apply to it only"
             )
+        self._check_cascade()
         if self.mode == "live" and self.shadow_sample != 1.0:
             raise InvalidPolicy(
                 "shadow_sample applies to mode: shadow packs only; remove it or set mode: shadow"
+            )
+
+    def _check_cascade(self) -> None:
+        if self.cascade is None:
+            return
+        if self.scorer == "embedding_probe" and self.cascade.scorer is None:
+            raise InvalidPolicy(
+                f"policy {self.name}: an embedding_probe pack's cascade needs a prompt scorer for the "
+                "second model, e.g. cascade: {scorer: channel, band: ...}"
+            )
+        unknown = {c for c, _ in self.cascade.calibration} - set(self.category_ids)
+        if unknown:
+            raise InvalidPolicy(
+                f"cascade.calibration names {sorted(unknown)}, which are not categories of policy {self.name}"
             )
 
     @cached_property
@@ -353,6 +250,12 @@ class Policy:
         for name in ("channel_neutral", "cascade", "heads"):
             if fields[name] is None:
                 del fields[name]
+        if "cascade" in fields:  # as above, and its provenance is documentation
+            cascade = fields["cascade"]
+            del cascade["calibration_provenance"]
+            for name in ("scorer", "calibration"):
+                if not cascade[name]:
+                    del cascade[name]
         for category in fields["categories"]:
             for name in ("calibration", "channel_prompt"):
                 if category[name] is None:

@@ -24,11 +24,11 @@ from streamproc.evaluation.calibration_command import (
     CalibratedPack,
     CalibrationRequest,
     TooFewPositives,
-    content_free_items,
     plan_calibration,
     raw_policy,
     run_calibration,
 )
+from streamproc.evaluation.content_free import content_free_items
 from streamproc.evaluation.pack_yaml import calibrated_pack_text
 from streamproc.inference.protocol import ModelAnswer, ModelRequest, TokenChoice
 from streamproc.policy import load_pack
@@ -391,3 +391,63 @@ def test_cli_prints_a_table_per_category_and_writes_the_pack(
         f"streamproc calibrate --policy {listings} --data {data} --method platt --review-recall 0.8 "
         "--reject-precision 0.95 --min-positives 5"
     )
+
+
+def _cascading_probe_pack(tmp_path: Path) -> Path:
+    """The shipped probe listings pack with a cascade to the label scorer, which the fake speaks."""
+    pack = copy_shipped_packs(tmp_path / "packs") / "listings.yaml"
+    text = pack.read_text()
+    pack.write_text(text + "cascade:\n  scorer: label_logprob\n  band: {low: 0.3, high: 0.7}\n")
+    return pack
+
+
+def test_calibrate_with_a_cascade_model_fits_the_cascade_scorer_and_keeps_the_thresholds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = _dataset(tmp_path / "d.jsonl")
+    _Client.model = _model(data)
+    opened: list[InferenceSettings] = []
+
+    async def reachable(*args: object, **kwargs: object) -> None:
+        return None
+
+    def client(settings: InferenceSettings, embedding: object, metrics: object) -> _Client:
+        opened.append(settings)
+        return _Client(settings, embedding, metrics)
+
+    monkeypatch.setattr("streamproc.evaluation.runner.check_server", reachable)
+    monkeypatch.setattr("streamproc.evaluation.runner.open_router", client)
+    pack, out = _cascading_probe_pack(tmp_path), tmp_path / "cascade.yaml"
+    result = CliRunner().invoke(
+        cli,
+        ["calibrate", "--policy", str(pack), "--data", str(data), "--out", str(out), "--method", "platt",
+         "--vllm-url", "http://model.invalid/v1", "--cascade-model", "second"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert [s.model for s in opened] == ["second"]
+    assert "(cascade scorer label_logprob, method platt, model second;" in result.output
+    assert re.search(r"\| category +\| pos \| neg \| calibration +\|", result.output)
+    before, written = load_pack(pack), load_pack(out)
+    assert [c.thresholds for c in written.categories] == [c.thresholds for c in before.categories]
+    assert written.calibration_provenance == before.calibration_provenance
+    assert written.cascade is not None and written.cascade.scorer == "label_logprob"
+    calibrations = dict(written.cascade.calibration)
+    assert set(calibrations) == {"counterfeit", "spam"}
+    assert all(isinstance(c, PlattCalibration) for c in calibrations.values())
+    provenance = written.cascade.calibration_provenance
+    assert provenance is not None and (provenance.scorer, provenance.model) == ("label_logprob", "second")
+    assert provenance.command.endswith("--min-positives 5 --cascade-model second")
+    assert written.version != before.version
+    assert (out.parent / "marketplace-listings.heads.json").read_bytes() == (
+        pack.parent / "marketplace-listings.heads.json"
+    ).read_bytes()  # beside the written pack, which names it
+
+
+def test_calibrate_with_a_cascade_model_needs_a_cascade_scorer_and_a_method(tmp_path: Path) -> None:
+    data = _dataset(tmp_path / "d.jsonl")
+    base = ["calibrate", "--data", str(data), "--out", str(tmp_path / "o.yaml"), "--cascade-model", "second"]
+    plain = CliRunner().invoke(cli, [*base, "--policy", str(LISTINGS), "--method", "platt"])
+    assert plain.exit_code == 2 and "has no cascade scorer; add cascade: {scorer: channel" in plain.output
+    pack = _cascading_probe_pack(tmp_path)
+    no_method = CliRunner().invoke(cli, [*base, "--policy", str(pack)])
+    assert no_method.exit_code == 2 and "give --method platt, isotonic or contextual" in no_method.output

@@ -24,10 +24,11 @@ from streamproc.inference.protocol import ModelAnswer, ModelRequest, TokenChoice
 from streamproc.metrics import NOOP, DecisionRecorder, create
 from streamproc.policy import Category, Policy, Thresholds, load_pack
 from streamproc.policy.cascade import Cascade, CascadeBand, InvalidCascade
+from streamproc.policy.model import CalibrationProvenance, InvalidPolicy, PlattCalibration
 from streamproc.policy.rules import CompiledRules
 from streamproc.schemas import SourceRef
 from streamproc.worker.service import _second_model
-from tests.factories import listing, listing_dict
+from tests.factories import ROOT, listing, listing_dict
 
 BAND = Cascade(CascadeBand(low=0.3, high=0.7))
 SPAM = Category(
@@ -150,6 +151,72 @@ async def test_the_verdict_names_the_model_that_decided() -> None:
     # both models' tokens, and their answer times one after the other
     assert await verdict_model(0.5) == "second:approve:20:0.4"
     assert await verdict_model(0.95) == "first:reject:10:0.2"
+
+
+class YesNoModel:
+    """Answers yes_no requests with P(yes) = ``score``."""
+
+    def __init__(self, score: float) -> None:
+        self.score = score
+        self.requests: list[ModelRequest] = []
+
+    async def complete(self, request: ModelRequest) -> ModelAnswer:
+        self.requests.append(request)
+        alternatives = (("Yes", math.log(self.score)), ("No", math.log(1 - self.score)))
+        return ModelAnswer(text="Yes", tokens=(TokenChoice("Yes", alternatives[0][1], alternatives),))
+
+
+def _second_scorer(b: float) -> Policy:
+    calibration = (("spam", PlattCalibration(method="platt", a=1.0, b=b)),)
+    return dataclasses.replace(PLAIN, cascade=Cascade(BAND.band, scorer="yes_no", calibration=calibration))
+
+
+@pytest.mark.parametrize(("b", "decision"), [(0.0, "reject"), (-3.0, "approve")])
+async def test_a_cascade_scorer_asks_the_second_model_its_own_way_and_its_calibration_applies(
+    b: float, decision: str
+) -> None:
+    first, second = FakeModel(0.5), YesNoModel(0.9)
+    result = await _run(_second_scorer(b), first, second)  # type: ignore[arg-type]
+    assert result.cascaded and result.second_requests == 1
+    assert "Answer Yes or No" in json.dumps(second.requests[0].body)
+    assert second.requests != first.requests
+    # P(yes) 0.9 through platt(a=1, b): 0.9 itself, or sigmoid(logit(0.9) - 3) = 0.31
+    assert result.scores["spam"] == pytest.approx(1 / (1 + math.exp(-(math.log(9) + b))))
+    assert result.outcome.decision == decision
+
+
+def test_a_cascade_scorer_is_checked_with_the_pack() -> None:
+    with pytest.raises(InvalidCascade, match=r"set cascade\.scorer"):
+        Cascade(BAND.band, calibration=(("spam", PlattCalibration(method="platt", a=1.0, b=0.0)),))
+    with pytest.raises(InvalidCascade, match="needs a prompt scorer"):
+        Cascade(BAND.band, scorer="embedding_probe")
+    unknown = Cascade(
+        BAND.band, scorer="yes_no", calibration=(("scam", PlattCalibration("platt", 1.0, 0.0)),)
+    )
+    with pytest.raises(InvalidPolicy, match=r"names \['scam'\]"):
+        dataclasses.replace(PLAIN, cascade=unknown)
+
+
+def test_an_embedding_probe_packs_cascade_needs_its_own_scorer() -> None:
+    probe = load_pack(ROOT / "policies" / "listings.yaml")
+    with pytest.raises(InvalidPolicy, match="embedding_probe pack's cascade needs a prompt scorer"):
+        dataclasses.replace(probe, cascade=BAND)
+    assert dataclasses.replace(probe, cascade=Cascade(BAND.band, scorer="channel")).cascade is not None
+
+
+def test_the_cascade_scorer_and_calibration_are_versioned_and_its_provenance_is_not() -> None:
+    plain, calibrated = _second_scorer(0.0), _second_scorer(-3.0)
+    assert len({CASCADING.version, plain.version, calibrated.version}) == 3
+    assert calibrated.cascade is not None
+    provenance = CalibrationProvenance(
+        dataset="cal.jsonl", dataset_sha256="0" * 64, items=10, scored_items=10, model="m",
+        scorer="yes_no", created_at=datetime(2026, 1, 1, tzinfo=UTC), method="platt",
+        review_recall=0.8, reject_precision=0.9, categories=("spam",), tool="streamproc", command="c",
+    )  # fmt: skip
+    documented = dataclasses.replace(
+        calibrated, cascade=dataclasses.replace(calibrated.cascade, calibration_provenance=provenance)
+    )
+    assert documented.version == calibrated.version
 
 
 @pytest.mark.parametrize(
