@@ -348,10 +348,13 @@ class AuditSettings(_Section):
     )
     near_threshold_band: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
         default=0.05,
-        description="A score this close to a category's review or reject threshold counts as near it.",
+        description="A score this close to a category's review or reject threshold counts as near it "
+        "(a pack's audit.near_threshold_band overrides it).",
     )
     near_threshold_boost: Annotated[float, Field(ge=1.0, le=1000.0)] = Field(
-        default=5.0, description="Factor on the probability of a verdict with a score near a threshold."
+        default=5.0,
+        description="Factor on the probability of a verdict with a score near a threshold (a pack's "
+        "audit.near_threshold_boost overrides it).",
     )
 
 

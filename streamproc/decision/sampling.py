@@ -19,6 +19,7 @@ __all__ = [
     "audit_probability",
     "audit_sample",
     "drawn",
+    "near_threshold",
     "sampled_shadows",
     "score_band",
     "shadow_key",
@@ -70,32 +71,44 @@ def _near_threshold(verdict: Verdict, policy: Policy, band: float) -> bool:
     return False
 
 
+def near_threshold(policy: Policy, settings: AuditSettings) -> tuple[float, float]:
+    """(band, boost) of near-threshold sampling: the pack's ``audit`` block, else the deployment's."""
+    focus = policy.audit
+    band = settings.near_threshold_band if focus.near_threshold_band is None else focus.near_threshold_band
+    boost = (
+        settings.near_threshold_boost if focus.near_threshold_boost is None else focus.near_threshold_boost
+    )
+    return band, boost
+
+
 def audit_probability(verdict: Verdict, policy: Policy, settings: AuditSettings) -> AuditDraw:
     """The chance this verdict is audited, and its stratum (``decision/category/band``).
 
     The chance is the highest rate that applies — the base rate, the rate of the decision,
     and the rate of each flagged (or the deciding) category — multiplied by the boost when
-    any category's score lies within the band of its review or reject threshold, capped at 1.
+    any category's score lies within the band of its review or reject threshold (both the
+    pack's ``audit`` block or else the settings'), capped at 1.
     """
     category = _deciding_category(verdict)
     rates = [settings.base_rate, settings.decision_rates.get(verdict.decision, 0.0)]
     categories = {*verdict.flagged_categories} | ({category} if category != "none" else set())
     rates += [settings.category_rates.get(c, settings.category_default_rate) for c in sorted(categories)]
     probability = max(rates)
-    if _near_threshold(verdict, policy, settings.near_threshold_band):
-        probability *= settings.near_threshold_boost
+    band, boost = near_threshold(policy, settings)
+    if _near_threshold(verdict, policy, band):
+        probability *= boost
     return AuditDraw(
         probability=min(1.0, probability),
         stratum=f"{verdict.decision}/{category}/{score_band(verdict.scores)}",
     )
 
 
-def _probability_bound(verdict: Verdict, settings: AuditSettings) -> float:
+def _probability_bound(verdict: Verdict, policy: Policy, settings: AuditSettings) -> float:
     """At least :func:`audit_probability`'s, without its look at every category's scores."""
     rates = [settings.base_rate, settings.decision_rates.get(verdict.decision, 0.0)]
     if verdict.flagged_categories or _deciding_category(verdict) != "none":
         rates += [settings.category_default_rate, *settings.category_rates.values()]
-    return min(1.0, max(rates) * max(1.0, settings.near_threshold_boost))
+    return min(1.0, max(rates) * near_threshold(policy, settings)[1])
 
 
 def audit_sample(verdict: Verdict, policy: Policy, settings: AuditSettings) -> AuditSample | None:
@@ -106,7 +119,9 @@ def audit_sample(verdict: Verdict, policy: Policy, settings: AuditSettings) -> A
     if not settings.enabled or verdict.mode != "live":
         return None
     position = unit_hash(verdict.idempotency_key)
-    if position >= _probability_bound(verdict, settings):  # most verdicts: not drawn whatever the scores
+    if position >= _probability_bound(
+        verdict, policy, settings
+    ):  # most verdicts: not drawn whatever the scores
         return None
     draw = audit_probability(verdict, policy, settings)
     if draw.probability <= 0.0 or not position < draw.probability:  # as ``drawn``

@@ -39,6 +39,7 @@ from streamproc.schemas import ContentType, Decision
 
 __all__ = [
     "DEFAULT_REVIEW_SLA_HOURS",
+    "AuditFocus",
     "Calibration",
     "CalibrationMethod",
     "CalibrationProvenance",
@@ -62,8 +63,9 @@ DEFAULT_REVIEW_SLA_HOURS = 24.0
 #: Deployment choices and documentation, not decision logic: left out of the version, so a
 #: candidate keeps its version when its sample changes or it is promoted. The calibration's
 #: provenance says where thresholds came from; the thresholds themselves are versioned.
-#: ``probe`` is what ``heads`` names, loaded: the version holds its checksum instead.
-_UNVERSIONED = ("mode", "shadow_sample", "description", "calibration_provenance", "probe")
+#: ``probe`` is what ``heads`` names, loaded: the version holds its checksum instead. ``audit``
+#: chooses which verdicts reviewers check, not the verdicts.
+_UNVERSIONED = ("mode", "shadow_sample", "description", "calibration_provenance", "probe", "audit")
 
 ReasonCode = Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]*$", max_length=64)]
 Letter = Annotated[str, StringConstraints(pattern=r"^[A-Z]$")]
@@ -134,6 +136,18 @@ class MediaBudget:
 
 @with_config(PACK_FILE)
 @dataclass(frozen=True)
+class AuditFocus:
+    """Where this pack spends reviewers' audit time: a verdict with a score within
+    ``near_threshold_band`` of a category's review or reject threshold is
+    ``near_threshold_boost`` times likelier to be audited (its weight shrinks alike, so quality
+    figures stay unbiased). Unset: the deployment's ``AUDIT__NEAR_THRESHOLD_*``."""
+
+    near_threshold_band: Probability | None = None
+    near_threshold_boost: Annotated[float, Field(ge=1.0, le=1000.0)] | None = None
+
+
+@with_config(PACK_FILE)
+@dataclass(frozen=True)
 class Rule:
     """A rule-engine expression that decides an item before the model (``pre``) or
     overrides the model's decision after it (``post``)."""
@@ -184,6 +198,8 @@ class Policy:
     calibration_provenance: CalibrationProvenance | None = None
     #: Items whose calibrated scores are uncertain go to the deployment's second model.
     cascade: Cascade | None = None
+    #: Audit sampling near this pack's thresholds (the rest of audit sampling is the deployment's).
+    audit: AuditFocus = AuditFocus()
     #: ``embedding_probe`` scorer: the trained heads it applies (``streamproc train``).
     heads: HeadsRef | None = None
     #: The heads themselves, loaded by ``load_pack`` from ``heads`` (never written in a pack).

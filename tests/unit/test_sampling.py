@@ -3,8 +3,10 @@ draw that is stable per verdict and selects the share it promises."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -12,7 +14,9 @@ from pydantic import ValidationError
 from streamproc.config import AuditSettings, Settings
 from streamproc.decision import Outcome, decide_on_error
 from streamproc.decision.sampling import audit_probability, audit_sample, drawn, score_band, unit_hash
-from streamproc.policy import Thresholds
+from streamproc.errors import ConfigError
+from streamproc.policy import Thresholds, load_pack
+from streamproc.policy.model import AuditFocus
 from streamproc.schemas import DecidedBy, Verdict
 from tests.factories import decided_verdict, default_policy
 
@@ -224,3 +228,38 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         {"approve": 0.3},
         {"counterfeit": 0.5},
     )
+
+
+def test_a_packs_audit_block_sets_its_own_near_threshold_band_and_boost() -> None:
+    focused = dataclasses.replace(POLICY, audit=AuditFocus(near_threshold_band=0.2, near_threshold_boost=10))
+    v = verdict({"counterfeit": 0.35})  # 0.15 below review 0.5: outside the deployment's band 0.05
+    assert audit_probability(v, POLICY, DEFAULTS).probability == pytest.approx(0.01)
+    assert audit_probability(v, focused, DEFAULTS).probability == pytest.approx(0.1)
+    # a field the pack leaves unset is the deployment's
+    band_only = dataclasses.replace(POLICY, audit=AuditFocus(near_threshold_band=0.2))
+    assert audit_probability(v, band_only, DEFAULTS).probability == pytest.approx(0.05)
+    assert focused.version == POLICY.version  # which verdicts are audited, not what they decide
+
+
+def test_a_pack_boost_above_the_deployments_is_drawn_at_its_own_rate() -> None:
+    """The quick bound that skips most verdicts must allow for the pack's larger boost."""
+    focused = dataclasses.replace(POLICY, audit=AuditFocus(near_threshold_band=0.5, near_threshold_boost=100))
+    verdicts = [verdict({"counterfeit": 0.1}, listing_id=f"L-{n}") for n in range(2000)]
+    samples = [s for v in verdicts if (s := audit_sample(v, focused, DEFAULTS)) is not None]
+    assert {s.probability for s in samples} == {1.0}  # 0.01 boosted 100 times
+    assert len(samples) == len(verdicts)
+
+
+def test_a_bad_audit_block_in_a_pack_file_names_its_place(tmp_path: Path) -> None:
+    pack = tmp_path / "pack.yaml"
+    pack.write_text(
+        "name: p\ncontent_type: listing\npreamble: Moderate.\ncategories:\n"
+        "  - {id: spam, label: A, title: Spam, description: Spam., reason_code: SPAM,\n"
+        "     seller_message: Spam., thresholds: {reject: 0.8, review: 0.5}}\n"
+        "audit: {near_threshold_band: 0.1, near_threshold_boost: 0.5}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError, match=r"audit\.near_threshold_boost"):
+        load_pack(pack)
+    pack.write_text(pack.read_text().replace("boost: 0.5", "boost: 20"))
+    assert load_pack(pack).audit == AuditFocus(near_threshold_band=0.1, near_threshold_boost=20)
