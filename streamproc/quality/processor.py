@@ -22,7 +22,14 @@ from streamproc.schemas import (
     Verdict,
     decode_record,
 )
-from streamproc.stream import Handler, InboundRecord, OutboundRecord, dead_lettering, verdict_records
+from streamproc.stream import (
+    Handler,
+    InboundRecord,
+    OutboundRecord,
+    dead_lettering,
+    too_large_letters,
+    verdict_records,
+)
 
 __all__ = ["QualityProcessor"]
 
@@ -62,6 +69,10 @@ class QualityProcessor:
             metrics=metrics,
             fatal=(StoreError,),
             clock=clock,
+        )
+        #: What the pipeline publishes when the broker refuses an item's outputs for their size.
+        self.too_large = too_large_letters(
+            dlq_topic=topics.dlq, worker=worker_id, metrics=metrics, clock=clock
         )
 
     async def _process(self, record: InboundRecord) -> list[OutboundRecord]:

@@ -122,6 +122,7 @@ class QualityService:
             self.processor.process,
             NOOP,
             topics=consumed_topics(settings),
+            too_large=self.processor.too_large,
         )
         if self._stopped:  # a signal arrived while starting
             self._pipeline.stop()

@@ -4,22 +4,31 @@ that turns a record handler's failures into dead letters instead of exceptions."
 from __future__ import annotations
 
 import base64
+import codecs
+import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Literal, Protocol
 
 from streamproc.errors import DecodeError
 from streamproc.schemas import DeadLetter, DeadLetterReason, encode
-from streamproc.stream.records import Handler, InboundRecord, OutboundRecord
+from streamproc.stream.records import Handler, InboundRecord, OutboundRecord, Replacement
 
-__all__ = ["DeadLetterCounter", "dead_letter", "dead_lettering"]
+__all__ = ["DeadLetterCounter", "OutputTooLarge", "dead_letter", "dead_lettering", "too_large_letters"]
 
 log = logging.getLogger(__name__)
 
 
 class DeadLetterCounter(Protocol):
     def dead_letter(self, reason: str) -> None: ...
+
+
+#: Bounds that keep every dead letter far below a produce request's 1 MiB, whatever the input:
+#: JSON escapes a control byte as 6 characters, so the payload prefix costs at most 96 KiB.
+PAYLOAD_PREFIX_BYTES = 16 * 1024
+ERROR_CHARS = 2000
+KEY_CHARS = 1024
 
 
 def dead_letter(
@@ -30,32 +39,55 @@ def dead_letter(
     dlq_topic: str,
     worker: str,
     now: datetime,
+    payload: bool = True,
 ) -> OutboundRecord:
-    """Wrap a rejected record so it can be inspected and replayed; keeps its key."""
+    """Wrap a rejected record so it can be inspected and found again (bounded, see
+    :class:`DeadLetter`); keeps its key unless the key alone is too long. ``payload`` False
+    leaves the value out (its size and hash stay)."""
     raw = record.value or b""
-    try:
-        payload, encoding = raw.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        payload, encoding = base64.b64encode(raw).decode("ascii"), "base64"
+    text, encoding, kept = _prefix(raw if payload else b"")
+    key = record.key
     letter = DeadLetter(
         source_topic=record.topic,
         source_partition=record.partition,
         source_offset=record.offset,
-        key=record.key.decode("utf-8", errors="replace") if record.key is not None else None,
-        payload=payload,
+        key=key.decode("utf-8", errors="replace")[:KEY_CHARS] if key is not None else None,
+        payload=text,
         payload_encoding=encoding,
+        payload_bytes=len(raw),
+        payload_sha256=hashlib.sha256(raw).hexdigest(),
+        payload_truncated=kept < len(raw),
         reason=reason,
         error_type=type(error).__name__,
-        error_message=str(error),
+        error_message=_cut(str(error), ERROR_CHARS),
         failed_at=now,
         worker=worker,
     )
+    if key is not None and len(key) > KEY_CHARS:  # the same key hashes to the same partition
+        key = hashlib.sha256(key).hexdigest().encode()
     return OutboundRecord(
         topic=dlq_topic,
-        key=record.key,
+        key=key,
         value=encode(letter),
         headers=(("content-type", b"application/json"), ("reason", reason.encode())),
     )
+
+
+def _prefix(raw: bytes) -> tuple[str, Literal["utf-8", "base64"], int]:
+    """The first PAYLOAD_PREFIX_BYTES of ``raw`` as text (a character cut at the end is left
+    out) or else base64, and how many bytes of ``raw`` that is."""
+    head = raw[:PAYLOAD_PREFIX_BYTES]
+    try:
+        text = codecs.getincrementaldecoder("utf-8")().decode(head, final=len(head) == len(raw))
+    except UnicodeDecodeError:
+        return base64.b64encode(head).decode("ascii"), "base64", len(head)
+    return text, "utf-8", len(text.encode("utf-8"))
+
+
+def _cut(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit} more characters)"
 
 
 def dead_lettering(
@@ -92,3 +124,39 @@ def dead_lettering(
             return reject(record, "internal_error", exc)
 
     return guarded
+
+
+class OutputTooLarge(Exception):
+    """The broker refused some of an item's outputs for their size."""
+
+
+def too_large_letters(
+    *,
+    dlq_topic: str,
+    worker: str,
+    metrics: DeadLetterCounter,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> Replacement:
+    """What the pipeline publishes when the broker refuses an item's outputs for their size:
+    one dead letter of the item without its payload (reason ``output_too_large``), counted,
+    so that the partition moves on instead of retrying for ever."""
+
+    def replace(
+        record: InboundRecord, refused: Sequence[OutboundRecord], error: Exception
+    ) -> list[OutboundRecord]:
+        metrics.dead_letter("output_too_large")
+        sizes = ", ".join(f"{r.topic} {len(r.value)} bytes" for r in refused)
+        cause = OutputTooLarge(f"the broker refused its outputs for their size ({sizes}): {error}")
+        return [
+            dead_letter(
+                record,
+                "output_too_large",
+                cause,
+                dlq_topic=dlq_topic,
+                worker=worker,
+                now=clock(),
+                payload=False,
+            )
+        ]
+
+    return replace

@@ -16,6 +16,9 @@ acks batches rather than items; see load/RESULTS.md):
   ``ready`` says no (in hold mode, while the model server's circuit is open), every
   assigned partition is paused. The consumer keeps polling while paused, so slow model
   calls never starve heartbeats or poll deadlines into a rebalance.
+- **Outputs too large.** The broker's size refusals are not retried: the item's dead letter
+  (without its payload) is published instead and the partition moves on; if even that is
+  refused, the partition is held, never committed past the item, and ``readiness`` says so.
 - **Rebalance and shutdown.** Revoked partitions get ``drain_timeout_seconds`` to finish
   their items; finished offsets are committed and the rest is abandoned, so the next
   owner processes it again (at least once; verdicts carry an idempotency key).
@@ -31,14 +34,14 @@ from collections.abc import Callable, Iterable, Sequence
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponential
 
 from streamproc.config import KafkaSettings, WorkerSettings
 from streamproc.kafka_security import client_options
 from streamproc.metrics import PipelineRecorder
 from streamproc.stream.lag import LagTracker
 from streamproc.stream.offsets import OffsetLedger
-from streamproc.stream.records import Handler, InboundRecord, OutboundRecord
+from streamproc.stream.publish import Unpublishable, publish
+from streamproc.stream.records import Handler, InboundRecord, Replacement
 
 __all__ = ["FETCH_WAIT_MS", "Handler", "Pipeline", "PipelineFailed", "publish"]
 
@@ -64,6 +67,9 @@ class Pipeline:
     """Consume ``topics``, run ``handler`` on every record, produce its outputs, commit safely.
 
     ``ready`` False pauses consumption: the handler is holding items for the model server.
+    Outputs the broker refuses for their size are replaced by ``too_large``'s records (a dead
+    letter of the item, in the services) and the item is done; without it, or when those are
+    refused too, the item's partition stays held and ``readiness`` says so.
     """
 
     def __init__(
@@ -75,8 +81,12 @@ class Pipeline:
         *,
         topics: Sequence[str],
         ready: Callable[[], bool] = lambda: True,
+        too_large: Replacement | None = None,
     ) -> None:
         self._window = window
+        self._too_large = too_large
+        #: Partitions held behind an item none of whose outputs, nor their replacement, fit.
+        self._stuck: dict[TopicPartition, str] = {}
         self._handler = handler
         self._metrics = metrics
         self._topics = list(topics)
@@ -145,7 +155,7 @@ class Pipeline:
             return ["Kafka consumer not started"]
         if not self._assignment_received:
             return ["consumer group not joined yet: no partition assignment received"]
-        return []
+        return list(self._stuck.values())
 
     async def run(self) -> None:
         """Run until ``stop()``; raises PipelineFailed if an item could not be finished."""
@@ -245,8 +255,35 @@ class Pipeline:
         if previous is not None and not previous.done():
             await asyncio.wait([previous])  # same key: keep offset order
         outputs = await self._handler(record)
-        await publish(self._producer, outputs)
+        try:
+            await publish(self._producer, outputs)
+        except Unpublishable as exc:
+            await self._publish_instead(tp, record, exc)
         self._ledger.finished(tp, record.offset)
+
+    async def _publish_instead(
+        self, tp: TopicPartition, record: InboundRecord, refused: Unpublishable
+    ) -> None:
+        """Publish ``too_large``'s records for outputs the broker refused for their size; hold the
+        partition (never committing past the item, so nothing is lost) when there are none or
+        they are refused too."""
+        where = f"{record.topic}[{record.partition}]@{record.offset}"
+        log.error(
+            "%s: the broker refused %d outputs for their size: %s", where, len(refused.records), refused.error
+        )
+        if self._too_large is not None:
+            try:
+                await publish(self._producer, self._too_large(record, refused.records, refused.error))
+            except Unpublishable as again:
+                refused = again
+            else:
+                return
+        self._stuck[tp] = (
+            f"partition {tp.topic}[{tp.partition}] held at offset {record.offset}: an output the "
+            f"broker refuses for its size ({refused.error})"
+        )
+        log.critical("%s", self._stuck[tp])
+        await asyncio.Event().wait()  # until the partition is revoked or the worker stops
 
     def _finished(self, tp: TopicPartition, key: bytes | None, task: asyncio.Task[None]) -> None:
         tasks = self._tasks.get(tp)
@@ -336,65 +373,3 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
 def _resumed(reason: str | None) -> str:
     return "model server circuit no longer open" if reason == _MODEL_HOLD else "window drained"
-
-
-async def publish(producer: AIOKafkaProducer, records: Sequence[OutboundRecord]) -> None:
-    """Send all records and wait until the broker has acknowledged every one.
-
-    Broker errors are retried with jittered back-off without end: returning early would
-    let the caller commit input whose outputs were never written.
-    """
-    try:
-        await _send_all(producer, records)
-    except _SendFailed as exc:
-        await _send_with_retries(producer, exc.failed)
-    except KafkaError:  # refused before sending (e.g. no metadata yet): all of them again
-        await _send_with_retries(producer, list(records))
-
-
-class _SendFailed(KafkaError):  # type: ignore[misc]
-    """Some records were not acknowledged; ``failed`` lists them, the cause says why."""
-
-    def __init__(self, failed: list[OutboundRecord]) -> None:
-        super().__init__(f"{len(failed)} records not acknowledged")
-        self.failed = failed
-
-
-async def _send_all(producer: AIOKafkaProducer, records: Sequence[OutboundRecord]) -> None:
-    """One attempt: the hot path, without the retry machinery's per-call cost."""
-    futures = [await producer.send(r.topic, r.value, key=r.key, headers=list(r.headers)) for r in records]
-    if len(futures) == 1:
-        try:
-            await futures[0]
-        except KafkaError as exc:
-            raise _SendFailed(list(records)) from exc
-        return
-    outcomes = await asyncio.gather(*futures, return_exceptions=True)
-    failed = [r for r, o in zip(records, outcomes, strict=True) if isinstance(o, BaseException)]
-    if failed:
-        error = next(o for o in outcomes if isinstance(o, BaseException))
-        raise _SendFailed(failed) from error
-
-
-def _cause(error: BaseException | None) -> BaseException | None:
-    return error.__cause__ if isinstance(error, _SendFailed) else error
-
-
-async def _send_with_retries(producer: AIOKafkaProducer, records: list[OutboundRecord]) -> None:
-    pending = records
-    retrying = AsyncRetrying(
-        retry=retry_if_exception_type(KafkaError),
-        wait=wait_random_exponential(multiplier=0.1, max=5.0),
-        before_sleep=lambda state: log.warning(
-            "publishing %d records failed, retrying: %r",
-            len(pending),
-            _cause(state.outcome.exception()) if state.outcome else None,
-        ),
-    )
-    async for attempt in retrying:
-        with attempt:
-            try:
-                await _send_all(producer, pending)
-            except _SendFailed as exc:
-                pending = exc.failed
-                raise

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from streamproc.schemas import Verdict, encode
 
-__all__ = ["Handler", "InboundRecord", "OutboundRecord", "verdict_headers", "verdict_records"]
+__all__ = ["Handler", "InboundRecord", "OutboundRecord", "Replacement", "verdict_headers", "verdict_records"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,3 +45,6 @@ def verdict_records(verdict: Verdict, *topics: str) -> list[OutboundRecord]:
 
 #: What the pipeline runs on each record: its output records, produced before its commit.
 Handler = Callable[[InboundRecord], Awaitable[list[OutboundRecord]]]
+#: What the pipeline publishes instead when the broker refuses some of a record's outputs
+#: for their size (the record, those outputs, the broker's error).
+Replacement = Callable[[InboundRecord, Sequence[OutboundRecord], Exception], list[OutboundRecord]]

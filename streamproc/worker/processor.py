@@ -32,7 +32,14 @@ from streamproc.schemas import (
     decode_event,
     encode,
 )
-from streamproc.stream import Handler, InboundRecord, OutboundRecord, dead_lettering, verdict_records
+from streamproc.stream import (
+    Handler,
+    InboundRecord,
+    OutboundRecord,
+    dead_lettering,
+    too_large_letters,
+    verdict_records,
+)
 
 __all__ = ["Processor"]
 
@@ -71,6 +78,10 @@ class Processor:
         self._content_types: dict[str, ContentType] = {topics.listings: "listing", topics.videos: "video"}
         self.process: Handler = dead_lettering(
             self._process, dlq_topic=topics.dlq, worker=worker_id, metrics=metrics, clock=clock
+        )
+        #: What the pipeline publishes when the broker refuses an item's outputs for their size.
+        self.too_large = too_large_letters(
+            dlq_topic=topics.dlq, worker=worker_id, metrics=metrics, clock=clock
         )
 
     def replace_policies(self, policies: PolicySet) -> None:

@@ -109,6 +109,7 @@ class ModerationService:
                 metrics,
                 topics=(settings.topics.listings, settings.topics.videos),
                 ready=lambda: not client.holding,  # review mode: an open circuit escalates
+                too_large=processor.too_large,
             )
             if self._stopped:  # a signal arrived while starting
                 self._pipeline.stop()

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streamproc.config import TopicSettings
 
@@ -64,6 +64,21 @@ async def consume(
     finally:
         await consumer.stop()
     return received
+
+
+async def committed_offsets(bootstrap: str, group_id: str, topic: str) -> dict[TopicPartition, int]:
+    """The group's committed positions, read as any consumer of the group would."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not tps:  # metadata not fetched yet
+            await consumer._client.force_metadata_update()
+            tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        positions = {tp: await consumer.committed(tp) for tp in tps}
+    finally:
+        await consumer.stop()
+    return {tp: position for tp, position in positions.items() if position is not None}
 
 
 async def publish_content(

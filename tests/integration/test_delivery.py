@@ -13,7 +13,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
 from streamproc.config import KafkaSettings, Settings, TopicSettings, WorkerSettings
@@ -23,24 +23,9 @@ from streamproc.schemas import Verdict
 from streamproc.stream import InboundRecord, OutboundRecord, Pipeline
 from tests.factories import listing_dict
 from tests.integration.conftest import StartWorker, label_policy_paths
-from tests.integration.kafka_io import Received, consume, produce, publish_content
+from tests.integration.kafka_io import Received, committed_offsets, consume, produce, publish_content
 
 pytestmark = pytest.mark.integration
-
-
-async def committed_offsets(bootstrap: str, group_id: str, topic: str) -> dict[TopicPartition, int]:
-    """The group's committed positions, read as any consumer of the group would."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        if not tps:  # metadata not fetched yet
-            await consumer._client.force_metadata_update()
-            tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        positions = {tp: await consumer.committed(tp) for tp in tps}
-    finally:
-        await consumer.stop()
-    return {tp: position for tp, position in positions.items() if position is not None}
 
 
 async def until_committed(bootstrap: str, group_id: str, topic: str, count: int) -> None:
