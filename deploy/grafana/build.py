@@ -476,34 +476,42 @@ def quality() -> db.Dashboard:
     )
 
 
-_MODEL = 'model_name=~"$model_name"'
+# The two vLLM servers, told apart by their scrape job (the compose stack's and the chart's
+# ServiceMonitors' names): the generative server (any job but the embedding server's, so a
+# server scraped under another name still shows) and the embedding server in pooling mode.
+_EMBEDDING_JOB = "vllm-embedding"
+_MODEL = f'job!="{_EMBEDDING_JOB}", model_name=~"$model_name"'
+_EMBEDDING = f'job="{_EMBEDDING_JOB}", model_name=~"$model_name"'
 
 
-def _quantile(q: float, metric: str) -> str:
+def _quantile(q: float, metric: str, selector: str = _MODEL) -> str:
     return (
         f"histogram_quantile({q}, sum by (le, model_name) "
-        f"(rate({metric}_bucket{{{_MODEL}}}[$__rate_interval])))"
+        f"(rate({metric}_bucket{{{selector}}}[$__rate_interval])))"
     )
 
 
 def vllm() -> db.Dashboard:
-    """vLLM's own metrics: requests, KV cache, tokens, latency, prefix cache."""
+    """vLLM's own metrics: the generative server's requests, KV cache, tokens, latency, prefix
+    cache; the embedding server's requests, latency and prompt tokens."""
     return (
         base(
             "streamproc-vllm",
             "streamproc / vLLM",
             "The model servers, from vLLM's own metrics: running and waiting requests, KV cache, "
-            "token throughput, time to first token, prefix cache.",
+            "token throughput, time to first token, prefix cache of the generative server; "
+            "requests, latency and prompt tokens of the embedding server (pooling).",
         )
         .with_variable(label_variable("model_name", "Model", "vllm:num_requests_running"))
-        .with_row(db.Row("Load"))
+        .with_row(db.Row("Generative server: load"))
         .with_panel(
             graph(
                 "Requests running and waiting",
                 "short",
                 Q(f"vllm:num_requests_running{{{_MODEL}}}", "running {{instance}}"),
                 Q(f"vllm:num_requests_waiting{{{_MODEL}}}", "waiting {{instance}}"),
-                description="Waiting requests have no batch slot; VllmQueueDepthHigh fires over 50.",
+                description="Waiting requests have no batch slot; VllmQueueDepthHigh fires over 50. "
+                "KEDA scales on their sum (keda.vllm in the chart).",
             )
         )
         .with_panel(
@@ -538,7 +546,7 @@ def vllm() -> db.Dashboard:
                 ),
             )
         )
-        .with_row(db.Row("Latency"))
+        .with_row(db.Row("Generative server: latency"))
         .with_panel(
             graph(
                 "Time to first token",
@@ -570,6 +578,47 @@ def vllm() -> db.Dashboard:
                 "short",
                 Q(_quantile(0.5, "vllm:request_prompt_tokens"), "prompt p50 {{model_name}}"),
                 Q(_quantile(0.5, "vllm:request_generation_tokens"), "generated p50 {{model_name}}"),
+            )
+        )
+        .with_row(db.Row("Embedding server (embedding_probe packs)"))
+        .with_panel(
+            graph(
+                "Embedding requests running and waiting",
+                "short",
+                Q(f"vllm:num_requests_running{{{_EMBEDDING}}}", "running {{instance}}"),
+                Q(f"vllm:num_requests_waiting{{{_EMBEDDING}}}", "waiting {{instance}}"),
+                description="One request per item of an embedding_probe pack. KEDA scales on the "
+                "waiting requests' sum (keda.embedding in the chart).",
+            )
+        )
+        .with_panel(
+            graph(
+                "Embedding request latency and queue time",
+                "s",
+                Q(_quantile(0.5, "vllm:e2e_request_latency_seconds", _EMBEDDING), "e2e p50 {{model_name}}"),
+                Q(_quantile(0.99, "vllm:e2e_request_latency_seconds", _EMBEDDING), "e2e p99 {{model_name}}"),
+                Q(_quantile(0.99, "vllm:request_queue_time_seconds", _EMBEDDING), "queue p99 {{model_name}}"),
+                description="From the request's arrival to its pooled vector; the queue part waits "
+                "for a batch slot.",
+            )
+        )
+        .with_panel(
+            graph(
+                "Embedding prompt tokens",
+                "short",
+                Q(f"streamproc:vllm_prompt_tokens:rate5m{{{_EMBEDDING}}}", "{{model_name}}"),
+                description="Tokens per second: each item's text, one prefill through the backbone.",
+            )
+        )
+        .with_panel(
+            graph(
+                "Embedding requests finished",
+                "reqps",
+                Q(
+                    "sum by (model_name, finished_reason)"
+                    f" (rate(vllm:request_success_total{{{_EMBEDDING}}}[$__rate_interval]))",
+                    "{{finished_reason}} {{model_name}}",
+                ),
             )
         )
     )

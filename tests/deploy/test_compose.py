@@ -301,7 +301,7 @@ def test_prometheus_scrapes_the_services(model: Model) -> None:
             targets |= {f"{host}:{sd['port']}" for host in sd["names"]}
         for static in job.get("static_configs", []):
             targets |= set(static["targets"])
-    assert {"worker:9108", "quality:9109", "vllm:8000"} <= targets, targets
+    assert {"worker:9108", "quality:9109", "vllm:8000", "vllm-embedding:8000"} <= targets, targets
     for target in targets:
         assert target.split(":")[0] in names, f"prometheus scrapes {target}: no such compose service"
     rules_mount = next(

@@ -148,6 +148,25 @@ def test_dashboard_is_well_formed(name: str) -> None:
     assert used - {"__rate_interval", "__interval", "__range"} <= variables, f"{name}: undefined variables"
 
 
+def test_vllm_dashboard_keeps_the_two_model_servers_apart() -> None:
+    """The embedding server's row reads its scrape job only, the other rows every other job;
+    compose's Prometheus (and the chart's ServiceMonitor, tests/deploy/test_helm.py) name it so."""
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    assert {"vllm", "vllm-embedding"} <= {job["job_name"] for job in config["scrape_configs"]}
+    rows: dict[str, list[str]] = {}
+    row = ""
+    for panel in dashboards()["vllm.json"]["panels"]:
+        if panel["type"] == "row":
+            row = panel["title"]
+        for target in panel.get("targets", []):
+            rows.setdefault(row, []).append(target["expr"])
+    embedding = [title for title in rows if title.startswith("Embedding server")]
+    assert len(embedding) == 1 and len(rows) > 1, list(rows)
+    for title, exprs in rows.items():
+        selector = 'job="vllm-embedding"' if title in embedding else 'job!="vllm-embedding"'
+        assert all(selector in expr for expr in exprs), (title, exprs)
+
+
 def _overlap(a: dict[str, int], b: dict[str, int]) -> bool:
     return (
         a["x"] < b["x"] + b["w"]

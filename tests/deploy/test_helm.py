@@ -65,6 +65,18 @@ def render_text(*args: str) -> subprocess.CompletedProcess[str]:
     return helm("template", RELEASE, str(CHART), "--namespace", NAMESPACE, *args)
 
 
+def settings(*pairs: str) -> list[str]:
+    """helm arguments for key=value settings."""
+    return [arg for pair in pairs for arg in ("--set", pair)]
+
+
+def rendered(*args: str) -> tuple[dict[str, Any], ...]:
+    """The chart rendered with these arguments, as a tuple of documents."""
+    done = render_text(*args)
+    assert done.returncode == 0, done.stderr
+    return tuple(d for d in yaml.safe_load_all(done.stdout) if d)
+
+
 @cache
 def render(values_name: str) -> tuple[dict[str, Any], ...]:
     """The chart rendered with ci/<values_name>-values.yaml, as a tuple of documents."""
@@ -163,10 +175,10 @@ def test_rendered_custom_resources_match_their_crds(values_name: str) -> None:
     for doc in custom:
         validate_crd(doc)
     kinds = sorted(d["kind"] for d in custom)
-    if values_name == "no-keda":  # worker, quality, the embedding server
+    if values_name == "no-keda":  # monitors: worker, quality, the embedding server
         assert kinds == ["PrometheusRule", *["ServiceMonitor"] * 3]
-    else:  # and vLLM
-        assert kinds == ["PrometheusRule", "ScaledObject", "ScaledObject", *["ServiceMonitor"] * 4]
+    else:  # and vLLM; scaled: worker, vLLM, the embedding server
+        assert kinds == ["PrometheusRule", *["ScaledObject"] * 3, *["ServiceMonitor"] * 4]
 
 
 # --- the validators bite --------------------------------------------------------------------
@@ -457,8 +469,62 @@ def test_worker_processes_set_the_setting_and_scale_the_per_process_resources() 
 
 def test_scaled_deployments_leave_replicas_to_keda() -> None:
     for values_name, managed in (("default", True), ("no-keda", False)):
-        worker = find(render(values_name), "Deployment", "-worker")
-        assert ("replicas" not in worker["spec"]) is managed
+        docs = render(values_name)
+        for component in ("-worker", "-embedding", *(["-vllm"] if managed else [])):
+            deployment = find(docs, "Deployment", component)
+            assert ("replicas" not in deployment["spec"]) is managed, component
+            scaled = [
+                d for d in docs if d["kind"] == "ScaledObject" and d["metadata"]["name"].endswith(component)
+            ]
+            assert [d["spec"]["scaleTargetRef"]["name"] for d in scaled] == (
+                [deployment["metadata"]["name"]] if managed else []
+            )
+
+
+def test_model_servers_scale_on_their_own_queues() -> None:
+    docs = render("default")
+    for component, section in (("-vllm", "vllm"), ("-embedding", "embedding")):
+        scaled = find(docs, "ScaledObject", component)["spec"]
+        chosen = values()["keda"][section]
+        served = values()[section]["servedModelName"]
+        [trigger] = scaled["triggers"]
+        assert trigger["type"] == "prometheus"
+        assert trigger["metadata"]["query"] == (
+            f'sum(vllm:num_requests_waiting{{namespace="{NAMESPACE}",model_name="{served}"}})'
+        )
+        assert trigger["metadata"]["serverAddress"] == chosen["serverAddress"]
+        assert trigger["metadata"]["threshold"] == str(chosen["threshold"])
+        assert (scaled["minReplicaCount"], scaled["maxReplicaCount"]) == (
+            chosen["minReplicaCount"],
+            chosen["maxReplicaCount"],
+        )
+    # Each ScaledObject only with its server and its keda block; an unscaled server has replicas.
+    for pair, component, deployed in (
+        ("keda.embedding.enabled=false", "-embedding", True),
+        ("keda.vllm.enabled=false", "-vllm", True),
+        ("embedding.enabled=false", "-embedding", False),
+    ):
+        docs = rendered(*settings(pair))
+        scaled = [
+            d for d in docs if d["kind"] == "ScaledObject" and d["metadata"]["name"].endswith(component)
+        ]
+        assert not scaled, pair
+        if deployed:
+            assert "replicas" in find(docs, "Deployment", component)["spec"], pair
+
+
+@pytest.mark.parametrize(
+    ("setting", "complaint"),
+    [
+        ("embedding.servedModelName=smollm2-135m-instruct", 'both "smollm2-135m-instruct"'),
+        ("keda.embedding.minReplicaCount=5", "keda.embedding.minReplicaCount (5) exceeds"),
+        ("keda.vllm.minReplicaCount=5", "keda.vllm.minReplicaCount (5) exceeds"),
+    ],
+)
+def test_model_server_scaling_mistakes_fail_the_render(setting: str, complaint: str) -> None:
+    done = render_text("--set", setting)
+    assert done.returncode != 0
+    assert complaint in done.stderr, done.stderr
 
 
 def test_vllm_scales_on_its_real_queue_metric() -> None:
@@ -473,6 +539,77 @@ def test_vllm_scales_on_its_real_queue_metric() -> None:
     assert done.returncode == 0, f"scripts/vllm_env.sh failed:\n{done.stderr}"
     loggers = next(Path(done.stdout.strip()).glob("lib/python3*/site-packages/vllm/v1/metrics/loggers.py"))
     assert f'name="{metric.group(1)}"' in loggers.read_text(encoding="utf-8")
+
+
+_CACHE_ON, _ONE_POD = "vllm.modelCache.enabled=true", "keda.vllm.maxReplicaCount=1"
+
+
+@pytest.mark.parametrize(
+    ("pairs", "complaint"),
+    [
+        ([_CACHE_ON], "more than one pod may mount it (keda.vllm.maxReplicaCount 4)"),
+        ([_CACHE_ON, "keda.enabled=false", "vllm.replicas=2"], "set vllm.replicas to 1"),
+        (
+            [_CACHE_ON, _ONE_POD, "vllm.strategy.rollingUpdate.maxSurge=1"],
+            "set vllm.strategy.rollingUpdate.maxSurge to 0",
+        ),
+        # One replica and no surge: even a ReadWriteOncePod claim is fine.
+        ([_CACHE_ON, _ONE_POD, "vllm.modelCache.accessModes={ReadWriteOncePod}"], None),
+        (
+            ["embedding.server.modelCache.enabled=true"],
+            "set embedding.server.modelCache.accessModes to [ReadWriteMany]",
+        ),
+        (
+            # embedding.server inherits vllm's claim
+            [
+                _CACHE_ON,
+                _ONE_POD,
+                "vllm.modelCache.existingClaim=hf",
+                "keda.embedding.maxReplicaCount=1",
+                "embedding.server.modelCache.enabled=true",
+            ],
+            "give embedding.server.modelCache a claim of its own",
+        ),
+    ],
+)
+def test_a_model_cache_one_node_mounts_fails_the_render_with_several_pods(
+    pairs: list[str], complaint: str | None
+) -> None:
+    """A ReadWriteOnce claim mounted by pods on two nodes hangs the second in Multi-Attach."""
+    done = render_text(*settings(*pairs))
+    if complaint is None:
+        assert done.returncode == 0, done.stderr
+        return
+    assert done.returncode != 0
+    [line] = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+    assert "hangs in Multi-Attach" in line and complaint in line, done.stderr
+
+
+def test_model_caches_that_scale() -> None:
+    # The defaults: no claim, an emptyDir per pod, for both servers.
+    docs = render("default")
+    claims = [d["metadata"]["name"] for d in docs if d["kind"] == "PersistentVolumeClaim"]
+    assert claims == [f"{RELEASE}-streamproc-quality"]
+    for component in ("-vllm", "-embedding"):
+        volumes = find(docs, "Deployment", component)["spec"]["template"]["spec"]["volumes"]
+        assert {"name": "model-cache", "emptyDir": {}} in volumes
+    # A ReadWriteMany claim for each, KEDA's defaults unchanged.
+    docs = rendered(
+        *settings(
+            _CACHE_ON,
+            "vllm.modelCache.accessModes={ReadWriteMany}",
+            "embedding.server.modelCache.enabled=true",
+        )
+    )
+    for component in ("-vllm", "-embedding"):
+        claim = find(docs, "PersistentVolumeClaim", component)
+        assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+        volumes = find(docs, "Deployment", component)["spec"]["template"]["spec"]["volumes"]
+        cache = next(v for v in volumes if v["name"] == "model-cache")
+        assert cache["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    # A ReadWriteOnce claim for one pod.
+    docs = rendered(*settings(_CACHE_ON, _ONE_POD))
+    assert find(docs, "PersistentVolumeClaim", "-vllm")["spec"]["accessModes"] == ["ReadWriteOnce"]
 
 
 def test_vllm_image_is_the_tested_release() -> None:

@@ -5,6 +5,7 @@ container first cuts its backbone out of embedding.sourceModel. */ -}}
 {{- define "streamproc.vllmServer" -}}
 {{- $root := .root }}{{ $component := .component }}{{ $v := .v }}
 {{- $name := include "streamproc.componentName" (list $root $component) }}
+{{- include "streamproc.checkModelCache" . }}
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -12,7 +13,7 @@ metadata:
   labels:
     {{- include "streamproc.componentLabels" (list $root $component) | nindent 4 }}
 spec:
-  {{- if not (and (eq $component "vllm") $root.Values.keda.enabled $root.Values.keda.vllm.enabled) }}
+  {{- if not (include "streamproc.kedaScales" (list $root $component)) }}
   replicas: {{ $v.replicas }}
   {{- end }}
   revisionHistoryLimit: 5
@@ -215,5 +216,44 @@ spec:
   resources:
     requests:
       storage: {{ $v.modelCache.size }}
+{{- end }}
+{{- end }}
+
+{{- /* "true" when KEDA scales this server (keda.<component>), else empty. */ -}}
+{{- define "streamproc.kedaScales" -}}
+{{- $root := index . 0 }}{{ $component := index . 1 }}
+{{- if and $root.Values.keda.enabled (index $root.Values.keda $component).enabled }}true{{ end }}
+{{- end }}
+
+{{- /* A model cache claim that only one node can mount (ReadWriteOnce, ReadWriteOncePod) must
+never have two pods: a replica scheduled on another node hangs in Multi-Attach. Counts the
+most replicas (KEDA's maximum or the fixed count), a rolling update's surge pod, and the other
+server's pods when both name the same existing claim. Same arguments as streamproc.vllmServer. */ -}}
+{{- define "streamproc.checkModelCache" -}}
+{{- $root := .root }}{{ $component := .component }}{{ $v := .v }}
+{{- $cache := $v.modelCache }}
+{{- $at := ternary "vllm" "embedding.server" (eq $component "vllm") }}
+{{- if and $cache.enabled (not (has "ReadWriteMany" $cache.accessModes)) }}
+{{- $pods := int $v.replicas }}{{ $most := printf "%s.replicas" $at }}
+{{- if include "streamproc.kedaScales" (list $root $component) }}
+{{- $pods = int (index $root.Values.keda $component).maxReplicaCount }}{{ $most = printf "keda.%s.maxReplicaCount" $component }}
+{{- end }}
+{{- $why := list }}{{ $fixes := list }}
+{{- if gt $pods 1 }}
+{{- $why = append $why (printf "%s %d" $most $pods) }}{{ $fixes = append $fixes (printf "set %s to 1" $most) }}
+{{- end }}
+{{- $strategy := $v.strategy | default dict }}
+{{- $surge := dig "rollingUpdate" "maxSurge" "25%" $strategy | toString }}
+{{- if and (ne ($strategy.type | default "RollingUpdate") "Recreate") (not (has $surge (list "0" "0%"))) }}
+{{- $pods = add1 $pods }}
+{{- $why = append $why (printf "a rolling update's surge pod, %s.strategy" $at) }}{{ $fixes = append $fixes (printf "set %s.strategy.rollingUpdate.maxSurge to 0" $at) }}
+{{- end }}
+{{- if and (eq $component "embedding") $root.Values.vllm.enabled $root.Values.vllm.modelCache.enabled $cache.existingClaim (eq $cache.existingClaim $root.Values.vllm.modelCache.existingClaim) }}
+{{- $pods = add1 $pods }}
+{{- $why = append $why (printf "vllm's pods on the same claim %s" $cache.existingClaim) }}{{ $fixes = append $fixes (printf "give %s.modelCache a claim of its own" $at) }}
+{{- end }}
+{{- if gt $pods 1 }}
+{{- fail (printf "%s.modelCache.accessModes %v let one node mount the claim, but more than one pod may mount it (%s) and one on another node hangs in Multi-Attach: set %s.modelCache.accessModes to [ReadWriteMany] (a storage class that has it), or %s.modelCache.enabled to false (an emptyDir per pod), or %s" $at $cache.accessModes (join "; " $why) $at $at (join " and " $fixes)) }}
+{{- end }}
 {{- end }}
 {{- end }}
