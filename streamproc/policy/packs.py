@@ -37,9 +37,11 @@ def _with_labels(data: Any) -> Any:
     that neither another category nor ``safe_label`` uses, in file order."""
     if not isinstance(data, dict) or not isinstance(data.get("categories"), list):
         return data  # not a pack: validation says why
-    taken = {c.get("label") for c in data["categories"] if isinstance(c, dict)} | {
+    # only strings: a label of another type is left to validation to name
+    labels = [c.get("label") for c in data["categories"] if isinstance(c, dict)] + [
         data.get("safe_label", "N")
-    }
+    ]
+    taken = {label for label in labels if isinstance(label, str)}
     free = iter([letter for letter in string.ascii_uppercase if letter not in taken])
     categories = []
     for category in data["categories"]:
@@ -72,10 +74,7 @@ def _line_of(root: yaml.Node | None, loc: Sequence[int | str]) -> int | None:
 
 def load_pack(path: Path) -> Policy:
     """Read, validate and freeze one pack; errors say ``FILE:LINE: field: problem``."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read policy pack: {exc.strerror}") from exc
+    text = _read(path)
     try:
         data: Any = yaml.safe_load(text)
         root = yaml.compose(text)
@@ -83,6 +82,8 @@ def load_pack(path: Path) -> Policy:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+    except RecursionError as exc:  # the YAML parser recurses per level of nesting
+        raise ConfigError(f"{path}: nests too deeply to be a policy pack") from exc
     if isinstance(data, dict) and "probe" in data:
         raise ConfigError(f"{path}: `probe` is not a pack key; name the heads file under `heads:`")
     try:
@@ -103,6 +104,20 @@ def load_pack(path: Path) -> Policy:
         heads = load_heads(path.parent / policy.heads.file, policy.heads.sha256, policy.category_ids)
         policy = dataclasses.replace(policy, probe=heads)
     return policy
+
+
+def _read(path: Path) -> str:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read policy pack: {exc.strerror}") from exc
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}:{line}: not UTF-8 (byte 0x{raw[exc.start]:02x}); save the pack as UTF-8"
+        ) from exc
 
 
 def _rule_problems(path: Path, root: yaml.Node | None, policy: Policy, message: str) -> str:

@@ -1,7 +1,8 @@
 """Hot reload: watch the policy pack files and swap in a new PolicySet when they change.
 
-A pack that fails validation is rejected (logged, counted) and the previous set keeps
-serving. Folders are watched rather than files, so editors that save by renaming work.
+A pack that fails validation (or, through a bug, cannot be loaded at all) is rejected
+(logged, counted) and the previous set keeps serving; the watch goes on. Folders are
+watched rather than files, so editors that save by renaming work.
 """
 
 from __future__ import annotations
@@ -61,6 +62,10 @@ async def watch_policies(
         except ConfigError as exc:
             metrics.policy_reload(applied=False)
             log.error("policy change rejected, previous packs keep serving: %s", exc)  # noqa: TRY400
+            continue
+        except Exception:  # a loader bug must not end the watch: later changes still apply
+            metrics.policy_reload(applied=False)
+            log.exception("policy change rejected (unexpected error), previous packs keep serving")
             continue
         apply(policies)
         metrics.policy_reload(applied=True)

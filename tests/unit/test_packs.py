@@ -68,6 +68,25 @@ def test_unknown_keys_and_bad_yaml_are_reported_with_lines(tmp_path: Path) -> No
         load_pack(broken)
 
 
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            b"name: x\ndescription: r\xe9plicas\n",
+            r"broken\.yaml:2: not UTF-8 \(byte 0xe9\); save the pack as UTF-8",
+        ),
+        (b"x: " + b"[" * 5000 + b"]" * 5000, r"broken\.yaml: nests too deeply to be a policy pack"),
+    ],
+)
+def test_a_pack_that_is_not_utf8_or_nests_too_deeply_is_one_line(
+    tmp_path: Path, content: bytes, message: str
+) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_bytes(content)
+    with pytest.raises(ConfigError, match=message):
+        load_pack(broken)
+
+
 PINNED = """\
 name: pinned
 description: Not part of the version.

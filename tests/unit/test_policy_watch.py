@@ -6,10 +6,12 @@ import re
 import shutil
 from pathlib import Path
 
+import pytest
+
 from streamproc.metrics import NOOP
 from streamproc.policy import PolicySet, load_policy_set
 from streamproc.worker.policy_watch import watch_policies
-from tests.factories import shipped_pack_files
+from tests.factories import POLICIES, shipped_pack_files
 
 
 def _configmap_revision(folder: Path, name: str, review: str) -> None:
@@ -50,4 +52,70 @@ async def test_a_configmap_update_is_reloaded(tmp_path: Path) -> None:
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)
     assert applied, "the ..data swap was not seen"
+    assert applied[-1].versions["marketplace-listings"] != before.versions["marketplace-listings"]
+
+
+class Reloads:
+    """Counts reloads by result, as the metrics do."""
+
+    def __init__(self) -> None:
+        self.applied = self.rejected = 0
+
+    def policy_reload(self, *, applied: bool) -> None:
+        if applied:
+            self.applied += 1
+        else:
+            self.rejected += 1
+
+    def policies_served(self, versions: object, shadows: object) -> None:
+        return None
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        b"name: r\xe9plicas\n",  # not UTF-8
+        ("x: " + "[" * 5000 + "]" * 5000 + "\n").encode(),  # nests too deeply for the parser
+        (POLICIES / "listings.yaml").read_bytes().replace(b"label: A", b"label: [A]", 1),  # a list label
+        b"",  # a loader bug (below)
+    ],
+    ids=["not-utf8", "deep", "wrong-type", "loader-bug"],
+)
+async def test_a_broken_pack_is_rejected_and_counted_and_the_next_valid_change_applies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, broken: bytes
+) -> None:
+    for pack in shipped_pack_files():
+        shutil.copy(pack, tmp_path / pack.name)
+    before = load_policy_set([tmp_path])
+    if not broken:  # the loader itself fails once, with an error no pack check foresaw
+        calls = iter([RuntimeError("bug")])
+
+        def flaky(paths: object) -> PolicySet:
+            error = next(calls, None)
+            if error is not None:
+                raise error
+            return load_policy_set([tmp_path])
+
+        monkeypatch.setattr("streamproc.worker.policy_watch.load_policy_set", flaky)
+    reloads, applied = Reloads(), []
+    watcher = asyncio.create_task(watch_policies([tmp_path], applied.append, reloads, debounce_ms=50))  # type: ignore[arg-type]
+    try:
+        for attempt in range(200):  # rewritten until seen: the watcher may not be watching yet
+            if reloads.rejected:
+                break
+            if attempt % 10 == 0:
+                (tmp_path / "broken.yaml").write_bytes(broken or b"# changed\n")
+            await asyncio.sleep(0.05)
+        assert reloads.rejected and not applied
+        (tmp_path / "broken.yaml").unlink()
+        listings = tmp_path / "listings.yaml"
+        listings.write_text(listings.read_text().replace("review_sla_hours: 24", "review_sla_hours: 12"))
+        for _ in range(200):
+            if applied:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+    assert applied, "the watch ended on the broken pack"
     assert applied[-1].versions["marketplace-listings"] != before.versions["marketplace-listings"]
