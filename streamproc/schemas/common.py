@@ -10,7 +10,7 @@ __all__ = ["ContentId", "ContentType", "InboundModel", "Locale", "OutboundModel"
 
 ContentType = Literal["listing", "video"]
 ContentId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
-Locale = Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")]
+Locale = Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$", max_length=35)]
 
 
 class InboundModel(BaseModel):

@@ -24,7 +24,7 @@ class LabelEvent(InboundModel):
     content_type: ContentType
     content_id: ContentId
     revision: Annotated[int, Field(ge=0)]
-    true_categories: list[CategoryId] = Field(
+    true_categories: Annotated[list[CategoryId], Field(max_length=25)] = Field(
         description="Policy categories the item violates; empty when it violates none."
     )
     decision: Decision | None = Field(

@@ -30,14 +30,18 @@ class ListingEvent(InboundModel):
     seller_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
     title: Annotated[str, StringConstraints(min_length=1, max_length=500)]
     description: Annotated[str, StringConstraints(max_length=20_000)] = ""
-    category_path: Annotated[list[str], Field(max_length=10)] = Field(
-        default_factory=list, description='From the root down, e.g. ["Fashion", "Bags"].'
-    )
+    category_path: Annotated[
+        list[Annotated[str, StringConstraints(max_length=200)]], Field(max_length=10)
+    ] = Field(default_factory=list, description='From the root down, e.g. ["Fashion", "Bags"].')
     price: Price
     image_urls: Annotated[list[HttpUrl], Field(max_length=50)] = Field(default_factory=list)
-    attributes: dict[str, str] = Field(
-        default_factory=dict, description="Free-form item attributes, e.g. brand, size."
-    )
+    attributes: Annotated[
+        dict[
+            Annotated[str, StringConstraints(max_length=200)],
+            Annotated[str, StringConstraints(max_length=2_000)],
+        ],
+        Field(max_length=100),
+    ] = Field(default_factory=dict, description="Free-form item attributes, e.g. brand, size.")
     locale: Locale = "en-US"
     audience: Annotated[int, Field(ge=0)] | None = Field(
         default=None,

@@ -36,9 +36,9 @@ class VideoEvent(InboundModel):
     )
     keyframes: Annotated[list[Keyframe], Field(max_length=200)] = Field(default_factory=list)
     duration_seconds: Annotated[float, Field(gt=0, le=86_400)]
-    linked_product_ids: Annotated[list[str], Field(max_length=100)] = Field(
-        default_factory=list, description="Listings the video links to."
-    )
+    linked_product_ids: Annotated[
+        list[Annotated[str, StringConstraints(max_length=128)]], Field(max_length=100)
+    ] = Field(default_factory=list, description="Listings the video links to.")
     locale: Locale = "en-US"
     audience: Annotated[int, Field(ge=0)] | None = Field(
         default=None,
