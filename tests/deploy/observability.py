@@ -60,6 +60,37 @@ def alerts() -> list[dict[str, Any]]:
     return [rule for rule in rules() if "alert" in rule]
 
 
+def target_down_jobs() -> dict[str, str]:
+    """Per alert on `up` (a target down): the job regex it watches, anchored by Prometheus."""
+    watched: dict[str, str] = {}
+    for alert in alerts():
+        if alert["expr"].lstrip().startswith("up"):
+            match = re.fullmatch(r'up\{job=~"([^"]+)"\} == 0', alert["expr"].strip())
+            assert match, f'{alert["alert"]}: expected up{{job=~"..."}} == 0, not {alert["expr"]!r}'
+            watched[alert["alert"]] = match.group(1)
+    return watched
+
+
+#: Jobs of other teams sharing a Prometheus: no streamproc alert may watch them.
+OTHER_TEAMS_JOBS = ("search-vllm", "vllm-llama-70b", "kubernetes-pods", "streamproc-worker-canary", "node")
+
+
+#: Which alert watches each of the stack's scrape jobs for a down target (the compose jobs and
+#: the chart's ServiceMonitor jobs are the same names): the model servers have their own, which
+#: allows for loading a model.
+EXPECTED_WATCHERS = {
+    "streamproc-worker": ["StreamprocTargetDown"],
+    "streamproc-quality": ["StreamprocTargetDown"],
+    "vllm": ["VllmTargetDown"],
+    "vllm-embedding": ["VllmTargetDown"],
+}
+
+
+def watching(job: str) -> list[str]:
+    """The target-down alerts whose job pattern selects this job, as Prometheus matches it."""
+    return sorted(alert for alert, pattern in target_down_jobs().items() if re.fullmatch(pattern, job))
+
+
 def recorded_names() -> set[str]:
     return {rule["record"] for rule in rules() if "record" in rule}
 

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ValidationError
 
 from streamproc.config import CONFIG_FILE_ENV, load_settings
 from streamproc.policy import load_policy_set
+from tests.deploy.observability import EXPECTED_WATCHERS, watching
 from tests.deploy.streamproc_env import secret_setting_names, setting_names, settings_from
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -345,9 +346,7 @@ def test_service_monitors_give_the_jobs_the_rules_select() -> None:
         "vllm": "vllm",
         "embedding": "vllm-embedding",
     }
-    up_alert = re.search(r'up\{job=~"([^"]+)"\}', RULES.read_text(encoding="utf-8"))
-    assert up_alert, "the target-down alert no longer selects jobs by regex; update this test"
-    assert all(re.fullmatch(up_alert.group(1), job) for job in jobs.values())
+    assert {job: watching(job) for job in jobs.values()} == EXPECTED_WATCHERS
 
 
 # --- the settings the chart gives the services ---------------------------------------------
@@ -431,6 +430,207 @@ def test_config_change_rolls_the_pods() -> None:
         return str(annotations["checksum/config"])
 
     assert checksum() != checksum("--set", "config.env.STREAMPROC_WORKER__LOG_LEVEL=debug")
+
+
+# --- extra volumes and environment, TLS files ------------------------------------------------
+
+STREAMPROC_PODS = (("Deployment", "-worker"), ("Deployment", "-quality"), ("Job", "-topics"))
+VLLM_PODS = (("Deployment", "-vllm"), ("Deployment", "-embedding"))
+# Every extra at every level, each naming where it was set.
+EXTRAS: dict[str, Any] = {
+    "kafka": {
+        "extraEnv": [{"name": "FROM", "value": "kafka"}],
+        "extraEnvFrom": [{"secretRef": {"name": "kafka-credentials"}}],
+    },
+    "extraEnv": [{"name": "FROM", "value": "top"}],
+    "extraEnvFrom": [{"secretRef": {"name": "top"}}],
+    "extraVolumes": [{"name": "top", "secret": {"secretName": "top"}}],
+    "extraVolumeMounts": [{"name": "top", "mountPath": "/etc/top", "readOnly": True}],
+    **{
+        section: {
+            "extraEnv": [{"name": "FROM", "value": section}],
+            "extraEnvFrom": [{"configMapRef": {"name": section}}],
+            "extraVolumes": [{"name": section, "configMap": {"name": section}}],
+            "extraVolumeMounts": [{"name": section, "mountPath": f"/etc/{section}", "readOnly": True}],
+        }
+        for section in ("worker", "quality", "vllm")
+    },
+    "topics": {
+        "create": {
+            "extraEnv": [{"name": "FROM", "value": "topics"}],
+            "extraEnvFrom": [{"configMapRef": {"name": "topics"}}],
+            "extraVolumes": [{"name": "topics-user", "secret": {"secretName": "topics"}}],
+            "extraVolumeMounts": [{"name": "topics-user", "mountPath": "/etc/topics-user"}],
+        }
+    },
+}
+
+
+def rendered_with(tmp_path: Path, chosen: dict[str, Any], *args: str) -> tuple[dict[str, Any], ...]:
+    path = tmp_path / "chosen-values.yaml"
+    path.write_text(yaml.safe_dump(chosen))
+    return rendered("-f", str(path), *args)
+
+
+def pod_spec(docs: tuple[dict[str, Any], ...], kind: str, suffix: str) -> dict[str, Any]:
+    spec: dict[str, Any] = find(docs, kind, suffix)["spec"]["template"]["spec"]
+    return spec
+
+
+def test_extra_volumes_mounts_and_env_reach_every_pod_in_order(tmp_path: Path) -> None:
+    docs = rendered_with(tmp_path, EXTRAS)
+    for kind, suffix in STREAMPROC_PODS:
+        own = {"-worker": "worker", "-quality": "quality", "-topics": "topics"}[suffix]
+        own_volume = "topics-user" if own == "topics" else own
+        pod = pod_spec(docs, kind, suffix)
+        [container] = pod["containers"]
+        # kafka.*, then the top level, then the component's: the last FROM wins.
+        assert [e["value"] for e in container["env"] if e["name"] == "FROM"] == ["kafka", "top", own], suffix
+        sources = [next(iter(source.values()))["name"] for source in container["envFrom"]]
+        config = ["mod-streamproc-config"] if kind == "Deployment" else []  # the Job runs before it exists
+        assert sources == [*config, "kafka-credentials", "top", own], suffix
+        assert [v["name"] for v in pod["volumes"]][-2:] == ["top", own_volume], suffix
+        assert [m["name"] for m in container["volumeMounts"]][-2:] == ["top", own_volume], suffix
+        # Each component's extras stay in its own pod.
+        others = {"worker", "quality", "topics-user", "vllm"} - {own_volume}
+        assert not others & {v["name"] for v in pod["volumes"]}, suffix
+    for kind, suffix in VLLM_PODS:  # vllm.* only (the embedding server inherits them)
+        pod = pod_spec(docs, kind, suffix)
+        assert [v["name"] for v in pod["volumes"]][-1] == "vllm"
+        assert "top" not in {v["name"] for v in pod["volumes"]}
+        for container in (*pod.get("initContainers", []), *pod["containers"]):
+            assert container["envFrom"] == [{"configMapRef": {"name": "vllm"}}], container["name"]
+            assert [m["name"] for m in container["volumeMounts"]][-1] == "vllm", container["name"]
+            assert {"name": "FROM", "value": "vllm"} in container["env"], container["name"]
+    # The embedding server may set its own, as any vllm.* key.
+    embedding = {"server": {"extraVolumes": [{"name": "emb", "emptyDir": {}}]}}
+    pod = pod_spec(rendered_with(tmp_path, {**EXTRAS, "embedding": embedding}), "Deployment", "-embedding")
+    assert [v["name"] for v in pod["volumes"]][-1] == "emb"
+
+
+def test_extras_render_valid_kubernetes_objects(tmp_path: Path) -> None:
+    out = tmp_path / "rendered.yaml"
+    out.write_text(yaml.safe_dump_all(rendered_with(tmp_path, EXTRAS)))
+    done = kubernetes_validate(out)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_no_extras_by_default() -> None:
+    docs = render("default")
+    chart_volumes = {
+        "-worker": ["policies", "tmp"],
+        "-quality": ["policies", "tmp", "data"],
+        "-topics": ["topics", "tmp"],
+        "-vllm": ["model-cache", "dshm"],
+        "-embedding": ["model-cache", "dshm", "backbone", "scripts"],
+    }
+    for kind, suffix in (*STREAMPROC_PODS, *VLLM_PODS):
+        pod = pod_spec(docs, kind, suffix)
+        assert [v["name"] for v in pod["volumes"]] == chart_volumes[suffix], suffix
+        for container in (*pod.get("initContainers", []), *pod["containers"]):
+            names = {m["name"] for m in container["volumeMounts"]}
+            assert names <= set(chart_volumes[suffix]), suffix
+            if kind == "Job" or suffix in ("-vllm", "-embedding"):
+                assert "envFrom" not in container, suffix
+    job = find(docs, "Job", "-topics")["spec"]["template"]
+    assert "env" not in job["spec"]["containers"][0]
+    assert "annotations" not in job["metadata"]
+
+
+@pytest.mark.parametrize(
+    ("setting", "complaint"),
+    [
+        ("extraVolumeMounts[0].name=ca", "mountPath"),
+        ("worker.extraVolumes[0].secret.secretName=ca", "name"),
+        ("worker.extraVolume[0].name=ca", "Additional property extraVolume is not allowed"),
+        ("embedding.server.extraVolume[0].name=ca", "extraVolume"),
+        ("networkPolicy.dns.peers[0].ipBlock.cidr=169.254.20.10/32", "Additional property peers"),
+    ],
+)
+def test_schema_rejects_broken_extras(setting: str, complaint: str) -> None:
+    done = render_text("--set", setting)
+    assert done.returncode != 0
+    assert "values don't meet the specifications of the schema" in done.stderr
+    assert complaint in done.stderr, done.stderr
+
+
+def _readme_tls_example() -> dict[str, Any]:
+    readme = (CHART / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## TLS and private CAs\n", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```yaml\n(.*?)```", section, re.DOTALL)
+    assert block, "README.md's TLS section has no yaml example"
+    example: dict[str, Any] = yaml.safe_load(block.group(1))
+    return example
+
+
+def test_readme_tls_example_is_a_ci_values_file_and_mounts_every_file_it_names() -> None:
+    example = _readme_tls_example()
+    assert example == yaml.safe_load((CHART / "ci" / "kafka-tls-values.yaml").read_text(encoding="utf-8"))
+    docs = render("kafka-tls")
+    config = find(docs, "ConfigMap", "-config")["data"]
+    checked = 0
+    for kind, suffix in STREAMPROC_PODS:
+        [container] = pod_spec(docs, kind, suffix)["containers"]
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        if kind == "Deployment":  # the services read the config ConfigMap too
+            env = {**config, **env}
+        files = {name: value for name, value in env.items() if name.endswith("_FILE") and value}
+        assert "STREAMPROC_KAFKA__SSL_CA_FILE" in files, suffix
+        mounts = [m["mountPath"] for m in container["volumeMounts"]]
+        for name, path in files.items():
+            assert any(path.startswith(mount.rstrip("/") + "/") for mount in mounts), (suffix, name, path)
+            checked += 1
+    assert checked == 3 * 3 + 2  # the Kafka CA, certificate and key in each; the model CA in the services
+
+
+def test_tls_example_renders_valid_kubernetes_objects(tmp_path: Path) -> None:
+    out = tmp_path / "rendered.yaml"
+    out.write_text(yaml.safe_dump_all(render("kafka-tls")))
+    done = kubernetes_validate(out)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+# --- the topic hook Job ----------------------------------------------------------------------
+
+
+def test_topic_job_takes_pod_annotations_for_istio() -> None:
+    docs = rendered("--set-string", r"topics.create.podAnnotations.sidecar\.istio\.io/inject=false")
+    template = find(docs, "Job", "-topics")["spec"]["template"]
+    assert template["metadata"]["annotations"] == {"sidecar.istio.io/inject": "false"}
+    assert "podAnnotations" in values()["topics"]["create"]
+    assert "sidecar.istio.io/inject" in (CHART / "values.yaml").read_text(encoding="utf-8")
+
+
+def test_topic_job_gets_the_top_level_extra_env_as_values_yaml_says() -> None:
+    docs = rendered(*settings("extraEnv[0].name=HTTPS_PROXY", "extraEnv[0].value=http://proxy:3128"))
+    for kind, suffix in STREAMPROC_PODS:
+        [container] = pod_spec(docs, kind, suffix)["containers"]
+        assert {"name": "HTTPS_PROXY", "value": "http://proxy:3128"} in container["env"], suffix
+
+
+def _dns_rules(policy: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r for r in policy["spec"]["egress"] if {"protocol": "UDP", "port": 53} in r.get("ports", [])]
+
+
+def test_every_streamproc_network_policy_has_the_same_configurable_dns_and_extra_egress() -> None:
+    kube_dns = [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}]
+    docs = render("default")
+    for suffix in ("-worker", "-quality", "-topics"):
+        [dns] = _dns_rules(find(docs, "NetworkPolicy", suffix))
+        assert dns["to"] == kube_dns, suffix
+    node_local = "networkPolicy.dns.to[0].ipBlock.cidr=169.254.20.10/32"
+    extra = "networkPolicy.extraEgress[0].ports[0].port=443"
+    docs = rendered(*settings(node_local, extra))
+    for suffix in ("-worker", "-quality", "-topics"):
+        policy = find(docs, "NetworkPolicy", suffix)
+        [dns] = _dns_rules(policy)
+        assert dns["to"] == [{"ipBlock": {"cidr": "169.254.20.10/32"}}], suffix
+        assert {"ports": [{"port": 443}]} in policy["spec"]["egress"], suffix
+    # An empty list: DNS to any destination (a rule without `to`).
+    anywhere = rendered("--set-json", "networkPolicy.dns.to=[]")
+    for suffix in ("-worker", "-quality", "-topics"):
+        [dns] = _dns_rules(find(anywhere, "NetworkPolicy", suffix))
+        assert "to" not in dns, suffix
 
 
 # --- scaling and the model server ----------------------------------------------------------

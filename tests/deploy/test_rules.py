@@ -13,6 +13,8 @@ import yaml
 from streamproc.metrics.catalog import QUALITY_METRICS, WORKER_METRICS
 from tests.deploy.observability import (
     ALERTS_DOC,
+    EXPECTED_WATCHERS,
+    OTHER_TEAMS_JOBS,
     ROOT,
     RULE_TESTS,
     RULES,
@@ -21,6 +23,8 @@ from tests.deploy.observability import (
     promtool,
     queried_metrics,
     rules,
+    target_down_jobs,
+    watching,
 )
 
 SEVERITIES = {"critical", "warning", "info"}
@@ -50,11 +54,23 @@ def test_compose_prometheus_config_is_valid(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"SUCCESS: {len(list(rules()))} rules found" in done.stdout, done.stdout
     jobs = {job["job_name"] for job in config["scrape_configs"]}
-    # StreamprocTargetDown watches jobs by name
-    target_down = next(a for a in alerts() if a["alert"] == "StreamprocTargetDown")
-    pattern = re.search(r'job=~"([^"]+)"', target_down["expr"])
-    assert pattern
-    assert all(re.fullmatch(pattern.group(1), job) for job in jobs), (jobs, pattern.group(1))
+    assert {job: watching(job) for job in jobs} == EXPECTED_WATCHERS
+
+
+def test_target_down_alerts_watch_only_this_stacks_jobs() -> None:
+    assert set(target_down_jobs()) == {"StreamprocTargetDown", "VllmTargetDown"}
+    for job in OTHER_TEAMS_JOBS:
+        assert watching(job) == [], f"{job} is another team's job, yet {watching(job)} watch it"
+
+
+def test_model_servers_get_longer_than_their_start_up_probe_before_alerting() -> None:
+    """vLLM listens only once its model is loaded; the chart's startup probe allows that long."""
+    chart_values = yaml.safe_load((ROOT / "helm" / "streamproc" / "values.yaml").read_text())
+    startup = chart_values["vllm"]["startupProbe"]
+    allowed = startup["periodSeconds"] * startup["failureThreshold"]
+    rule = next(a for a in alerts() if a["alert"] == "VllmTargetDown")
+    minutes = re.fullmatch(r"(\d+)m", rule["for"])
+    assert minutes and int(minutes.group(1)) * 60 > allowed, (rule["for"], allowed)
 
 
 def test_every_alert_is_documented_and_annotated() -> None:

@@ -96,24 +96,36 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- end }}
 {{- end }}
 
-{{/* The environment every streamproc container gets (config map, secrets, extra env). */}}
+{{/* Extra items of one kind (extraEnv, extraEnvFrom, extraVolumes, extraVolumeMounts) for a
+streamproc pod, (list $ COMPONENT-VALUES KEY): Kafka's (kafka.extraEnv, kafka.extraEnvFrom:
+every Kafka client needs them), then the top-level ones, then the component's, so that on a
+repeated variable name the component's wins. A YAML list, or nothing. The one place that says
+which values reach the worker, quality and topic Job pods; the vLLM pods take only their own. */}}
+{{- define "streamproc.extras" -}}
+{{- $root := index . 0 }}{{ $v := index . 1 }}{{ $key := index . 2 }}
+{{- $items := concat (index $root.Values.kafka $key | default list) (index $root.Values $key | default list) (index $v $key | default list) }}
+{{- with $items }}{{ toYaml . }}{{ end }}
+{{- end }}
+
+{{/* The environment of a streamproc container, (list $ COMPONENT-VALUES SERVICE). A service
+(worker, quality) reads its settings from the config ConfigMap and gets the model server's API
+key; the topic hook Job runs before that ConfigMap exists and calls no model server, so it gets
+the extras only. */}}
 {{- define "streamproc.env" -}}
-{{- $root := index . 0 }}{{ $extra := index . 1 }}
-{{- $env := list }}
+{{- $root := index . 0 }}{{ $v := index . 1 }}{{ $service := index . 2 }}
+{{- $envFrom := list }}{{ $env := list }}
+{{- if $service }}
+{{- $envFrom = append $envFrom (dict "configMapRef" (dict "name" (include "streamproc.componentName" (list $root "config")))) }}
 {{- with (include "streamproc.apiKeySecretName" $root) }}
 {{- $env = append $env (dict "name" "STREAMPROC_INFERENCE__API_KEY" "valueFrom" (dict "secretKeyRef" (dict "name" . "key" $root.Values.inference.apiKey.existingSecretKey))) }}
 {{- end }}
-{{- $env = concat $env $root.Values.kafka.extraEnv $root.Values.extraEnv $extra }}
-envFrom:
-  - configMapRef:
-      name: {{ include "streamproc.componentName" (list $root "config") }}
-  {{- with (concat $root.Values.kafka.extraEnvFrom $root.Values.extraEnvFrom) }}
-  {{- toYaml . | nindent 2 }}
-  {{- end }}
-{{- with $env }}
-env:
-  {{- toYaml . | nindent 2 }}
 {{- end }}
+{{- $envFrom = concat $envFrom (include "streamproc.extras" (list $root $v "extraEnvFrom") | fromYamlArray) }}
+{{- $env = concat $env (include "streamproc.extras" (list $root $v "extraEnv") | fromYamlArray) }}
+{{- $out := dict }}
+{{- with $envFrom }}{{ $_ := set $out "envFrom" . }}{{ end }}
+{{- with $env }}{{ $_ := set $out "env" . }}{{ end }}
+{{- with $out }}{{ toYaml . }}{{ end }}
 {{- end }}
 
 {{/* A resource quantity times a count: (list "500m" 2) is "1000m", (list "1Gi" 3) is "3Gi". */}}

@@ -37,7 +37,7 @@ spec:
         - name: metrics
           containerPort: {{ $v.service.metricsPort }}
           protocol: TCP
-      {{- include "streamproc.env" (list $root $v.extraEnv) | nindent 6 }}
+      {{- include "streamproc.env" (list $root $v true) | nindent 6 }}
       livenessProbe:
         {{- toYaml $v.livenessProbe | nindent 8 }}
       readinessProbe:
@@ -63,6 +63,9 @@ spec:
         - name: data
           mountPath: {{ $root.Values.quality.persistence.mountPath }}
         {{- end }}
+        {{- with include "streamproc.extras" (list $root $v "extraVolumeMounts") }}
+        {{- . | nindent 8 }}
+        {{- end }}
   volumes:
     - name: policies
       configMap:
@@ -83,6 +86,9 @@ spec:
       {{- else }}
       emptyDir: {}
       {{- end }}
+    {{- end }}
+    {{- with include "streamproc.extras" (list $root $v "extraVolumes") }}
+    {{- . | nindent 4 }}
     {{- end }}
   {{- with $v.nodeSelector }}
   nodeSelector:

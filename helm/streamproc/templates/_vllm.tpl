@@ -1,7 +1,9 @@
 {{- /* A vLLM server: Deployment, Service and (when its model cache is a claim of its own) the
 claim. Called with (dict "root" . "component" NAME "v" VALUES "args" EXTRA-ARGS "backbone" BOOL):
 the generative server (vllm.yaml) and the embedding server (embedding.yaml), whose init
-container first cuts its backbone out of embedding.sourceModel. */ -}}
+container first cuts its backbone out of embedding.sourceModel. That init container downloads
+the weights, so it gets the server's extraEnv, extraEnvFrom and extraVolumeMounts too (a
+private hub mirror's address and CA). */ -}}
 {{- define "streamproc.vllmServer" -}}
 {{- $root := .root }}{{ $component := .component }}{{ $v := .v }}
 {{- $name := include "streamproc.componentName" (list $root $component) }}
@@ -70,6 +72,13 @@ spec:
                   name: {{ . }}
                   key: {{ $v.hfToken.existingSecretKey }}
             {{- end }}
+            {{- with $v.extraEnv }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
+          {{- with $v.extraEnvFrom }}
+          envFrom:
+            {{- toYaml . | nindent 12 }}
+          {{- end }}
           securityContext:
             allowPrivilegeEscalation: false
           volumeMounts:
@@ -80,6 +89,9 @@ spec:
             - name: scripts
               mountPath: /scripts
               readOnly: true
+            {{- with $v.extraVolumeMounts }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
       {{- end }}
       containers:
         - name: vllm
@@ -118,6 +130,10 @@ spec:
             {{- with $v.extraEnv }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
+          {{- with $v.extraEnvFrom }}
+          envFrom:
+            {{- toYaml . | nindent 12 }}
+          {{- end }}
           ports:
             - name: http
               containerPort: {{ $v.service.port }}
@@ -149,6 +165,9 @@ spec:
               mountPath: /models
               readOnly: true
             {{- end }}
+            {{- with $v.extraVolumeMounts }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
       volumes:
         - name: model-cache
           {{- if $v.modelCache.enabled }}
@@ -167,6 +186,9 @@ spec:
         - name: scripts
           configMap:
             name: {{ include "streamproc.componentName" (list $root "scripts") }}
+        {{- end }}
+        {{- with $v.extraVolumes }}
+        {{- toYaml . | nindent 8 }}
         {{- end }}
       {{- with $v.nodeSelector }}
       nodeSelector:
