@@ -202,7 +202,8 @@ def _print_pack(pack: CalibratedPack, *, cascade: bool) -> None:
         if number == 0:
             click.echo("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for fit in pack.fits:
-        if fit.note:
+        # a cascade fit writes no thresholds: only why a category was kept applies
+        if fit.note and not (cascade and fit.fitted):
             click.echo(f"  {fit.category}: {fit.note}")
     if pack.reformatted_lines:
         click.echo(f"  note: the rewrite changed the layout of {pack.reformatted_lines} other lines")
