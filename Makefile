@@ -37,7 +37,7 @@ SWEEP_DEPTHS ?= 5 10 15 20 25 30
 # thresholds come from `make train` (out-of-fold scores of their heads).
 CALIBRATE_ARGS ?= --policy policies/candidates/listings-v2.yaml --data datasets/moderation-v1/calibration.jsonl --out .calibrate
 
-.PHONY: install vllm demo eval calibrate train sweep-depth compare-scorers test unit lint docs clean bench-overhead bench-saturation bench-latency reliability
+.PHONY: install vllm demo eval calibrate train sweep-depth compare-scorers test unit deploy-check lint docs clean bench-overhead bench-saturation bench-latency bench-scorers reliability
 
 $(BIN)/.installed: pyproject.toml
 	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
@@ -70,12 +70,13 @@ else \
 fi
 endef
 
-# Prints nothing; exports the benchmarks' model server: the running one (VLLM_URL, MODEL_NAME),
-# else the vLLM virtualenv and model directory they start one from.
+# Prints nothing; exports the benchmarks' model servers: the running ones (VLLM_URL with
+# MODEL_NAME; EMBEDDING_URL with EMBEDDING_MODEL_NAME for the embedding server), else the vLLM
+# virtualenv and model directories they start them from.
 define with_bench_server
-export MODEL_NAME="$(MODEL_NAME)"; \
-if [ -n "$(VLLM_URL)" ]; then \
-  export VLLM_URL="$(VLLM_URL)"; \
+export MODEL_NAME="$(MODEL_NAME)" EMBEDDING_MODEL_NAME="$(EMBEDDING_MODEL_NAME)"; \
+if [ -n "$(VLLM_URL)" ] || [ -n "$(EMBEDDING_URL)" ]; then \
+  export VLLM_URL="$(VLLM_URL)" EMBEDDING_URL="$(EMBEDDING_URL)"; \
 else \
   $(with_vllm); export STREAMPROC_VLLM_PYTHON="$$vllm_python" STREAMPROC_MODEL_DIR="$$model_dir" \
     STREAMPROC_EMBEDDING_MODEL_DIR="$$embedding_dir"; \
@@ -112,9 +113,14 @@ lint: install
 	$(BIN)/mypy --check-untyped-defs tests load
 	$(BIN)/streamproc schemas export --check
 
-# The fast inner loop: lint, types and unit tests; no broker, no model server.
-unit: lint
+# The fast inner loop: unit tests only (no broker, no model server; `make lint` apart).
+unit: install
 	$(BIN)/pytest tests/unit
+
+# The deployment checks (chart, compose, alert rules, dashboards, image), with the tools the
+# project's scripts install; no broker, no model server.
+deploy-check: install
+	$(BIN)/pytest -m deploy
 
 # Rewrites the generated tables in README.md and docs/*.md (tests/unit/test_docs.py checks them).
 docs: install
@@ -125,8 +131,9 @@ test: lint
 	STREAMPROC_TEST_VLLM_PYTHON="$$vllm_python" STREAMPROC_TEST_MODEL_DIR="$$model_dir" \
 	STREAMPROC_TEST_EMBEDDING_MODEL_DIR="$$embedding_dir" $(BIN)/pytest
 
-# Benchmarks (load/): each prints its ratio and writes load/results/*.json. Saturation and
-# latency measure the running server VLLM_URL (with MODEL_NAME) when set, as `make demo` does.
+# Benchmarks (load/): each prints its ratio and writes load/results/*.json. Saturation, latency
+# and scorers measure the running servers VLLM_URL (with MODEL_NAME) and EMBEDDING_URL (with
+# EMBEDDING_MODEL_NAME) when set, as `make demo` does; the shipped packs ask the embedding server.
 bench-overhead: install
 	$(BIN)/python -m load.bench_overhead $(BENCH_ARGS)
 
@@ -136,11 +143,17 @@ bench-saturation: install
 bench-latency: install
 	$(with_bench_server); $(BIN)/python -m load.bench_latency $(BENCH_ARGS)
 
+# The shipped packs' scorer (embedding_probe) beside their channel variant: model server items/s
+# and worker CPU per item, each as a ratio (both servers started in turn; a few minutes on CPU).
+bench-scorers: install
+	$(with_bench_server); $(BIN)/python -m load.bench_scorers $(BENCH_ARGS)
+
 # Fault scenarios (SIGKILL, model server faults, broker restart) several times each and a soak;
 # rewrites the figures in docs/reliability.md and load/results/reliability.json.
 reliability: install
 	$(with_vllm); \
-	STREAMPROC_VLLM_PYTHON="$$vllm_python" STREAMPROC_MODEL_DIR="$$model_dir" $(BIN)/python -m load.reliability $(RELIABILITY_ARGS)
+	STREAMPROC_VLLM_PYTHON="$$vllm_python" STREAMPROC_MODEL_DIR="$$model_dir" \
+	STREAMPROC_EMBEDDING_MODEL_DIR="$$embedding_dir" $(BIN)/python -m load.reliability $(RELIABILITY_ARGS)
 
 clean:
 	rm -rf $(VENV) .demo .eval .calibrate .train .sweep .compare .test-logs .mypy_cache .ruff_cache .pytest_cache

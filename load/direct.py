@@ -26,19 +26,30 @@ def _client(base_url: str, connections: int) -> httpx.AsyncClient:
     )
 
 
-async def _send(http: httpx.AsyncClient, model: str, request: ModelRequest) -> None:
+async def _send(http: httpx.AsyncClient, model: str, request: ModelRequest) -> httpx.Response:
     response = await http.post(request.endpoint, content=orjson.dumps({"model": model, **request.body}))
     response.raise_for_status()
+    return response
 
 
-async def closed_loop(base_url: str, model: str, requests: Sequence[ModelRequest], concurrency: int) -> float:
-    """Requests/s with ``concurrency`` requests always in flight."""
+async def closed_loop(
+    base_url: str,
+    model: str,
+    requests: Sequence[ModelRequest],
+    concurrency: int,
+    *,
+    prompt_tokens: list[int] | None = None,
+) -> float:
+    """Requests/s with ``concurrency`` requests always in flight; each answer's prompt tokens
+    (the server's ``usage``) are appended to ``prompt_tokens`` when given."""
     pending = iter(requests)
     async with _client(base_url, concurrency) as http:
 
         async def lane() -> None:
             for request in pending:  # lanes share one iterator
-                await _send(http, model, request)
+                response = await _send(http, model, request)
+                if prompt_tokens is not None:
+                    prompt_tokens.append(int(orjson.loads(response.content)["usage"]["prompt_tokens"]))
 
         started = time.perf_counter()
         await asyncio.gather(*(lane() for _ in range(concurrency)))

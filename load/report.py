@@ -13,6 +13,7 @@ from pathlib import Path
 __all__ = [
     "LatencySummary",
     "RunReport",
+    "cpu_description",
     "load_average",
     "machine_description",
     "percentile",
@@ -57,8 +58,31 @@ def machine_description() -> str:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     except (ValueError, OSError):
         memory = math.nan
+    try:
+        cpu = cpu_description(Path("/proc/cpuinfo").read_text())
+    except OSError:
+        cpu = ""
     python = platform.python_version()
-    return f"{platform.machine()}, {cores} cores, {memory:.0f} GiB RAM, {platform.system()}, Python {python}"
+    return (
+        f"{platform.machine()}{f' ({cpu})' if cpu else ''}, {cores} cores, {memory:.0f} GiB RAM, "
+        f"{platform.system()}, Python {python}"
+    )
+
+
+def cpu_description(cpuinfo: str) -> str:
+    """The CPU model and its widest x86 vector extension, from /proc/cpuinfo's text: what a
+    model server on CPU runs at depends on both, and machines called alike differ in them."""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        name, _, value = line.partition(":")
+        fields.setdefault(name.strip(), value.strip())  # the first processor's
+    flags = set(fields.get("flags", "").split())
+    vector = next((name for flag, name in _VECTOR_EXTENSIONS if flag in flags), "")
+    return ", ".join(part for part in (fields.get("model name", ""), vector) if part)
+
+
+#: Flag in /proc/cpuinfo and its name, widest first.
+_VECTOR_EXTENSIONS = (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"))
 
 
 def load_average() -> str:

@@ -108,9 +108,8 @@ async def test_without_a_replacement_the_partition_is_held_and_readiness_says_so
     await produce(broker.bootstrap, topics.listings, [(b"L-big", b"{}")])
     running = asyncio.create_task(pipeline.run())
     try:
-        await wait_until(
-            lambda: any("held" in r for r in pipeline.readiness()), "the held partition in readiness", within=60
-        )
+        held = lambda: any("held" in r for r in pipeline.readiness())  # noqa: E731
+        await wait_until(held, "the held partition in readiness", within=60)
         [reason] = pipeline.readiness()
         committed = await committed_offsets(broker.bootstrap, group_id, topics.listings)
     finally:

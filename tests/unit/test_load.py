@@ -8,6 +8,7 @@ import random
 import re
 import statistics
 from pathlib import Path
+from typing import Any
 
 import click
 import orjson
@@ -15,10 +16,21 @@ import pytest
 from click.testing import CliRunner
 
 from load.bench_overhead import _process_counts
+from load.bench_scorers import CPU_FORMS, ratios
+from load.bench_scorers import main as bench_scorers
 from load.instant import ZeroCostModel, instant_processor
 from load.profile_processor import main as profile_processor
-from load.report import RunReport, percentile, spread, summarise
-from load.stack import ROOT, describe_server, running_server, without_rules
+from load.report import RunReport, cpu_description, percentile, spread, summarise
+from load.stack import (
+    ROOT,
+    describe_server,
+    needs_embedding_server,
+    pack_variant,
+    running_server,
+    sweep_events,
+    without_rules,
+    write_packs,
+)
 from load.workload import WorkloadMix, arrival_offsets, make_events, topic_of
 from streamproc.config import Settings
 from streamproc.inference.protocol import ModelAnswer, ModelRequest
@@ -82,6 +94,16 @@ def test_report_of_runs_throughput_to_the_last_answer() -> None:
     assert (report.latency.p50, report.latency.max) == (1.0, 2.0)
 
 
+def test_the_machine_description_names_the_cpu_and_its_vector_extension() -> None:
+    cpuinfo = (
+        "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t\t: fpu sse2 avx avx2 avx512f\n"
+    )
+    assert cpu_description(cpuinfo) == "Intel(R) Xeon(R) Processor, AVX-512"
+    second = "\nprocessor\t: 1\nmodel name\t: other\nflags\t\t: fpu\n"
+    assert cpu_description(cpuinfo.replace(" avx512f", "") + second) == "Intel(R) Xeon(R) Processor, AVX2"
+    assert cpu_description("") == ""
+
+
 def test_spread_is_min_median_max() -> None:
     assert spread([3.0, 1.0, 2.0]) == {"min": 1.0, "median": 2.0, "max": 3.0}
     assert spread([4.0, 1.0, 2.0, 3.0]) == {"min": 1.0, "median": 2.5, "max": 4.0}
@@ -96,6 +118,94 @@ def test_benchmarks_use_the_running_server_named_in_the_environment(monkeypatch:
     monkeypatch.setenv("MODEL_NAME", "")
     with pytest.raises(click.ClickException, match="MODEL_NAME"):
         running_server()
+
+
+def test_the_embedding_server_is_named_by_its_own_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VLLM_URL", "http://gpu-1:8000/v1")
+    monkeypatch.setenv("MODEL_NAME", "my-model")
+    monkeypatch.delenv("EMBEDDING_URL", raising=False)
+    assert running_server(pooling=True) is None  # the generative server does not serve embeddings
+    monkeypatch.setenv("EMBEDDING_URL", "http://gpu-1:8001/v1")
+    monkeypatch.setenv("EMBEDDING_MODEL_NAME", "backbone")
+    assert running_server(pooling=True) == ("http://gpu-1:8001/v1", "backbone")
+    assert running_server() == ("http://gpu-1:8000/v1", "my-model")
+    monkeypatch.delenv("EMBEDDING_MODEL_NAME")
+    with pytest.raises(click.ClickException, match="EMBEDDING_MODEL_NAME"):
+        running_server(pooling=True)
+
+
+def test_a_pack_variant_changes_the_scorer_or_drops_the_rules_and_nothing_else() -> None:
+    pack = {
+        "name": "p",
+        "scorer": "embedding_probe",
+        "heads": {"file": "h.json"},
+        "rules": [1],
+        "lists": {"a": []},
+    }
+    assert pack_variant(pack) == pack
+    assert pack_variant(pack, scorer="embedding_probe") == pack  # its heads stay
+    assert pack_variant(pack, scorer="channel") == {
+        "name": "p",
+        "scorer": "channel",
+        "rules": [1],
+        "lists": {"a": []},
+    }
+    assert pack_variant(pack, rules=False) == {**pack, "rules": [], "lists": {}}
+    assert pack["rules"] == [1]  # the input is left as it was
+
+
+def test_the_channel_variant_of_the_shipped_packs_asks_the_generative_server(tmp_path: Path) -> None:
+    shipped = load_policy_set([ROOT / "policies"])
+    channel = load_policy_set([write_packs(tmp_path / "channel", scorer="channel")])
+    assert needs_embedding_server(shipped) is True  # the shipped packs: the embedding server
+    assert needs_embedding_server(channel) is False
+    assert [(p.name, p.scorer, p.probe) for p in channel.policies] == [
+        (p.name, "channel", None) for p in shipped.policies
+    ]
+    # the same packs otherwise: categories, rules, thresholds
+    for ours, theirs in zip(channel.policies, shipped.policies, strict=True):
+        assert ours.category_ids == theirs.category_ids
+        assert ours.rules == theirs.rules
+    mixed = PolicySet([shipped.policies[0], channel.policies[1]])
+    with pytest.raises(click.ClickException, match="both the generative and the embedding server"):
+        needs_embedding_server(mixed)
+
+
+def test_every_scorer_is_measured_on_the_same_items() -> None:
+    def items(level: int) -> list[dict[str, object]]:
+        return [{**orjson.loads(e.value), "created_at": None} for e in sweep_events(5, 100, level)]
+
+    assert items(1) == items(1)
+    assert items(0) != items(1)  # fresh items at each level
+
+
+def test_scorer_ratios_divide_the_probe_by_the_channel_baseline() -> None:
+    cpu = {form: 100.0 for form in CPU_FORMS}
+    results: dict[str, dict[str, Any]] = {
+        "embedding_probe": {"worker_cpu_us_per_item": {**cpu, "with its model client": 50.0}},
+        "channel": {"worker_cpu_us_per_item": cpu},
+    }
+    assert ratios(results) == {
+        "worker CPU per item, with its model client": 0.5,
+        "worker CPU per item, without a model client": 1.0,
+    }
+    results["embedding_probe"]["direct_items_per_second"] = 3.0
+    results["channel"]["direct_items_per_second"] = 0.5
+    assert ratios(results)["model server items/s"] == 6.0
+
+
+def test_bench_scorers_prints_worker_cpu_per_item_beside_channel(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        bench_scorers, ["--cpu-only", "--cpu-events", "100", "--cpu-rounds", "2", "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    assert re.search(r"embedding_probe / channel \(the baseline, measured in the same run\)", result.output)
+    written = orjson.loads((tmp_path / "scorers-cpu.json").read_bytes())
+    assert set(written["ratio_to_baseline"]) == {f"worker CPU per item, {form}" for form in CPU_FORMS}
+    assert all(
+        us > 0 for scorer in written["scorers"].values() for us in scorer["worker_cpu_us_per_item"].values()
+    )
+    assert "load_average_before" in written
 
 
 def test_an_unreachable_server_is_still_described_by_its_url_and_model() -> None:

@@ -97,8 +97,8 @@ async def test_a_broken_pack_is_rejected_and_counted_and_the_next_valid_change_a
             return load_policy_set([tmp_path])
 
         monkeypatch.setattr("streamproc.worker.policy_watch.load_policy_set", flaky)
-    reloads, applied = Reloads(), []
-    watcher = asyncio.create_task(watch_policies([tmp_path], applied.append, reloads, debounce_ms=50))  # type: ignore[arg-type]
+    reloads, applied = Reloads(), list[PolicySet]()
+    watcher = asyncio.create_task(watch_policies([tmp_path], applied.append, reloads, debounce_ms=50))
     try:
         for attempt in range(200):  # rewritten until seen: the watcher may not be watching yet
             if reloads.rejected:
