@@ -82,9 +82,12 @@ async def _send_all(
             raise _SendFailed(sent) from exc
         return
     outcomes = await asyncio.gather(*futures, return_exceptions=True)
-    refused += [(r, o) for r, o in zip(sent, outcomes, strict=True) if isinstance(o, _TOO_LARGE)]
-    failed = [(r, o) for r, o in zip(sent, outcomes, strict=True) if isinstance(o, BaseException)]
-    failed = [(r, o) for r, o in failed if not isinstance(o, _TOO_LARGE)]
+    failed: list[tuple[OutboundRecord, BaseException]] = []
+    for r, o in zip(sent, outcomes, strict=True):
+        if isinstance(o, _TOO_LARGE):
+            refused.append((r, o))
+        elif isinstance(o, BaseException):
+            failed.append((r, o))
     if failed:
         raise _SendFailed([r for r, _ in failed]) from failed[0][1]
 
