@@ -14,12 +14,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from streamproc.decision.thresholds import Outcome, decide, decide_by_rule, decide_on_error
+from streamproc.decision.thresholds import (
+    Outcome,
+    decide,
+    decide_by_rule,
+    decide_on_error,
+    decide_on_rule_error,
+)
 from streamproc.decision.verdict import build_verdict
-from streamproc.errors import InferenceError
+from streamproc.errors import InferenceError, safe_text
 from streamproc.inference.protocol import ModelAnswer, ModelRequest
 from streamproc.metrics import NOOP, DecisionRecorder
-from streamproc.policy import SCORERS, Policy, Scorer, item_content
+from streamproc.policy import SCORERS, ItemWindows, Policy, Scorer, item_windows
 from streamproc.policy.calibration import calibrated_scores, second_opinion_scores
 from streamproc.policy.rules import CompiledRules, RuleHit, RuleOutcome
 from streamproc.schemas import ContentEvent, SourceRef, TokenUsage, Verdict, VerdictMode
@@ -58,6 +64,8 @@ class Evaluation:
     #: fewer than its requests when it failed).
     second_requests: int = 0
     second_answers: int = 0
+    #: The item's fields the model did not read in full (``ItemWindows.clipped``).
+    clipped: tuple[str, ...] = ()
 
     @property
     def cascaded(self) -> bool:
@@ -97,27 +105,32 @@ async def evaluate_item(
     its calibrated scores decide. Its failure fails closed as the first model's does: review,
     counted."""
     scorer = SCORERS[policy.scorer]
-    content = item_content(policy, event)
-    requests = scorer.requests(policy, content)
-    context = rules.context(event)  # built once, read by both stages
-    hit = _first_hit(rules.evaluate_pre(event, context=context), policy)
-    if hit is not None:
-        metrics.pre_rule_matched(hit.rule_id, requests_saved=len(requests))
-        return Evaluation(_rule_outcome(policy, hit), {}, [])
-    metrics.model_requests(scorer.name, len(requests))
+    windows = item_windows(policy, event)
+    requests = _requests(scorer, policy, windows)
+    context = rules.context(event, windows.clipped)  # built once, read by both stages
+    pre = rules.evaluate_pre(event, context=context)
+    if pre.hit is not None or pre.errors:  # a pre rule that failed may have been the one to match
+        if pre.hit is not None:
+            metrics.pre_rule_matched(pre.hit.rule_id, requests_saved=_count(requests))
+            outcome = _rule_outcome(policy, pre.hit)
+        else:
+            outcome = decide_on_rule_error(pre.errors[0].rule_id)
+        return Evaluation(_checked(policy, outcome, pre, metrics), {}, [])
+    metrics.model_requests(scorer.name, _count(requests))
     answers: list[ModelAnswer] = []
     try:
         scores = await _model_scores(scorer, policy, requests, model, metrics, answers)
     except InferenceError as exc:
-        return Evaluation(_failed(policy, exc), {}, answers)
+        return Evaluation(_failed(policy, exc), {}, answers, clipped=windows.clipped)
     if second is None or policy.cascade is None or not policy.cascade.uncertain(scores):
-        return Evaluation(_model_outcome(policy, rules, event, scores, context, metrics), scores, answers)
+        outcome = _model_outcome(policy, rules, event, scores, context, metrics)
+        return Evaluation(outcome, scores, answers, clipped=windows.clipped)
     # What the first model alone decided: offline evaluation reports it beside the cascade.
     first = (_model_outcome(policy, rules, event, scores, context, NOOP), scores)
     if policy.cascade.scorer is not None and policy.cascade.scorer != scorer.name:
         scorer = SCORERS[policy.cascade.scorer]
-        requests = scorer.requests(policy, content)
-    metrics.cascaded(policy.name, requests=len(requests))
+        requests = _requests(scorer, policy, windows)
+    metrics.cascaded(policy.name, requests=_count(requests))
     second_answers: list[ModelAnswer] = []
     try:
         scores = await _model_scores(scorer, policy, requests, second, metrics, second_answers, second=True)
@@ -125,7 +138,8 @@ async def evaluate_item(
         outcome, scores = _failed(policy, exc), {}
     else:
         outcome = _model_outcome(policy, rules, event, scores, context, metrics)
-    return Evaluation(outcome, scores, answers + second_answers, first, len(requests), len(second_answers))
+    answers += second_answers
+    return Evaluation(outcome, scores, answers, first, _count(requests), len(second_answers), windows.clipped)
 
 
 async def decide_verdict(
@@ -159,33 +173,48 @@ async def decide_verdict(
         processing_seconds=time.perf_counter() - received,
         now=clock(),
         mode=mode,
+        clipped=result.clipped,
     )
     return verdict, result.outcome
+
+
+def _requests(scorer: Scorer, policy: Policy, windows: ItemWindows) -> list[list[ModelRequest]]:
+    """The scorer's requests for each window of the item."""
+    return [scorer.requests(policy, window) for window in windows.windows]
+
+
+def _count(requests: list[list[ModelRequest]]) -> int:
+    return sum(len(group) for group in requests)
 
 
 async def _model_scores(
     scorer: Scorer,
     policy: Policy,
-    requests: list[ModelRequest],
+    requests: list[list[ModelRequest]],
     model: ModelClient,
     metrics: DecisionRecorder,
     answers: list[ModelAnswer],
     *,
     second: bool = False,
 ) -> dict[str, float]:
-    """The model's calibrated scores (the cascade's calibration for the ``second`` model); its
-    answers go into ``answers`` (kept when scoring fails)."""
-    if len(requests) == 1:  # the common case, without gather's task per request
-        answers.append(await model.complete(requests[0]))
+    """The model's calibrated scores over the item's windows (the cascade's calibration for the
+    ``second`` model); its answers go into ``answers`` (kept when scoring fails)."""
+    flat = [request for group in requests for request in group]
+    if len(flat) == 1:  # the common case, without gather's task per request
+        answers.append(await model.complete(flat[0]))
     else:
-        answers += await asyncio.gather(*(model.complete(r) for r in requests))
+        answers += await asyncio.gather(*(model.complete(r) for r in flat))
     metrics.model_tokens(
         scorer.name,
         prompt=sum(a.prompt_tokens for a in answers),
         cached=sum(a.cached_prompt_tokens or 0 for a in answers),
         completion=sum(a.completion_tokens for a in answers),
     )
-    return _score(scorer, policy, answers, metrics, second)
+    by_window, start = [], 0
+    for group in requests:
+        by_window.append(answers[start : start + len(group)])
+        start += len(group)
+    return _score(scorer, policy, by_window, metrics, second)
 
 
 def _failed(policy: Policy, exc: InferenceError) -> Outcome:
@@ -210,11 +239,11 @@ def _model_outcome(
 ) -> Outcome:
     """The thresholds over the scores, then the post-rules."""
     outcome = decide(policy, scores)
-    hit = _first_hit(rules.evaluate_post(event, scores, outcome.decision, context=context), policy)
-    if hit is not None:
-        metrics.post_rule_matched(hit.rule_id)
-        outcome = _rule_outcome(policy, hit)
-    return outcome
+    post = rules.evaluate_post(event, scores, outcome.decision, context=context)
+    if post.hit is not None:
+        metrics.post_rule_matched(post.hit.rule_id)
+        outcome = _rule_outcome(policy, post.hit)
+    return _checked(policy, outcome, post, metrics)
 
 
 def _inference_seconds(result: Evaluation) -> float | None:
@@ -226,12 +255,22 @@ def _inference_seconds(result: Evaluation) -> float | None:
 
 
 def _score(
-    scorer: Scorer, policy: Policy, answers: list[ModelAnswer], metrics: DecisionRecorder, second: bool
+    scorer: Scorer,
+    policy: Policy,
+    by_window: list[list[ModelAnswer]],
+    metrics: DecisionRecorder,
+    second: bool,
 ) -> dict[str, float]:
+    """Each category's highest raw score over the windows (the worst part of the item decides),
+    calibrated: calibrations are increasing, so this is also the highest calibrated score."""
     calibrate = second_opinion_scores if second else calibrated_scores
     try:
+        raw: dict[str, float] = {}
+        for answers in by_window:
+            for category, score in scorer.scores(policy, answers).items():
+                raw[category] = max(score, raw.get(category, score))
         # Thresholds and post-rules read calibrated scores, as the pack's thresholds were fitted on.
-        return calibrate(policy, scorer.scores(policy, answers))
+        return calibrate(policy, raw)
     except InferenceError as exc:  # an answer outside the expected format
         metrics.inference_error(exc.kind)
         raise
@@ -248,11 +287,19 @@ def _usage(answers: list[ModelAnswer]) -> TokenUsage | None:
     )
 
 
-def _first_hit(result: RuleOutcome, policy: Policy) -> RuleHit | None:
-    # A rule that fails on one item (e.g. arithmetic on a null) did not match; say so.
-    for error in result.errors:
-        log.warning("rule %s of %s failed on an item: %s", error.rule_id, policy.name, error.message)
-    return result.hit
+def _checked(policy: Policy, outcome: Outcome, rules: RuleOutcome, metrics: DecisionRecorder) -> Outcome:
+    """``outcome``, unless a rule tried before the deciding one failed on the item (it may have
+    been the one to match): then never an approval. Fails closed as inference errors do: the
+    item goes to review, counted and logged; a stricter outcome stands."""
+    for error in rules.errors:
+        metrics.rule_failed(error.stage, error.rule_id)
+        # The message may quote the item's data: escaped and bounded.
+        log.warning(
+            "rule %s of %s failed on an item: %s", error.rule_id, policy.name, safe_text(error.message)
+        )
+    if rules.errors and outcome.decision == "approve":
+        return decide_on_rule_error(rules.errors[0].rule_id)
+    return outcome
 
 
 def _rule_outcome(policy: Policy, hit: RuleHit) -> Outcome:

@@ -19,11 +19,13 @@ __all__ = [
     "decide",
     "decide_by_rule",
     "decide_on_error",
+    "decide_on_rule_error",
 ]
 
 NO_VIOLATION_REASON = "NO_VIOLATION"
 INFERENCE_ERROR_REASON = "INFERENCE_ERROR"
 INFERENCE_ERROR_MESSAGE = "Your content is waiting for a manual review."
+RULE_ERROR_REASON = "RULE_ERROR"
 
 _SEVERITY: Mapping[Decision, int] = {"approve": 0, "review": 1, "reject": 2}
 
@@ -87,4 +89,12 @@ def decide_on_error(error_kind: str) -> Outcome:
     """Fail closed: an item the model could not score goes to human review, never approve."""
     return Outcome(
         "review", DecidedBy(kind="error", id=error_kind), INFERENCE_ERROR_REASON, INFERENCE_ERROR_MESSAGE
+    )
+
+
+def decide_on_rule_error(rule_id: str) -> Outcome:
+    """Fail closed: a rule that raised on the item might have matched it, so the item goes to
+    human review, never approve; ``decided_by`` names the rule."""
+    return Outcome(
+        "review", DecidedBy(kind="error", id=f"rule:{rule_id}"), RULE_ERROR_REASON, INFERENCE_ERROR_MESSAGE
     )

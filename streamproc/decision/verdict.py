@@ -76,8 +76,10 @@ def build_verdict(
     processing_seconds: float,
     now: datetime,
     mode: VerdictMode = "live",
+    clipped: Sequence[str] = (),
 ) -> Verdict:
-    """The verdict record; a ``review`` decision carries its review ticket."""
+    """The verdict record; a ``review`` decision carries its review ticket. ``clipped``: the
+    item's fields the model did not read in full."""
     flagged = flagged_categories(policy, outcome, scores)
     return Verdict(
         mode=mode,
@@ -89,6 +91,7 @@ def build_verdict(
         scores=dict(scores),
         flagged_categories=flagged,
         decided_by=outcome.decided_by,
+        clipped_fields=list(clipped),
         reason_code=outcome.reason_code,
         seller_message=outcome.seller_message,
         policy_version=policy.version,

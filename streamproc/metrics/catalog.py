@@ -177,6 +177,12 @@ WORKER_METRICS: Final[tuple[MetricSpec, ...]] = (
         labels=("stage", "rule"),
     ),
     MetricSpec(
+        "rule_errors",
+        "counter",
+        "Rule evaluations that raised on an item, by stage and rule; the item was not approved (review).",
+        labels=("stage", "rule"),
+    ),
+    MetricSpec(
         "model_calls_saved", "counter", "Model requests not sent because a pre-model rule decided the item."
     ),
     MetricSpec(

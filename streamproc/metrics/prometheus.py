@@ -138,6 +138,7 @@ class PrometheusWorkerMetrics:
         self._requests_per_item = m.histogram("model_requests_per_item")
         self._completion_per_item = m.histogram("completion_tokens_per_item")
         self._rule_matches = m.counter("rule_matches")
+        self._rule_errors = m.counter("rule_errors")
         self._calls_saved = m.counter("model_calls_saved")
         self._cascaded = m.counter("cascaded_items")
         self._cascade_requests = m.counter("cascade_requests")
@@ -246,6 +247,9 @@ class PrometheusWorkerMetrics:
 
     def post_rule_matched(self, rule_id: str) -> None:
         self._rule_matches_by("post", rule_id).inc()
+
+    def rule_failed(self, stage: str, rule_id: str) -> None:
+        self._rule_errors.labels(stage=stage, rule=rule_id).inc()
 
     def model_requests(self, scorer: str, count: int) -> None:
         self._requests_per_item_by(scorer).observe(count)

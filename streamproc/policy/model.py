@@ -60,6 +60,7 @@ __all__ = [
 #: live: the pack decides and its verdicts are enforced; shadow: a candidate run beside them.
 PolicyMode = Literal["live", "shadow"]
 DEFAULT_REVIEW_SLA_HOURS = 24.0
+_DEFAULT_TEXT_WINDOWS = 4
 #: Deployment choices and documentation, not decision logic: left out of the version, so a
 #: candidate keeps its version when its sample changes or it is promoted. The calibration's
 #: provenance says where thresholds came from; the thresholds themselves are versioned.
@@ -127,11 +128,21 @@ class Category:
 @with_config(PACK_FILE)
 @dataclass(frozen=True)
 class MediaBudget:
-    """How many images go to the model; 0 means a text-only request."""
+    """How many images go to the model; 0 means a text-only request. The model server fetches
+    them, so only URLs on ``allowed_hosts`` (exact host names, e.g. the CDN's) are sent."""
 
     max_images: Annotated[int, Field(ge=0, le=16)] = 0
     max_keyframes: Annotated[int, Field(ge=0, le=32)] = 0
     keyframe_sampling: Literal["uniform", "first"] = "uniform"
+    allowed_hosts: tuple[Annotated[str, StringConstraints(min_length=1, max_length=253)], ...] = ()
+
+    def __post_init__(self) -> None:
+        if (self.max_images or self.max_keyframes) and not self.allowed_hosts:
+            raise InvalidPolicy(
+                "media.allowed_hosts must name the hosts item images are served from when "
+                "max_images or max_keyframes is above 0 (the model server fetches every URL it is given)"
+            )
+        object.__setattr__(self, "allowed_hosts", tuple(h.lower() for h in self.allowed_hosts))
 
 
 @with_config(PACK_FILE)
@@ -173,6 +184,9 @@ class Policy:
     safe_label: Letter = "N"
     scorer: ScorerName = "label_logprob"
     media: MediaBudget = MediaBudget()
+    #: Requests per item at most: the first reads every field's head, each further one the
+    #: next part of a long field; text past the last is named on the verdict (``clipped_fields``).
+    max_text_windows: Annotated[int, Field(ge=1, le=16)] = _DEFAULT_TEXT_WINDOWS
     rules: tuple[Rule, ...] = ()
     #: Named lists rules can refer to, e.g. banned_sellers, blocked_terms.
     lists: Annotated[
@@ -266,6 +280,10 @@ class Policy:
         for name in ("channel_neutral", "cascade", "heads"):
             if fields[name] is None:
                 del fields[name]
+        if fields["max_text_windows"] == _DEFAULT_TEXT_WINDOWS:
+            del fields["max_text_windows"]
+        if not fields["media"]["allowed_hosts"]:
+            del fields["media"]["allowed_hosts"]
         if "cascade" in fields:  # as above, and its provenance is documentation
             cascade = fields["cascade"]
             del cascade["calibration_provenance"]

@@ -12,12 +12,17 @@ from typing import Any, Final
 from rule_engine.types import coerce_value  # type: ignore[import-untyped, unused-ignore]
 
 from streamproc.policy.model import Policy
+from streamproc.policy.normalise import fold
+from streamproc.policy.prompt import item_windows
 from streamproc.policy.rule_fields import POST_RULE_FIELDS, RULE_FIELDS
 from streamproc.schemas import ContentEvent, Decision, ListingEvent
 
 __all__ = ["ItemFields", "Lookups", "build_context", "post_fields", "rule_context"]
 
 _WORDS: Final = re.compile(r"\w+")
+#: Characters of ``text`` rules read: past them every character is also past the model's
+#: windows, so named in ``clipped_fields``, which the shipped packs escalate.
+TEXT_CHARS: Final = 100_000
 #: Up to this many list entries, a text is first searched for each entry's longest word.
 _MAX_PROBES: Final = 64
 
@@ -44,12 +49,12 @@ class _Terms:
         symbols: dict[str, tuple[str, ...]] = {}
         for name, entries in lists.items():
             for entry in entries:
-                phrase = tuple(_WORDS.findall(entry.lower()))
+                phrase = tuple(_WORDS.findall(fold(entry)))
                 if phrase:
                     names = starts.setdefault(phrase[0], {}).setdefault(phrase, [])
                     if name not in names:
                         names.append(name)
-            found = tuple(e.lower() for e in entries if e.strip() and not _WORDS.search(e))
+            found = tuple(fold(e) for e in entries if e.strip() and not _WORDS.search(e))
             if found:
                 symbols[name] = found
         every = [phrase for by_phrase in starts.values() for phrase in by_phrase]
@@ -64,7 +69,7 @@ class _Terms:
         )
 
     def occurring(self, text: str) -> list[str]:
-        """Names of the lists with an entry in ``text`` (lower-cased), in policy order."""
+        """Names of the lists with an entry in ``text`` (folded), in policy order."""
         found: set[str] = set()
         starts, probes = self.starts, self.probes
         if starts and (probes is None or any(probe in text for probe in probes)):
@@ -84,6 +89,7 @@ class _Terms:
 class Lookups:
     """The policy's lists and median prices, indexed once per policy."""
 
+    policy: Policy
     lists: dict[str, tuple[str, ...]]
     members: dict[str, frozenset[str]]
     terms: _Terms | None
@@ -94,6 +100,7 @@ class Lookups:
         """``text_lists``: whether to index the lists for ``text_lists`` (costly with long lists)."""
         lists = {name: tuple(values) for name, values in policy.lists}
         return cls(
+            policy=policy,
             lists=lists,
             members={name: frozenset(values) for name, values in lists.items()},
             terms=_Terms.of(lists) if text_lists else None,
@@ -161,11 +168,19 @@ class ItemFields(Mapping[str, Any]):
 
     __slots__ = ("_coerced", "_event", "_lookups", "_names", "_post", "_post_coerced", "_values")
 
-    def __init__(self, lookups: Lookups, event: ContentEvent, *, text_lists: bool = True) -> None:
+    def __init__(
+        self,
+        lookups: Lookups,
+        event: ContentEvent,
+        *,
+        text_lists: bool = True,
+        clipped: Sequence[str] | None = None,
+    ) -> None:
+        """``clipped``: the item's ``clipped_fields`` when the caller has its windows already."""
         self._lookups = lookups
         self._event = event
         self._names = RULE_FIELDS if text_lists else _WITHOUT_TEXT_LISTS
-        self._values: dict[str, Any] = {}
+        self._values: dict[str, Any] = {} if clipped is None else {"clipped_fields": list(clipped)}
         self._coerced: dict[str, Any] = {}
         self._post: dict[str, Any] | None = None
         self._post_coerced: dict[str, Any] = {}
@@ -234,7 +249,9 @@ _COMMON: Final[dict[str, _Getter]] = {
     "owner_id": lambda lk, e, f: e.owner_id,
     "revision": lambda lk, e, f: e.revision,
     "locale": lambda lk, e, f: e.locale,
-    "text": lambda lk, e, f: "\n".join(t for t in _texts(e) if t).lower(),
+    "text": lambda lk, e, f: fold("\n".join(t for t in _texts(e) if t), TEXT_CHARS),
+    "raw_text": lambda lk, e, f: "\n".join(t for t in _texts(e) if t),
+    "clipped_fields": lambda lk, e, f: list(item_windows(lk.policy, e).clipped),
     "category": lambda lk, e, f: " > ".join(f["category_path"]),
     "median_price": lambda lk, e, f: lk.median_price(f["category_path"]),
     "lists": lambda lk, e, f: dict(lk.lists),  # tuples: shared, never copied per item
@@ -273,9 +290,10 @@ _VIDEO: Final[dict[str, _Getter]] = {
 
 
 def _texts(event: ContentEvent) -> list[str]:
-    """The texts ``text`` joins, in order."""
+    """The texts ``text`` joins, in the model's reading order (streamproc.policy.prompt)."""
     if isinstance(event, ListingEvent):
-        return [event.title, event.description, *event.attributes.values()]
+        attributes = (f"{key}: {value}" for key, value in sorted(event.attributes.items()))
+        return [event.title, " > ".join(event.category_path), *attributes, event.description]
     return [event.caption, event.transcript, event.ocr_text]
 
 

@@ -8,8 +8,8 @@ the tree rule-engine parsed and type-checked becomes a closure doing what that n
 ``evaluate`` does, without the per-value checks.
 
 Only the node kinds the packs use are translated (and, or, not, ``==``, ``!=``, ordering,
-arithmetic, regex match and search against a literal pattern, ``in``, ``[...]`` and
-``&[...]``, literals, fields); a rule with any other node is evaluated by rule-engine
+arithmetic, regex match and search against a literal pattern (run by RE2, in linear time),
+``in``, ``[...]`` and ``&[...]``, literals, fields); a rule with any other node is evaluated by rule-engine
 alone. A closure that raises, for whatever reason, is not trusted either: the caller then
 evaluates the rule with rule-engine, which gives the outcome and the error message it
 always gave (:func:`streamproc.policy.rules` ``_matches``).
@@ -19,17 +19,20 @@ from __future__ import annotations
 
 import decimal
 import operator
+import re
 from collections.abc import Callable
 from typing import Any, Final, Protocol
 
+import re2  # type: ignore[import-untyped]
 import rule_engine  # type: ignore[import-untyped, unused-ignore]
 from rule_engine import ast as re_ast  # type: ignore[import-untyped, unused-ignore]
 from rule_engine.ast.base import (  # type: ignore[import-untyped, unused-ignore]
     _assert_is_integer_number,
     _assert_is_numeric,
 )
+from rule_engine.types import coerce_value  # type: ignore[import-untyped, unused-ignore]
 
-__all__ = ["CoercedFields", "compile_closure"]
+__all__ = ["CoercedFields", "compile_closure", "linear_regex", "regex_nodes"]
 
 
 class CoercedFields(Protocol):
@@ -64,6 +67,10 @@ _REGEX: Final = {
 }
 
 
+#: Python ``re`` flags rule-engine may compile with, as RE2's inline flags.
+_FLAGS: Final = ((re.IGNORECASE, "i"), (re.MULTILINE, "m"), (re.DOTALL, "s"))
+
+
 class _Unsupported(Exception):
     """A node kind not translated here: the rule is left to rule-engine."""
 
@@ -95,6 +102,10 @@ def _closure(node: Any, arithmetic: list[bool]) -> Closure:  # noqa: PLR0911 - o
     if isinstance(node, _LITERALS):
         value = node.value
         return lambda fields: value
+    if kind is re_ast.ArrayExpression and all(isinstance(m, _LITERALS) for m in node.value):
+        # A literal list such as [] or ['a'], held as rule-engine holds the fields' lists.
+        array = coerce_value([member.value for member in node.value], verify_type=False)
+        return lambda fields: array
     if kind is re_ast.LogicExpression:
         return _logic(node.type, _closure(node.left, arithmetic), _closure(node.right, arithmetic))
     if kind is re_ast.ComparisonExpression and node.type in ("eq", "ne"):
@@ -144,9 +155,42 @@ def _ordering(node: Any, left: Closure, right: Closure) -> Closure:
     return lambda fields: compare(op, left(fields), right(fields))
 
 
+def linear_regex(pattern: re.Pattern[str]) -> Any:
+    """``pattern`` (as rule-engine compiled it, with its flags) for RE2, which runs in time
+    linear in the text: no pattern can stall the worker on an item's text.
+
+    Raises:
+        re2.error: RE2 cannot run it (backreferences, lookaround).
+    """
+    flags = "".join(letter for flag, letter in _FLAGS if pattern.flags & flag)
+    options = re2.Options()
+    options.log_errors = False  # the caller reports the error, with the rule's id
+    return re2.compile(f"(?{flags}){pattern.pattern}" if flags else pattern.pattern, options)
+
+
+def regex_nodes(rule: Any) -> list[Any]:
+    """The regex comparisons anywhere in a parsed ``rule_engine.Rule``, comprehensions included."""
+    found, pending = [], [rule.statement.expression]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, re_ast.FuzzyComparisonExpression):
+            found.append(node)
+        names = set(getattr(node, "__dict__", ()))
+        for cls in type(node).__mro__:  # the nodes keep their children in slots
+            names.update(getattr(cls, "__slots__", ()))
+        for name in names:
+            value = getattr(node, name, None)
+            values = value if isinstance(value, (list, tuple)) else (value,)
+            pending += [v for v in values if isinstance(v, re_ast.ExpressionBase)]
+    return found
+
+
 def _regex(node: Any, left: Closure) -> Closure:
     method, on_match = _REGEX[node.type]
-    find = getattr(node._right, method)  # the pattern rule-engine compiled, with its flags
+    try:
+        find = getattr(linear_regex(node._right), method)
+    except re2.error as error:  # streamproc.policy.rules refuses the rule, saying why
+        raise _Unsupported("regex") from error
 
     def regex(fields: CoercedFields) -> bool:
         text = left(fields)

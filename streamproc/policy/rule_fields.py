@@ -51,8 +51,25 @@ RULE_FIELD_TABLE: Final[tuple[RuleField, ...]] = (
         "text",
         _T.STRING,
         _EVERY,
-        "all text of the item, lower-cased, joined by newlines: title, description and attribute "
-        "values (listings); caption, transcript and OCR text (videos)",
+        "all text of the item joined by newlines, as the model reads it and folded for matching: "
+        "title, category path, attributes (`key: value`) and description (listings); caption, "
+        "transcript and OCR text (videos); NFKC-normalised, without zero-width characters or soft "
+        "hyphens, lower-cased, and with look-alike letters (Cyrillic `а`, Greek `ο`) folded to Latin "  # noqa: RUF001 - the examples
+        "ones; its first 100,000 characters",
+    ),
+    RuleField(
+        "raw_text",
+        _T.STRING,
+        _EVERY,
+        "the same texts joined by newlines exactly as the item wrote them (no normalisation, case kept)",
+    ),
+    RuleField(
+        "clipped_fields",
+        _T.ARRAY(_T.STRING),
+        _EVERY,
+        "the item's fields the model does not read in full: text past the pack's "
+        "`max_text_windows`, or images withheld for their host (`media.allowed_hosts`); `[]` "
+        "when it reads everything",
     ),
     RuleField("title", _T.STRING, _EVERY, 'the listing\'s title; `""` for videos'),
     RuleField("description", _T.STRING, _EVERY, 'the listing\'s description; `""` for videos'),

@@ -47,9 +47,17 @@ evaluated by rule-engine, so outcomes and error messages are rule-engine's.
 
 A rule is a yes/no question: an expression that gives a number or a string (``price``,
 ``attributes&['brand']``) is rejected; compare it (``!= null``, ``> 0``). An error while
-evaluating one item, such as arithmetic on a ``null`` price, makes that rule not match;
-:meth:`CompiledRules.evaluate_pre` and :meth:`CompiledRules.evaluate_post` report it.
-Guard nullable fields (``median_price != null and ...``) to keep such errors away.
+evaluating one item, such as arithmetic on a ``null`` price or ``category_path[2]`` on a
+shorter path, does not stop the item: :meth:`CompiledRules.evaluate_pre` and
+:meth:`CompiledRules.evaluate_post` report it, and the decision path fails closed (the rule
+might have matched, so the item is not approved: it goes to review, counted in
+``streamproc_rule_errors_total``). Guard nullable fields (``median_price != null and ...``)
+and use ``&[`` for indexes that may be missing.
+
+Regexes run on RE2 (``google-re2``), in time linear in the text, so no pattern can stall the
+worker on a hostile item: ``\w``, ``\d`` and ``\b`` are ASCII (``\pL`` is a letter of any
+script), and backreferences, lookaround and a regex inside a comprehension are refused when
+the pack loads.
 
 Rules are tried in policy order and the first that matches decides. A post rule's decision
 replaces the model's, so one that should only escalate says so (``decision == 'approve'``).
@@ -63,12 +71,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, get_args
 
+import re2  # type: ignore[import-untyped]
 import rule_engine  # type: ignore[import-untyped, unused-ignore]
 
 from streamproc.errors import ConfigError
 from streamproc.policy.model import Policy, Rule
 from streamproc.policy.rule_context import ItemFields, Lookups, post_fields
-from streamproc.policy.rule_fastpath import CoercedFields, compile_closure
+from streamproc.policy.rule_fastpath import CoercedFields, compile_closure, linear_regex, regex_nodes
 from streamproc.policy.rule_fields import POST_RULE_FIELDS, RULE_FIELDS, field_types
 from streamproc.schemas import ContentEvent, Decision
 
@@ -101,9 +110,10 @@ class RuleHit:
 
 @dataclass(frozen=True)
 class RuleError:
-    """A rule that failed to evaluate for one item, and so did not match it."""
+    """A rule that failed to evaluate for one item (the decision path then never approves it)."""
 
     rule_id: str
+    stage: str
     message: str
 
 
@@ -129,6 +139,8 @@ class _CompiledRule:
     fields: frozenset[str]
     #: ``matcher.matches`` as a closure, where rule_fastpath translates the expression.
     fast: Callable[[CoercedFields], bool] | None = None
+    #: The expression matches a regex: only the closure runs it (RE2, linear time).
+    regex: bool = False
 
     def hit(self) -> RuleHit:
         r = self.rule
@@ -221,15 +233,16 @@ class CompiledRules:
         """
         return self.evaluate_post(event, scores, decision).hit
 
-    def context(self, event: ContentEvent) -> Mapping[str, Any]:
+    def context(self, event: ContentEvent, clipped: Sequence[str] | None = None) -> Mapping[str, Any]:
         """The fields of ``event`` that every rule sees; empty when there are no rules.
 
         Each field is computed when a rule first reads it (``text_lists`` scans the text),
-        and kept: build this once per item and pass it to both stages.
+        and kept: build this once per item and pass it to both stages. ``clipped``: the
+        item's ``clipped_fields``, when its windows are built already.
         """
         if not (self._pre or self._post):
             return {}
-        return ItemFields(self._lookups, event, text_lists=self._text_lists)
+        return ItemFields(self._lookups, event, text_lists=self._text_lists, clipped=clipped)
 
     def evaluate_pre(self, event: ContentEvent, *, context: Mapping[str, Any] | None = None) -> RuleOutcome:
         """Like :meth:`pre`, with the rules that failed to evaluate (and did not match).
@@ -266,9 +279,9 @@ def _first_match(rules: Sequence[_CompiledRule], context: Mapping[str, Any]) -> 
     for compiled in rules:
         try:
             matched = _matches(compiled, context, fields)
-        except rule_engine.EngineError as error:
-            # One item's data (a null price, a missing attribute) must not stop the worker.
-            errors.append(RuleError(compiled.rule.id, _evaluation_message(error)))
+        except Exception as error:  # noqa: BLE001 - whatever one item's data does to a rule
+            # One item's data (a null price, a short category path) must not stop the worker.
+            errors.append(RuleError(compiled.rule.id, compiled.rule.stage, _evaluation_message(error)))
             continue
         if matched:
             return RuleOutcome(compiled.hit(), tuple(errors))
@@ -279,8 +292,10 @@ def _matches(compiled: _CompiledRule, context: Mapping[str, Any], fields: ItemFi
     if compiled.fast is not None and fields is not None:
         try:
             return compiled.fast(fields)
-        except Exception:  # noqa: BLE001, S110 - rule-engine decides, and words the error as always
-            pass
+        except Exception:
+            if compiled.regex:  # rule-engine would run the regex with backtracking
+                raise
+            # rule-engine decides, and words the error as always
     return bool(compiled.matcher.matches(context))
 
 
@@ -307,8 +322,33 @@ def _compile_rule(rule: Rule, policy: Policy) -> _CompiledRule:
         raise _InvalidRule(_compile_message(error, rule)) from None
     _check_boolean(matcher)
     _check_literal_names(rule.when, policy)
+    fast = compile_closure(matcher)
+    regex = _check_regexes(matcher, fast is not None)
     # Context.symbols: every name the parsed expression refers to.
-    return _CompiledRule(rule, matcher, frozenset(context.symbols), compile_closure(matcher))
+    return _CompiledRule(rule, matcher, frozenset(context.symbols), fast, regex)
+
+
+def _check_regexes(matcher: _Matcher, translated: bool) -> bool:
+    """Whether the rule matches regexes; raises :class:`_InvalidRule` for one that could
+    backtrack: every regex runs on RE2 (time linear in the item's text), never on ``re``."""
+    nodes = regex_nodes(matcher)
+    for node in nodes:
+        pattern = getattr(node, "_right", None)
+        if pattern is None:
+            raise _InvalidRule("a regex must be a literal string ('...'), not computed from a field")
+        try:
+            linear_regex(pattern)
+        except re2.error as error:
+            raise _InvalidRule(
+                f"regex {pattern.pattern!r} cannot run in linear time ({error}): backreferences and "
+                "lookaround are not supported; rewrite it without them"
+            ) from None
+    if nodes and not translated:
+        raise _InvalidRule(
+            "a regex match is supported in and/or/not combinations of comparisons only, not inside "
+            "a comprehension or function; match `text` or a field directly"
+        )
+    return bool(nodes)
 
 
 def _check_boolean(matcher: _Matcher) -> None:

@@ -43,8 +43,9 @@ class DecidedBy(OutboundModel):
 
     kind: Literal["category", "rule", "error", "none", "human"] = Field(
         description="category: a category's threshold; rule: a policy rule, before or after "
-        "the model; error: inference failed (never approve); none: no category reached a "
-        "threshold; human: a reviewer's decision on an earlier verdict."
+        "the model; error: inference failed, or a rule failed on the item (id rule:RULE_ID), so "
+        "never approve; none: no category reached a threshold; human: a reviewer's decision on "
+        "an earlier verdict."
     )
     id: str | None = Field(default=None, description="The category id, rule id, error kind or labeler id.")
 
@@ -152,6 +153,12 @@ class Verdict(OutboundModel):
         "the deciding rule's category. Empty for approvals and inference errors.",
     )
     decided_by: DecidedBy
+    clipped_fields: list[str] = Field(
+        default_factory=list,
+        description="Fields of the item the model did not read in full: text past the policy's "
+        "windows, or images withheld for their host. Empty when it read everything (and on "
+        "verdicts a rule decided before the model).",
+    )
     reason_code: str = Field(description="Stable machine-readable reason, e.g. COUNTERFEIT.")
     seller_message: str = Field(description="Text that may be shown to the seller or creator.")
     policy_version: str

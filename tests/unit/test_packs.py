@@ -114,7 +114,7 @@ categories:
     reason_code: SPAM
     seller_message: Spam.
     thresholds: {reject: 1, review: 0.7}
-media: {max_images: 2}
+media: {max_images: 2, allowed_hosts: [img.example.com]}
 rules:
   - id: blocked
     stage: pre
@@ -136,7 +136,7 @@ def test_the_version_of_a_pack_text_never_changes(tmp_path: Path) -> None:
     path = tmp_path / "pinned.yaml"
     path.write_text(PINNED)
     pack = load_pack(path)
-    assert pack.version == "pinned@e446157126d0"
+    assert pack.version == "pinned@c3e24556c165"
     assert [c.label for c in pack.categories] == ["B", "A"]
     assert pack.lists == (("banned_sellers", ("S-1",)), ("blocked_terms", ("replica", "fake")))
     assert (pack.preamble, pack.categories[0].seller_message) == ("Read the item.", "Counterfeit.")

@@ -92,7 +92,9 @@ def test_text_only_policy_sends_no_images() -> None:
 
 
 def test_images_within_budget_become_content_parts() -> None:
-    policy = dataclasses.replace(LISTINGS, media=MediaBudget(max_images=2))
+    policy = dataclasses.replace(
+        LISTINGS, media=MediaBudget(max_images=2, allowed_hosts=("img.example.com",))
+    )
     urls = [f"https://img.example.com/{n}.jpg" for n in range(3)]
     content = build_messages(policy, listing(image_urls=urls))[1]["content"]
     assert isinstance(content, list)
@@ -112,6 +114,6 @@ def test_keyframe_sampling(sampling: str, expected: list[float]) -> None:
             {"url": f"https://f.example.com/{t}.jpg", "timestamp_seconds": t} for t in range(9, -1, -1)
         ]
     ).keyframes
-    budget = MediaBudget(max_keyframes=3, keyframe_sampling=sampling)  # type: ignore[arg-type]
+    budget = MediaBudget(max_keyframes=3, keyframe_sampling=sampling, allowed_hosts=("f.example.com",))  # type: ignore[arg-type]
     assert [k.timestamp_seconds for k in sample_keyframes(frames, budget)] == expected
     assert sample_keyframes(frames, MediaBudget()) == []

@@ -37,7 +37,9 @@ LISTINGS = dataclasses.replace(
     calibration_provenance=None,
 )
 IDS = LISTINGS.category_ids  # counterfeit, prohibited_items, adult, hate_violence, misleading_claims, spam
-WITH_IMAGES = dataclasses.replace(LISTINGS, media=MediaBudget(max_images=2))
+WITH_IMAGES = dataclasses.replace(
+    LISTINGS, media=MediaBudget(max_images=2, allowed_hosts=("img.example.com",))
+)
 IMAGES = ["https://img.example.com/1.jpg", "https://img.example.com/2.jpg", "https://img.example.com/3.jpg"]
 
 
