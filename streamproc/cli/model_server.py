@@ -185,6 +185,7 @@ def model_servers(
     ``roles`` (generative, embedding) overrides which ones the packs need."""
     from streamproc.dev.devstack import serving, sigterm_unwinds  # noqa: PLC0415 - only when starting one
     from streamproc.policy import model_roles  # noqa: PLC0415
+    from streamproc.policy.tokenizer_tokens import register_tokenizers  # noqa: PLC0415
 
     generative = settings.inference.model_copy(
         update={
@@ -194,6 +195,8 @@ def model_servers(
     )
     given = {"base_url": options.embedding_url, "model": options.embedding_model_name}
     embedding = settings.embedding.model_copy(update={k: v for k, v in given.items() if v})
+    # Prompts built here break the served tokenizers' own tokens too, as the worker's do.
+    register_tokenizers([*settings.policy.tokenizer_dirs, *filter(None, [options.model_dir])])
     asks_generative, asks_embedding = roles or model_roles(packs)
     roles = (asks_generative or bool(other_names), asks_embedding)  # a cascade asks the generative server
     names = (generative.model, embedding.model or generative.model)

@@ -87,9 +87,11 @@ def quality(config_file: Path | None) -> None:
 def _policies(settings: Settings) -> PolicySet:
     """The packs of the settings; the audit rates may name only their categories."""
     from streamproc.policy import load_policy_set  # noqa: PLC0415
+    from streamproc.policy.tokenizer_tokens import register_tokenizers  # noqa: PLC0415
 
     try:
         policies = load_policy_set(settings.policy.paths)
+        register_tokenizers(settings.policy.tokenizer_dirs)  # before any prompt is built
     except ConfigError as exc:
         raise BadConfiguration(str(exc)) from exc
     unknown = sorted(set(settings.audit.category_rates) - set(policies.category_ids))

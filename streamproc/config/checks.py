@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Annotated, Final
 
-from pydantic import AnyHttpUrl, TypeAdapter, ValidationError
+from pydantic import AfterValidator, AnyHttpUrl, PlainSerializer, TypeAdapter, ValidationError
 from pydantic_core import PydanticCustomError
 
-__all__ = ["check_bootstrap_servers", "lowercase", "valid_bootstrap_servers", "valid_http_url"]
+from streamproc.errors import redact_url
+
+__all__ = [
+    "HttpUrlSetting",
+    "check_bootstrap_servers",
+    "lowercase",
+    "valid_bootstrap_servers",
+    "valid_http_url",
+]
 
 
 def check_bootstrap_servers(value: str) -> str:
@@ -43,9 +51,14 @@ def valid_http_url(value: str) -> str:
     except ValidationError as exc:
         problem = exc.errors(include_url=False)[0]["msg"]
         raise PydanticCustomError(
-            "http_url", f"{value!r} is not an http(s) URL ({problem}), e.g. http://vllm:8000/v1"
+            "http_url", f"{redact_url(value)!r} is not an http(s) URL ({problem}), e.g. http://vllm:8000/v1"
         ) from exc
     return value
+
+
+#: An http(s) URL setting: kept as given (clients connect with it, credentials and all) and
+#: dumped to JSON (`check-config`) with its credentials masked, as SecretStr fields are.
+HttpUrlSetting = Annotated[str, AfterValidator(valid_http_url), PlainSerializer(redact_url, when_used="json")]
 
 
 def lowercase(value: object) -> object:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Literal
@@ -26,8 +25,9 @@ from pydantic_settings import (
 )
 
 from streamproc.config.cascade import CascadeSettings
-from streamproc.config.checks import lowercase, valid_bootstrap_servers, valid_http_url
+from streamproc.config.checks import HttpUrlSetting, lowercase
 from streamproc.config.embedding import EmbeddingSettings
+from streamproc.config.kafka import KafkaSettings
 from streamproc.config.servers import existing_file
 
 __all__ = [
@@ -57,85 +57,6 @@ ENV_PREFIX = "STREAMPROC_"
 
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class KafkaSettings(_Section):
-    bootstrap_servers: Annotated[str, AfterValidator(valid_bootstrap_servers)] = Field(
-        default="127.0.0.1:9092", description="Comma-separated host:port list."
-    )
-    group_id: str = Field(default="streamproc", description="Consumer group of the workers.")
-    client_id: str = Field(
-        default_factory=lambda: f"streamproc-{socket.gethostname()}-{os.getpid()}",
-        description="Identifies this worker in broker logs and dead letters.",
-        json_schema_extra={"shown_default": "streamproc-HOSTNAME-PID"},
-    )
-    auto_offset_reset: Literal["earliest", "latest"] = Field(
-        default="earliest", description="Where a new consumer group starts."
-    )
-    # Static membership (KIP-345, Kafka >= 2.3): a member that comes back with the same id
-    # within the session timeout gets its partitions back without a rebalance.
-    group_instance_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,249}$")] | None = Field(
-        default=None,
-        description="Static group membership: a name unique to this worker replica and stable "
-        "across its restarts (the pod name); a restarted worker takes its partitions back at once.",
-    )
-    # Short timeouts make group joins and the takeover of a dead member's partitions take
-    # seconds, not the 30+ s of common client defaults.
-    session_timeout_seconds: Seconds = Field(
-        default=10.0, description="A worker silent this long is dropped from the group."
-    )
-    heartbeat_interval_seconds: Seconds = Field(default=1.0, description="Consumer heartbeat period.")
-    rebalance_timeout_seconds: Seconds = Field(
-        default=10.0, description="How long members get to rejoin during a rebalance."
-    )
-    # Security (streamproc.kafka_security builds every Kafka client's options from these).
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
-        default="PLAINTEXT", description="PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or SASL_SSL (SASL over TLS)."
-    )
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
-        default=None, description="SASL mechanism, needed by the SASL_* protocols."
-    )
-    sasl_username: str | None = Field(default=None, description="SASL user name.")
-    sasl_password: SecretStr | None = Field(default=None, description="SASL password (masked in output).")
-    ssl_ca_file: Annotated[Path, AfterValidator(existing_file)] | None = Field(
-        default=None,
-        description="PEM file of the CAs that sign the brokers' certificates; default: the system's CAs.",
-    )
-    ssl_cert_file: Annotated[Path, AfterValidator(existing_file)] | None = Field(
-        default=None, description="PEM client certificate (chain), for brokers that require mutual TLS."
-    )
-    ssl_key_file: Annotated[Path, AfterValidator(existing_file)] | None = Field(
-        default=None, description="PEM private key of the client certificate, if not in SSL_CERT_FILE."
-    )
-    ssl_key_password: SecretStr | None = Field(
-        default=None, description="Password of an encrypted client key (masked in output)."
-    )
-    ssl_check_hostname: bool = Field(
-        default=True, description="Check that a broker's certificate names the host connected to."
-    )
-
-    @model_validator(mode="after")
-    def _security_complete(self) -> KafkaSettings:
-        env = f"{ENV_PREFIX}KAFKA__"
-        protocol = self.security_protocol
-        if protocol.startswith("SASL_"):
-            missing = [
-                f"{env}{name.upper()}"
-                for name in ("sasl_mechanism", "sasl_username", "sasl_password")
-                if getattr(self, name) is None
-            ]
-            if missing:
-                raise ValueError(f"security protocol {protocol} needs {', '.join(missing)}")
-        elif self.sasl_mechanism is not None:
-            raise ValueError(f"{env}SASL_MECHANISM is set but the protocol is {protocol}; use SASL_SSL")
-        tls_files = [name for name in ("ssl_ca_file", "ssl_cert_file", "ssl_key_file") if getattr(self, name)]
-        if tls_files and not protocol.endswith("SSL"):
-            raise ValueError(
-                f"{env}{tls_files[0].upper()} is set but the protocol is {protocol}; use SSL or SASL_SSL"
-            )
-        if self.ssl_key_file is not None and self.ssl_cert_file is None:
-            raise ValueError(f"{env}SSL_KEY_FILE needs {env}SSL_CERT_FILE (the client certificate)")
-        return self
 
 
 class TopicSettings(_Section):
@@ -172,7 +93,7 @@ class TopicSettings(_Section):
 
 
 class InferenceSettings(_Section):
-    base_url: Annotated[str, AfterValidator(valid_http_url)] = Field(
+    base_url: HttpUrlSetting = Field(
         default="http://127.0.0.1:8000/v1",
         description="OpenAI-compatible API root of the vLLM server.",
     )
@@ -232,6 +153,13 @@ class PolicySettings(_Section):
         json_schema_extra={"shown_default": '["policies"]'},
     )
     watch: bool = Field(default=True, description="Reload changed packs without a restart.")
+    tokenizer_dirs: list[Path] = Field(
+        default_factory=list,
+        description="Directories with the served models' tokenizer files (tokenizer_config.json, "
+        "tokenizer.json): their control tokens are broken in item text too, beside the shapes of "
+        "the known model families. Set it for a model of another family.",
+        json_schema_extra={"shown_default": "[]"},
+    )
 
 
 class WorkerSettings(_Section):
@@ -273,7 +201,8 @@ class MetricsSettings(_Section):
     enabled: bool = Field(default=True, description="Serve Prometheus metrics.")
     host: str = Field(
         default="0.0.0.0",  # noqa: S104 - scraped from other hosts by design
-        description="Address /metrics listens on.",
+        description="Address /metrics, /healthz and /readyz listen on; default: every interface, as "
+        "Prometheus and the kubelet connect from other hosts (127.0.0.1: this host only).",
     )
     port: Annotated[int, Field(ge=0, le=65535)] = Field(
         default=9108, description="Port of /metrics (0 picks a free one)."

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
 from pydantic_core import PydanticCustomError
 
-from streamproc.config.checks import valid_http_url
+from streamproc.config.checks import HttpUrlSetting
 
 if TYPE_CHECKING:  # model.py imports this module
     from streamproc.config.model import InferenceSettings
@@ -26,7 +26,7 @@ def existing_file(value: Path) -> Path:
 class OtherServer(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    base_url: Annotated[str, AfterValidator(valid_http_url)] | None = Field(
+    base_url: HttpUrlSetting | None = Field(
         default=None,
         description="API root of this server; default: INFERENCE__BASE_URL (the same server).",
         json_schema_extra={"shown_default": "INFERENCE__BASE_URL"},

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from streamproc.config import InferenceSettings
 from streamproc.decision import ModelClient
-from streamproc.errors import ConfigError
+from streamproc.errors import ConfigError, redact_url
 from streamproc.evaluation.dataset import LabeledItem, check_categories, load_dataset
 from streamproc.evaluation.report import (
     EvalReport,
@@ -140,9 +140,9 @@ def run_evaluation(
         dataset=str(plan.data),
         dataset_items=len(plan.items),
         model=scored_by.model,
-        base_url=scored_by.base_url,
+        base_url=redact_url(scored_by.base_url),  # reports are shared: no credentials
         generated_at=datetime.now(UTC),
-        cascade=ServedModel(name=cascade.model, base_url=cascade.base_url) if cascade else None,
+        cascade=ServedModel(name=cascade.model, base_url=redact_url(cascade.base_url)) if cascade else None,
     )
     written = []
     for group, group_runs in zip(plan.groups, runs, strict=True):

@@ -13,7 +13,7 @@ import httpx
 
 from streamproc.config import InferenceSettings
 from streamproc.decision import Evaluation, ModelClient, decide, evaluate_item, flagged_categories
-from streamproc.errors import ConfigError
+from streamproc.errors import ConfigError, redact_url
 from streamproc.evaluation.dataset import LabeledItem
 from streamproc.inference import ModelRouter, open_router
 from streamproc.metrics import NOOP
@@ -163,27 +163,29 @@ async def check_server(base_url: str, model: str, *, api_key: str | None = None)
         ServerUnreachable: naming the URL (and the served models, when the name is wrong).
     """
     url = base_url.rstrip("/") + "/models"
+    shown, shown_url = redact_url(base_url), redact_url(url)
     headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
     try:
         async with httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0)) as client:
             response = await client.get(url, headers=headers)
     except httpx.HTTPError as exc:
         raise ServerUnreachable(
-            f"no model server answers at {base_url} ({type(exc).__name__}: {exc or 'no detail'}); "
-            f"{_START_HINT}"
+            f"no model server answers at {shown} ({type(exc).__name__}: {exc or 'no detail'}); {_START_HINT}"
         ) from exc
     if response.status_code != httpx.codes.OK:
         raise ServerUnreachable(
-            f"GET {url} answered HTTP {response.status_code}, not an OpenAI-compatible model list; "
+            f"GET {shown_url} answered HTTP {response.status_code}, not an OpenAI-compatible model list; "
             f"{_START_HINT}"
         )
     try:
         served = [entry["id"] for entry in response.json()["data"]]
     except (ValueError, KeyError, TypeError) as exc:
-        raise ServerUnreachable(f"GET {url} did not return an OpenAI model list; {_START_HINT}") from exc
+        raise ServerUnreachable(
+            f"GET {shown_url} did not return an OpenAI model list; {_START_HINT}"
+        ) from exc
     if model not in served:
         raise ServerUnreachable(
-            f"the server at {base_url} does not serve model {model!r} (it serves {served}); "
+            f"the server at {shown} does not serve model {model!r} (it serves {served}); "
             "pass --model-name with one of those, or set inference.model in the settings"
         )
 

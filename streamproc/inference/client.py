@@ -25,6 +25,8 @@ from streamproc.errors import (
     InferenceTimeout,
     InferenceUnavailable,
     StreamprocError,
+    redact_url,
+    safe_text,
 )
 from streamproc.inference.limiter import AdaptiveLimit, ConcurrencyGate
 from streamproc.inference.protocol import ModelAnswer, ModelRequest
@@ -88,6 +90,7 @@ class InferenceClient:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._settings = settings
+        self._shown_url = redact_url(settings.base_url)  # for messages; httpx gets the real one
         self._metrics = metrics
         self._max_backoff = max_backoff_seconds
         self._sleep = sleep  # the back-off waits; tests count them
@@ -104,7 +107,7 @@ class InferenceClient:
             failure_threshold=settings.breaker_failures,
             recovery_timeout=settings.breaker_recovery_seconds,
             expected_exception=_is_server_failure,
-            name=f"model server {settings.base_url}",
+            name=f"model server {self._shown_url}",
         )
         self._guarded_post = self._breaker.decorate(self._post)
         self._circuit_lock = threading.Lock()  # ``available`` is also read by scrapes and probes
@@ -143,8 +146,8 @@ class InferenceClient:
 
     @property
     def base_url(self) -> str:
-        """The server's API root, as configured."""
-        return self._settings.base_url
+        """The server's API root as configured, its credentials masked: for messages."""
+        return self._shown_url
 
     @property
     def prompts_in_flight(self) -> int:
@@ -177,7 +180,7 @@ class InferenceClient:
             if breaker.closed:
                 if self._circuit_warned_at is not None:
                     self._circuit_warned_at = None
-                    log.info("model server %s is answering again: circuit closed", self._settings.base_url)
+                    log.info("model server %s is answering again: circuit closed", self._shown_url)
                 return
             warned = self._circuit_warned_at
             if warned is not None and now - warned < _CIRCUIT_WARNING_INTERVAL_SECONDS:
@@ -186,7 +189,7 @@ class InferenceClient:
             log.warning(
                 "model server %s unavailable: circuit %s after %d consecutive failures, requests fail "
                 "fast for %d s between probes; %s; last error: %s",
-                self._settings.base_url,
+                self._shown_url,
                 "opened" if warned is None else "still open",
                 breaker.failure_count,
                 self._settings.breaker_recovery_seconds,
@@ -300,14 +303,14 @@ class InferenceClient:
         try:
             response = await self._http.post(self._url(endpoint), content=body)
         except httpx.TimeoutException as exc:
-            raise InferenceTimeout(f"no answer from {self._settings.base_url} in time: {exc!r}") from exc
+            raise InferenceTimeout(f"no answer from {self._shown_url} in time: {exc!r}") from exc
         except httpx.TransportError as exc:
             raise InferenceUnavailable(self._unreachable(exc)) from exc
         status = response.status_code
         if status == 429 or status >= 500:
-            raise InferenceServerError(f"HTTP {status} from model server: {response.text[:500]}")
+            raise InferenceServerError(f"HTTP {status} from model server: {_body(response)}")
         if status >= 400:
-            raise InferenceRequestError(f"HTTP {status} from model server: {response.text[:500]}")
+            raise InferenceRequestError(f"HTTP {status} from model server: {_body(response)}")
         return response.content
 
     @functools.cache  # noqa: B019 - two endpoints, one client per worker
@@ -322,10 +325,15 @@ class InferenceClient:
             cause = cause.__cause__ or cause.__context__
         if isinstance(cause, ssl.SSLCertVerificationError):
             return (
-                f"the TLS certificate of {self._settings.base_url} is not trusted ({cause.verify_message}); "
+                f"the TLS certificate of {self._shown_url} is not trusted ({cause.verify_message}); "
                 "set STREAMPROC_INFERENCE__CA_FILE to the PEM file of the CA that signed it"
             )
-        return f"cannot reach {self._settings.base_url}: {exc!r}"
+        return f"cannot reach {self._shown_url}: {exc!r}"
+
+
+def _body(response: httpx.Response) -> str:
+    """An error answer's text for a message: it may echo the request's content."""
+    return safe_text(response.text, 500)
 
 
 def _tls_verify(settings: InferenceSettings) -> ssl.SSLContext | bool:

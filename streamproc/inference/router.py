@@ -55,7 +55,7 @@ class ModelRouter:
 
     @property
     def unavailable(self) -> list[str]:
-        """API roots of the servers whose circuit is open."""
+        """API roots of the servers whose circuit is open (credentials masked)."""
         return [client.base_url for client in self._clients() if not client.available]
 
 

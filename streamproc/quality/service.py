@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from prometheus_client import CollectorRegistry
 
 from streamproc.config import Settings
+from streamproc.errors import redact_url
 from streamproc.inference import InferenceClient, ModelRouter
 from streamproc.kafka_security import client_options
 from streamproc.metrics import NOOP, QualityRecorder, create_quality
@@ -201,7 +202,7 @@ def run_quality(settings: Settings, store: QualityStore, policies: PolicySet) ->
                 "group_id": quality_group_id(settings),
                 "store_path": str(store.path),
                 "store_items": store.item_count(),
-                "model_url": settings.inference.base_url,
+                "model_url": redact_url(settings.inference.base_url),
                 "packs": sorted(policies.versions.values()),  # each version names its pack
                 "metrics_address": f"{server.host}:{server.port}" if server is not None else "disabled",
             },

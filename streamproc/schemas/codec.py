@@ -12,6 +12,7 @@ from streamproc.errors import (
     SchemaValidationError,
     UnsupportedSchemaVersion,
     describe_validation_error,
+    safe_text,
 )
 from streamproc.schemas.common import ContentType
 from streamproc.schemas.listing import ListingEvent
@@ -24,6 +25,9 @@ EVENT_MODELS: Final[dict[ContentType, type[ListingEvent] | type[VideoEvent]]] = 
     "video": VideoEvent,
 }
 _SUPPORTED_VERSIONS: Final = frozenset({1})
+#: Problems named in a schema error; an event may break thousands (one per attribute), and
+#: the message goes to a log line and a dead letter.
+_PROBLEMS_SHOWN: Final = 10
 
 
 _Model = TypeVar("_Model", bound=BaseModel)
@@ -48,20 +52,20 @@ def decode_record(model: type[_Model], raw: bytes | None, what: str) -> _Model:
     try:
         data: Any = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise InvalidJson(f"value is not valid JSON: {exc}") from exc
+        raise InvalidJson(f"value is not valid JSON: {safe_text(str(exc))}") from exc
     if not isinstance(data, dict):
         raise InvalidJson(f"value is JSON {type(data).__name__}, expected an object")
     version = data.get("schema_version", 1)
     # a list or object is unhashable: a set lookup would raise TypeError, not reject it
     if isinstance(version, list | dict) or version not in _SUPPORTED_VERSIONS:
         raise UnsupportedSchemaVersion(
-            f"schema_version {version!r} is not supported for a {what} "
+            f"schema_version {safe_text(repr(version))} is not supported for a {what} "
             f"(supported: {sorted(_SUPPORTED_VERSIONS)})"
         )
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = describe_validation_error(exc)
+        problems = describe_validation_error(exc, most=_PROBLEMS_SHOWN)
         raise SchemaValidationError(f"{exc.error_count()} invalid field(s) in {what}: {problems}") from exc
 
 

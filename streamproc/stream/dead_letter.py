@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Literal, Protocol
 
-from streamproc.errors import DecodeError
+from streamproc.errors import DecodeError, safe_text
 from streamproc.schemas import DeadLetter, DeadLetterReason, encode
 from streamproc.stream.records import Handler, InboundRecord, OutboundRecord, Replacement
 
@@ -59,7 +59,7 @@ def dead_letter(
         payload_truncated=kept < len(raw),
         reason=reason,
         error_type=type(error).__name__,
-        error_message=_cut(str(error), ERROR_CHARS),
+        error_message=safe_text(str(error), ERROR_CHARS),
         failed_at=now,
         worker=worker,
     )
@@ -82,12 +82,6 @@ def _prefix(raw: bytes) -> tuple[str, Literal["utf-8", "base64"], int]:
     except UnicodeDecodeError:
         return base64.b64encode(head).decode("ascii"), "base64", len(head)
     return text, "utf-8", len(text.encode("utf-8"))
-
-
-def _cut(text: str, limit: int) -> str:
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}… ({len(text) - limit} more characters)"
 
 
 def dead_lettering(
@@ -115,7 +109,8 @@ def dead_lettering(
         try:
             return await handler(record)
         except DecodeError as exc:
-            log.warning("dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc)
+            reason = safe_text(str(exc), ERROR_CHARS)  # quotes the input: one bounded line
+            log.warning("dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason)
             return reject(record, exc.kind, exc)  # type: ignore[arg-type]
         except fatal:
             raise

@@ -9,6 +9,10 @@ Served from a thread, so that a scrape or a probe never waits for the event loop
   reasons, one per line.
 - anything else: 404.
 
+Each connection gets a socket timeout and at most ``max_connections`` are served at once
+(further ones are closed at once): the port usually listens on every interface for
+Prometheus, so idle or slow clients must not hold threads for ever.
+
 A process that serves no port of its own (one of several worker processes behind a
 supervisor, see streamproc.stream.supervisor) reports the same two answers through a
 ``StatusFile`` instead: rewritten on every heartbeat, so its age is the liveness.
@@ -17,6 +21,7 @@ supervisor, see streamproc.stream.supervisor) reports the same two answers throu
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import os
@@ -26,16 +31,18 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from socketserver import ThreadingMixIn
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+    from _typeshed.wsgi import ErrorStream, StartResponse, WSGIEnvironment
 
 __all__ = [
+    "DEFAULT_CONNECTION_TIMEOUT_SECONDS",
     "DEFAULT_LIVENESS_BOUND_SECONDS",
+    "DEFAULT_MAX_CONNECTIONS",
     "HealthServer",
     "Heartbeat",
     "Probes",
@@ -50,6 +57,14 @@ log = logging.getLogger(__name__)
 #: (a policy reload, a large fetch) may hold the loop for a moment without being a hang.
 DEFAULT_LIVENESS_BOUND_SECONDS: Final = 15.0
 _BEAT_INTERVAL_SECONDS = 1.0
+#: A probe or a scrape sends its request at once and reads the answer as it comes; a client
+#: silent this long (before its request, or while the answer waits to be read) is dropped.
+DEFAULT_CONNECTION_TIMEOUT_SECONDS: Final = 5.0
+#: Kubelet probes and a few Prometheus replicas need a handful; past this many, new
+#: connections are closed at once, so a flood holds this many threads at most.
+DEFAULT_MAX_CONNECTIONS: Final = 32
+#: While connections are refused, the warning saying so is repeated at most this often.
+_REFUSAL_WARNING_INTERVAL_SECONDS = 60.0
 
 #: Reasons the service is not ready; empty when it is.
 ReadinessCheck = Callable[[], Sequence[str]]
@@ -131,22 +146,91 @@ def read_status(path: Path, *, bound_seconds: float) -> tuple[list[str], list[st
     return [], reasons
 
 
+_Request = socket.socket | tuple[bytes, socket.socket]  # what socketserver passes around
+
+
 class _Server(ThreadingMixIn, WSGIServer):
+    """A thread per connection, at most ``max_connections`` of them, each with a timeout."""
+
     daemon_threads = True
+
+    def bound(self, *, timeout: float, max_connections: int) -> None:
+        """Set before serving: ``make_server`` constructs the server without arguments."""
+        self.connection_timeout = timeout
+        self.max_connections = max_connections
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self.refused = 0  # connections closed at once for want of a slot
+        self._warned_at: float | None = None
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        connection, address = super().get_request()
+        connection.settimeout(self.connection_timeout)
+        return connection, address
+
+    def process_request(self, request: _Request, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self._refuse(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # the thread did not start: its slot is free again
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: _Request, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def _refuse(self, request: _Request) -> None:
+        """Close at once, without reading: a thread per waiting connection is what runs out."""
+        self.refused += 1
+        self.shutdown_request(request)
+        now = time.monotonic()
+        if self._warned_at is None or now - self._warned_at >= _REFUSAL_WARNING_INTERVAL_SECONDS:
+            self._warned_at = now
+            log.warning(
+                "metrics port: %d connections open, the most served at once; closing new ones "
+                "unanswered (%d so far)",
+                self.max_connections,
+                self.refused,
+            )
 
 
 class _IPv6Server(_Server):
     address_family = socket.AF_INET6
 
 
+class _DebugLog(io.TextIOBase):
+    """Where wsgiref writes the traceback of a request that failed (e.g. a client too slow
+    to read its answer): a debug line, not stderr."""
+
+    def write(self, text: str) -> int:
+        if text.strip():
+            log.debug("metrics port: %s", text.rstrip())
+        return len(text)
+
+
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         """Probes and scrapes every few seconds: not worth a log line each."""
+
+    def get_stderr(self) -> ErrorStream:
+        return _DebugLog()
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except (TimeoutError, ConnectionError):
+            return  # silent past the timeout, or gone: the server closes the connection
 
 
 class HealthServer:
     """Serve the three endpoints on ``host:port`` in a daemon thread from construction on.
 
+    A connection silent for ``connection_timeout_seconds`` is closed; while ``max_connections``
+    are open, new ones are closed unanswered (counted in ``refused_connections``, warned of).
     Raises OSError when the address cannot be bound.
     """
 
@@ -160,6 +244,8 @@ class HealthServer:
         readiness: ReadinessCheck | None = None,
         liveness: ReadinessCheck | None = None,
         liveness_bound_seconds: float = DEFAULT_LIVENESS_BOUND_SECONDS,
+        connection_timeout_seconds: float = DEFAULT_CONNECTION_TIMEOUT_SECONDS,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         self.heartbeat = heartbeat or Heartbeat()
         self._liveness = liveness  # instead of the heartbeat (a supervisor: its children's)
@@ -168,6 +254,7 @@ class HealthServer:
         self._metrics = make_wsgi_app(registry)
         server_class = _IPv6Server if _is_ipv6(host, port) else _Server
         self._server = make_server(host, port, self._app, server_class, _QuietHandler)
+        self._server.bound(timeout=connection_timeout_seconds, max_connections=max_connections)
         self.host = host
         self.port = int(self._server.server_port)
         self._thread = threading.Thread(target=self._server.serve_forever, name="health-http", daemon=True)
@@ -176,6 +263,11 @@ class HealthServer:
     def set_readiness(self, check: ReadinessCheck) -> None:
         """Answer /readyz from ``check`` from now on."""
         self._readiness = check
+
+    @property
+    def refused_connections(self) -> int:
+        """Connections closed unanswered because ``max_connections`` were open."""
+        return self._server.refused
 
     def close(self) -> None:
         self._server.shutdown()

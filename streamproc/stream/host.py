@@ -20,7 +20,7 @@ from typing import Literal, Protocol, runtime_checkable
 from prometheus_client import CollectorRegistry
 from pythonjsonlogger.json import JsonFormatter
 
-from streamproc.errors import ConfigError
+from streamproc.errors import ConfigError, safe_text
 from streamproc.stream.health import HealthServer, Probes
 
 __all__ = [
@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 LogFormat = Literal["text", "json"]
 _FORMAT = "[%(asctime)s] %(levelname)s %(name)s: %(message)s"
+#: A backstop for text a call site did not bound (a rule engine's message quoting an item).
+_MESSAGE_CHARS = 16_384
 
 
 class Service(Protocol):
@@ -52,6 +54,16 @@ class ReadyService(Service, Protocol):
 
         Called from the health server's thread: read plain state only.
         """
+
+
+class _OneLineFormatter(logging.Formatter):
+    """Text logs: each record's message on its one line whatever it quotes (an event's field
+    name holding a newline would otherwise forge a record), control characters escaped and
+    its length bounded. A traceback still follows on lines of its own; JSON escapes anyway."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = safe_text(record.message, _MESSAGE_CHARS)
+        return super().formatMessage(record)
 
 
 class _JsonFormatter(JsonFormatter):
@@ -71,10 +83,10 @@ def json_formatter() -> logging.Formatter:
 
 def configure_logging(level: str, log_format: LogFormat = "text") -> None:
     """The same format for every service: one line per record, text or JSON."""
-    logging.basicConfig(level=level.upper(), format=_FORMAT, force=True)
-    if log_format == "json":
-        for handler in logging.getLogger().handlers:
-            handler.setFormatter(json_formatter())
+    logging.basicConfig(level=level.upper(), force=True)
+    formatter = json_formatter() if log_format == "json" else _OneLineFormatter(_FORMAT)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(formatter)
     # aiokafka logs every coordinator change and httpx every request at INFO; their
     # warnings and errors still show.
     for noisy in ("aiokafka", "httpx"):

@@ -20,9 +20,11 @@ from prometheus_client import CollectorRegistry
 
 from streamproc.config import Settings
 from streamproc.decision import SecondModel
+from streamproc.errors import redact_url
 from streamproc.inference import InferenceClient, ModelRouter, open_router
 from streamproc.metrics import PrometheusWorkerMetrics, WorkerRecorder, create
 from streamproc.policy import PolicySet, load_policy_set
+from streamproc.policy.tokenizer_tokens import register_tokenizers
 from streamproc.stream import Pipeline, PipelineFailed, host
 from streamproc.stream.health import HealthServer, StatusFile
 from streamproc.stream.supervisor import MetricsPort, supervise
@@ -227,6 +229,7 @@ def _worker_process(settings: Settings, index: int, status_path: Path) -> None:
     host.configure_logging(settings.worker.log_level, settings.worker.log_format)
     settings = member_settings(settings, index)
     policies = load_policy_set(settings.policy.paths)  # checked by the supervisor already
+    register_tokenizers(settings.policy.tokenizer_dirs)  # a process of its own: its own neutraliser
     metrics = _metrics(settings, policies)
     log.info("worker process %d running (pid %d, client id %s)", index, os.getpid(), settings.kafka.client_id)
     try:
@@ -247,15 +250,16 @@ def _metrics(settings: Settings, policies: PolicySet) -> PrometheusWorkerMetrics
 
 
 def _summary(settings: Settings, policies: PolicySet, server: HealthServer | None) -> dict[str, object]:
+    embedding_url = settings.embedding.base_url
     summary: dict[str, object] = {
         "bootstrap_servers": settings.kafka.bootstrap_servers,
         "group_id": settings.kafka.group_id,
         "group_instance_id": settings.kafka.group_instance_id,  # None: dynamic membership
         "on_unavailable": settings.inference.on_unavailable,
-        "model_url": settings.inference.base_url,
+        "model_url": redact_url(settings.inference.base_url),
         "model_name": settings.inference.model,
         "cascade_model": settings.cascade.model,  # None: no cascade
-        "embedding_url": settings.embedding.base_url,  # None: the model server's
+        "embedding_url": embedding_url and redact_url(embedding_url),  # None: the model server's
         "embedding_model": settings.embedding.model,
         "packs": sorted(policies.versions.values()),  # each version names its pack
         "metrics_address": f"{server.host}:{server.port}" if server is not None else "disabled",

@@ -333,6 +333,7 @@ def test_unoffered_mechanism_is_named(sasl_broker: str) -> None:
         sasl_mechanism="PLAIN",
         sasl_username="alice",
         sasl_password=SecretStr("any"),
+        allow_plaintext_password=True,  # the test broker has no TLS listener
     )
     with pytest.raises(
         Exception,

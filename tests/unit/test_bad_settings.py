@@ -124,6 +124,23 @@ CASES = [
         env={"STREAMPROC_INFERENCE__BASE_URL": "http://vllm:99999/v1"},
     ),
     Case(
+        "sasl-plain-password-over-plaintext",
+        ["check-config"],
+        [
+            "STREAMPROC_KAFKA__SECURITY_PROTOCOL=SASL_PLAINTEXT with STREAMPROC_KAFKA__SASL_MECHANISM=PLAIN "
+            "sends the password unencrypted",
+            "use SASL_SSL",
+            "STREAMPROC_KAFKA__ALLOW_PLAINTEXT_PASSWORD=true",
+        ],
+        env={
+            "STREAMPROC_KAFKA__SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+            "STREAMPROC_KAFKA__SASL_MECHANISM": "PLAIN",
+            "STREAMPROC_KAFKA__SASL_USERNAME": "alice",
+            "STREAMPROC_KAFKA__SASL_PASSWORD": "kafka-pass-123",
+        },
+        never_says=["kafka-pass-123"],
+    ),
+    Case(
         "setting-error-names-the-variable-not-the-field",
         ["check-config"],
         ["STREAMPROC_KAFKA__AUTO_OFFSET_RESET: Input should be 'earliest' or 'latest'"],
@@ -239,6 +256,7 @@ IN_A_PROCESS = [
     "list-setting-given-a-plain-value",
     "config-file-not-yaml",
     "bootstrap-port-not-a-number",
+    "sasl-plain-password-over-plaintext",
     "publish-without-a-broker",
     "policy-check-missing-path",
 ]

@@ -605,6 +605,7 @@ def test_cli_starts_a_model_server_and_evaluates_against_it(
     tmp_path: Path, fake_vllm: type[FakeVllm]
 ) -> None:
     out = tmp_path / "out"
+    (tmp_path / "tokenizer_config.json").write_text("{}")  # a model directory's, read for its tokens
     # A pack with a prompt scorer needs the generative server, the shipped ones the embedding
     # server: each run starts only what its packs need.
     for pack, role, log in ((label_pack(LISTINGS, tmp_path / "label"), "generative", "vllm.log"),

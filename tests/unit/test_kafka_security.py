@@ -57,6 +57,31 @@ def test_sasl_needs_mechanism_user_and_password(monkeypatch: pytest.MonkeyPatch,
     assert "STREAMPROC_KAFKA__SASL_USERNAME" not in message
 
 
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256"])
+def test_a_password_sent_in_clear_needs_the_opt_in(monkeypatch: pytest.MonkeyPatch, mechanism: str) -> None:
+    """PLAIN over SASL_PLAINTEXT is refused (see test_bad_settings) unless allowed; SCRAM
+    never sends the password, so it needs no opt-in."""
+    monkeypatch.chdir(ROOT)
+    env = {
+        "STREAMPROC_KAFKA__SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "STREAMPROC_KAFKA__SASL_MECHANISM": mechanism,
+        "STREAMPROC_KAFKA__SASL_USERNAME": "alice",
+        "STREAMPROC_KAFKA__SASL_PASSWORD": "kafka-pass-123",
+    }
+    if mechanism == "PLAIN":
+        env["STREAMPROC_KAFKA__ALLOW_PLAINTEXT_PASSWORD"] = "true"
+    result = CliRunner().invoke(cli, ["check-config"], env=env)
+    assert result.exit_code == 0, result.output
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert client_options(load_settings().kafka) == {
+        "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": mechanism,
+        "sasl_plain_username": "alice",
+        "sasl_plain_password": "kafka-pass-123",
+    }
+
+
 def test_unknown_protocol_and_mechanism_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "security_protocol" in _problem(monkeypatch, security_protocol="TLS").lower()
     monkeypatch.delenv("STREAMPROC_KAFKA__SECURITY_PROTOCOL")
