@@ -21,6 +21,7 @@ import yaml
 
 from streamproc.topics import load_topic_specs
 from tests.deploy.streamproc_env import PREFIX, settings_from
+from tests.deploy.vllm_cli import parse_serve_args
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -274,6 +275,23 @@ def test_model_servers(compose: Path, model: Model) -> None:
     assert "vllm" not in resolved(compose, profiles=())["services"], (
         "the GPU server starts only with its profile"
     )
+
+
+def test_generative_servers_fetch_media_only_from_the_allowed_domains(compose: Path, model: Model) -> None:
+    """VLLM_ALLOWED_MEDIA_DOMAINS becomes --allowed-media-domains of both profiles' server as
+    vLLM's own parser reads the command; unset, the flag is left out. Redirects are off."""
+    hosts = ["images.cdn.example.com", "frames.cdn.example.com"]
+    chosen = resolved(compose, env={"VLLM_ALLOWED_MEDIA_DOMAINS": " ".join(hosts)})
+    servers = ("vllm", "vllm-cpu")
+    commands = [m["services"][name]["command"] for m in (chosen, model) for name in servers]
+    parsed = parse_serve_args(*commands)
+    assert [p["allowed_media_domains"] for p in parsed] == [hosts, hosts, None, None]
+    for options in parsed:  # the rest of the command as before
+        assert options["served_model_name"] == ["moderation"] and options["max_logprobs"] == 20
+        assert options["enable_prefix_caching"] is True and options["enable_prompt_tokens_details"] is True
+    assert [p["max_model_len"] for p in parsed] == [8192, 4096, 8192, 4096]
+    for name in servers:
+        assert model["services"][name]["environment"]["VLLM_MEDIA_URL_ALLOW_REDIRECTS"] == "0", name
 
 
 def test_health_checks_follow_the_ports(model: Model) -> None:

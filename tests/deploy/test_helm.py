@@ -9,6 +9,7 @@ that each validator rejects what it should.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -31,6 +32,7 @@ from streamproc.config import CONFIG_FILE_ENV, load_settings
 from streamproc.policy import load_policy_set
 from tests.deploy.observability import EXPECTED_WATCHERS, watching
 from tests.deploy.streamproc_env import secret_setting_names, setting_names, settings_from
+from tests.deploy.vllm_cli import parse_serve_args
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "streamproc"
@@ -631,6 +633,171 @@ def test_every_streamproc_network_policy_has_the_same_configurable_dns_and_extra
     for suffix in ("-worker", "-quality", "-topics"):
         [dns] = _dns_rules(find(anywhere, "NetworkPolicy", suffix))
         assert "to" not in dns, suffix
+
+
+# --- what the model servers reach: media hosts and egress ----------------------------------
+
+MEDIA_HOSTS = ["images.cdn.example.com", "frames.cdn.example.com"]
+METADATA = ("169.254.169.254", "100.100.100.200")  # AWS, GCP, Azure, OCI ...; Alibaba Cloud
+
+
+def egress_allows(policy: dict[str, Any], address: str, port: int) -> bool:
+    """Whether a NetworkPolicy's egress rules let its pods open a TCP connection to an address
+    outside the cluster's pods (matched by an ipBlock, or by a rule without `to`)."""
+    ip = ipaddress.ip_address(address)
+    for rule in policy["spec"]["egress"]:
+        ports = rule.get("ports")
+        if ports and not any(p.get("protocol", "TCP") == "TCP" and p.get("port") == port for p in ports):
+            continue
+        if not rule.get("to"):
+            return True
+        for block in (peer["ipBlock"] for peer in rule["to"] if "ipBlock" in peer):
+            if ip.version != ipaddress.ip_network(block["cidr"]).version:
+                continue
+            excepted = any(ip in ipaddress.ip_network(cidr) for cidr in block.get("except", []))
+            if ip in ipaddress.ip_network(block["cidr"]) and not excepted:
+                return True
+    return False
+
+
+def test_model_servers_fetch_media_only_from_the_allowed_domains(tmp_path: Path) -> None:
+    """vllm.allowedMediaDomains is --allowed-media-domains of both servers, read by vLLM's own
+    parser as exactly those hosts (extraArgs after it stay theirs); redirects are off, since
+    vLLM checks only the first URL's host."""
+    chosen = {"vllm": {"allowedMediaDomains": MEDIA_HOSTS}}
+    gpu = rendered_with(tmp_path, chosen)
+    cpu = rendered(
+        "-f", str(CHART / "ci" / "cpu-only-values.yaml"), "-f", str(tmp_path / "chosen-values.yaml")
+    )
+    containers = [
+        pod_spec(docs, "Deployment", suffix)["containers"][0]
+        for docs in (gpu, cpu, render("default"))
+        for suffix in ("-vllm", "-embedding")
+    ]
+    parsed = parse_serve_args(*(c["args"] for c in containers))
+    assert [p["allowed_media_domains"] for p in parsed] == [MEDIA_HOSTS] * 4 + [None] * 2
+    assert (parsed[2]["dtype"], parsed[2]["max_model_len"]) == ("bfloat16", 4096)  # cpu-only's extraArgs
+    for container in containers:
+        assert {"name": "VLLM_MEDIA_URL_ALLOW_REDIRECTS", "value": "0"} in container["env"]
+    following = rendered(*settings("vllm.followMediaRedirects=true"))
+    for suffix in ("-vllm", "-embedding"):
+        env = pod_spec(following, "Deployment", suffix)["containers"][0]["env"]
+        assert {"name": "VLLM_MEDIA_URL_ALLOW_REDIRECTS", "value": "1"} in env, suffix
+    for host in ("https://images.cdn.example.com", "*.cdn.example.com", "Images.CDN.example.com"):
+        refused = render_text("--set-json", f"vllm.allowedMediaDomains={json.dumps([host])}")
+        assert refused.returncode != 0 and "allowedMediaDomains" in refused.stderr, host
+
+
+def test_model_servers_reach_dns_and_public_https_only_by_default() -> None:
+    docs = render("default")
+    worker_dns = _dns_rules(find(docs, "NetworkPolicy", "-worker"))
+    for suffix in ("-vllm", "-embedding"):
+        policy = find(docs, "NetworkPolicy", suffix)
+        assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"], suffix
+        assert _dns_rules(policy) == worker_dns, suffix
+        # The Hugging Face Hub and media CDNs (public addresses) over HTTPS.
+        assert egress_allows(policy, "18.239.50.1", 443), suffix
+        for address, port in [
+            *((metadata, port) for metadata in METADATA for port in (80, 443)),
+            ("10.96.0.1", 443),  # the Kubernetes API, other Services
+            ("10.20.3.4", 9092),  # Kafka
+            ("192.168.1.10", 443),
+            ("127.0.0.1", 443),
+            ("18.239.50.1", 80),
+        ]:
+            assert not egress_allows(policy, address, port), (suffix, address, port)
+
+
+def test_configured_model_server_egress_never_reaches_cloud_metadata(tmp_path: Path) -> None:
+    egress = [
+        {
+            "to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}],
+            "ports": [{"protocol": "TCP", "port": 80}, {"port": 443}],
+        },
+        {
+            "to": [
+                {"ipBlock": {"cidr": "100.64.0.0/10", "except": ["100.100.0.0/16"]}},
+                {"podSelector": {"matchLabels": {"app": "hub-mirror"}}},
+            ],
+            "ports": [{"port": 8080}],
+        },
+        {"to": [{"ipBlock": {"cidr": "2001:db8::/32"}}], "ports": [{"port": 443}]},
+    ]
+    docs = rendered_with(tmp_path, {"vllm": {"networkPolicy": {"egress": egress}}})
+    validated = tmp_path / "rendered.yaml"
+    validated.write_text(yaml.safe_dump_all(docs))
+    done = kubernetes_validate(validated)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for suffix in ("-vllm", "-embedding"):  # the embedding server inherits vllm's rules
+        policy = find(docs, "NetworkPolicy", suffix)
+        rules = policy["spec"]["egress"][1:]
+        assert rules[0]["to"] == [{"ipBlock": {"cidr": "0.0.0.0/0", "except": [f"{a}/32" for a in METADATA]}}]
+        # Already excepted by the user's own range: nothing added; other peers as given.
+        assert rules[1]["to"] == egress[1]["to"] and rules[2] == egress[2], suffix
+        assert egress_allows(policy, "8.8.8.8", 80) and egress_allows(policy, "100.64.0.5", 8080), suffix
+        for metadata in METADATA:
+            for port in (80, 443, 8080):
+                assert not egress_allows(policy, metadata, port), (suffix, metadata, port)
+
+
+@pytest.mark.parametrize(
+    ("rule", "complaint"),
+    [
+        (
+            {"ports": [{"port": 443}]},
+            "vllm.networkPolicy.egress[0] has no `to`, so it allows every destination",
+        ),
+        ({"to": [], "ports": [{"port": 443}]}, "vllm.networkPolicy.egress[0] has no `to`"),
+        (
+            {"to": [{"ipBlock": {"cidr": "169.254.169.254/32"}}]},
+            "allows 169.254.169.254/32, a cloud metadata address",
+        ),
+        ({"to": [{"ipBlock": {"cidr": "10.0.0.0"}}]}, '"10.0.0.0" is not an IPv4 or IPv6 CIDR'),
+    ],
+)
+def test_model_server_egress_that_could_reach_metadata_fails_the_render(
+    tmp_path: Path, rule: dict[str, Any], complaint: str
+) -> None:
+    path = tmp_path / "egress-values.yaml"
+    path.write_text(yaml.safe_dump({"vllm": {"networkPolicy": {"egress": [rule]}}}))
+    done = render_text("-f", str(path))
+    assert done.returncode != 0
+    assert complaint in done.stderr, done.stderr
+
+
+# --- no secrets in the ConfigMap ------------------------------------------------------------
+
+
+def _secret_names_rule() -> tuple[re.Pattern[str], set[str]]:
+    """The schema's pattern of secret-like config.env names, and the settings it excepts."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    refused = schema["properties"]["config"]["properties"]["env"]["propertyNames"]["if"]
+    return re.compile(refused["pattern"]), set(refused["not"]["enum"])
+
+
+def test_config_env_secret_pattern_covers_the_secret_settings_and_no_other() -> None:
+    pattern, excepted = _secret_names_rule()
+    assert [name for name in sorted(secret_setting_names()) if not pattern.search(name)] == []
+    not_secret = setting_names() - secret_setting_names()
+    assert sorted(name for name in not_secret if pattern.search(name)) == sorted(excepted)
+    # Names near a secret's (a key file's path, an excepted switch) still render.
+    docs = rendered(*settings("config.env.STREAMPROC_KAFKA__SSL_KEY_FILE=/etc/kafka/user.key",
+                              "config.env.STREAMPROC_WORKER__LOG_LEVEL=debug",
+                              *(f"config.env.{name}=true" for name in excepted)))  # fmt: skip
+    data = find(docs, "ConfigMap", "-config")["data"]
+    assert data["STREAMPROC_KAFKA__SSL_KEY_FILE"] == "/etc/kafka/user.key"
+    assert data["STREAMPROC_WORKER__LOG_LEVEL"] == "debug"
+    assert all(data[name] == "true" for name in excepted)
+    assert not pattern.search("STREAMPROC_INFERENCE__MAX_TOKENS")
+
+
+@pytest.mark.parametrize("name", [*sorted(secret_setting_names()), "HF_TOKEN", "AWS_SECRET_ACCESS_KEY"])
+def test_config_env_refuses_a_secret_with_where_to_put_it(name: str) -> None:
+    done = render_text("--set", f"config.env.{name}=x")
+    assert done.returncode != 0
+    assert f'Property name of "{name}" does not match' in done.stderr, done.stderr
+    assert "looks like a secret: config.env is a ConfigMap" in done.stderr, done.stderr
+    assert "load it with extraEnvFrom" in done.stderr, done.stderr
 
 
 # --- scaling and the model server ----------------------------------------------------------

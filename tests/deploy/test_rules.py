@@ -63,6 +63,25 @@ def test_target_down_alerts_watch_only_this_stacks_jobs() -> None:
         assert watching(job) == [], f"{job} is another team's job, yet {watching(job)} watch it"
 
 
+def test_vllm_rules_read_only_this_stacks_model_servers() -> None:
+    """Every vllm:* selector of the rules names the stack's model-server jobs (its own
+    ServiceMonitors and scrape configs set them), so another team's vLLM in the same
+    Prometheus is neither recorded nor alerted on (deploy/prometheus/tests/vllm.test.yml runs it)."""
+    own = {job for job in EXPECTED_WATCHERS if job.startswith("vllm")}
+    read = 0
+    for rule in rules():
+        name = rule.get("record") or rule.get("alert")
+        for metric, matchers in re.findall(r"(vllm:[\w:]+)\s*(?:\{([^}]*)\})?", rule["expr"]):
+            read += 1
+            job = re.search(r'(?<![\w])job\s*(=~|=)\s*"([^"]*)"', matchers or "")
+            assert job, f"{name}: {metric} has no job matcher, so it reads every team's vLLM"
+            operator, value = job.groups()
+            matched = {j for j in (*own, *EXPECTED_WATCHERS, *OTHER_TEAMS_JOBS)
+                       if (re.fullmatch(value, j) if operator == "=~" else j == value)}  # fmt: skip
+            assert matched and matched <= own, f"{name}: {metric}{{job{operator}{value!r}}} selects {matched}"
+    assert read, "no vllm:* metric in the rules"
+
+
 def test_model_servers_get_longer_than_their_start_up_probe_before_alerting() -> None:
     """vLLM listens only once its model is loaded; the chart's startup probe allows that long."""
     chart_values = yaml.safe_load((ROOT / "helm" / "streamproc" / "values.yaml").read_text())

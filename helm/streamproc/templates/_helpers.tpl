@@ -162,3 +162,62 @@ capabilities:
 {{- define "streamproc.policiesChecksum" -}}
 {{- include (print .Template.BasePath "/policies-configmap.yaml") . | sha256sum }}
 {{- end }}
+
+{{- /* The egress rules of a model server's NetworkPolicy, as YAML: the DNS rule, then the
+server's networkPolicy.egress with every cloud metadata address excepted from each ipBlock that
+contains it. A rule without `to` would allow every destination, and an ipBlock that is only a
+metadata address cannot except it: both fail the render. IPv4 blocks are checked; IPv6 blocks
+are rendered as given. Called with (dict "at" VALUES-PATH "rules" RULES "dns" DNS-RULE). */ -}}
+{{- define "streamproc.modelServerEgress" -}}
+{{- $at := .at }}
+{{- $metadata := list "169.254.169.254" "100.100.100.200" }}
+{{- $rules := list .dns }}
+{{- range $i, $rule := .rules }}
+{{- if not $rule.to }}
+{{- fail (printf "%s.networkPolicy.egress[%d] has no `to`, so it allows every destination, cloud metadata (169.254.169.254) included: name its destinations (ipBlock, podSelector, namespaceSelector)" $at $i) }}
+{{- end }}
+{{- $peers := list }}
+{{- range $peer := $rule.to }}
+{{- if $peer.ipBlock }}
+{{- $block := deepCopy $peer.ipBlock }}
+{{- if not (contains ":" (toString $block.cidr)) }}
+{{- $except := $block.except | default list }}
+{{- range $address := $metadata }}
+{{- if include "streamproc.ipv4Contains" (list $block.cidr $address $at) }}
+{{- if hasSuffix "/32" $block.cidr }}
+{{- fail (printf "%s.networkPolicy.egress[%d] allows %s, a cloud metadata address: the model servers never reach it" $at $i $block.cidr) }}
+{{- end }}
+{{- $covered := false }}
+{{- range $except }}{{ if include "streamproc.ipv4Contains" (list . $address $at) }}{{ $covered = true }}{{ end }}{{ end }}
+{{- if not $covered }}{{ $except = append $except (printf "%s/32" $address) }}{{ end }}
+{{- end }}
+{{- end }}
+{{- with $except }}{{ $_ := set $block "except" . }}{{ end }}
+{{- end }}
+{{- $peers = append $peers (merge (dict "ipBlock" $block) (omit $peer "ipBlock")) }}
+{{- else }}
+{{- $peers = append $peers $peer }}
+{{- end }}
+{{- end }}
+{{- $rules = append $rules (merge (dict "to" $peers) (omit $rule "to")) }}
+{{- end }}
+{{- toYaml $rules }}
+{{- end }}
+
+{{- /* "true" when the IPv4 CIDR (list CIDR ADDRESS VALUES-PATH) contains the address, else empty. */ -}}
+{{- define "streamproc.ipv4Contains" -}}
+{{- $cidr := toString (index . 0) }}{{ $address := index . 1 }}
+{{- if not (regexMatch "^[0-9]{1,3}(\\.[0-9]{1,3}){3}/([0-9]|[12][0-9]|3[0-2])$" $cidr) }}
+{{- fail (printf "%s.networkPolicy.egress: %q is not an IPv4 or IPv6 CIDR" (index . 2) $cidr) }}
+{{- end }}
+{{- $parts := splitList "/" $cidr }}
+{{- $size := 1 }}
+{{- range until (sub 32 (atoi (index $parts 1)) | int) }}{{ $size = mul $size 2 }}{{ end }}
+{{- if eq (div (include "streamproc.ipv4Number" (index $parts 0) | atoi) $size) (div (include "streamproc.ipv4Number" $address | atoi) $size) }}true{{ end }}
+{{- end }}
+
+{{- /* An IPv4 address as a number. */ -}}
+{{- define "streamproc.ipv4Number" -}}
+{{- $octets := splitList "." . }}
+{{- add (mul (atoi (index $octets 0)) 16777216) (mul (atoi (index $octets 1)) 65536) (mul (atoi (index $octets 2)) 256) (atoi (index $octets 3)) }}
+{{- end }}

@@ -107,12 +107,20 @@ spec:
             {{- range .args }}
             - {{ . | quote }}
             {{- end }}
+            {{- with $v.allowedMediaDomains }}
+            - --allowed-media-domains
+            {{- range . }}
+            - {{ . | quote }}
+            {{- end }}
+            {{- end }}
             {{- range $v.extraArgs }}
             - {{ . | quote }}
             {{- end }}
           env:
             - name: HF_HOME
               value: {{ $v.modelCache.mountPath | quote }}
+            - name: VLLM_MEDIA_URL_ALLOW_REDIRECTS
+              value: {{ ternary "1" "0" $v.followMediaRedirects | quote }}
             {{- with (include "streamproc.hfTokenSecretName" $root) }}
             - name: HF_TOKEN
               valueFrom:
