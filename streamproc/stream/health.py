@@ -6,7 +6,8 @@ Served from a thread, so that a scrape or a probe never waits for the event loop
 - ``/healthz``: 200 while the event loop is responsive, i.e. its ``Heartbeat`` beat within
   ``liveness_bound_seconds``; 503 otherwise (a blocked or dead loop: restart the process).
 - ``/readyz``: 200 ``ready`` when the readiness check names no reason; else 503 with the
-  reasons, one per line.
+  reasons, one per line. Either way followed by the service's notices, one per line: what
+  an operator should know that does not stop it (a policy change it rejected).
 - anything else: 404.
 
 Each connection gets a socket timeout and at most ``max_connections`` are served at once
@@ -45,9 +46,11 @@ __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
     "HealthServer",
     "Heartbeat",
+    "NoticeCheck",
     "Probes",
     "ReadinessCheck",
     "StatusFile",
+    "read_notes",
     "read_status",
 ]
 
@@ -68,6 +71,9 @@ _REFUSAL_WARNING_INTERVAL_SECONDS = 60.0
 
 #: Reasons the service is not ready; empty when it is.
 ReadinessCheck = Callable[[], Sequence[str]]
+#: What an operator should know that does not stop the service (a policy change it
+#: rejected): said on /readyz after its answer, either way.
+NoticeCheck = Callable[[], Sequence[str]]
 
 
 class Heartbeat:
@@ -98,7 +104,7 @@ class Probes(Protocol):
 
     heartbeat: Heartbeat
 
-    def set_readiness(self, check: ReadinessCheck) -> None: ...
+    def set_readiness(self, check: ReadinessCheck, notices: NoticeCheck | None = None) -> None: ...
     def close(self) -> None: ...
 
 
@@ -112,11 +118,12 @@ class StatusFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._readiness: ReadinessCheck = lambda: ["service not started"]
+        self._notices: NoticeCheck = tuple
         self.heartbeat = Heartbeat(on_beat=self.write)
         self.write()
 
-    def set_readiness(self, check: ReadinessCheck) -> None:
-        self._readiness = check
+    def set_readiness(self, check: ReadinessCheck, notices: NoticeCheck | None = None) -> None:
+        self._readiness, self._notices = check, notices or tuple
 
     def write(self) -> None:
         try:
@@ -124,11 +131,19 @@ class StatusFile:
         except Exception as exc:  # noqa: BLE001 - a failing check is an answer, not a crash
             reasons = [f"readiness check failed: {exc!r}"]
         partial = self.path.with_name(self.path.name + ".partial")
-        partial.write_text(json.dumps({"reasons": reasons}))
+        partial.write_text(json.dumps({"reasons": reasons, "notes": list(self._notices())}))
         os.replace(partial, self.path)
 
     def close(self) -> None:
         """The file stays: its owner's exit is what tells the supervisor it stopped."""
+
+
+def read_notes(path: Path) -> list[str]:
+    """The notices in a ``StatusFile`` (none when it cannot be read: its status says why)."""
+    try:
+        return [str(n) for n in json.loads(path.read_text()).get("notes", [])]
+    except (OSError, ValueError, AttributeError, TypeError):
+        return []
 
 
 def read_status(path: Path, *, bound_seconds: float) -> tuple[list[str], list[str]]:
@@ -244,11 +259,13 @@ class HealthServer:
         readiness: ReadinessCheck | None = None,
         liveness: ReadinessCheck | None = None,
         liveness_bound_seconds: float = DEFAULT_LIVENESS_BOUND_SECONDS,
+        notices: NoticeCheck | None = None,
         connection_timeout_seconds: float = DEFAULT_CONNECTION_TIMEOUT_SECONDS,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         self.heartbeat = heartbeat or Heartbeat()
         self._liveness = liveness  # instead of the heartbeat (a supervisor: its children's)
+        self._notices: NoticeCheck = notices or tuple
         self._readiness: ReadinessCheck = readiness or (lambda: ["service not started"])
         self._bound = liveness_bound_seconds
         self._metrics = make_wsgi_app(registry)
@@ -260,9 +277,10 @@ class HealthServer:
         self._thread = threading.Thread(target=self._server.serve_forever, name="health-http", daemon=True)
         self._thread.start()
 
-    def set_readiness(self, check: ReadinessCheck) -> None:
-        """Answer /readyz from ``check`` from now on."""
+    def set_readiness(self, check: ReadinessCheck, notices: NoticeCheck | None = None) -> None:
+        """Answer /readyz from ``check`` (and say ``notices``) from now on."""
         self._readiness = check
+        self._notices = notices or tuple
 
     @property
     def refused_connections(self) -> int:
@@ -298,15 +316,21 @@ class HealthServer:
         if path == "/healthz":
             return _answer(start_response, self.liveness(), ok="ok")
         if path == "/readyz":
-            return _answer(start_response, self.readiness(), ok="ready")
+            try:
+                notes = list(self._notices())
+            except Exception as exc:  # noqa: BLE001 - a failing check is an answer, not a crash
+                notes = [f"notices failed: {exc!r}"]
+            return _answer(start_response, self.readiness(), ok="ready", notes=notes)
         known = "/metrics, /healthz or /readyz"
         return _text(start_response, "404 Not Found", f"no such path {path}; try {known}")
 
 
-def _answer(start_response: StartResponse, reasons: Sequence[str], *, ok: str) -> list[bytes]:
+def _answer(
+    start_response: StartResponse, reasons: Sequence[str], *, ok: str, notes: Sequence[str] = ()
+) -> list[bytes]:
     if reasons:
-        return _text(start_response, "503 Service Unavailable", "\n".join(reasons))
-    return _text(start_response, "200 OK", ok)
+        return _text(start_response, "503 Service Unavailable", "\n".join([*reasons, *notes]))
+    return _text(start_response, "200 OK", "\n".join([ok, *notes]))
 
 
 def _text(start_response: StartResponse, status: str, body: str) -> list[bytes]:

@@ -56,6 +56,15 @@ class ReadyService(Service, Protocol):
         """
 
 
+@runtime_checkable
+class NoticingService(Service, Protocol):
+    def notices(self) -> list[str]:
+        """What an operator should know that does not stop the service, said on /readyz.
+
+        Called from the health server's thread: read plain state only.
+        """
+
+
 class _OneLineFormatter(logging.Formatter):
     """Text logs: each record's message on its one line whatever it quotes (an event's field
     name holding a newline would otherwise forge a record), control characters escaped and
@@ -161,7 +170,7 @@ def run(service: Service, server: Probes | None = None) -> None:
                 loop.remove_signal_handler(sig)
 
     if server is not None:
-        server.set_readiness(readiness)
+        server.set_readiness(readiness, service.notices if isinstance(service, NoticingService) else None)
     try:
         asyncio.run(main())
     finally:

@@ -48,7 +48,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from streamproc.errors import ConfigError
-from streamproc.stream.health import DEFAULT_LIVENESS_BOUND_SECONDS, HealthServer, read_status
+from streamproc.stream.health import DEFAULT_LIVENESS_BOUND_SECONDS, HealthServer, read_notes, read_status
 
 __all__ = ["ChildFailed", "MetricsPort", "supervise"]
 
@@ -132,7 +132,12 @@ def _state_dirs() -> Iterator[tuple[Path, Path]]:
 def _serve(registry: CollectorRegistry, metrics: MetricsPort, group: _Group) -> HealthServer:
     try:
         server = HealthServer(
-            registry, metrics.host, metrics.port, readiness=group.readiness, liveness=group.liveness
+            registry,
+            metrics.host,
+            metrics.port,
+            readiness=group.readiness,
+            liveness=group.liveness,
+            notices=group.notices,
         )
     except OSError as exc:
         raise ConfigError(
@@ -248,6 +253,13 @@ class _Group:
             _, not_ready = read_status(self.status_path(index), bound_seconds=self._bound)
             reasons.extend(f"{child.name} (pid {child.pid}): {r}" for r in not_ready)
         return reasons
+
+    def notices(self) -> list[str]:
+        return [
+            f"{child.name} (pid {child.pid}): {note}"
+            for index, child in enumerate(self._snapshot())
+            for note in read_notes(self.status_path(index))
+        ]
 
     def _snapshot(self) -> list[BaseProcess]:
         with self._lock:

@@ -42,11 +42,13 @@ async def watch_policies(
     *,
     debounce_ms: int = 300,
     allow_shadows: bool = True,
+    rejected: Callable[[str | None], None] = lambda _: None,
 ) -> None:
     """Run until cancelled: reload on every change under ``paths``.
 
     With ``allow_shadows`` false (the worker started without shadow packs, so it never
     checked that the shadow topic exists) a change that adds shadow packs is rejected.
+    ``rejected`` hears why a change was rejected, and None once a change is applied.
     """
     folders = sorted({(p if p.is_dir() else p.parent).resolve() for p in paths})
     async for changes in awatch(*folders, debounce=debounce_ms, recursive=False):
@@ -62,12 +64,15 @@ async def watch_policies(
         except ConfigError as exc:
             metrics.policy_reload(applied=False)
             log.error("policy change rejected, previous packs keep serving: %s", exc)  # noqa: TRY400
+            rejected(f"policy change rejected, previous packs keep serving: {exc}")
             continue
-        except Exception:  # a loader bug must not end the watch: later changes still apply
+        except Exception as exc:  # a loader bug must not end the watch: later changes still apply
             metrics.policy_reload(applied=False)
             log.exception("policy change rejected (unexpected error), previous packs keep serving")
+            rejected(f"policy change rejected (unexpected error {exc!r}), previous packs keep serving")
             continue
         apply(policies)
+        rejected(None)
         metrics.policy_reload(applied=True)
         publish_policy_info(metrics, policies)
 

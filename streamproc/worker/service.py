@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from streamproc.config import Settings
 from streamproc.decision import SecondModel
-from streamproc.errors import redact_url
+from streamproc.errors import redact_url, safe_text
 from streamproc.inference import InferenceClient, ModelRouter, open_router
 from streamproc.metrics import PrometheusWorkerMetrics, WorkerRecorder, create
 from streamproc.policy import PolicySet, load_policy_set
@@ -61,6 +61,7 @@ class ModerationService:
         self._pipeline: Pipeline | None = None
         self._client: ModelRouter | None = None
         self._stopped = False
+        self._rejected_change: str | None = None  # why the last policy change was rejected
 
     def ready(self) -> list[str]:
         """Not ready before the packs are handed to a processor and the consumer group has
@@ -71,6 +72,15 @@ class ModerationService:
         reasons = pipeline.readiness()
         reasons += [f"model server {url} unavailable: circuit open" for url in client.unavailable]
         return reasons
+
+    def notices(self) -> list[str]:
+        """A rejected policy change, until a later one applies: the worker serves on with the
+        packs it had, so it stays ready, but /readyz says so."""
+        rejected = self._rejected_change
+        return [rejected] if rejected is not None else []
+
+    def _policy_change_rejected(self, why: str | None) -> None:
+        self._rejected_change = safe_text(why, 2_000) if why is not None else None  # one line
 
     def stop(self) -> None:
         """Stop fetching; ``run`` then drains, commits and returns."""
@@ -124,6 +134,7 @@ class ModerationService:
                         processor.replace_policies,
                         metrics,
                         allow_shadows=bool(self._policies.shadow_policies),
+                        rejected=self._policy_change_rejected,
                     )
                 )
             try:

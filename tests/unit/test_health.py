@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,7 +25,7 @@ from streamproc.inference import client as client_module
 from streamproc.metrics import NOOP, PrometheusWorkerMetrics
 from streamproc.stream import Pipeline, host
 from streamproc.stream import lag as lag_module
-from streamproc.stream.health import HealthServer, Heartbeat
+from streamproc.stream.health import HealthServer, Heartbeat, StatusFile, read_notes
 from streamproc.stream.lag import LagTracker, partition_lag
 from streamproc.stream.records import InboundRecord, OutboundRecord
 
@@ -62,6 +63,23 @@ def test_readyz_names_the_reasons_with_503_and_says_ready_with_200(server: Healt
     server.set_readiness(list)
     answer = get(server, "/readyz")
     assert (answer.status_code, answer.text) == (200, "ready\n")
+
+
+def test_readyz_says_the_notices_after_its_answer_without_changing_it(
+    server: HealthServer, tmp_path: Path
+) -> None:
+    note = "policy change rejected, previous packs keep serving: listings.yaml:12: labels: ..."
+    server.set_readiness(list, lambda: [note])
+    answer = get(server, "/readyz")
+    assert (answer.status_code, answer.text.splitlines()) == (200, ["ready", note])
+    server.set_readiness(lambda: ["starting"], lambda: [note])
+    answer = get(server, "/readyz")
+    assert (answer.status_code, answer.text.splitlines()) == (503, ["starting", note])
+    # A supervised process passes them on through its status file.
+    status = StatusFile(tmp_path / "status.json")
+    status.set_readiness(list, lambda: [note])
+    status.write()
+    assert read_notes(status.path) == [note] and read_notes(tmp_path / "missing.json") == []
 
 
 def test_a_failing_readiness_check_is_a_503_not_a_crash(server: HealthServer) -> None:

@@ -97,8 +97,10 @@ async def test_a_broken_pack_is_rejected_and_counted_and_the_next_valid_change_a
             return load_policy_set([tmp_path])
 
         monkeypatch.setattr("streamproc.worker.policy_watch.load_policy_set", flaky)
-    reloads, applied = Reloads(), list[PolicySet]()
-    watcher = asyncio.create_task(watch_policies([tmp_path], applied.append, reloads, debounce_ms=50))
+    reloads, applied, said = Reloads(), list[PolicySet](), list[str | None]()
+    watcher = asyncio.create_task(
+        watch_policies([tmp_path], applied.append, reloads, debounce_ms=50, rejected=said.append)
+    )
     try:
         for attempt in range(200):  # rewritten until seen: the watcher may not be watching yet
             if reloads.rejected:
@@ -107,6 +109,8 @@ async def test_a_broken_pack_is_rejected_and_counted_and_the_next_valid_change_a
                 (tmp_path / "broken.yaml").write_bytes(broken or b"# changed\n")
             await asyncio.sleep(0.05)
         assert reloads.rejected and not applied
+        # What /readyz then says, until a change applies.
+        assert said and said[-1] is not None and said[-1].startswith("policy change rejected")
         (tmp_path / "broken.yaml").unlink()
         listings = tmp_path / "listings.yaml"
         listings.write_text(listings.read_text().replace("review_sla_hours: 24", "review_sla_hours: 12"))
@@ -118,4 +122,5 @@ async def test_a_broken_pack_is_rejected_and_counted_and_the_next_valid_change_a
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)
     assert applied, "the watch ended on the broken pack"
+    assert said[-1] is None
     assert applied[-1].versions["marketplace-listings"] != before.versions["marketplace-listings"]
