@@ -8,6 +8,7 @@ from streamproc.cli.calibrate import calibrate
 from streamproc.cli.common import OneLineErrors
 from streamproc.cli.demo import demo
 from streamproc.cli.evaluate import eval_
+from streamproc.cli.explain import explain
 from streamproc.cli.policy import policy
 from streamproc.cli.resources import publish, schemas, topics
 from streamproc.cli.services import check_config, export_labels, quality, worker
@@ -35,6 +36,7 @@ for _command in (
     calibrate,
     train,
     export_labels,
+    explain,
 ):
     cli.add_command(_command)
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from streamproc.cli.common import BadConfiguration
 from streamproc.errors import ConfigError, StreamprocError
+
+if TYPE_CHECKING:
+    from streamproc.policy import Policy
 
 __all__ = ["policy"]
 
@@ -22,7 +26,7 @@ def policy() -> None:
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 def policy_check(files: tuple[Path, ...]) -> None:
     """Validate packs; errors name the file and line. Exit 1 if any is invalid, 2 if a path
-    names no packs."""
+    names no packs. Missing translations of seller messages are warnings."""
     from streamproc.policy import PolicySet, load_pack  # noqa: PLC0415
     from streamproc.policy.calibration import describe_calibrated  # noqa: PLC0415
     from streamproc.policy.heads import describe_heads  # noqa: PLC0415
@@ -52,6 +56,8 @@ def policy_check(files: tuple[Path, ...]) -> None:
             click.echo(f"    {line}")
         for line in describe_heads(pack.probe) if pack.probe is not None else []:
             click.echo(f"    {line}")
+        for line in _translation_warnings(pack):
+            click.echo(f"    warning: {line}")
     if failed:
         raise click.ClickException("some packs are invalid; the lines above say where")
     if any(path.is_dir() for path in files):
@@ -59,6 +65,21 @@ def policy_check(files: tuple[Path, ...]) -> None:
             PolicySet(loaded)
         except ConfigError as exc:
             raise click.ClickException(str(exc)) from exc
+
+
+def _translation_warnings(pack: Policy) -> list[str]:
+    """The pack's seller messages (and the built-in error message) lacking a locale that some
+    of its messages are translated into: readers there get the default text."""
+    from streamproc.decision import INFERENCE_ERROR_MESSAGES  # noqa: PLC0415
+    from streamproc.policy.messages import missing_translations  # noqa: PLC0415
+
+    messages = pack.localized_messages()
+    fixed = {"the built-in error message": INFERENCE_ERROR_MESSAGES}
+    default = {what: text.locale for what, text in {**messages, **fixed}.items()}
+    return [
+        f"{what} has no seller message in {', '.join(locales)} (readers there get the {default[what]} text)"
+        for what, locales in missing_translations(messages, fixed).items()
+    ]
 
 
 @policy.command("show")

@@ -9,9 +9,11 @@ from streamproc.decision.evaluate import (
     evaluate,
     evaluate_item,
 )
+from streamproc.decision.explain import WindowScores, explain
 from streamproc.decision.sampling import audit_sample, drawn, sampled_shadows, shadow_key
 from streamproc.decision.thresholds import (
     INFERENCE_ERROR_MESSAGE,
+    INFERENCE_ERROR_MESSAGES,
     INFERENCE_ERROR_REASON,
     NO_VIOLATION_REASON,
     Outcome,
@@ -28,12 +30,14 @@ from streamproc.decision.verdict import (
 
 __all__ = [
     "INFERENCE_ERROR_MESSAGE",
+    "INFERENCE_ERROR_MESSAGES",
     "INFERENCE_ERROR_REASON",
     "NO_VIOLATION_REASON",
     "Evaluation",
     "ModelClient",
     "Outcome",
     "SecondModel",
+    "WindowScores",
     "audit_sample",
     "build_verdict",
     "decide",
@@ -43,6 +47,7 @@ __all__ = [
     "drawn",
     "evaluate",
     "evaluate_item",
+    "explain",
     "flagged_categories",
     "idempotency_key",
     "review_ticket",

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from streamproc.decision.explain import WindowScores, explain
 from streamproc.decision.thresholds import (
     Outcome,
     decide,
@@ -27,6 +28,7 @@ from streamproc.inference.protocol import ModelAnswer, ModelRequest
 from streamproc.metrics import NOOP, DecisionRecorder
 from streamproc.policy import SCORERS, ItemWindows, Policy, Scorer, item_windows
 from streamproc.policy.calibration import calibrated_scores, second_opinion_scores
+from streamproc.policy.rule_match import RuleSpan
 from streamproc.policy.rules import CompiledRules, RuleHit, RuleOutcome
 from streamproc.schemas import ContentEvent, SourceRef, TokenUsage, Verdict, VerdictMode
 
@@ -66,6 +68,10 @@ class Evaluation:
     second_answers: int = 0
     #: The item's fields the model did not read in full (``ItemWindows.clipped``).
     clipped: tuple[str, ...] = ()
+    #: The deciding model's raw scores per window, in window order (empty when it gave none).
+    windows: tuple[WindowScores, ...] = ()
+    #: Where the deciding rule matched the item, when a rule decided and its form can say.
+    span: RuleSpan | None = None
 
     @property
     def cascaded(self) -> bool:
@@ -115,31 +121,71 @@ async def evaluate_item(
             outcome = _rule_outcome(policy, pre.hit)
         else:
             outcome = decide_on_rule_error(pre.errors[0].rule_id)
-        return Evaluation(_checked(policy, outcome, pre, metrics), {}, [])
+        outcome = _checked(policy, outcome, pre, metrics)
+        return Evaluation(outcome, {}, [], span=_span(rules, outcome, context))
     metrics.model_requests(scorer.name, _count(requests))
     answers: list[ModelAnswer] = []
     try:
-        scores = await _model_scores(scorer, policy, requests, model, metrics, answers)
+        scores, by_window = await _model_scores(scorer, policy, requests, model, metrics, answers)
     except InferenceError as exc:
         return Evaluation(_failed(policy, exc), {}, answers, clipped=windows.clipped)
     if second is None or policy.cascade is None or not policy.cascade.uncertain(scores):
         outcome = _model_outcome(policy, rules, event, scores, context, metrics)
-        return Evaluation(outcome, scores, answers, clipped=windows.clipped)
+        return Evaluation(
+            outcome,
+            scores,
+            answers,
+            clipped=windows.clipped,
+            windows=_window_scores(windows, by_window),
+            span=_span(rules, outcome, context),
+        )
     # What the first model alone decided: offline evaluation reports it beside the cascade.
     first = (_model_outcome(policy, rules, event, scores, context, NOOP), scores)
     if policy.cascade.scorer is not None and policy.cascade.scorer != scorer.name:
         scorer = SCORERS[policy.cascade.scorer]
         requests = _requests(scorer, policy, windows)
+    return await _cascade(
+        policy, rules, event, (scorer, requests), windows, context, second, metrics, answers, first
+    )
+
+
+async def _cascade(
+    policy: Policy,
+    rules: CompiledRules,
+    event: ContentEvent,
+    asking: tuple[Scorer, list[list[ModelRequest]]],
+    windows: ItemWindows,
+    context: Mapping[str, Any],
+    second: ModelClient,
+    metrics: DecisionRecorder,
+    answers: list[ModelAnswer],
+    first: tuple[Outcome, dict[str, float]],
+) -> Evaluation:
+    """The second model decides an item the first found uncertain (``first``: what it decided),
+    asked with ``asking``'s scorer and requests."""
+    scorer, requests = asking
     metrics.cascaded(policy.name, requests=_count(requests))
     second_answers: list[ModelAnswer] = []
     try:
-        scores = await _model_scores(scorer, policy, requests, second, metrics, second_answers, second=True)
+        scores, by_window = await _model_scores(
+            scorer, policy, requests, second, metrics, second_answers, second=True
+        )
     except InferenceError as exc:
-        outcome, scores = _failed(policy, exc), {}
+        outcome, scores, by_window = _failed(policy, exc), {}, []
     else:
         outcome = _model_outcome(policy, rules, event, scores, context, metrics)
     answers += second_answers
-    return Evaluation(outcome, scores, answers, first, _count(requests), len(second_answers), windows.clipped)
+    return Evaluation(
+        outcome,
+        scores,
+        answers,
+        first,
+        _count(requests),
+        len(second_answers),
+        windows.clipped,
+        _window_scores(windows, by_window),
+        _span(rules, outcome, context),
+    )
 
 
 async def decide_verdict(
@@ -174,6 +220,7 @@ async def decide_verdict(
         now=clock(),
         mode=mode,
         clipped=result.clipped,
+        explanation=explain(policy, result.outcome, result.scores, windows=result.windows, span=result.span),
     )
     return verdict, result.outcome
 
@@ -196,9 +243,10 @@ async def _model_scores(
     answers: list[ModelAnswer],
     *,
     second: bool = False,
-) -> dict[str, float]:
+) -> tuple[dict[str, float], list[dict[str, float]]]:
     """The model's calibrated scores over the item's windows (the cascade's calibration for the
-    ``second`` model); its answers go into ``answers`` (kept when scoring fails)."""
+    ``second`` model), and its raw scores per window; its answers go into ``answers`` (kept
+    when scoring fails)."""
     flat = [request for group in requests for request in group]
     if len(flat) == 1:  # the common case, without gather's task per request
         answers.append(await model.complete(flat[0]))
@@ -260,20 +308,36 @@ def _score(
     by_window: list[list[ModelAnswer]],
     metrics: DecisionRecorder,
     second: bool,
-) -> dict[str, float]:
+) -> tuple[dict[str, float], list[dict[str, float]]]:
     """Each category's highest raw score over the windows (the worst part of the item decides),
-    calibrated: calibrations are increasing, so this is also the highest calibrated score."""
+    calibrated: calibrations are increasing, so this is also the highest calibrated score; and
+    each window's raw scores (which window decided, for the explanation)."""
     calibrate = second_opinion_scores if second else calibrated_scores
     try:
+        per_window = [scorer.scores(policy, answers) for answers in by_window]
         raw: dict[str, float] = {}
-        for answers in by_window:
-            for category, score in scorer.scores(policy, answers).items():
+        for window in per_window:
+            for category, score in window.items():
                 raw[category] = max(score, raw.get(category, score))
         # Thresholds and post-rules read calibrated scores, as the pack's thresholds were fitted on.
-        return calibrate(policy, raw)
+        return calibrate(policy, raw), per_window
     except InferenceError as exc:  # an answer outside the expected format
         metrics.inference_error(exc.kind)
         raise
+
+
+def _window_scores(windows: ItemWindows, by_window: list[dict[str, float]]) -> tuple[WindowScores, ...]:
+    """Each window's scores beside what it reads; none when scoring failed."""
+    if not by_window:
+        return ()
+    return tuple(WindowScores(s, w.covers) for s, w in zip(by_window, windows.windows, strict=True))
+
+
+def _span(rules: CompiledRules, outcome: Outcome, context: Mapping[str, Any]) -> RuleSpan | None:
+    """Where the deciding rule matched, when a rule decided."""
+    if outcome.decided_by.kind != "rule" or outcome.decided_by.id is None:
+        return None
+    return rules.span(outcome.decided_by.id, context)
 
 
 def _usage(answers: list[ModelAnswer]) -> TokenUsage | None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
+from streamproc.decision.explain import explain
 from streamproc.decision.thresholds import Outcome
 from streamproc.policy import Policy
 from streamproc.schemas import (
     ContentEvent,
+    Explanation,
     Latencies,
     ReviewTicket,
     SourceRef,
@@ -77,10 +79,13 @@ def build_verdict(
     now: datetime,
     mode: VerdictMode = "live",
     clipped: Sequence[str] = (),
+    explanation: Explanation | None = None,
 ) -> Verdict:
     """The verdict record; a ``review`` decision carries its review ticket. ``clipped``: the
-    item's fields the model did not read in full."""
+    item's fields the model did not read in full. ``explanation``: what decided it, with the
+    decision path's windows and rule match (decide_verdict); by default, from the scores alone."""
     flagged = flagged_categories(policy, outcome, scores)
+    message = outcome.localized.choose(event.locale)
     return Verdict(
         mode=mode,
         kind="shadow" if mode == "shadow" else "automated",
@@ -93,7 +98,9 @@ def build_verdict(
         decided_by=outcome.decided_by,
         clipped_fields=list(clipped),
         reason_code=outcome.reason_code,
-        seller_message=outcome.seller_message,
+        seller_message=message.text,
+        seller_message_locale=message.locale,
+        seller_message_fallback=message.fallback,
         policy_version=policy.version,
         model=model,
         latency=Latencies(
@@ -105,6 +112,7 @@ def build_verdict(
         ),
         usage=usage,
         review=review_ticket(policy, event, scores, flagged, now) if outcome.decision == "review" else None,
+        explanation=explanation if explanation is not None else explain(policy, outcome, scores),
         idempotency_key=idempotency_key(event, policy.version),
         source=source,
         produced_at=now,

@@ -21,6 +21,7 @@ from pydantic import AfterValidator, Field, StringConstraints, with_config
 from streamproc.errors import ConfigError
 from streamproc.policy.cascade import Cascade
 from streamproc.policy.heads import ProbeHeads
+from streamproc.policy.messages import DEFAULT_MESSAGE_LOCALE, LocaleKey, LocalizedText, Translations
 from streamproc.policy.pack_fields import (
     PACK_FILE,
     Calibration,
@@ -123,6 +124,8 @@ class Category:
     #: ``channel`` scorer: a line saying how an item of this category reads (the model is
     #: asked how much likelier the item's text becomes after it); None = title and description.
     channel_prompt: Text | None = None
+    #: ``seller_message`` in other locales, e.g. {de: ..., pt-BR: ...} (streamproc.policy.messages).
+    seller_messages: Translations = ()
 
 
 @with_config(PACK_FILE)
@@ -170,6 +173,17 @@ class Rule:
     reason_code: ReasonCode
     seller_message: str = ""
     category: Identifier | None = None
+    #: ``seller_message`` in other locales; a rule without a message of its own has its category's.
+    seller_messages: Translations = ()
+
+
+def _drop_unset_translations(fields: dict[str, Any]) -> None:
+    """``Policy.version``: a pack without translations keeps the version it had before them."""
+    if fields["message_locale"] == DEFAULT_MESSAGE_LOCALE:
+        del fields["message_locale"]
+    for holder in (*fields["categories"], *fields["rules"]):
+        if not holder["seller_messages"]:
+            del holder["seller_messages"]
 
 
 @with_config(PACK_FILE)
@@ -188,6 +202,8 @@ class Policy:
     #: next part of a long field; text past the last is named on the verdict (``clipped_fields``).
     max_text_windows: Annotated[int, Field(ge=1, le=16)] = _DEFAULT_TEXT_WINDOWS
     rules: tuple[Rule, ...] = ()
+    #: The locale the plain ``seller_message`` texts are written in.
+    message_locale: LocaleKey = DEFAULT_MESSAGE_LOCALE
     #: Named lists rules can refer to, e.g. banned_sellers, blocked_terms.
     lists: Annotated[
         tuple[tuple[str, tuple[str, ...]], ...], SortedItems(dict[Identifier, tuple[str, ...]])
@@ -250,6 +266,7 @@ class Policy:
                 "`streamproc train`), and heads apply to it only"
             )
         self._check_cascade()
+        self._check_messages()
         if self.mode == "live" and self.shadow_sample != 1.0:
             raise InvalidPolicy(
                 "shadow_sample applies to mode: shadow packs only; remove it or set mode: shadow"
@@ -269,6 +286,34 @@ class Policy:
                 f"cascade.calibration names {sorted(unknown)}, which are not categories of policy {self.name}"
             )
 
+    def _check_messages(self) -> None:
+        for rule in self.rules:
+            if rule.seller_messages and not rule.seller_message:
+                raise InvalidPolicy(
+                    f"rule {rule.id}: seller_messages translate its seller_message, which it does not have; "
+                    "add the default text"
+                )
+        for what, text in self.localized_messages().items():
+            if any(locale == self.message_locale for locale, _ in text.translations):
+                raise InvalidPolicy(
+                    f"{what}: seller_messages.{self.message_locale} repeats the pack's message_locale; "
+                    "the plain seller_message is the text in that locale"
+                )
+
+    def localized_messages(self) -> dict[str, LocalizedText]:
+        """Each seller message the pack defines, by what carries it (``category spam``, ``rule
+        clipped-content``); rules without a message of their own show their category's."""
+        messages = {
+            f"category {c.id}": LocalizedText(c.seller_message, self.message_locale, c.seller_messages)
+            for c in self.categories
+        }
+        for rule in self.rules:
+            if rule.seller_message:
+                messages[f"rule {rule.id}"] = LocalizedText(
+                    rule.seller_message, self.message_locale, rule.seller_messages
+                )
+        return messages
+
     @cached_property
     def version(self) -> str:
         """``name@hash``: any change to text, labels or thresholds gives a new version."""
@@ -280,6 +325,7 @@ class Policy:
         for name in ("channel_neutral", "cascade", "heads"):
             if fields[name] is None:
                 del fields[name]
+        _drop_unset_translations(fields)
         if fields["max_text_windows"] == _DEFAULT_TEXT_WINDOWS:
             del fields["max_text_windows"]
         if not fields["media"]["allowed_hosts"]:

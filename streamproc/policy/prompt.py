@@ -60,6 +60,9 @@ class ItemContent:
 
     text: str
     image_urls: tuple[str, ...] = ()
+    #: A further window's share of one field: (field, start, end), offsets into the field's
+    #: normalised text; None for the first window, which reads every field's head.
+    covers: tuple[str, int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -165,7 +168,10 @@ def item_windows(policy: Policy, event: ContentEvent) -> ItemWindows:
     pending = [(f, at, chunk) for f in fields for at, chunk in f.overflow()]
     room = policy.max_text_windows - 1
     windows = [ItemContent(first, urls)] + [
-        ItemContent(f"{header}\n{f.label} (continued from character {at}): {chunk}")
+        ItemContent(
+            f"{header}\n{f.label} (continued from character {at}): {chunk}",
+            covers=(f.name, at, at + len(chunk)),
+        )
         for f, at, chunk in pending[:room]
     ]
     clipped = {f.name for f, _, _ in pending[room:]} | withheld

@@ -17,7 +17,15 @@ from streamproc.policy.prompt import item_windows
 from streamproc.policy.rule_fields import POST_RULE_FIELDS, RULE_FIELDS
 from streamproc.schemas import ContentEvent, Decision, ListingEvent
 
-__all__ = ["ItemFields", "Lookups", "build_context", "post_fields", "rule_context"]
+__all__ = [
+    "ItemFields",
+    "Lookups",
+    "build_context",
+    "first_entry",
+    "item_text",
+    "post_fields",
+    "rule_context",
+]
 
 _WORDS: Final = re.compile(r"\w+")
 #: Characters of ``text`` rules read: past them every character is also past the model's
@@ -83,6 +91,29 @@ class _Terms:
             if name not in found and any(symbol in text for symbol in symbols):
                 found.add(name)
         return [name for name in self.names if name in found] if found else []
+
+
+def first_entry(entries: Sequence[str], text: str) -> tuple[str, int, int] | None:
+    """The entry of a list that occurs first in ``text`` (folded, as the ``text`` field), found
+    as ``text_lists`` finds entries: (entry as the list writes it, start, end) of where it
+    occurs; None when none does. Scans the whole text: for explaining a match, not the hot path."""
+    by_first: dict[str, list[tuple[tuple[str, ...], str]]] = {}
+    best: tuple[str, int, int] | None = None
+    for entry in entries:
+        folded = fold(entry)
+        phrase = tuple(_WORDS.findall(folded))
+        if phrase:
+            by_first.setdefault(phrase[0], []).append((phrase, entry))
+        elif entry.strip() and (at := text.find(folded)) >= 0 and (best is None or at < best[1]):
+            best = (entry, at, at + len(folded))
+    words = list(_WORDS.finditer(text))
+    for i, word in enumerate(words):
+        if best is not None and word.start() >= best[1]:
+            break
+        for phrase, entry in by_first.get(word[0], ()):
+            if tuple(w[0] for w in words[i : i + len(phrase)]) == phrase:
+                return entry, word.start(), words[i + len(phrase) - 1].end()
+    return best
 
 
 @dataclass(frozen=True)
@@ -249,8 +280,8 @@ _COMMON: Final[dict[str, _Getter]] = {
     "owner_id": lambda lk, e, f: e.owner_id,
     "revision": lambda lk, e, f: e.revision,
     "locale": lambda lk, e, f: e.locale,
-    "text": lambda lk, e, f: fold("\n".join(t for t in _texts(e) if t), TEXT_CHARS),
-    "raw_text": lambda lk, e, f: "\n".join(t for t in _texts(e) if t),
+    "text": lambda lk, e, f: _text(e),
+    "raw_text": lambda lk, e, f: _raw_text(e),
     "clipped_fields": lambda lk, e, f: list(item_windows(lk.policy, e).clipped),
     "category": lambda lk, e, f: " > ".join(f["category_path"]),
     "median_price": lambda lk, e, f: lk.median_price(f["category_path"]),
@@ -287,6 +318,31 @@ _VIDEO: Final[dict[str, _Getter]] = {
     "keyframe_count": lambda lk, e, f: len(e.keyframes),
     "linked_product_count": lambda lk, e, f: len(e.linked_product_ids),
 }
+
+
+#: Fields that are one of the item's own texts, read by name from whichever event has them.
+_OWN_TEXTS: Final = frozenset({"title", "description", "caption", "transcript", "ocr_text"})
+
+
+def item_text(event: ContentEvent, name: str) -> str | None:
+    """Rule field ``name`` of ``event`` as rules read it, when it is the item's own text
+    (``text``, ``raw_text``, ``title``, ``description``, ``caption``, ``transcript``,
+    ``ocr_text``): these need no policy, so a verdict's match can be shown in the item it came
+    from. None for any other field."""
+    if name == "text":
+        return _text(event)
+    if name == "raw_text":
+        return _raw_text(event)
+    # A field the other content type has is empty here, as rules see it.
+    return str(getattr(event, name, "")) if name in _OWN_TEXTS else None
+
+
+def _text(event: ContentEvent) -> str:
+    return fold("\n".join(t for t in _texts(event) if t), TEXT_CHARS)
+
+
+def _raw_text(event: ContentEvent) -> str:
+    return "\n".join(t for t in _texts(event) if t)
 
 
 def _texts(event: ContentEvent) -> list[str]:

@@ -65,35 +65,31 @@ replaces the model's, so one that should only escalate says so (``decision == 'a
 
 from __future__ import annotations
 
-import difflib
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, get_args
 
-import re2  # type: ignore[import-untyped]
 import rule_engine  # type: ignore[import-untyped, unused-ignore]
 
 from streamproc.errors import ConfigError
 from streamproc.policy.model import Policy, Rule
+from streamproc.policy.rule_checks import (
+    InvalidRule,
+    check_boolean,
+    check_literal_names,
+    check_regexes,
+    compile_message,
+)
 from streamproc.policy.rule_context import ItemFields, Lookups, post_fields
-from streamproc.policy.rule_fastpath import CoercedFields, compile_closure, linear_regex, regex_nodes
-from streamproc.policy.rule_fields import POST_RULE_FIELDS, RULE_FIELDS, field_types
+from streamproc.policy.rule_fastpath import CoercedFields, compile_closure
+from streamproc.policy.rule_fields import field_types
+from streamproc.policy.rule_match import RuleSpan, rule_span
 from streamproc.schemas import ContentEvent, Decision
 
 __all__ = ["CompiledRules", "RuleError", "RuleHit", "RuleOutcome"]
 
-_T = rule_engine.DataType
 _DECISIONS: Final = frozenset(get_args(Decision))
 _STAGES: Final = frozenset({"pre", "post"})
-# Names written as literals, checked against the policy at compile time since rule-engine
-# types a mapping's values but not its keys and a misspelled name would never match:
-# ``lists['name']``, ``scores["id"]``, ``'name' in owner_lists``.
-_QUOTED_NAME = r"""(?:'(?P<name>[^'\\]*)'|"(?P<name2>[^"\\]*)")"""
-_LITERAL_NAMES: Final = (
-    re.compile(r"\b(?P<field>lists|scores)\s*&?\[\s*" + _QUOTED_NAME + r"\s*\]"),
-    re.compile(_QUOTED_NAME + r"\s+in\s+(?P<field>owner_lists|text_lists)\b"),
-)
 
 
 @dataclass(frozen=True)
@@ -147,10 +143,6 @@ class _CompiledRule:
         return RuleHit(r.id, r.decision, r.reason_code, r.seller_message, r.category)
 
 
-class _InvalidRule(Exception):
-    """One problem with one rule; :meth:`CompiledRules.compile` collects them."""
-
-
 class CompiledRules:
     """A policy's rules, parsed and type-checked once, ready to evaluate against items.
 
@@ -193,7 +185,7 @@ class CompiledRules:
             seen.add(rule.id)
             try:
                 compiled.append(_compile_rule(rule, policy))
-            except _InvalidRule as problem:
+            except InvalidRule as problem:
                 problems.append(f"rule {rule.id!r}: {problem}")
         if problems:
             raise ConfigError(f"policy {policy.name} has invalid rules:\n  " + "\n  ".join(problems))
@@ -272,6 +264,15 @@ class CompiledRules:
             return _first_match(self._post, base.with_post(scores, decision))
         return _first_match(self._post, {**base, **post_fields(scores, decision)})
 
+    def span(self, rule_id: str, context: Mapping[str, Any]) -> RuleSpan | None:
+        """Where rule ``rule_id``, which matched the item of ``context`` (:meth:`context`),
+        matched it: its field and matched text (:mod:`streamproc.policy.rule_match`); None
+        when the rule's form cannot say, or no rule has that id."""
+        compiled = next((c for c in self._pre + self._post if c.rule.id == rule_id), None)
+        if compiled is None:
+            return None
+        return rule_span(compiled.matcher, context, self._lookups.lists)
+
 
 def _first_match(rules: Sequence[_CompiledRule], context: Mapping[str, Any]) -> RuleOutcome:
     errors: list[RuleError] = []
@@ -300,13 +301,13 @@ def _matches(compiled: _CompiledRule, context: Mapping[str, Any], fields: ItemFi
 
 
 def _compile_rule(rule: Rule, policy: Policy) -> _CompiledRule:
-    """Parse and check one rule; raises :class:`_InvalidRule` with the first problem."""
+    """Parse and check one rule; raises :class:`InvalidRule` with the first problem."""
     if rule.stage not in _STAGES:
-        raise _InvalidRule(f"stage must be 'pre' or 'post', got {rule.stage!r}")
+        raise InvalidRule(f"stage must be 'pre' or 'post', got {rule.stage!r}")
     if rule.decision not in _DECISIONS:
-        raise _InvalidRule(f"decision must be one of {sorted(_DECISIONS)}, got {rule.decision!r}")
+        raise InvalidRule(f"decision must be one of {sorted(_DECISIONS)}, got {rule.decision!r}")
     if rule.category is not None and rule.category not in policy.category_ids:
-        raise _InvalidRule(
+        raise InvalidRule(
             f"category {rule.category!r} is not a category of the policy; known: {list(policy.category_ids)}"
         )
     types = field_types(rule.stage)
@@ -319,80 +320,13 @@ def _compile_rule(rule: Rule, policy: Policy) -> _CompiledRule:
     try:
         matcher: _Matcher = rule_engine.Rule(rule.when, context=context)
     except rule_engine.EngineError as error:
-        raise _InvalidRule(_compile_message(error, rule)) from None
-    _check_boolean(matcher)
-    _check_literal_names(rule.when, policy)
+        raise InvalidRule(compile_message(error, rule)) from None
+    check_boolean(matcher)
+    check_literal_names(rule.when, policy)
     fast = compile_closure(matcher)
-    regex = _check_regexes(matcher, fast is not None)
+    regex = check_regexes(matcher, fast is not None)
     # Context.symbols: every name the parsed expression refers to.
     return _CompiledRule(rule, matcher, frozenset(context.symbols), fast, regex)
-
-
-def _check_regexes(matcher: _Matcher, translated: bool) -> bool:
-    """Whether the rule matches regexes; raises :class:`_InvalidRule` for one that could
-    backtrack: every regex runs on RE2 (time linear in the item's text), never on ``re``."""
-    nodes = regex_nodes(matcher)
-    for node in nodes:
-        pattern = getattr(node, "_right", None)
-        if pattern is None:
-            raise _InvalidRule("a regex must be a literal string ('...'), not computed from a field")
-        try:
-            linear_regex(pattern)
-        except re2.error as error:
-            raise _InvalidRule(
-                f"regex {pattern.pattern!r} cannot run in linear time ({error}): backreferences and "
-                "lookaround are not supported; rewrite it without them"
-            ) from None
-    if nodes and not translated:
-        raise _InvalidRule(
-            "a regex match is supported in and/or/not combinations of comparisons only, not inside "
-            "a comprehension or function; match `text` or a field directly"
-        )
-    return bool(nodes)
-
-
-def _check_boolean(matcher: _Matcher) -> None:
-    # rule-engine would take any truthy value as a match; ``price`` alone is almost surely a
-    # mistake. The result type lives on the parsed statement (read defensively: not API).
-    result_type = getattr(
-        getattr(getattr(matcher, "statement", None), "expression", None), "result_type", None
-    )
-    if result_type is None or _T.NULLABLE.unwrap(result_type) in (_T.BOOLEAN, _T.UNDEFINED):
-        return
-    name = getattr(result_type, "name", str(result_type))
-    raise _InvalidRule(
-        f"the expression gives a {name}, not true/false; compare it, e.g. `... != null` or `... > 0`"
-    )
-
-
-def _check_literal_names(text: str, policy: Policy) -> None:
-    list_names = [name for name, _ in policy.lists]
-    for pattern in _LITERAL_NAMES:
-        for match in pattern.finditer(text):
-            field, name = match["field"], match["name"] if match["name"] is not None else match["name2"]
-            if field == "scores" and name not in policy.category_ids:
-                raise _InvalidRule(
-                    f"scores has no category {name!r}; categories: {list(policy.category_ids)}"
-                )
-            if field != "scores" and name not in list_names:
-                raise _InvalidRule(f"the policy has no list {name!r} ({field}); lists: {list_names}")
-
-
-def _compile_message(error: Any, rule: Rule) -> str:
-    message = str(getattr(error, "message", error))
-    if isinstance(error, rule_engine.SymbolResolutionError):
-        name = error.symbol_name
-        if name in POST_RULE_FIELDS and rule.stage == "pre":
-            return f"unknown field {name!r}: {', '.join(POST_RULE_FIELDS)} exist only in post rules"
-        known = RULE_FIELDS + POST_RULE_FIELDS if rule.stage == "post" else RULE_FIELDS
-        # difflib rather than rule-engine's suggestion, which always offers one ("zzz" → "content_type").
-        close = difflib.get_close_matches(name, known, n=1)
-        if close:
-            return f"unknown field {name!r} (did you mean {close[0]!r}?)"
-        return f"unknown field {name!r}; fields: {', '.join(known)}"
-    if isinstance(error, rule_engine.errors.SyntaxError):
-        return message if message.startswith("syntax error") else f"syntax error: {message}"
-    return f"type error: {message}"
 
 
 def _evaluation_message(error: Any) -> str:

@@ -19,6 +19,7 @@ from typing import Literal
 
 from streamproc.decision import INFERENCE_ERROR_REASON, review_ticket
 from streamproc.policy import Policy, Thresholds
+from streamproc.policy.messages import LocalizedText, SellerMessage
 from streamproc.schemas import (
     AppealEvent,
     AppealOutcome,
@@ -46,6 +47,19 @@ APPEAL_REVIEW = "APPEAL_REVIEW"
 #: The original content record could not be read back (retention, or undecodable).
 APPEAL_CONTENT_UNAVAILABLE = "APPEAL_CONTENT_UNAVAILABLE"
 APPEAL_REVIEW_MESSAGE = "Your appeal is waiting for a manual review."
+#: In the shipped languages, chosen for the item's locale as pack messages are.
+_APPEAL_REVIEW_MESSAGES = LocalizedText(
+    APPEAL_REVIEW_MESSAGE,
+    "en",
+    (
+        ("de", "Ihr Einspruch wartet auf eine manuelle Prüfung."),
+        ("es", "Tu apelación está pendiente de una revisión manual."),
+        ("fr", "Votre contestation est en attente d'une vérification manuelle."),
+        ("it", "Il tuo ricorso è in attesa di una revisione manuale."),
+        ("pl", "Twoje odwołanie czeka na ręczną weryfikację."),
+        ("pt", "Seu recurso está aguardando uma revisão manual."),
+    ),
+)
 #: What became of an appeal (the ``outcome`` label of ``streamproc_appeals_total``).
 AppealResult = Literal["stands", "to_human", "content_unavailable", "error"]
 
@@ -93,19 +107,23 @@ def appeal_verdict(
         decision, reason_code, message, ticket = (
             original.decision,
             evaluated.reason_code,
-            evaluated.seller_message,
+            SellerMessage(
+                evaluated.seller_message, evaluated.seller_message_locale, evaluated.seller_message_fallback
+            ),
             None,
         )
     else:
         reason_code = INFERENCE_ERROR_REASON if result == "error" else APPEAL_REVIEW
         # risk 1 (no scores given): an appeal is urgent whatever the model's scores
         ticket = review_ticket(policy, event, {}, evaluated.flagged_categories, now)
-        decision, message = "review", APPEAL_REVIEW_MESSAGE
+        decision, message = "review", _APPEAL_REVIEW_MESSAGES.choose(event.locale)
     verdict = evaluated.model_copy(
         update={
             "decision": decision,
             "reason_code": reason_code,
-            "seller_message": message,
+            "seller_message": message.text,
+            "seller_message_locale": message.locale,
+            "seller_message_fallback": message.fallback,
             "review": ticket,
             "kind": "appeal",
             "appeal": _outcome(original, appeal, stands=True if stands else None),
@@ -148,7 +166,8 @@ def unavailable_verdict(
         flagged_categories=[],
         decided_by=DecidedBy(kind="error", id="content_unavailable"),
         reason_code=APPEAL_CONTENT_UNAVAILABLE,
-        seller_message=APPEAL_REVIEW_MESSAGE,
+        seller_message=APPEAL_REVIEW_MESSAGE,  # no content, so no locale to choose for
+        seller_message_locale=_APPEAL_REVIEW_MESSAGES.locale,
         policy_version=original.policy_version,
         model=model,
         latency=Latencies(

@@ -298,6 +298,7 @@ def final_verdict(original: Verdict, label: LabelEvent, *, source: SourceRef, no
         decided_by=DecidedBy(kind="human", id=label.labeler_id),
         reason_code=HUMAN_REJECTED if decision == "reject" else HUMAN_APPROVED,
         seller_message=_MESSAGES[decision],
+        seller_message_locale="en",  # the human-decision messages are English only
         policy_version=original.policy_version,
         model=original.model,
         latency=Latencies(processing_seconds=0.0, end_to_end_seconds=now.timestamp() - created_at),

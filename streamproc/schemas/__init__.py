@@ -5,6 +5,7 @@ from streamproc.schemas.audit import AuditSample
 from streamproc.schemas.codec import EVENT_MODELS, decode_event, decode_record, encode
 from streamproc.schemas.common import ContentType
 from streamproc.schemas.dead_letter import DeadLetter, DeadLetterReason
+from streamproc.schemas.explanation import CategoryMargin, Explanation, RuleMatch, WindowSpan
 from streamproc.schemas.label import LabelEvent
 from streamproc.schemas.listing import ListingEvent, Price
 from streamproc.schemas.verdict import (
@@ -28,12 +29,14 @@ __all__ = [
     "AppealEvent",
     "AppealOutcome",
     "AuditSample",
+    "CategoryMargin",
     "ContentEvent",
     "ContentType",
     "DeadLetter",
     "DeadLetterReason",
     "DecidedBy",
     "Decision",
+    "Explanation",
     "HumanDecision",
     "Keyframe",
     "LabelEvent",
@@ -42,12 +45,14 @@ __all__ = [
     "ListingEvent",
     "Price",
     "ReviewTicket",
+    "RuleMatch",
     "SourceRef",
     "TokenUsage",
     "Verdict",
     "VerdictKind",
     "VerdictMode",
     "VideoEvent",
+    "WindowSpan",
     "decode_event",
     "decode_record",
     "encode",

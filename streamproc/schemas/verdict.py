@@ -7,6 +7,7 @@ from typing import Annotated, Any, Final, Literal, Self
 from pydantic import AwareDatetime, Field, model_validator
 
 from streamproc.schemas.common import ContentId, ContentType, OutboundModel
+from streamproc.schemas.explanation import Explanation
 
 __all__ = [
     "AppealOutcome",
@@ -161,6 +162,18 @@ class Verdict(OutboundModel):
     )
     reason_code: str = Field(description="Stable machine-readable reason, e.g. COUNTERFEIT.")
     seller_message: str = Field(description="Text that may be shown to the seller or creator.")
+    seller_message_locale: str | None = Field(
+        default=None,
+        description="The locale seller_message is written in: the item's locale, or a shorter form "
+        "of it (de for an item in de-AT), where the message has a translation there, else the "
+        "default text's (en for the shipped packs and built-in messages). None when there is no "
+        "message, and on verdicts written before this field existed.",
+    )
+    seller_message_fallback: bool = Field(
+        default=False,
+        description="True when the message has no text in the item's locale or language, so "
+        "seller_message is the default text, in another language than the item's.",
+    )
     policy_version: str
     model: str = Field(
         description="Served model whose scores decided, or whose call failed: the cascade's second "
@@ -172,6 +185,13 @@ class Verdict(OutboundModel):
     human: HumanDecision | None = Field(default=None, description="Set on final verdicts after a human.")
     appeal: AppealOutcome | None = Field(
         default=None, description="Set on appeal verdicts (the re-evaluation of an appealed verdict)."
+    )
+    explanation: Explanation | None = Field(
+        default=None,
+        description="What decided it: scores against thresholds with margins, the deciding rule's "
+        "match, the deciding window. Set on the worker's verdicts and kept on an appeal's "
+        "re-evaluation; None on final verdicts, on appeal verdicts whose content could not be "
+        "read, and on verdicts written before this field existed.",
     )
     idempotency_key: str = Field(
         description="content_type:content_id:revision:policy_version, with :human:LABEL_ID on "

@@ -25,6 +25,7 @@ from streamproc.stream.health import HealthServer, Probes
 
 __all__ = [
     "LogFormat",
+    "NoticingService",
     "ReadyService",
     "Service",
     "configure_logging",

@@ -292,6 +292,35 @@ async def test_unreadable_content_goes_to_a_human(
     assert registry.get_sample_value("streamproc_appeals_total", {"outcome": "content_unavailable"}) == 1
 
 
+async def test_appeal_messages_speak_the_items_language(
+    store: QualityStore, quality_metrics: PrometheusQualityMetrics
+) -> None:
+    # the appeal goes to a human: the appeal message, in the item's language
+    content = orjson.dumps({**CLEAN, "locale": "pt-BR"})
+    processor = make(store, quality_metrics, FakeModel(BORDERLINE), FakeFetcher({CONTENT_AT: content}))
+    [result] = appeal_verdicts(await answered(processor, original("approve"), appeal()))
+    assert result.reason_code == APPEAL_REVIEW
+    assert (result.seller_message, result.seller_message_locale, result.seller_message_fallback) == (
+        "Seu recurso está aguardando uma revisão manual.",
+        "pt",
+        False,
+    )
+
+
+async def test_an_appeal_that_stands_keeps_the_message_in_the_items_language(
+    store: QualityStore, quality_metrics: PrometheusQualityMetrics
+) -> None:
+    content = orjson.dumps({**CLEAN, "locale": "de-AT"})
+    processor = make(store, quality_metrics, FakeModel(CLEAR_REJECT), FakeFetcher({CONTENT_AT: content}))
+    [stands] = appeal_verdicts(await answered(processor, original("reject"), appeal()))
+    counterfeit = LISTINGS.localized_messages()["category counterfeit"]
+    assert stands.appeal is not None and stands.appeal.stands is True
+    assert (stands.seller_message, stands.seller_message_locale) == (
+        dict(counterfeit.translations)["de"],
+        "de",
+    )
+
+
 async def test_appeal_model_names_the_model(
     store: QualityStore, quality_metrics: PrometheusQualityMetrics
 ) -> None:

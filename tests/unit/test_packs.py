@@ -2,16 +2,26 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
 from streamproc.cli import cli
+from streamproc.decision import INFERENCE_ERROR_MESSAGES
 from streamproc.errors import ConfigError
 from streamproc.policy import PolicySet, load_pack, load_policy_set
 from streamproc.schemas import decode_event
-from tests.factories import POLICIES, copy_shipped_packs, listing, shipped_policies, video
+from tests.factories import (
+    POLICIES,
+    copy_shipped_packs,
+    decided_verdict,
+    listing,
+    shipped_policies,
+    video,
+)
 
 
 @pytest.fixture
@@ -299,13 +309,44 @@ DISGUISED = [
 def test_shipped_rules_see_through_disguises_wherever_the_text_is(
     disguise: str, text: str, rule: str, where: str
 ) -> None:
-    placed = {
-        "title": {"title": text},
-        "attribute key": {"attributes": {text: "yes"}},
-        "category path": {"category_path": ["Home", text]},
-    }[where]
+    placed: dict[str, Any] = {"title": text}
+    if where == "attribute key":
+        placed = {"attributes": {text: "yes"}}
+    elif where == "category path":
+        placed = {"category_path": ["Home", text]}
     event = listing(**placed)
     policies = shipped_policies()
     rules = policies.rules(policies.select(event))
     hit = rules.pre(event) or rules.post(event, {}, "approve")
     assert hit is not None and hit.rule_id == rule
+
+
+#: The labeled data's languages besides English: every shipped message is translated into them.
+SHIPPED_LANGUAGES = ("de", "es", "fr", "it", "pl", "pt")
+
+
+def test_shipped_packs_translate_every_seller_message() -> None:
+    packs = [*shipped_policies().policies, load_pack(POLICIES / "candidates" / "listings-v2.yaml")]
+    for pack in packs:
+        for what, text in pack.localized_messages().items():
+            assert tuple(locale for locale, _ in text.translations) == SHIPPED_LANGUAGES, (pack.name, what)
+    assert tuple(locale for locale, _ in INFERENCE_ERROR_MESSAGES.translations) == SHIPPED_LANGUAGES
+    check = CliRunner().invoke(cli, ["policy", "check", str(POLICIES), str(POLICIES / "candidates")])
+    assert check.exit_code == 0, check.output
+    assert "warning" not in check.output
+
+
+@pytest.mark.parametrize(
+    ("item_id", "language", "words"),
+    [("L-5204", "pt", "produtos falsificados"), ("L-5415", "de", "gefälschte Waren")],
+)
+def test_labeled_sellers_read_the_shipped_messages_in_their_language(
+    item_id: str, language: str, words: str
+) -> None:
+    lines = (POLICIES.parent / "datasets" / "moderation-v1" / "test.jsonl").read_bytes().splitlines()
+    record = next(r for r in map(json.loads, lines) if r["event"].get("listing_id") == item_id)
+    event, [category, *_] = record["event"], record["true_categories"]
+    policy = shipped_policies().select(listing(**event))
+    verdict = decided_verdict(policy, {category: 1.0}, now=datetime.now(UTC), **event)
+    assert (verdict.decided_by.id, verdict.seller_message_locale) == (category, language)
+    assert words in verdict.seller_message and not verdict.seller_message_fallback
