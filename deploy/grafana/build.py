@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +45,61 @@ class Q:
     legend: str = ""
 
 
+# Every selector of every panel is scoped to the namespaces picked in the `namespace` variable
+# (one release of the chart per namespace; "All" also matches series without the label, as the
+# compose stack's have none).
+NAMESPACE_MATCHER = 'namespace=~"$namespace"'
+_STRING = re.compile(r'"(?:\\.|[^"\\])*"')
+_COPIED = re.compile(
+    r'"(?:\\.|[^"\\])*"'  # string literals
+    r"|\[[^\]]*\]"  # ranges and subqueries
+    r"|\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)"  # label lists
+    r"|\$\w+|\$\{\w+\}"  # Grafana variables
+    r"|(?<![\w:])\d[\w.]*"  # numbers and durations
+)
+_IDENTIFIER = re.compile(r"(?<![\w:])[A-Za-z_:][\w:]*")
+_CALL = re.compile(r"\s*(?:(?:by|without)\s*\([^)]*\)\s*)?\(")  # f(...), sum by (l) (...)
+_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless"}
+_KEYWORDS |= {"offset", "bool", "inf", "nan"}
+
+
+def _matchers_end(expr: str, brace: int) -> int:
+    """The index after the `}` closing the label matchers opened at ``brace``."""
+    position = brace + 1
+    while expr[position] != "}":
+        string = _STRING.match(expr, position)
+        position = string.end() if string else position + 1
+    return position + 1
+
+
+def in_namespace(expr: str) -> str:
+    """``expr`` with NAMESPACE_MATCHER in each of its selectors: every metric name that is not
+    a function, an aggregation or a keyword, outside strings, ranges and label lists."""
+    out, position = [], 0
+    while position < len(expr):
+        copied = _COPIED.match(expr, position)
+        name = None if copied else _IDENTIFIER.match(expr, position)
+        if copied or not name:
+            end = copied.end() if copied else position + 1
+            out.append(expr[position:end])
+            position = end
+            continue
+        position = name.end()
+        out.append(name.group())
+        if _CALL.match(expr, position) or name.group().lower() in _KEYWORDS:
+            continue
+        spaces = len(expr[position:]) - len(expr[position:].lstrip())
+        if expr[position + spaces : position + spaces + 1] == "{":
+            brace = position + spaces
+            end = _matchers_end(expr, brace)
+            inner = expr[brace + 1 : end - 1].strip()
+            out.append(expr[position:brace] + "{" + NAMESPACE_MATCHER + (", " + inner if inner else "") + "}")
+            position = end
+        else:
+            out.append("{" + NAMESPACE_MATCHER + "}")
+    return "".join(out)
+
+
 def graph(
     title: str, unit: str, *queries: Q, description: str = "", stacked: bool = False
 ) -> timeseries.Panel:
@@ -70,7 +126,7 @@ def graph(
             prometheus.Dataquery()
             .ref_id(chr(ord("A") + index))
             .datasource(DATASOURCE)
-            .expr(query.expr)
+            .expr(in_namespace(query.expr))
             .legend_format(query.legend or "__auto")
         )
     if stacked:
@@ -99,7 +155,9 @@ def label_variable(name: str, label: str, metric: str) -> db.QueryVariable:
     )
 
 
-def base(uid: str, title: str, description: str) -> db.Dashboard:
+def base(uid: str, title: str, description: str, namespaces_of: str) -> db.Dashboard:
+    """A dashboard with the datasource and namespace variables; ``namespaces_of`` names a
+    metric whose series carry the namespaces to offer."""
     return (
         db.Dashboard(title)
         .uid(uid)
@@ -111,6 +169,7 @@ def base(uid: str, title: str, description: str) -> db.Dashboard:
         .timezone("browser")
         .tooltip(DashboardCursorSync.CROSSHAIR)
         .with_variable(datasource_variable())
+        .with_variable(label_variable("namespace", "Namespace", namespaces_of))
     )
 
 
@@ -122,6 +181,7 @@ def overview() -> db.Dashboard:
             "streamproc / Overview",
             "Workers: throughput and decisions, latency, in-flight items and the adaptive limit, "
             "consumer lag, dead letters, model errors and circuit, prefix cache.",
+            "streamproc_events_consumed_total",
         )
         .with_row(db.Row("Throughput and decisions"))
         .with_panel(
@@ -325,6 +385,7 @@ def quality() -> db.Dashboard:
             "streamproc / Quality",
             "Accuracy of the automated verdicts against human labels, per category and policy "
             "version; automation rate; shadow packs against live; labels and labelers.",
+            "streamproc_quality_pairs",
         )
         .with_variable(label_variable("policy_version", "Policy version", "streamproc_quality_pairs"))
         .with_variable(label_variable("category", "Category", "streamproc_quality_f1_ratio"))
@@ -501,6 +562,7 @@ def vllm() -> db.Dashboard:
             "The model servers, from vLLM's own metrics: running and waiting requests, KV cache, "
             "token throughput, time to first token, prefix cache of the generative server; "
             "requests, latency and prompt tokens of the embedding server (pooling).",
+            "vllm:num_requests_running",
         )
         .with_variable(label_variable("model_name", "Model", "vllm:num_requests_running"))
         .with_row(db.Row("Generative server: load"))

@@ -150,9 +150,26 @@ def metric_names(expr: str) -> set[str]:
     return names
 
 
+#: Metrics of exporters outside this stack that rules read on Kubernetes only: the kubelet's
+#: volume figures (StreamprocQualityVolumeFilling). No compose or test Prometheus scrapes them,
+#: so queried_metrics() leaves them out; promtool's unit tests cover their rules.
+KUBERNETES_METRICS = frozenset(
+    {"kubelet_volume_stats_available_bytes", "kubelet_volume_stats_capacity_bytes"}
+)
+
+
 def queried_metrics() -> dict[str, set[str]]:
-    """Every metric name the rules and the dashboards read (recorded names excluded), with
-    where each is read."""
+    """Every metric name the rules and the dashboards read (recorded names and
+    KUBERNETES_METRICS excluded), with where each is read."""
+    return {name: where for name, where in _all_queried_metrics().items() if name not in KUBERNETES_METRICS}
+
+
+def kubernetes_metrics_read() -> set[str]:
+    """Which of KUBERNETES_METRICS the rules and dashboards read."""
+    return set(_all_queried_metrics()) & KUBERNETES_METRICS
+
+
+def _all_queried_metrics() -> dict[str, set[str]]:
     recorded = recorded_names()
     sources: dict[str, set[str]] = {}
     exprs = [(f"rule {r.get('record') or r.get('alert')}", r["expr"]) for r in rules()]

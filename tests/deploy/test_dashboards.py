@@ -167,6 +167,44 @@ def test_vllm_dashboard_keeps_the_two_model_servers_apart() -> None:
         assert all(selector in expr for expr in exprs), (title, exprs)
 
 
+_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless"}
+_KEYWORDS |= {"offset", "bool", "inf", "nan"}
+_SELECTOR = re.compile(r"(?<![\w:$])([A-Za-z_:][\w:]*)\s*(\{[^}]*\})?")
+_NOT_SELECTORS = re.compile(
+    r'"(?:\\.|[^"\\])*"|\[[^\]]*\]|\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)'
+)
+
+
+def _selectors(expr: str) -> list[tuple[str, str]]:
+    """(metric, its label matchers) of every selector of a panel's PromQL."""
+    text = _NOT_SELECTORS.sub(lambda m: m.group() if m.group().startswith('"') else " ", expr)
+    found = []
+    for match in _SELECTOR.finditer(text):
+        name, matchers = match.group(1), match.group(2) or ""
+        following = text[match.end() :].lstrip()
+        if following.startswith("(") or re.match(r"(by|without)\s*\(", following) or name in _KEYWORDS:
+            continue
+        found.append((name, matchers))
+    return found
+
+
+def test_every_panel_reads_the_namespaces_picked() -> None:
+    """One release of the chart per namespace: each dashboard's Namespace variable scopes every
+    selector of every panel (compose's series have no namespace, which "All" matches too)."""
+    for name, board in dashboards().items():
+        variable = next(v for v in board["templating"]["list"] if v["name"] == "namespace")
+        assert (variable["includeAll"], variable["allValue"], variable["multi"]) == (True, ".*", True), name
+        assert re.fullmatch(r"label_values\([\w:]+, namespace\)", variable["query"]), name
+    checked = 0
+    for query in panel_queries():
+        selectors = _selectors(query.expr)
+        assert selectors, (query.dashboard, query.panel, query.expr)
+        for metric, matchers in selectors:
+            assert 'namespace=~"$namespace"' in matchers, (query.dashboard, query.panel, metric, query.expr)
+            checked += 1
+    assert checked > len(panel_queries())
+
+
 def _overlap(a: dict[str, int], b: dict[str, int]) -> bool:
     return (
         a["x"] < b["x"] + b["w"]

@@ -24,13 +24,13 @@ from unittest import mock
 
 import pytest
 import yaml
-from cloudcoil.models.keda.v1alpha1 import ScaledObject
+from cloudcoil.models.keda.v1alpha1 import ScaledObject, TriggerAuthentication
 from cloudcoil.models.prometheus_operator.v1 import PodMonitor, PrometheusRule, ServiceMonitor
 from pydantic import BaseModel, ValidationError
 
 from streamproc.config import CONFIG_FILE_ENV, load_settings
 from streamproc.policy import load_policy_set
-from tests.deploy.observability import EXPECTED_WATCHERS, watching
+from tests.deploy.observability import DASHBOARDS, EXPECTED_WATCHERS, watching
 from tests.deploy.streamproc_env import secret_setting_names, setting_names, settings_from
 from tests.deploy.vllm_cli import parse_serve_args
 
@@ -44,6 +44,7 @@ CRD_MODELS: dict[str, type[BaseModel]] = {
     "PodMonitor": PodMonitor,
     "PrometheusRule": PrometheusRule,
     "ScaledObject": ScaledObject,
+    "TriggerAuthentication": TriggerAuthentication,
 }
 RELEASE, NAMESPACE = "mod", "moderation"
 
@@ -262,6 +263,7 @@ def test_chart_files_link_to_the_repository() -> None:
         CHART / "files" / "topics": ROOT / "topics",
         CHART / "files" / "prometheus" / "streamproc.rules.yml": RULES,
         CHART / "files" / "prepare_model.py": ROOT / "scripts" / "prepare_model.py",
+        CHART / "files" / "dashboards": DASHBOARDS,
     }
     for link, target in links.items():
         assert link.is_symlink(), f"{link.relative_to(ROOT)} must be a symlink to {target.relative_to(ROOT)}"
@@ -310,9 +312,25 @@ def test_topic_job_mounts_every_spec_and_schema(tmp_path: Path) -> None:
     assert weights["ConfigMap"] < weights["Job"]
 
 
+#: Alerts the chart scopes to its release (templates/monitoring.yaml, streamproc.releaseRules).
+RELEASE_SCOPED = {"StreamprocJobAbsent", "VllmJobAbsent", "StreamprocQualityVolumeFilling"}
+
+
+def _rule_name(rule: dict[str, Any]) -> str:
+    return str(rule.get("alert") or rule["record"])
+
+
 def test_prometheus_rule_carries_the_deploy_rules_and_passes_promtool(tmp_path: Path) -> None:
     rule = find(render("default"), "PrometheusRule", f"{RELEASE}-streamproc")
-    assert rule["spec"]["groups"] == yaml.safe_load(RULES.read_text(encoding="utf-8"))["groups"]
+    shipped = yaml.safe_load(RULES.read_text(encoding="utf-8"))["groups"]
+    assert [g["name"] for g in rule["spec"]["groups"]] == [g["name"] for g in shipped]
+    for group, source in zip(rule["spec"]["groups"], shipped, strict=True):
+        assert [_rule_name(r) for r in group["rules"]] == [_rule_name(r) for r in source["rules"]]
+        for chart_rule, file_rule in zip(group["rules"], source["rules"], strict=True):
+            if _rule_name(file_rule) in RELEASE_SCOPED:  # the expression differs (tested below)
+                assert {**chart_rule, "expr": ""} == {**file_rule, "expr": ""}
+            else:
+                assert chart_rule == file_rule
     dumped = tmp_path / "chart.rules.yml"
     dumped.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
     done = subprocess.run(
@@ -535,7 +553,9 @@ def test_no_extras_by_default() -> None:
             if kind == "Job" or suffix in ("-vllm", "-embedding"):
                 assert "envFrom" not in container, suffix
     job = find(docs, "Job", "-topics")["spec"]["template"]
-    assert "env" not in job["spec"]["containers"][0]
+    # The Job's only variables: the Kafka settings the services get from their ConfigMap.
+    kafka = {k: v for k, v in find(docs, "ConfigMap", "-config")["data"].items() if "_KAFKA__" in k}
+    assert {e["name"]: e["value"] for e in job["spec"]["containers"][0]["env"]} == kafka
     assert "annotations" not in job["metadata"]
 
 
@@ -1067,3 +1087,431 @@ def test_readme_documents_every_value() -> None:
 
     missing = sorted(undocumented(values(), ""))
     assert not missing, f"helm/streamproc/README.md does not list {missing}"
+
+
+# --- the model servers: revision, tensor parallelism, runtime class --------------------------
+
+_COMMIT = "12fd25f77366fa6b3b4b768ec3050bf629380bac"  # a 40-hex commit hash, as the Hub names them
+
+
+def _server_args(docs: tuple[dict[str, Any], ...]) -> tuple[list[str], list[str]]:
+    """The vllm and embedding servers' arguments."""
+    vllm, embedding = (
+        pod_spec(docs, "Deployment", s)["containers"][0]["args"] for s in ("-vllm", "-embedding")
+    )
+    return vllm, embedding
+
+
+def test_vllm_revision_pins_the_model() -> None:
+    """vllm.revision is vLLM's --revision (vLLM pins the model's own tokenizer to it too); the
+    embedding server, which serves a local cut, gets none; extraArgs' own --revision wins."""
+    vllm, embedding = _server_args(rendered(*settings(f"vllm.revision={_COMMIT}")))
+    default_vllm, _ = _server_args(render("default"))
+    overridden, _ = _server_args(
+        rendered("--set", f"vllm.revision={_COMMIT}", "--set-json", 'vllm.extraArgs=["--revision=v2.0"]')
+    )
+    parsed = parse_serve_args(vllm, embedding, default_vllm, overridden)
+    assert [p["revision"] for p in parsed] == [_COMMIT, None, None, "v2.0"]
+    assert [p["tokenizer_revision"] for p in parsed] == [None] * 4  # vLLM defaults it to revision
+    assert overridden.count("--revision") == 0
+    assert "revision" in values()["vllm"] and "recommended" in (CHART / "values.yaml").read_text()
+    refused = render_text("--set", "vllm.revision=main branch")
+    assert refused.returncode != 0 and "vllm.revision" in refused.stderr
+
+
+def test_more_than_one_gpu_runs_vllm_tensor_parallel() -> None:
+    four = rendered(*settings("vllm.gpus=4", "embedding.server.gpus=1"))
+    vllm, embedding = _server_args(four)
+    container = pod_spec(four, "Deployment", "-vllm")["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "4"
+    # extraArgs' own degree, in any spelling vLLM's parser takes, replaces the chart's
+    gpus = settings("vllm.gpus=4", "embedding.server.gpus=1")
+    own = [
+        _server_args(rendered(*gpus, "--set-json", f"vllm.extraArgs={json.dumps(args)}"))[0]
+        for args in (["-tp", "2"], ["--tensor_parallel_size=2"], ["--tensor-parallel-size", "2"])
+    ]
+    two_embedding = _server_args(rendered(*settings("vllm.gpus=4", "embedding.server.gpus=2")))[1]
+    default_vllm, default_embedding = _server_args(render("default"))
+    parsed = parse_serve_args(vllm, embedding, *own, two_embedding, default_vllm, default_embedding)
+    assert [p["tensor_parallel_size"] for p in parsed] == [4, 1, 2, 2, 2, 2, 1, 1]
+    assert all(args.count("--tensor-parallel-size") + args.count("-tp") <= 1 for args in own)
+    assert "--tensor-parallel-size" not in default_vllm
+    # The embedding server inherits vllm.* keys; a GPU count that would make it tensor-parallel
+    # must be its own.
+    done = render_text("--set", "vllm.gpus=2")
+    assert done.returncode != 0
+    assert "embedding.server inherits vllm.gpus (2)" in done.stderr, done.stderr
+
+
+def test_vllm_pods_take_a_runtime_class(tmp_path: Path) -> None:
+    docs = rendered(*settings("vllm.runtimeClassName=nvidia"))
+    for suffix in ("-vllm", "-embedding"):  # the embedding server inherits it
+        assert pod_spec(docs, "Deployment", suffix)["runtimeClassName"] == "nvidia", suffix
+    for kind, suffix in STREAMPROC_PODS:
+        assert "runtimeClassName" not in pod_spec(docs, kind, suffix), suffix
+    for suffix in ("-vllm", "-embedding"):
+        assert "runtimeClassName" not in pod_spec(render("default"), "Deployment", suffix)
+    out = tmp_path / "rendered.yaml"
+    out.write_text(yaml.safe_dump_all(docs))
+    done = kubernetes_validate(out)
+    assert done.returncode == 0, done.stdout + done.stderr
+    refused = render_text("--set", "vllm.runtimeClassName=NVIDIA_GPU")
+    assert refused.returncode != 0 and "runtimeClassName" in refused.stderr
+
+
+# --- OpenShift: no fixed uid ----------------------------------------------------------------
+
+
+def _readme_yaml_block(section: str) -> dict[str, Any]:
+    readme = (CHART / "README.md").read_text(encoding="utf-8")
+    text = readme.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```yaml\n(.*?)```", text, re.DOTALL)
+    assert block, f"README.md's {section} section has no yaml example"
+    loaded: dict[str, Any] = yaml.safe_load(block.group(1))
+    return loaded
+
+
+def test_openshift_values_leave_the_uid_to_the_platform_and_stay_non_root(tmp_path: Path) -> None:
+    """restricted-v2 assigns each namespace's uid and fsGroup and refuses others: the README's
+    OpenShift values (ci/openshift-values.yaml) set none, and runAsNonRoot stays."""
+    openshift = CHART / "ci" / "openshift-values.yaml"
+    assert _readme_yaml_block("OpenShift") == yaml.safe_load(openshift.read_text(encoding="utf-8"))
+    docs = render("openshift")
+    for kind, suffix in STREAMPROC_PODS:
+        context = pod_spec(docs, kind, suffix)["securityContext"]
+        assert context["runAsNonRoot"] is True, suffix
+        assert not {"runAsUser", "runAsGroup", "fsGroup"} & set(context), suffix
+        assert context["seccompProfile"] == {"type": "RuntimeDefault"}, suffix
+    out = tmp_path / "rendered.yaml"
+    out.write_text(yaml.safe_dump_all(docs))
+    done = kubernetes_validate(out)
+    assert done.returncode == 0, done.stdout + done.stderr
+    # The default keeps the image's uid; root stays refused whatever the values say.
+    default = pod_spec(render("default"), "Job", "-topics")["securityContext"]
+    assert (default["runAsUser"], default["runAsGroup"], default["fsGroup"]) == (10001, 10001, 10001)
+    for setting in ("podSecurityContext.runAsNonRoot=false", "podSecurityContext.runAsUser=0"):
+        refused = render_text("--set", setting)
+        assert refused.returncode != 0 and "podSecurityContext" in refused.stderr, setting
+
+
+# --- the topic hook Job's settings ---------------------------------------------------------
+
+
+def test_topic_job_gets_the_kafka_settings_of_config_env_and_config_file(tmp_path: Path) -> None:
+    """The Job runs before the config ConfigMap exists: it gets the services' Kafka settings
+    (config.env's, config.file's kafka section) itself, and the extras still win."""
+    chosen = {
+        "config": {
+            "env": {
+                "STREAMPROC_KAFKA__SECURITY_PROTOCOL": "SASL_SSL",
+                "STREAMPROC_KAFKA__SASL_MECHANISM": "SCRAM-SHA-512",
+                "STREAMPROC_KAFKA__SASL_USERNAME": "config-env-user",
+                "STREAMPROC_INFERENCE__CA_FILE": "/etc/streamproc/model-ca/ca.crt",  # services only
+            },
+            "file": {"kafka": {"ssl_check_hostname": False}, "audit": {"base_rate": 0.02}},
+        },
+        "kafka": {
+            "extraEnv": [
+                {"name": "STREAMPROC_KAFKA__SASL_USERNAME", "value": "extra-env-user"},
+                {"name": "STREAMPROC_KAFKA__SASL_PASSWORD",
+                 "valueFrom": {"secretKeyRef": {"name": "kafka-user", "key": "password"}}},
+            ]
+        },
+    }  # fmt: skip
+    docs = rendered_with(tmp_path, chosen)
+    [container] = pod_spec(docs, "Job", "-topics")["containers"]
+    names = [e["name"] for e in container["env"]]
+    assert len(names) == len(set(names)), names  # no variable given twice
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    assert "STREAMPROC_INFERENCE__CA_FILE" not in env
+    assert env["STREAMPROC_KAFKA__SASL_USERNAME"] == "extra-env-user"
+    # Mount the Job's config file as kubelet would and load the settings the Job would load.
+    volume = next(v for v in pod_spec(docs, "Job", "-topics")["volumes"] if v["name"] == "config-file")
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "config-file")
+    [item] = volume["configMap"]["items"]
+    data = find(docs, "ConfigMap", "-topics")["data"][item["key"]]
+    assert env[CONFIG_FILE_ENV] == f"{mount['mountPath']}/{item['path']}"
+    config_file = tmp_path / "streamproc.yaml"
+    config_file.write_text(data)
+    job_env = {**env, "STREAMPROC_KAFKA__SASL_PASSWORD": "secret", CONFIG_FILE_ENV: str(config_file)}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("STREAMPROC_")}
+    with mock.patch.dict(os.environ, {**clean, **job_env}, clear=True):
+        kafka = load_settings().kafka
+    assert (kafka.security_protocol, kafka.sasl_mechanism, kafka.sasl_username) == (
+        "SASL_SSL", "SCRAM-SHA-512", "extra-env-user",
+    )  # fmt: skip
+    assert kafka.ssl_check_hostname is False
+    assert yaml.safe_load(data) == {"kafka": {"ssl_check_hostname": False}}  # the Kafka section only
+    # What the workers get is the same.
+    config = find(docs, "ConfigMap", "-config")["data"]
+    job_kafka = {k: v for k, v in env.items() if k.startswith("STREAMPROC_KAFKA__")}
+    services_kafka = {k: v for k, v in config.items() if k.startswith("STREAMPROC_KAFKA__")}
+    assert services_kafka == {**job_kafka, "STREAMPROC_KAFKA__SASL_USERNAME": "config-env-user"}
+    out = tmp_path / "rendered.yaml"
+    out.write_text(yaml.safe_dump_all(docs))
+    assert kubernetes_validate(out).returncode == 0
+
+
+# --- the PrometheusRule for this release ---------------------------------------------------
+
+
+def _chart_rules(*args: str) -> dict[str, dict[str, Any]]:
+    rule = find(rendered(*args), "PrometheusRule", f"{RELEASE}-streamproc")
+    return {_rule_name(r): r for g in rule["spec"]["groups"] for r in g["rules"]}
+
+
+def test_runbook_links_are_absolute_and_take_the_configured_base() -> None:
+    base = "https://git.example.com/team/streamproc/-/blob/main/docs/alerts.md"
+    for chosen, expected in (((), None), (settings(f"monitoring.runbookBaseUrl={base}"), base)):
+        for name, rule in _chart_rules(*chosen).items():
+            if "alert" not in rule:
+                continue
+            url = rule["annotations"]["runbook_url"]
+            assert re.fullmatch(r"https://[^#\s]+#[a-z0-9]+", url), (name, url)
+            assert url.endswith(f"#{name.lower()}"), (name, url)
+            if expected:
+                assert url == f"{expected}#{name.lower()}", (name, url)
+    refused = render_text("--set", "monitoring.runbookBaseUrl=docs/alerts.md")
+    assert refused.returncode != 0 and "runbookBaseUrl" in refused.stderr
+
+
+@pytest.mark.parametrize(
+    ("pairs", "absent_jobs", "claim"),
+    [
+        ([], ["streamproc-worker", "streamproc-quality", "vllm", "vllm-embedding"], "mod-streamproc-quality"),
+        # scaled to zero by KEDA: absent by design
+        (["keda.worker.minReplicaCount=0", "keda.embedding.minReplicaCount=0"],
+         ["streamproc-quality", "vllm"], "mod-streamproc-quality"),
+        (["quality.persistence.existingClaim=quality-store"],
+         ["streamproc-worker", "streamproc-quality", "vllm", "vllm-embedding"], "quality-store"),
+        (["quality.enabled=false", "vllm.enabled=false", "inference.baseUrl=https://models.example/v1"],
+         ["streamproc-worker", "vllm-embedding"], None),
+        (["keda.enabled=false", "vllm.replicas=0", "quality.persistence.enabled=false"],
+         ["streamproc-worker", "streamproc-quality"], None),
+    ],
+)  # fmt: skip
+def test_absence_alerts_cover_the_release_only(
+    pairs: list[str], absent_jobs: list[str], claim: str | None
+) -> None:
+    rules = _chart_rules(*settings(*pairs))
+    exprs = [rules[name]["expr"] for name in ("StreamprocJobAbsent", "VllmJobAbsent") if name in rules]
+    jobs = re.findall(r'absent\(up\{job="([^"]+)", namespace="([^"]+)"\}\)', " or ".join(exprs))
+    assert jobs == [(job, NAMESPACE) for job in absent_jobs]
+    assert ("VllmJobAbsent" in rules) == any(job.startswith("vllm") for job in absent_jobs)
+    volume = rules.get("StreamprocQualityVolumeFilling")
+    if claim is None:
+        assert volume is None
+    else:
+        assert volume is not None and "=~" not in volume["expr"]
+        assert set(re.findall(r"\{([^}]*)\}", volume["expr"])) == {
+            f'namespace="{NAMESPACE}", persistentvolumeclaim="{claim}"'
+        }
+
+
+def test_release_scoped_alerts_fire_for_this_release_only(tmp_path: Path) -> None:
+    """promtool runs the chart's rules: a job and a claim of the same names in another
+    namespace (another release) neither keep the absence alert quiet nor fire it."""
+    rule = find(render("default"), "PrometheusRule", f"{RELEASE}-streamproc")
+    (tmp_path / "chart.rules.yml").write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    other = 'namespace="staging"'
+    up = [
+        (f'up{{job="{job}", namespace="{namespace}", pod="{job}-0"}}', values)
+        for job in ("streamproc-quality", "vllm", "vllm-embedding")
+        for namespace, values in ((NAMESPACE, "1x30"), ("staging", "1x30"))
+    ] + [
+        (f'up{{job="streamproc-worker", namespace="{NAMESPACE}", pod="w-0"}}', "1x5 _x25"),  # gone
+        (f'up{{job="streamproc-worker", {other}, pod="w-0"}}', "1x30"),
+    ]
+    claim = 'persistentvolumeclaim="mod-streamproc-quality"'
+    volume = [
+        (f'kubelet_volume_stats_{figure}_bytes{{namespace="{ns}", {claim}}}', v)
+        for ns, free in ((NAMESPACE, "20000000000"), ("staging", "1000000000"))
+        for figure, v in (("available", f"{free}x30"), ("capacity", "100000000000x30"))
+    ]  # fmt: skip
+    absent = next(
+        r for g in rule["spec"]["groups"] for r in g["rules"] if r.get("alert") == "StreamprocJobAbsent"
+    )
+    annotations = {
+        k: v.replace("{{ $labels.job }}", "streamproc-worker") for k, v in absent["annotations"].items()
+    }
+    tests = {
+        "rule_files": ["chart.rules.yml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [{"series": s, "values": v} for s, v in up + volume],
+                "alert_rule_test": [
+                    {"eval_time": "20m", "alertname": "StreamprocJobAbsent", "exp_alerts": [
+                        {"exp_labels": {"severity": "critical", "job": "streamproc-worker",
+                                        "namespace": NAMESPACE},
+                         "exp_annotations": annotations}
+                    ]},
+                    {"eval_time": "20m", "alertname": "VllmJobAbsent", "exp_alerts": []},
+                    {"eval_time": "29m", "alertname": "StreamprocQualityVolumeFilling", "exp_alerts": []},
+                ],
+            }
+        ],
+    }  # fmt: skip
+    (tmp_path / "chart.test.yml").write_text(yaml.safe_dump(tests))
+    done = subprocess.run(
+        [promtool(), "test", "rules", "chart.test.yml"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+# --- KEDA's own Kafka connection ------------------------------------------------------------
+
+
+def _worker_triggers(docs: tuple[dict[str, Any], ...]) -> list[dict[str, Any]]:
+    triggers: list[dict[str, Any]] = find(docs, "ScaledObject", "-worker")["spec"]["triggers"]
+    return triggers
+
+
+def test_keda_gets_the_workers_tls_from_the_same_secrets() -> None:
+    """ci/kafka-tls-values.yaml (mutual TLS): the kafka scaler's TriggerAuthentication reads the
+    PEM files from the Secrets the workers mount them from."""
+    docs = render("kafka-tls")
+    auth = find(docs, "TriggerAuthentication", "-kafka")
+    validate_crd(auth)
+    assert auth["spec"] == {
+        "secretTargetRef": [
+            {"parameter": "ca", "name": "my-cluster-cluster-ca-cert", "key": "ca.crt"},
+            {"parameter": "cert", "name": "streamproc", "key": "user.crt"},
+            {"parameter": "key", "name": "streamproc", "key": "user.key"},
+        ]
+    }
+    # Each reference is the Secret key behind the file the worker's setting names.
+    worker = pod_spec(docs, "Deployment", "-worker")
+    env = {e["name"]: e.get("value") for e in worker["containers"][0]["env"]}
+    files = {"ca": "SSL_CA_FILE", "cert": "SSL_CERT_FILE", "key": "SSL_KEY_FILE"}
+    for ref in auth["spec"]["secretTargetRef"]:
+        path = Path(env[f"STREAMPROC_KAFKA__{files[ref['parameter']]}"])
+        mount = next(
+            m for m in worker["containers"][0]["volumeMounts"] if path.parent == Path(m["mountPath"])
+        )
+        volume = next(v for v in worker["volumes"] if v["name"] == mount["name"])
+        items = {i["path"]: i["key"] for i in volume["secret"].get("items", [])}
+        assert (volume["secret"]["secretName"], items.get(path.name, path.name)) == (ref["name"], ref["key"])
+    for trigger in _worker_triggers(docs):
+        assert trigger["metadata"]["tls"] == "enable" and "sasl" not in trigger["metadata"]
+        assert trigger["authenticationRef"] == {"name": auth["metadata"]["name"]}
+    validate_crd(find(docs, "ScaledObject", "-worker"))
+
+
+def test_keda_gets_the_workers_sasl_credentials_from_their_environment(tmp_path: Path) -> None:
+    """SCRAM over TLS, as README.md describes it: KEDA resolves the user name and password from
+    the worker container's own variables, whatever Secret they come from."""
+    chosen = {
+        "kafka": {
+            "extraEnv": [
+                {"name": "STREAMPROC_KAFKA__SECURITY_PROTOCOL", "value": "SASL_SSL"},
+                {"name": "STREAMPROC_KAFKA__SASL_MECHANISM", "value": "SCRAM-SHA-512"},
+                {"name": "STREAMPROC_KAFKA__SASL_USERNAME", "value": "streamproc"},
+                {"name": "STREAMPROC_KAFKA__SASL_PASSWORD",
+                 "valueFrom": {"secretKeyRef": {"name": "streamproc", "key": "password"}}},
+            ],
+        },
+        "config": {"env": {"STREAMPROC_KAFKA__SSL_CA_FILE": "/etc/streamproc/kafka-ca/ca.crt"}},
+        "extraVolumes": [{"name": "kafka-ca", "secret": {"secretName": "cluster-ca",
+                                                          "items": [{"key": "ca.crt", "path": "ca.crt"}]}}],
+        "extraVolumeMounts": [{"name": "kafka-ca", "mountPath": "/etc/streamproc/kafka-ca",
+                               "readOnly": True}],
+    }  # fmt: skip
+    docs = rendered_with(tmp_path, chosen)
+    auth = find(docs, "TriggerAuthentication", "-kafka")
+    validate_crd(auth)
+    assert auth["spec"]["secretTargetRef"] == [{"parameter": "ca", "name": "cluster-ca", "key": "ca.crt"}]
+    assert {e["parameter"]: e["name"] for e in auth["spec"]["env"]} == {
+        "username": "STREAMPROC_KAFKA__SASL_USERNAME",
+        "password": "STREAMPROC_KAFKA__SASL_PASSWORD",
+    }
+    [container] = pod_spec(docs, "Deployment", "-worker")["containers"]
+    for ref in auth["spec"]["env"]:
+        assert ref["containerName"] == container["name"]
+        assert ref["name"] in {e["name"] for e in container["env"]}
+    for trigger in _worker_triggers(docs):
+        assert (trigger["metadata"]["sasl"], trigger["metadata"]["tls"]) == ("scram_sha512", "enable")
+        assert trigger["authenticationRef"] == {"name": auth["metadata"]["name"]}
+    # A TriggerAuthentication of one's own replaces the chart's.
+    own = rendered_with(tmp_path, chosen, "--set", "keda.worker.authenticationRef=kafka-auth")
+    assert not [d for d in own if d["kind"] == "TriggerAuthentication"]
+    assert {t["authenticationRef"]["name"] for t in _worker_triggers(own)} == {"kafka-auth"}
+    # Plaintext: none, as before.
+    assert not [d for d in render("default") if d["kind"] == "TriggerAuthentication"]
+    assert all("authenticationRef" not in t for t in _worker_triggers(render("default")))
+
+
+@pytest.mark.parametrize(
+    ("extra", "complaint"),
+    [
+        ({"kafka": {"extraEnv": [{"name": "STREAMPROC_KAFKA__SECURITY_PROTOCOL",
+                                  "valueFrom": {"secretKeyRef": {"name": "k", "key": "protocol"}}}]}},
+         "STREAMPROC_KAFKA__SECURITY_PROTOCOL comes from a Secret or a ConfigMap key"),
+        ({"kafka": {"extraEnv": [{"name": "STREAMPROC_KAFKA__SECURITY_PROTOCOL", "value": "SASL_SSL"}]}},
+         'STREAMPROC_KAFKA__SASL_MECHANISM is ""'),
+        ({"config": {"env": {"STREAMPROC_KAFKA__SECURITY_PROTOCOL": "SSL",
+                             "STREAMPROC_KAFKA__SSL_CA_FILE": "/etc/ca/ca.crt"}},
+          "extraVolumes": [{"name": "ca", "configMap": {"name": "ca"}}],
+          "extraVolumeMounts": [{"name": "ca", "mountPath": "/etc/ca"}]},
+         "is on volume ca, which is not a Secret"),
+        ({"config": {"env": {"STREAMPROC_KAFKA__SECURITY_PROTOCOL": "SSL",
+                             "STREAMPROC_KAFKA__SSL_CA_FILE": "/etc/ca/ca.crt"}}},
+         "is on no volume of the workers' extraVolumeMounts"),
+    ],
+)  # fmt: skip
+def test_kafka_security_keda_cannot_share_fails_the_render(
+    tmp_path: Path, extra: dict[str, Any], complaint: str
+) -> None:
+    path = tmp_path / "security-values.yaml"
+    path.write_text(yaml.safe_dump(extra))
+    done = render_text("-f", str(path))
+    assert done.returncode != 0
+    assert complaint in done.stderr and "keda.worker.authenticationRef" in done.stderr, done.stderr
+    # With a TriggerAuthentication of one's own the chart derives nothing.
+    assert render_text("-f", str(path), "--set", "keda.worker.authenticationRef=mine").returncode == 0
+
+
+# --- the dashboards for Grafana's sidecar ---------------------------------------------------
+
+
+def test_dashboards_ship_as_config_maps_for_the_grafana_sidecar() -> None:
+    docs = render("default")
+    maps = {
+        d["metadata"]["name"]: d
+        for d in docs
+        if d["kind"] == "ConfigMap" and "-dashboard-" in d["metadata"]["name"]
+    }
+    shipped = {p.name: p.read_text(encoding="utf-8") for p in sorted(DASHBOARDS.glob("*.json"))}
+    assert {name for d in maps.values() for name in d["data"]} == set(shipped)
+    for config_map in maps.values():
+        assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+        assert "namespace" not in config_map["metadata"]
+        [(name, text)] = config_map["data"].items()
+        assert text == shipped[name]
+        variables = {v["name"] for v in json.loads(text)["templating"]["list"]}
+        assert {"datasource", "namespace"} <= variables
+    chosen = rendered(*settings("monitoring.dashboards.namespace=monitoring",
+                                "monitoring.dashboards.annotations.grafana_folder=streamproc"))  # fmt: skip
+    for doc in (d for d in chosen if "-dashboard-" in d["metadata"]["name"]):
+        assert doc["metadata"]["namespace"] == "monitoring"
+        assert doc["metadata"]["annotations"] == {"grafana_folder": "streamproc"}
+    off = rendered(*settings("monitoring.dashboards.enabled=false"))
+    assert not [d for d in off if "-dashboard-" in d["metadata"]["name"]]
+
+
+def test_an_api_key_reaches_every_model_server_the_workers_call() -> None:
+    # Both in-chart vLLM servers require VLLM_API_KEY; the workers must send it to each.
+    docs = rendered(*settings("inference.apiKey.existingSecret=vllm-key"))
+    for component in ("-worker", "-quality"):
+        pod = find(docs, "Deployment", component)["spec"]["template"]["spec"]
+        env = {e["name"]: e for e in pod["containers"][0]["env"]}
+        for name in ("STREAMPROC_INFERENCE__API_KEY", "STREAMPROC_EMBEDDING__API_KEY"):
+            assert env[name]["valueFrom"]["secretKeyRef"]["name"] == "vllm-key", (component, name)
+    for server in ("-vllm", "-embedding"):
+        env = find(docs, "Deployment", server)["spec"]["template"]["spec"]["containers"][0]["env"]
+        assert any(e["name"] == "VLLM_API_KEY" for e in env), server

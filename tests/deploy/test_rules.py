@@ -14,12 +14,14 @@ from streamproc.metrics.catalog import QUALITY_METRICS, WORKER_METRICS
 from tests.deploy.observability import (
     ALERTS_DOC,
     EXPECTED_WATCHERS,
+    KUBERNETES_METRICS,
     OTHER_TEAMS_JOBS,
     ROOT,
     RULE_TESTS,
     RULES,
     alerts,
     github_anchor,
+    kubernetes_metrics_read,
     promtool,
     queried_metrics,
     rules,
@@ -97,15 +99,39 @@ def test_every_alert_is_documented_and_annotated() -> None:
     anchors = {github_anchor(h) for h in re.findall(r"(?m)^#{2,4} (.+)$", doc)}
     names = [a["alert"] for a in alerts()]
     assert len(names) == len(set(names)), "alert names repeat"
+    bases = set()
     for alert in alerts():
         name = alert["alert"]
         assert alert["labels"]["severity"] in SEVERITIES, name
         annotations = alert["annotations"]
         assert annotations["summary"] and annotations["description"], name
-        path, _, anchor = annotations["runbook_url"].partition("#")
-        assert path == "docs/alerts.md", f"{name}: runbook_url must point into docs/alerts.md"
+        base, _, anchor = annotations["runbook_url"].partition("#")
+        bases.add(base)
         assert anchor == name.lower(), f"{name}: runbook_url anchor should be #{name.lower()}"
         assert anchor in anchors, f"{name}: docs/alerts.md has no section `### {name}`"
+    # Absolute, so that Alertmanager and its receivers link them; one base, so that moving the
+    # docs is one replacement (and the chart's monitoring.runbookBaseUrl replaces exactly it).
+    [base] = bases
+    assert re.fullmatch(r"https://[^\s#]+/docs/alerts\.md", base), f"runbook_url base {base!r}"
+    assert f"`{base}`" in doc, "docs/alerts.md should name the runbook base the rules use"
+
+
+def test_absent_job_alerts_name_exactly_this_stacks_jobs() -> None:
+    """One absent() per job, exact names: absent() over a regex fires only when every job
+    matching it is gone, and another team's job of a similar name would keep it quiet."""
+    absent = {
+        alert["alert"]: re.findall(r'absent\(up\{job="([^"]+)"\}\)', alert["expr"])
+        for alert in alerts()
+        if "absent(" in alert["expr"]
+    }
+    assert absent == {
+        "StreamprocJobAbsent": ["streamproc-worker", "streamproc-quality"],
+        "VllmJobAbsent": ["vllm", "vllm-embedding"],
+    }
+    for name, jobs in absent.items():
+        expr = next(a["expr"] for a in alerts() if a["alert"] == name)
+        assert expr == " or ".join(f'absent(up{{job="{job}"}})' for job in jobs), name
+    assert {job for jobs in absent.values() for job in jobs} == set(EXPECTED_WATCHERS)
 
 
 def _alert_tests() -> dict[str, dict[str, int]]:
@@ -159,3 +185,4 @@ def test_rules_and_dashboards_read_only_cataloged_streamproc_metrics() -> None:
     assert not unknown, f"queried but not in streamproc/metrics/catalog.py: {unknown}"
     others = {n for n in queried_metrics() if not n.startswith(("streamproc_", "vllm:"))}
     assert others == {"up"}, others
+    assert kubernetes_metrics_read() == KUBERNETES_METRICS

@@ -109,23 +109,78 @@ which values reach the worker, quality and topic Job pods; the vLLM pods take on
 
 {{/* The environment of a streamproc container, (list $ COMPONENT-VALUES SERVICE). A service
 (worker, quality) reads its settings from the config ConfigMap and gets the model server's API
-key; the topic hook Job runs before that ConfigMap exists and calls no model server, so it gets
-the extras only. */}}
+key. The topic hook Job runs before that ConfigMap exists and calls no model server: it gets the
+Kafka settings (STREAMPROC_KAFKA__*, config.env's among them) as variables of its own, which the
+extras override as they override the ConfigMap in the services. */}}
 {{- define "streamproc.env" -}}
 {{- $root := index . 0 }}{{ $v := index . 1 }}{{ $service := index . 2 }}
 {{- $envFrom := list }}{{ $env := list }}
+{{- $extraEnv := include "streamproc.extras" (list $root $v "extraEnv") | fromYamlArray }}
 {{- if $service }}
 {{- $envFrom = append $envFrom (dict "configMapRef" (dict "name" (include "streamproc.componentName" (list $root "config")))) }}
 {{- with (include "streamproc.apiKeySecretName" $root) }}
-{{- $env = append $env (dict "name" "STREAMPROC_INFERENCE__API_KEY" "valueFrom" (dict "secretKeyRef" (dict "name" . "key" $root.Values.inference.apiKey.existingSecretKey))) }}
+{{- $key := dict "secretKeyRef" (dict "name" . "key" $root.Values.inference.apiKey.existingSecretKey) }}
+{{- $env = append $env (dict "name" "STREAMPROC_INFERENCE__API_KEY" "valueFrom" $key) }}
+{{- if $root.Values.embedding.enabled }}{{/* the chart's embedding server wants the same key */}}
+{{- $env = append $env (dict "name" "STREAMPROC_EMBEDDING__API_KEY" "valueFrom" $key) }}
+{{- end }}
+{{- end }}
+{{- else }}
+{{- $overridden := list }}{{ range $extraEnv }}{{ $overridden = append $overridden .name }}{{ end }}
+{{- range $name, $value := include "streamproc.settings" $root | fromYaml }}
+{{- if and (hasPrefix "STREAMPROC_KAFKA__" $name) (not (has $name $overridden)) }}
+{{- $env = append $env (dict "name" $name "value" $value) }}
+{{- end }}
+{{- end }}
+{{- with include "streamproc.jobConfigFile" $root }}
+{{- $env = append $env (dict "name" "STREAMPROC_CONFIG_FILE" "value" "/etc/streamproc/config/streamproc.yaml") }}
 {{- end }}
 {{- end }}
 {{- $envFrom = concat $envFrom (include "streamproc.extras" (list $root $v "extraEnvFrom") | fromYamlArray) }}
-{{- $env = concat $env (include "streamproc.extras" (list $root $v "extraEnv") | fromYamlArray) }}
+{{- $env = concat $env $extraEnv }}
 {{- $out := dict }}
 {{- with $envFrom }}{{ $_ := set $out "envFrom" . }}{{ end }}
 {{- with $env }}{{ $_ := set $out "env" . }}{{ end }}
 {{- with $out }}{{ toYaml . }}{{ end }}
+{{- end }}
+
+{{/* The services' settings as a YAML map of STREAMPROC_* variables: config.env, with the chart's
+own over it (their values are wired to ports, mounts and services elsewhere in the chart). The
+config ConfigMap holds them all; the topic hook Job gets the Kafka ones (streamproc.env). */}}
+{{- define "streamproc.settings" -}}
+{{- $env := dict }}
+{{- range $name, $value := .Values.config.env }}
+{{- $_ := set $env $name (toString $value) }}
+{{- end }}
+{{- $chart := dict
+  "STREAMPROC_KAFKA__BOOTSTRAP_SERVERS" .Values.kafka.bootstrapServers
+  "STREAMPROC_KAFKA__GROUP_ID" .Values.kafka.groupId
+  "STREAMPROC_TOPICS__LISTINGS" .Values.topics.listings
+  "STREAMPROC_TOPICS__VIDEOS" .Values.topics.videos
+  "STREAMPROC_INFERENCE__BASE_URL" (include "streamproc.inferenceBaseUrl" .)
+  "STREAMPROC_INFERENCE__MODEL" (include "streamproc.inferenceModel" .)
+  "STREAMPROC_POLICY__PATHS" (toJson (list "/etc/streamproc/policies"))
+  "STREAMPROC_METRICS__ENABLED" "true"
+  "STREAMPROC_METRICS__PORT" (toString .Values.worker.service.metricsPort)
+  "STREAMPROC_WORKER__PROCESSES" (toString .Values.worker.processes)
+  "STREAMPROC_QUALITY__METRICS_PORT" (toString .Values.quality.service.metricsPort)
+  "STREAMPROC_QUALITY__DATA_DIR" .Values.quality.persistence.mountPath
+}}
+{{- if .Values.config.file }}
+{{- $_ := set $chart "STREAMPROC_CONFIG_FILE" "/etc/streamproc/config/streamproc.yaml" }}
+{{- end }}
+{{- if .Values.embedding.enabled }}
+{{- $_ := set $chart "STREAMPROC_EMBEDDING__BASE_URL" (include "streamproc.embeddingBaseUrl" .) }}
+{{- $_ := set $chart "STREAMPROC_EMBEDDING__MODEL" .Values.embedding.servedModelName }}
+{{- end }}
+{{- toYaml (mergeOverwrite $env $chart) }}
+{{- end }}
+
+{{/* The settings file of the topic hook Job: config.file's kafka section (the Job reads only
+the Kafka settings, and validating the rest could fail on files mounted in the services only),
+as YAML; empty when config.file has none. */}}
+{{- define "streamproc.jobConfigFile" -}}
+{{- with .Values.config.file }}{{ with .kafka }}{{ toYaml (dict "kafka" .) }}{{ end }}{{ end }}
 {{- end }}
 
 {{/* A resource quantity times a count: (list "500m" 2) is "1000m", (list "1Gi" 3) is "3Gi". */}}
@@ -135,15 +190,10 @@ the extras only. */}}
 {{- printf "%v%s" (round (mulf (float64 $number) (index . 1)) 3) (trimPrefix $number $quantity) }}
 {{- end }}
 
-{{/* Pod-level security for the streamproc image (uid 10001, see the Dockerfile). */}}
+{{/* Pod-level security of the streamproc pods: podSecurityContext (uid 10001 by default, the
+image's user; none where OpenShift assigns one), never root whatever the values say. */}}
 {{- define "streamproc.podSecurityContext" -}}
-runAsNonRoot: true
-runAsUser: 10001
-runAsGroup: 10001
-fsGroup: 10001
-fsGroupChangePolicy: OnRootMismatch
-seccompProfile:
-  type: RuntimeDefault
+{{- toYaml (merge (dict "runAsNonRoot" true) (deepCopy .Values.podSecurityContext)) }}
 {{- end }}
 
 {{- define "streamproc.containerSecurityContext" -}}
@@ -220,4 +270,85 @@ are rendered as given. Called with (dict "at" VALUES-PATH "rules" RULES "dns" DN
 {{- define "streamproc.ipv4Number" -}}
 {{- $octets := splitList "." . }}
 {{- add (mul (atoi (index $octets 0)) 16777216) (mul (atoi (index $octets 1)) 65536) (mul (atoi (index $octets 2)) 256) (atoi (index $octets 3)) }}
+{{- end }}
+
+{{- /* The kafka scaler's TLS and SASL, from the workers' Kafka settings as the values state
+them (config.env, the chart's settings, then kafka.extraEnv, extraEnv and worker.extraEnv, as
+the worker container gets them), as YAML: {metadata: the trigger's tls and sasl, env: values
+KEDA resolves from the worker container (user name, password, key password), secretTargetRef:
+the Secrets behind the PEM files}; nothing for PLAINTEXT. The protocol and the SASL mechanism
+must be plain values: a Secret's content is not known when rendering. */ -}}
+{{- define "streamproc.kedaKafkaAuth" -}}
+{{- $root := . }}
+{{- $known := include "streamproc.settings" . | fromYaml }}{{ $set := deepCopy $known }}
+{{- range include "streamproc.extras" (list . .Values.worker "extraEnv") | fromYamlArray }}
+{{- $_ := set $set .name true }}
+{{- if hasKey . "value" }}{{ $_ := set $known .name (toString .value) }}{{ else }}{{ $_ := unset $known .name }}{{ end }}
+{{- end }}
+{{- range $setting := list "SECURITY_PROTOCOL" "SASL_MECHANISM" }}
+{{- $name := printf "STREAMPROC_KAFKA__%s" $setting }}
+{{- if and (hasKey $set $name) (not (hasKey $known $name)) }}
+{{- fail (printf "%s comes from a Secret or a ConfigMap key, so the chart cannot give KEDA's kafka scaler the same TLS/SASL settings: set it as a plain value (kafka.extraEnv or config.env), or name a TriggerAuthentication of your own in keda.worker.authenticationRef" $name) }}
+{{- end }}
+{{- end }}
+{{- $protocol := get $known "STREAMPROC_KAFKA__SECURITY_PROTOCOL" | default "PLAINTEXT" }}
+{{- if ne $protocol "PLAINTEXT" }}
+{{- $metadata := dict }}{{ $env := list }}{{ $secrets := list }}
+{{- if hasSuffix "SSL" $protocol }}
+{{- $_ := set $metadata "tls" "enable" }}
+{{- range $parameter, $setting := dict "ca" "SSL_CA_FILE" "cert" "SSL_CERT_FILE" "key" "SSL_KEY_FILE" }}
+{{- $name := printf "STREAMPROC_KAFKA__%s" $setting }}
+{{- with get $known $name }}
+{{- $secret := include "streamproc.mountedSecretKey" (list $root . $name) | fromYaml }}
+{{- $secrets = append $secrets (dict "parameter" $parameter "name" $secret.name "key" $secret.key) }}
+{{- end }}
+{{- end }}
+{{- if hasKey $set "STREAMPROC_KAFKA__SSL_KEY_PASSWORD" }}
+{{- $env = append $env (dict "parameter" "keyPassword" "name" "STREAMPROC_KAFKA__SSL_KEY_PASSWORD" "containerName" "worker") }}
+{{- end }}
+{{- end }}
+{{- if hasPrefix "SASL_" $protocol }}
+{{- $mechanism := get $known "STREAMPROC_KAFKA__SASL_MECHANISM" }}
+{{- $sasl := get (dict "PLAIN" "plaintext" "SCRAM-SHA-256" "scram_sha256" "SCRAM-SHA-512" "scram_sha512") $mechanism }}
+{{- if not $sasl }}
+{{- fail (printf "STREAMPROC_KAFKA__SECURITY_PROTOCOL is %s but STREAMPROC_KAFKA__SASL_MECHANISM is %q: set PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 as a plain value (kafka.extraEnv), for the workers and KEDA's kafka scaler alike, or name a TriggerAuthentication of your own in keda.worker.authenticationRef" $protocol $mechanism) }}
+{{- end }}
+{{- $_ := set $metadata "sasl" $sasl }}
+{{- $env = concat (list (dict "parameter" "username" "name" "STREAMPROC_KAFKA__SASL_USERNAME" "containerName" "worker") (dict "parameter" "password" "name" "STREAMPROC_KAFKA__SASL_PASSWORD" "containerName" "worker")) $env }}
+{{- end }}
+{{- toYaml (dict "metadata" $metadata "env" $env "secretTargetRef" $secrets) }}
+{{- end }}
+{{- end }}
+
+{{- /* The Secret and key a worker file is mounted from, (list $ PATH SETTING), as YAML {name,
+key}: the deepest of the workers' extra volume mounts that holds PATH, whose volume must be a
+Secret (KEDA reads PEM files from Secrets only). */ -}}
+{{- define "streamproc.mountedSecretKey" -}}
+{{- $root := index . 0 }}{{ $path := index . 1 }}{{ $setting := index . 2 }}
+{{- $volumes := include "streamproc.extras" (list $root $root.Values.worker "extraVolumes") | fromYamlArray }}
+{{- $best := dict "depth" -1 }}
+{{- range include "streamproc.extras" (list $root $root.Values.worker "extraVolumeMounts") | fromYamlArray }}
+{{- $mountPath := trimSuffix "/" .mountPath }}{{ $relative := "" }}
+{{- if .subPath }}{{ if eq $mountPath $path }}{{ $relative = .subPath }}{{ end }}
+{{- else if hasPrefix (printf "%s/" $mountPath) $path }}{{ $relative = trimPrefix (printf "%s/" $mountPath) $path }}{{ end }}
+{{- if and $relative (gt (len $mountPath) (int $best.depth)) }}{{ $best = dict "depth" (len $mountPath) "volume" .name "relative" $relative }}{{ end }}
+{{- end }}
+{{- if not $best.volume }}
+{{- fail (printf "%s (%s) is on no volume of the workers' extraVolumeMounts, so KEDA's kafka scaler cannot be given the same file: mount it from a Secret (extraVolumes), or name a TriggerAuthentication of your own in keda.worker.authenticationRef" $setting $path) }}
+{{- end }}
+{{- $found := dict }}
+{{- range $volumes }}
+{{- if eq .name $best.volume }}
+{{- if not .secret }}
+{{- fail (printf "%s (%s) is on volume %s, which is not a Secret: KEDA's kafka scaler takes PEM files from Secrets only; mount it from a Secret, or name a TriggerAuthentication of your own in keda.worker.authenticationRef" $setting $path .name) }}
+{{- end }}
+{{- $key := $best.relative }}
+{{- range .secret.items | default list }}{{ if eq .path $best.relative }}{{ $key = .key }}{{ end }}{{ end }}
+{{- $found = dict "name" .secret.secretName "key" $key }}
+{{- end }}
+{{- end }}
+{{- if not $found.name }}
+{{- fail (printf "%s (%s): no volume %s among the workers' extraVolumes" $setting $path $best.volume) }}
+{{- end }}
+{{- toYaml $found }}
 {{- end }}

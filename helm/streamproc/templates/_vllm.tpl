@@ -44,7 +44,9 @@ spec:
       {{- with $v.priorityClassName }}
       priorityClassName: {{ . }}
       {{- end }}
-      containers:
+      {{- with $v.runtimeClassName }}
+      runtimeClassName: {{ . }}
+      {{- end }}
       {{- if .backbone }}
       initContainers:
         # vLLM cannot truncate a model on load: cut the first embedding.layers layers of
@@ -106,6 +108,21 @@ spec:
             - {{ $v.service.port | quote }}
             {{- range .args }}
             - {{ . | quote }}
+            {{- end }}
+            {{- /* A flag the chart derives from a value yields to the same flag in extraArgs. */}}
+            {{- $extraArgs := $v.extraArgs | default list }}
+            {{- /* The model's Hub revision (not the embedding server's: it serves a local cut).
+            vLLM pins the model's own tokenizer to the same revision (tokenizer_revision
+            defaults to revision), so --tokenizer-revision is left to extraArgs, for a
+            --tokenizer from another repository. */}}
+            {{- if and $v.revision (not .backbone) (not (include "streamproc.argGiven" (list $extraArgs "--revision"))) }}
+            - --revision
+            - {{ $v.revision | quote }}
+            {{- end }}
+            {{- /* One vLLM process over all of the pod's GPUs. */}}
+            {{- if and (gt (int $v.gpus) 1) (not (include "streamproc.argGiven" (list $extraArgs "--tensor-parallel-size" "-tp"))) }}
+            - --tensor-parallel-size
+            - {{ $v.gpus | quote }}
             {{- end }}
             {{- with $v.allowedMediaDomains }}
             - --allowed-media-domains
@@ -285,5 +302,16 @@ server's pods when both name the same existing claim. Same arguments as streampr
 {{- if gt $pods 1 }}
 {{- fail (printf "%s.modelCache.accessModes %v let one node mount the claim, but more than one pod may mount it (%s) and one on another node hangs in Multi-Attach: set %s.modelCache.accessModes to [ReadWriteMany] (a storage class that has it), or %s.modelCache.enabled to false (an emptyDir per pod), or %s" $at $cache.accessModes (join "; " $why) $at $at (join " and " $fixes)) }}
 {{- end }}
+{{- end }}
+{{- end }}
+
+{{- /* "true" when an argument list (list ARGS NAME...) gives one of the named flags, as
+`--flag value` or `--flag=value`; vLLM's parser reads `_` in a long flag's name as `-`. */ -}}
+{{- define "streamproc.argGiven" -}}
+{{- $args := index . 0 }}{{ $names := rest . }}
+{{- range $args }}
+{{- $flag := splitList "=" (toString .) | first }}
+{{- if hasPrefix "--" $flag }}{{ $flag = replace "_" "-" $flag }}{{ end }}
+{{- if has $flag $names }}true{{ end }}
 {{- end }}
 {{- end }}
