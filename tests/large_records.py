@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import orjson
 
@@ -35,16 +35,7 @@ Field = Literal[
     "transcript",
     "ocr_text",
 ]
-FIELDS: tuple[Field, ...] = (
-    "title",
-    "description",
-    "attribute_value",
-    "attribute_key",
-    "category_path",
-    "caption",
-    "transcript",
-    "ocr_text",
-)
+FIELDS: tuple[Field, ...] = get_args(Field)
 #: The schema's maximum length of each field (streamproc/schemas/listing.py and video.py).
 BOUNDS: dict[Field, int] = {
     "title": 500,

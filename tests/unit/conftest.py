@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import io
+import logging
 from collections.abc import Iterator
 from datetime import timedelta
 from itertools import count
@@ -41,3 +43,14 @@ def store(tmp_path: Path) -> Iterator[QualityStore]:
 def quality_metrics(registry: CollectorRegistry) -> PrometheusQualityMetrics:
     topics = TopicSettings()
     return create_quality(registry, consumed_topics=(topics.verdicts, topics.labels))
+
+
+@pytest.fixture
+def root_logging() -> Iterator[io.StringIO]:
+    """The root logger writes to the returned buffer; its set-up is restored afterwards."""
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    stream = io.StringIO()
+    yield stream
+    root.handlers[:] = saved[0]
+    root.setLevel(saved[1])

@@ -207,17 +207,6 @@ def test_a_service_without_ready_is_ready_while_it_runs(registry: CollectorRegis
 # -- log formats ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-def root_logging() -> Iterator[io.StringIO]:
-    """The root logger writes to the returned buffer; its set-up is restored afterwards."""
-    root = logging.getLogger()
-    saved = (root.handlers[:], root.level)
-    stream = io.StringIO()
-    yield stream
-    root.handlers[:] = saved[0]
-    root.setLevel(saved[1])
-
-
 def _to(stream: io.StringIO) -> None:
     for handler in logging.getLogger().handlers:
         assert isinstance(handler, logging.StreamHandler)

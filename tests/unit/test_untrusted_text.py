@@ -8,7 +8,6 @@ import asyncio
 import io
 import json
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -89,17 +88,6 @@ def test_safe_text_escapes_what_would_break_a_line_and_counts_what_it_leaves_out
     assert safe_text("Crème brûlée 🍮 «ok»") == "Crème brûlée 🍮 «ok»"  # printable text as is
     assert safe_text("x" * 250) == "x" * 200 + "… (50 more characters)"
     assert safe_text("\n" * 10, limit=3) == "\\n\\n\\n… (7 more characters)"
-
-
-@pytest.fixture
-def root_logging() -> Iterator[io.StringIO]:
-    """The root logger, as the services set it up, writes to the returned buffer."""
-    root = logging.getLogger()
-    saved = (root.handlers[:], root.level)
-    stream = io.StringIO()
-    yield stream
-    root.handlers[:] = saved[0]
-    root.setLevel(saved[1])
 
 
 @pytest.mark.parametrize("log_format", ["text", "json"])
