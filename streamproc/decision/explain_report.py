@@ -9,7 +9,7 @@ from streamproc.errors import safe_text
 from streamproc.policy.rule_context import item_text
 from streamproc.schemas import ContentEvent, Explanation, ListingEvent, RuleMatch, Verdict
 
-__all__ = ["describe"]
+__all__ = ["describe", "summary"]
 
 #: Characters of item text shown on each side of a rule's match, and of each item field.
 _AROUND: Final = 40
@@ -51,6 +51,27 @@ def _clipped(verdict: Verdict) -> str:
     if verdict.scores:
         return "nothing: the model read the whole item"
     return "none named: no model scores decided (a rule before the model, or an error)"
+
+
+def summary(verdict: Verdict) -> str:
+    """What decided the verdict in one line: the deciding (or closest) category against its
+    threshold, the rule and what it matched, or the error; and any clipped fields."""
+    explanation, parts = verdict.explanation, []
+    if explanation is not None and explanation.rule is not None:
+        rule = explanation.rule
+        matched = rule.entry or rule.text
+        where = f' ("{safe_text(matched, 40)}" in {rule.field})' if matched and rule.field else ""
+        parts.append(f"rule {rule.rule_id}{where}")
+    elif explanation is not None and explanation.error_kind is not None:
+        parts.append(f"error {explanation.error_kind}")
+    if explanation is not None and explanation.categories:
+        m = explanation.categories[0]
+        relation = ">=" if m.margin >= 0 else "<"
+        window = f", window {m.window}" if m.window else ""
+        parts.append(f"{m.category} {m.score:.2f} {relation} {m.threshold} {m.threshold_value:.2f}{window}")
+    if verdict.clipped_fields:
+        parts.append(f"clipped {', '.join(verdict.clipped_fields)}")
+    return "; ".join(parts) or _decided_by(verdict)
 
 
 def _decided_by(verdict: Verdict) -> str:

@@ -22,9 +22,11 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from streamproc.config import InferenceSettings, TopicSettings
+from streamproc.decision.explain_report import summary as why_line
 from streamproc.dev.devstack import Broker, ManagedProcess, sigterm_unwinds, wait_for_port
 from streamproc.dev.samples import publish_jsonl
-from streamproc.errors import ConfigError
+from streamproc.errors import ConfigError, safe_text
+from streamproc.schemas import Verdict
 from streamproc.topics import apply_topics, load_topic_specs
 
 __all__ = ["DemoOptions", "run_demo"]
@@ -212,6 +214,12 @@ class _Printer:
         highest = f"{top} {scores[top]:.2f}" if top else "-"
         title = self._titles.get(value["content_id"], "")[:50]
         _say(f"{value['decision']:8}  {value['content_id']:8}  {by:44}  {highest:22}  {title}")
+        verdict = Verdict.model_validate(value)
+        _say(f"{'':18}why: {why_line(verdict)}")
+        if verdict.seller_message:
+            _say(
+                f"{'':18}message ({verdict.seller_message_locale}): {safe_text(verdict.seller_message, 100)}"
+            )
 
     def summary(self, metrics_url: str, published: int) -> None:
         verdicts = [r for r in self.results if "decision" in r]

@@ -35,6 +35,11 @@ def test_demo_prints_a_result_for_every_sample(model_servers: ModelServers, tmp_
         line.split()[1]: line.split()[0] for line in lines if re.match(r"^(approve|review|reject) ", line)
     }
     assert sorted(decided) == sorted(ids)
+    # Every verdict says what decided it, on the line after it.
+    whys = [
+        lines[n + 1].strip() for n, line in enumerate(lines) if re.match(r"^(approve|review|reject) ", line)
+    ]
+    assert len(whys) == len(ids) and all(w.startswith("why: ") and len(w) > len("why: ") for w in whys), whys
     malformed = (ROOT / "samples" / "malformed.jsonl").read_text(encoding="utf-8").splitlines()
     assert sum(line.startswith("DLQ ") for line in lines) == len([m for m in malformed if m.strip()])
     summary = next(line for line in lines if "samples answered" in line)

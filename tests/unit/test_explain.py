@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from streamproc.cli import cli
 from streamproc.decision import Evaluation, decide, decide_verdict, evaluate_item, explain
+from streamproc.decision.explain_report import summary
 from streamproc.decision.thresholds import decide_by_rule
 from streamproc.errors import InferenceTimeout
 from streamproc.inference.protocol import ModelAnswer, ModelRequest, TokenChoice
@@ -370,3 +371,26 @@ def test_explain_on_a_missing_file_is_a_usage_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["explain", str(tmp_path / "none.jsonl")])
     assert result.exit_code == 2
     assert len(result.output.strip().splitlines()) == 1 and "does not exist" in result.output
+
+
+def test_the_one_line_summary_names_what_decided() -> None:
+    base = {
+        "kind": "automated", "content_type": "listing", "content_id": "L-1", "revision": 0,
+        "policy_version": "p@1", "model": "m",
+        "latency": {"processing_seconds": 0.1, "end_to_end_seconds": 0.2},
+        "idempotency_key": "k", "source": {"topic": "t", "partition": 0, "offset": 1},
+        "produced_at": "2026-01-01T00:00:00Z", "reason_code": "R", "seller_message": "",
+    }  # fmt: skip
+    by_rule = Verdict.model_validate(base | {
+        "decision": "reject", "scores": {}, "decided_by": {"kind": "rule", "id": "blocked"},
+        "explanation": {"rule": {"rule_id": "blocked", "stage": "pre", "field": "text", "text": "replica",
+                                 "start": 6, "end": 13, "list_name": "blocked_terms", "entry": "replica"}},
+    })  # fmt: skip
+    assert summary(by_rule) == 'rule blocked ("replica" in text)'
+    by_score = Verdict.model_validate(base | {
+        "decision": "review", "scores": {"spam": 0.7}, "decided_by": {"kind": "category", "id": "spam"},
+        "clipped_fields": ["description"],
+        "explanation": {"categories": [{"category": "spam", "score": 0.7, "threshold": "review",
+                                        "threshold_value": 0.5, "margin": 0.2, "window": 2}]},
+    })  # fmt: skip
+    assert summary(by_score) == "spam 0.70 >= review 0.50, window 2; clipped description"
