@@ -10,6 +10,7 @@ from streamproc.cli.demo import demo
 from streamproc.cli.evaluate import eval_
 from streamproc.cli.explain import explain
 from streamproc.cli.policy import policy
+from streamproc.cli.replay import replay, replay_sweep
 from streamproc.cli.resources import publish, schemas, topics
 from streamproc.cli.services import check_config, export_labels, quality, worker
 from streamproc.cli.train import train
@@ -33,6 +34,8 @@ for _command in (
     policy,
     demo,
     eval_,
+    replay,
+    replay_sweep,
     calibrate,
     train,
     export_labels,

@@ -32,7 +32,15 @@ from streamproc.policy.rule_match import RuleSpan
 from streamproc.policy.rules import CompiledRules, RuleHit, RuleOutcome
 from streamproc.schemas import ContentEvent, SourceRef, TokenUsage, Verdict, VerdictMode
 
-__all__ = ["Evaluation", "ModelClient", "SecondModel", "decide_verdict", "evaluate", "evaluate_item"]
+__all__ = [
+    "Evaluation",
+    "ModelClient",
+    "SecondModel",
+    "decide_scored",
+    "decide_verdict",
+    "evaluate",
+    "evaluate_item",
+]
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +231,20 @@ async def decide_verdict(
         explanation=explain(policy, result.outcome, result.scores, windows=result.windows, span=result.span),
     )
     return verdict, result.outcome
+
+
+def decide_scored(
+    policy: Policy,
+    rules: CompiledRules,
+    event: ContentEvent,
+    scores: Mapping[str, float],
+    clipped: tuple[str, ...] = (),
+) -> Outcome:
+    """What ``evaluate_item`` decides from deciding scores the model gave before (its
+    ``scores`` and ``clipped``): thresholds, then post-rules, with no model call. A threshold
+    sweep over stored scores decides as a run at those thresholds would."""
+    context = rules.context(event, clipped)
+    return _model_outcome(policy, rules, event, dict(scores), context, NOOP)
 
 
 def _requests(scorer: Scorer, policy: Policy, windows: ItemWindows) -> list[list[ModelRequest]]:
