@@ -35,6 +35,8 @@ if TYPE_CHECKING:
         SweepAxis,
         ThresholdSet,
     )
+    from streamproc.evaluation.replay.labels import Labels
+    from streamproc.evaluation.replay.report import PackReport
     from streamproc.policy import Policy
     from streamproc.stream.time_range import KafkaRangeReader
 
@@ -95,6 +97,10 @@ class SweepSpec(_Param):
             self.fail(str(exc), param, ctx)
 
 
+_LABELS_HELP = (
+    "Labeled dataset (JSONL, as `streamproc export-labels` writes or `streamproc eval` reads): adds "
+    "violation precision, recall and F1 of live and candidate over the labeled items."
+)
 _SWEEP_HELP = (
     "Thresholds to try on the stored scores, no model call: CATEGORY.reject=0.8,0.85,0.9 (or "
     ".review=); repeat for several thresholds (every combination); tables per set in sweep.md."
@@ -146,6 +152,7 @@ _SWEEP_HELP = (
     help="Kafka bootstrap servers (default: the settings' kafka.bootstrap_servers).",
 )
 @click.option("--sweep", "axes", multiple=True, type=SweepSpec(), metavar=SweepSpec.name, help=_SWEEP_HELP)
+@click.option("--labels", "labels_file", type=_PATH, default=None, help=_LABELS_HELP)
 @server_options
 @cascade_options(
     "Second model for packs with a cascade block, as in the worker (default: the settings' cascade.model)."
@@ -160,6 +167,7 @@ def replay(
     verdict_margin: timedelta,
     bootstrap: str | None,
     axes: tuple[SweepAxis, ...],
+    labels_file: Path | None,
     servers: ServerOptions,
     cascade: CascadeOptions,
 ) -> None:
@@ -167,9 +175,15 @@ def replay(
 
     Reads the input topics over --from/--to without a consumer group (nothing is committed or
     published), runs each item through the worker's decision path and writes a report: the
-    decision-change matrix, automation and flag rates, model cost, the changed items.
+    decision-change matrix, automation and flag rates, model cost, the changed items (and, with
+    --labels, precision, recall and F1 of live and candidate over the labeled items).
     """  # fmt: skip
-    from streamproc.evaluation.replay import ReplayRequest, load_packs, threshold_sets  # noqa: PLC0415
+    from streamproc.evaluation.replay import (  # noqa: PLC0415
+        ReplayRequest,
+        load_labels,
+        load_packs,
+        threshold_sets,
+    )
 
     if to_time <= from_time:
         raise click.BadParameter("must be after --from", param_hint="--to")
@@ -178,6 +192,7 @@ def replay(
     try:
         policies = load_packs(policy_files)
         sweeps = threshold_sets(axes, policies) if axes else []
+        labels = load_labels(labels_file, policies) if labels_file is not None else None
         if cascade_model is not None:
             cascade.settings(settings, settings.inference, cascade_model)  # a bad URL: now
         request = ReplayRequest(policy_files, from_time, to_time, verdict_margin, out, settings.topics)
@@ -192,7 +207,7 @@ def replay(
                 second = cascade.settings(settings, running.generative, cascade_model)
                 models = (running.generative, running.embedding, second)
                 asyncio.run(_replay(plan, policies, kafka, models, out, concurrency))
-        report = asyncio.run(_finish(plan, policies, kafka, out, sweeps))
+        report = asyncio.run(_finish(plan, policies, kafka, out, sweeps, labels))
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     _echo_report(report, out, bool(sweeps))
@@ -215,12 +230,13 @@ def replay(
     metavar=SweepSpec.name,
     help=_SWEEP_HELP,
 )
-def replay_sweep(directory: Path, axes: tuple[SweepAxis, ...]) -> None:
+@click.option("--labels", "labels_file", type=_PATH, default=None, help=_LABELS_HELP)
+def replay_sweep(directory: Path, axes: tuple[SweepAxis, ...], labels_file: Path | None) -> None:
     """Threshold sets over a finished replay's stored scores: no broker, no model server."""  # fmt: skip
     from streamproc.evaluation.replay import sweep_from_dir  # noqa: PLC0415
 
     try:
-        report = sweep_from_dir(directory, axes)
+        report = sweep_from_dir(directory, axes, labels_file=labels_file)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     for threshold_set in report.sets:
@@ -228,6 +244,7 @@ def replay_sweep(directory: Path, axes: tuple[SweepAxis, ...]) -> None:
             click.echo(
                 f"{threshold_set.label}: {pack.pack} changed {pack.changed} of {pack.with_live_verdict}, "
                 f"automation {pack.live_automation_rate:.1%} -> {pack.candidate_automation_rate:.1%}"
+                + _f1(pack)
             )
     click.echo(f"sweep: {directory / 'sweep.md'}")
 
@@ -280,11 +297,12 @@ async def _finish(
     kafka: tuple[str, Settings],
     out: Path,
     sweeps: Sequence[ThresholdSet],
+    labels: Labels | None,
 ) -> ReplayReport:
     from streamproc.evaluation.replay import finish_replay  # noqa: PLC0415
 
     async with _reader(kafka) as source:
-        return await finish_replay(plan, policies, source, out, sweeps=sweeps)
+        return await finish_replay(plan, policies, source, out, sweeps=sweeps, labels=labels)
 
 
 def _reader(kafka: tuple[str, Settings]) -> KafkaRangeReader:
@@ -334,12 +352,24 @@ def _echo_gaps(plan: ReplayPlan) -> None:
         )
 
 
+def _f1(pack: PackReport) -> str:
+    """The violation F1s against the labels, when there are any."""
+    if pack.labeled is None:
+        return ""
+    labeled = pack.labeled
+    return (
+        f"; violation F1 over {labeled.compared} labeled items "
+        f"{labeled.live.f1:.3f} live -> {labeled.candidate.f1:.3f} candidate"
+    )
+
+
 def _echo_report(report: ReplayReport, out: Path, swept: bool) -> None:
     for pack in report.packs:
         click.echo(
             f"{pack.version}: {pack.items} items replayed, {pack.with_live_verdict} with a live verdict, "
             f"{pack.without_live_verdict} without; {pack.changed} changed; automation rate "
             f"{pack.live_automation_rate:.1%} live -> {pack.candidate_automation_rate:.1%} candidate"
+            + _f1(pack)
         )
         if pack.candidate_errors:
             click.echo(

@@ -28,7 +28,7 @@ from streamproc.policy import Category, Policy, Rule, Thresholds
 from streamproc.policy.rules import CompiledRules
 from streamproc.schemas import SourceRef, Verdict, decode_event, encode
 from streamproc.stream.time_range import PartitionRange, TimedRecord
-from tests.factories import listing_dict
+from tests.factories import listing_dict, video_dict
 
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
 TOPICS = TopicSettings()
@@ -228,6 +228,30 @@ async def scenario() -> MemoryTopics:
     )
     publish_verdict(topics, late, at(300))
     return topics
+
+
+#: Listing id → true categories. L-3 has no label; L-7 has no live verdict; L-99 was not
+#: replayed; the video's label is of another content type than the packs'.
+LABELS = {
+    "L-2": ["spam"],
+    "L-4": ["spam"],
+    "L-5": [],
+    "L-6": ["spam"],
+    "L-7": ["spam"],
+    "L-9": ["spam"],
+    "L-99": [],
+}
+
+
+def write_labels(path: Path, labels: Mapping[str, list[str]] = LABELS) -> Path:
+    """``labels`` as a labeled dataset, as ``streamproc export-labels`` writes it."""
+    lines = [
+        {"content_type": "listing", "event": listing_dict(listing_id=i, title="mug"), "true_categories": c}
+        for i, c in labels.items()
+    ]
+    lines.append({"content_type": "video", "event": video_dict(), "true_categories": ["violence"]})
+    path.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+    return path
 
 
 def request(out: Path, *policies: Policy) -> ReplayRequest:

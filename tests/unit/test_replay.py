@@ -16,15 +16,20 @@ import pytest
 from streamproc.errors import ConfigError
 from streamproc.evaluation.replay import (
     Change,
+    ReplayedItem,
     ReplayReport,
     deterministic,
     finish_replay,
+    load_labels,
     plan_replay,
     run_replay,
 )
+from streamproc.evaluation.replay.command import LIVE_VERDICTS
 from streamproc.evaluation.replay.join import LiveVerdicts
 from streamproc.evaluation.replay.run import applies
 from streamproc.evaluation.replay.store import RESULTS, load_progress, load_results
+from streamproc.evaluation.replay.tables import pack_report
+from streamproc.schemas import DecidedBy, Verdict
 from tests.factories import listing
 from tests.unit.replay_scenario import (
     CANDIDATE,
@@ -39,6 +44,7 @@ from tests.unit.replay_scenario import (
     replay_all,
     request,
     scenario,
+    write_labels,
 )
 
 
@@ -179,3 +185,70 @@ def test_a_pack_for_verticals_replays_only_their_items() -> None:
     assert applies(health, listing(category_path=["health", "Vitamins"]))
     assert not applies(health, listing(category_path=["Home"]))
     assert applies(CANDIDATE, listing(category_path=["Home"]))
+
+
+async def test_labels_give_precision_recall_and_f1_of_both_sides(tmp_path: Path) -> None:
+    labels = load_labels(write_labels(tmp_path / "labels.jsonl"), [CANDIDATE])
+    report = await replay_all(await scenario(), tmp_path / "out", labels=labels)
+    labeled = report.packs[0].labeled
+    assert labeled is not None
+    # L-2, L-4, L-5, L-6, L-7, L-9 labeled; L-3 not; L-99 not replayed (the video: other type).
+    assert (labeled.labeled, labeled.unlabeled, labeled.labels_unmatched) == (6, 1, 1)
+    assert (labeled.without_live_verdict, labeled.live_errors, labeled.candidate_errors) == (1, 0, 0)
+    assert (labeled.compared, labeled.violating) == (5, 4)  # L-7 has no live verdict
+    # Flagged (review or reject) against violating, over L-2, L-4, L-5, L-6, L-9:
+    # live approves L-2 (fn), flags clean L-5 (fp), flags L-4, L-6, L-9 (tp).
+    live = labeled.live
+    assert (live.tp, live.fp, live.fn, live.tn) == (3, 1, 1, 0)
+    assert (live.precision, live.recall, live.f1) == (3 / 4, 3 / 4, 3 / 4)
+    # The candidate reviews L-2 too.
+    candidate = labeled.candidate
+    assert (candidate.tp, candidate.fp, candidate.fn, candidate.tn) == (4, 1, 0, 0)
+    assert (candidate.precision, candidate.recall, candidate.f1) == (4 / 5, 1.0, 8 / 9)
+    # Per category, a side flags what its verdict names: the pre-rule on L-4 names none.
+    spam, adult = labeled.categories
+    assert (spam.live.tp, spam.live.fp, spam.live.fn) == (2, 1, 2)
+    assert (spam.live.precision, spam.live.recall, spam.live.f1) == (2 / 3, 2 / 4, 4 / 7)
+    assert (spam.candidate.tp, spam.candidate.fp, spam.candidate.fn) == (3, 1, 1)
+    assert (adult.category, adult.live.tn, adult.candidate.f1) == ("adult", 5, 0.0)
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert "| violation, live | 75.0% | 75.0% | 0.750 | 3 | 1 | 1 | 0 |" in markdown
+    assert "| violation, candidate | 80.0% | 100.0% | 0.889 | 4 | 1 | 0 | 0 |" in markdown
+    assert "6 replayed items have a label, 1 have none; 1 labels" in markdown
+    assert ReplayReport.model_validate_json((tmp_path / "out" / "report.json").read_bytes()) == report
+
+
+async def test_items_decided_by_an_error_are_left_out_of_the_labeled_figures(tmp_path: Path) -> None:
+    labels = load_labels(write_labels(tmp_path / "labels.jsonl"), [CANDIDATE])
+    await replay_all(await scenario(), tmp_path / "out")
+    items = [i for i in load_results(tmp_path / "out") if isinstance(i, ReplayedItem)]
+    live = LiveVerdicts()
+    for line in (tmp_path / "out" / LIVE_VERDICTS).read_bytes().splitlines():
+        verdict = Verdict.model_validate_json(line)
+        live.by_revision[(verdict.content_type, verdict.content_id, verdict.revision)] = verdict
+    error = DecidedBy(kind="error", id="timeout")
+    failed = [i.model_copy(update={"decided_by": error}) if i.content_id == "L-2" else i for i in items]
+    live.by_revision[("listing", "L-5", 0)] = live.by_revision[("listing", "L-5", 0)].model_copy(
+        update={"decided_by": error}
+    )
+    labeled = pack_report(CANDIDATE, failed, live.by_revision, shown=0, labels=labels).labeled
+    assert labeled is not None
+    assert (labeled.live_errors, labeled.candidate_errors, labeled.compared) == (1, 1, 3)
+    # Left: L-4, L-6, L-9, all violating and flagged on both sides.
+    assert (labeled.live.tp, labeled.live.fp, labeled.live.fn) == (3, 0, 0)
+    assert labeled.candidate == labeled.live
+
+
+async def test_a_bad_labels_file_is_one_line_naming_labels(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^--labels: cannot read dataset") as missing:
+        load_labels(tmp_path / "none.jsonl", [CANDIDATE])
+    bad = write_labels(tmp_path / "bad.jsonl", {"L-2": ["nope"]})
+    unknown_says = r"^--labels: .*categories not defined in replay-test: 'nope'"
+    with pytest.raises(ConfigError, match=unknown_says) as unknown:
+        load_labels(bad, [CANDIDATE])
+    bad.write_bytes(b"not json\n{}\n")
+    lines_say = r"^--labels: 2 bad line\(s\) in dataset .*; the first: .*:1: not valid JSON"
+    with pytest.raises(ConfigError, match=lines_say) as lines:
+        load_labels(bad, [CANDIDATE])
+    for raised in (missing, unknown, lines):
+        assert "\n" not in str(raised.value)

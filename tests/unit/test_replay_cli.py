@@ -11,7 +11,7 @@ from streamproc.cli import cli
 from streamproc.dev.devstack import free_port
 from streamproc.evaluation.replay import load_packs
 from tests.factories import POLICIES, label_pack
-from tests.unit.replay_scenario import LIVE_YAML, replay_all, scenario
+from tests.unit.replay_scenario import LIVE_YAML, replay_all, scenario, write_labels
 
 BAD_ARGUMENTS = [
     ("to-before-from", ["--to", "2024-04-30"], "Invalid value for --to: must be after --from", 2),
@@ -26,6 +26,8 @@ BAD_ARGUMENTS = [
     ("sweep-not-a-spec", ["--sweep", "spam=0.5"], "Invalid value for '--sweep'", 2),
     ("sweep-of-no-category", ["--sweep", "nope.reject=0.5"], "--sweep: no pack has a category 'nope'", 1),
     ("pack-missing", ["--policy", "missing.yaml"], "Invalid value for '--policy'", 2),
+    ("labels-missing", ["--labels", "missing.jsonl"], "Invalid value for '--labels'", 2),
+    ("labels-not-jsonl", ["--labels", "{labels}"], "Error: --labels: 1 bad line(s) in dataset", 1),
     ("no-broker", ["--bootstrap", "127.0.0.1:{port}"], "cannot reach Kafka at 127.0.0.1:{port}", 1),
 ]
 
@@ -48,7 +50,10 @@ def test_a_bad_argument_is_one_line_naming_it(
         "--out",
         str(tmp_path / "out"),
     ]
-    result = CliRunner().invoke(cli, ["replay", *base, *[a.replace("{port}", port) for a in args]])
+    labels = tmp_path / "labels.jsonl"
+    labels.write_bytes(b"not json\n")
+    given = [a.replace("{port}", port).replace("{labels}", str(labels)) for a in args]
+    result = CliRunner().invoke(cli, ["replay", *base, *given])
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
     assert says.replace("{port}", port) in lines[0]
@@ -83,6 +88,26 @@ async def test_replay_sweep_writes_the_tables_of_each_threshold_set(tmp_path: Pa
     ]
 
 
+async def test_replay_sweep_with_labels_shows_the_f1_of_both_sides(tmp_path: Path) -> None:
+    pack = tmp_path / "pack.yaml"
+    pack.write_text(LIVE_YAML)
+    out = tmp_path / "replay"
+    await replay_all(await scenario(), out, policy=load_packs([pack])[0], pack_file=pack)
+    labels = write_labels(tmp_path / "labels.jsonl")
+    sweep = ["replay-sweep", "--from-dir", str(out), "--sweep", "spam.review=0.4"]
+    result = CliRunner().invoke(cli, [*sweep, "--labels", str(labels)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == (
+        "spam.review=0.4: replay-test changed 1 of 6, automation 66.7% -> 50.0%; "
+        "violation F1 over 5 labeled items 0.750 live -> 0.889 candidate"
+    )
+    labels.write_bytes(b'{"content_type": "listing"}\n')
+    result = CliRunner().invoke(cli, [*sweep, "--labels", str(labels)])
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 1 and len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"Error: --labels: 1 bad line(s) in dataset {labels}; the first: {labels}:1:")
+
+
 def test_the_commands_are_listed_in_the_help() -> None:
     listing = CliRunner().invoke(cli, ["--help"]).output
     assert "replay " in listing and "replay-sweep " in listing
@@ -96,5 +121,6 @@ def test_the_commands_are_listed_in_the_help() -> None:
         "--sweep",
         "--vllm-url",
         "--verdict-margin",
+        "--labels",
     ):
         assert flag in usage

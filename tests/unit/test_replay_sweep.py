@@ -7,9 +7,16 @@ from pathlib import Path
 import pytest
 
 from streamproc.errors import ConfigError
-from streamproc.evaluation.replay import SweepReport, load_packs, parse_axis, sweep_from_dir, threshold_sets
+from streamproc.evaluation.replay import (
+    SweepReport,
+    load_labels,
+    load_packs,
+    parse_axis,
+    sweep_from_dir,
+    threshold_sets,
+)
 from streamproc.policy import Thresholds
-from tests.unit.replay_scenario import LIVE, LIVE_YAML, MarkedModel, replay_all, scenario
+from tests.unit.replay_scenario import LIVE, LIVE_YAML, MarkedModel, replay_all, scenario, write_labels
 
 
 async def test_a_sweep_equals_separate_replays_at_its_thresholds(tmp_path: Path) -> None:
@@ -18,8 +25,9 @@ async def test_a_sweep_equals_separate_replays_at_its_thresholds(tmp_path: Path)
     # by its score here); rejects from 0.55 change L-5.
     axes = [parse_axis("spam.review=0.4,0.5"), parse_axis("spam.reject=0.55,0.8")]
     sets = threshold_sets(axes, [LIVE])
+    labels = load_labels(write_labels(tmp_path / "labels.jsonl"), [LIVE])
     model = MarkedModel()
-    base = await replay_all(topics, tmp_path / "base", model, policy=LIVE, sweeps=sets)
+    base = await replay_all(topics, tmp_path / "base", model, policy=LIVE, sweeps=sets, labels=labels)
     calls = model.calls
     sweep = SweepReport.model_validate_json((tmp_path / "base" / "sweep.json").read_bytes())
     assert [s.label for s in sweep.sets] == [
@@ -30,13 +38,21 @@ async def test_a_sweep_equals_separate_replays_at_its_thresholds(tmp_path: Path)
     ]
     for swept in sweep.sets:
         policy = LIVE.with_thresholds({"spam": Thresholds(**swept.thresholds["spam"])})
-        separate = await replay_all(topics, tmp_path / str(len(swept.label)) / swept.label, policy=policy)
-        assert swept.packs == separate.packs, swept.label
+        folder = tmp_path / str(len(swept.label)) / swept.label
+        separate = await replay_all(topics, folder, policy=policy, labels=labels)
+        assert swept.packs == separate.packs, swept.label  # the labeled figures included
     assert model.calls == calls  # the sweep asked the model nothing
     # At the live pack's own thresholds, the sweep is the replay itself.
     assert sweep.sets[-1].packs == base.packs
     assert sweep.sets[-1].packs[0].changed == 0
     assert [s.packs[0].changed for s in sweep.sets[:3]] == [2, 1, 1]
+    # Reviews from 0.4 catch L-2 (labeled spam); rejects from 0.55 flag nothing new.
+    f1s = []
+    for swept in sweep.sets:
+        labeled = swept.packs[0].labeled
+        assert labeled is not None
+        f1s.append((labeled.live.f1, labeled.candidate.f1))
+    assert f1s == [(3 / 4, 8 / 9), (3 / 4, 8 / 9), (3 / 4, 3 / 4), (3 / 4, 3 / 4)]
     assert "# spam.review=0.4 spam.reject=0.55" in (tmp_path / "base" / "sweep.md").read_text()
 
 
@@ -50,6 +66,13 @@ async def test_a_sweep_from_a_finished_replay_folder_needs_no_broker(tmp_path: P
     await replay_all(topics, out, policy=policy, pack_file=pack)
     report = sweep_from_dir(out, [parse_axis("spam.review=0.4")])
     assert report.sets[0].packs[0].changed == 1
+    assert report.sets[0].packs[0].labeled is None
+    labeled = sweep_from_dir(
+        out, [parse_axis("spam.review=0.4")], labels_file=write_labels(tmp_path / "l.jsonl")
+    )
+    [swept] = labeled.sets[0].packs
+    assert swept.labeled is not None and swept.labeled.candidate.f1 == 8 / 9
+    assert "| violation F1 live | violation F1 candidate |" in (out / "sweep.md").read_text()
     pack.write_text(LIVE_YAML.replace("review: 0.5, reject: 0.8", "review: 0.45, reject: 0.8"))
     with pytest.raises(ConfigError, match=r"pack.yaml changed since the replay"):
         sweep_from_dir(out, [parse_axis("spam.review=0.4")])

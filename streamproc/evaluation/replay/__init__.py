@@ -11,6 +11,7 @@ from streamproc.evaluation.replay.command import (
     run_replay,
     sweep_from_dir,
 )
+from streamproc.evaluation.replay.labels import load_labels
 from streamproc.evaluation.replay.records import BadRecord, ReplayedItem, ReplayPlan
 from streamproc.evaluation.replay.report import (
     Change,
@@ -37,6 +38,7 @@ __all__ = [
     "ThresholdSet",
     "deterministic",
     "finish_replay",
+    "load_labels",
     "load_packs",
     "parse_axis",
     "plan_replay",

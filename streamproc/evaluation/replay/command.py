@@ -16,6 +16,7 @@ from streamproc.config import TopicSettings
 from streamproc.decision import ModelClient
 from streamproc.errors import ConfigError
 from streamproc.evaluation.replay.join import RevisionKey, read_live_verdicts
+from streamproc.evaluation.replay.labels import Labels, load_labels
 from streamproc.evaluation.replay.markdown import render_replay, render_sweep
 from streamproc.evaluation.replay.records import BadRecord, PackRef, ReplayedItem, ReplayPlan
 from streamproc.evaluation.replay.report import ReplayReport, RetentionGap, RunFigures, SweepReport, SweepSet
@@ -144,9 +145,10 @@ async def finish_replay(
     *,
     sweeps: Sequence[ThresholdSet] = (),
     shown: int = CHANGES_SHOWN,
+    labels: Labels | None = None,
 ) -> ReplayReport:
-    """Join the results with the live verdicts; write report.json, report.md, changes.jsonl
-    (and the sweep's files when ``sweeps`` are given)."""
+    """Join the results with the live verdicts (and ``labels``, when given); write report.json,
+    report.md, changes.jsonl (and the sweep's files when ``sweeps`` are given)."""
     results = load_results(out)
     items = [e for e in results if isinstance(e, ReplayedItem)]
     live = await read_live_verdicts(source, plan, {i.revision_key for i in items})
@@ -161,7 +163,9 @@ async def finish_replay(
         undecodable_records=sum(1 for e in results if isinstance(e, BadRecord)),
         live_verdicts_read=live.read,
         other_verdicts_skipped=live.other_kinds,
-        packs=tuple(pack_report(p, by_pack[p.name], live.by_revision, shown=shown) for p in policies),
+        packs=tuple(
+            pack_report(p, by_pack[p.name], live.by_revision, shown=shown, labels=labels) for p in policies
+        ),
         run=RunFigures(busy_seconds=busy, items_per_second=len(items) / busy if busy > 0 else 0.0),
         generated_at=datetime.now(UTC),
     )
@@ -170,15 +174,19 @@ async def finish_replay(
     every_change = [c for p in policies for c in changes(p, by_pack[p.name], live.by_revision)]
     _write_lines(out / "changes.jsonl", [c.model_dump_json().encode() for c in every_change])
     if sweeps:
-        write_sweep(plan, policies, items, live.by_revision, sweeps, out, shown=shown)
+        write_sweep(plan, policies, items, live.by_revision, sweeps, out, shown=shown, labels=labels)
     return report
 
 
-def sweep_from_dir(out: Path, axes: Sequence[SweepAxis], *, shown: int = CHANGES_SHOWN) -> SweepReport:
-    """A sweep over a finished replay in ``out``: its stored scores and live verdicts, no broker.
+def sweep_from_dir(
+    out: Path, axes: Sequence[SweepAxis], *, shown: int = CHANGES_SHOWN, labels_file: Path | None = None
+) -> SweepReport:
+    """A sweep over a finished replay in ``out``: its stored scores and live verdicts, no broker;
+    with ``labels_file``, the figures against its labels per threshold set.
 
     Raises:
-        ConfigError: no finished replay there, a pack file changed since, or a bad sweep.
+        ConfigError: no finished replay there, a pack file changed since, a bad sweep or a bad
+            labels file.
     """
     plan = load_plan(out)
     if plan is None or not load_progress(out).complete or not (out / LIVE_VERDICTS).is_file():
@@ -187,10 +195,11 @@ def sweep_from_dir(out: Path, axes: Sequence[SweepAxis], *, shown: int = CHANGES
         )
     policies = replayed_packs(plan)
     sweeps = threshold_sets(axes, policies)
+    labels = load_labels(labels_file, policies) if labels_file is not None else None
     items = [e for e in load_results(out) if isinstance(e, ReplayedItem)]
     verdicts = [Verdict.model_validate_json(line) for line in (out / LIVE_VERDICTS).read_bytes().splitlines()]
     live: dict[RevisionKey, Verdict] = {(v.content_type, v.content_id, v.revision): v for v in verdicts}
-    return write_sweep(plan, policies, items, live, sweeps, out, shown=shown)
+    return write_sweep(plan, policies, items, live, sweeps, out, shown=shown, labels=labels)
 
 
 def replayed_packs(plan: ReplayPlan) -> list[Policy]:
@@ -220,6 +229,7 @@ def write_sweep(
     out: Path,
     *,
     shown: int,
+    labels: Labels | None = None,
 ) -> SweepReport:
     """The tables at each threshold set; sweep.json and sweep.md in ``out``."""
     sets = []
@@ -228,7 +238,7 @@ def write_sweep(
         for policy in policies:
             swept = threshold_set.apply(policy)
             rescored = rescore(swept, [i for i in items if i.pack == policy.name])
-            packs.append(pack_report(swept, rescored, live, shown=shown))
+            packs.append(pack_report(swept, rescored, live, shown=shown, labels=labels))
         sets.append(
             SweepSet(label=threshold_set.label, thresholds=threshold_set.thresholds(), packs=tuple(packs))
         )

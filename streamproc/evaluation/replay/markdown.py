@@ -8,8 +8,10 @@ from typing import Final
 
 from streamproc.evaluation.replay.report import (
     Change,
+    LabeledReport,
     PackReport,
     ReplayReport,
+    Scores,
     SweepReport,
     VerdictBrief,
 )
@@ -40,21 +42,24 @@ def render_replay(report: ReplayReport) -> str:
 
 
 def render_sweep(report: SweepReport) -> str:
+    labeled = any(p.labeled is not None for s in report.sets for p in s.packs)
     lines = [
         f"# Threshold sweep over the replay of {_time(report.from_time)} to {_time(report.to_time)}",
         "",
         "Decisions recomputed from the replay's stored scores (thresholds, then post-rules); no "
         "model call. Items a pre-rule or an inference error decided keep their decisions.",
         "",
-        "| thresholds | pack | changed | automation live | automation candidate | flagged (candidate) |",
-        "|---|---|---:|---:|---:|---:|",
+        "| thresholds | pack | changed | automation live | automation candidate | flagged (candidate) |"
+        + (" violation F1 live | violation F1 candidate |" if labeled else ""),
+        "|---|---|---:|---:|---:|---:|" + ("---:|---:|" if labeled else ""),
     ]
     for threshold_set in report.sets:
         for pack in threshold_set.packs:
             flagged = sum(pack.decisions[live][c] for live in DECISIONS for c in _HELD)
+            f1 = f" {pack.labeled.live.f1:.3f} | {pack.labeled.candidate.f1:.3f} |" if pack.labeled else ""
             lines.append(
                 f"| {threshold_set.label} | {pack.pack} | {pack.changed} | {pack.live_automation_rate:.1%} | "
-                f"{pack.candidate_automation_rate:.1%} | {flagged} |"
+                f"{pack.candidate_automation_rate:.1%} | {flagged} |" + (f1 or (" | |" if labeled else ""))
             )
     lines.append("")
     for threshold_set in report.sets:
@@ -125,7 +130,37 @@ def _pack_section(pack: PackReport) -> list[str]:
             f"| {rate.category} | {rate.live:.1%} ({rate.live_count}) | {rate.candidate:.1%} "
             f"({rate.candidate_count}) | {rate.candidate - rate.live:+.1%} |"
         )
-    return [*lines, "", *_cost(pack)]
+    return [*lines, "", *(_labeled(pack.labeled) if pack.labeled is not None else []), *_cost(pack)]
+
+
+def _labeled(labeled: LabeledReport) -> list[str]:
+    lines = [
+        "### Against labels (violation: flagged = review or reject, as `streamproc eval`)",
+        "",
+        f"{labeled.labeled} replayed items have a label, {labeled.unlabeled} have none; "
+        f"{labeled.labels_unmatched} labels of this content type match no replayed item. Left out: "
+        f"{labeled.without_live_verdict} without a live verdict, {labeled.live_errors} decided by an "
+        f"error live, {labeled.candidate_errors} by an error in the candidate. Over the other "
+        f"{labeled.compared} ({labeled.violating} violating):",
+        "",
+        "| | precision | recall | F1 | tp | fp | fn | tn |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        _scores_row("violation, live", labeled.live),
+        _scores_row("violation, candidate", labeled.candidate),
+    ]
+    for category in labeled.categories:
+        lines += [
+            _scores_row(f"{category.category}, live", category.live),
+            _scores_row(f"{category.category}, candidate", category.candidate),
+        ]
+    return [*lines, ""]
+
+
+def _scores_row(name: str, scores: Scores) -> str:
+    return (
+        f"| {name} | {scores.precision:.1%} | {scores.recall:.1%} | {scores.f1:.3f} | "
+        f"{scores.tp} | {scores.fp} | {scores.fn} | {scores.tn} |"
+    )
 
 
 def _cost(pack: PackReport) -> list[str]:

@@ -16,12 +16,15 @@ from streamproc.schemas import ContentType, DecidedBy, Decision
 
 __all__ = [
     "CategoryRate",
+    "CategoryScores",
     "Change",
+    "LabeledReport",
     "PackReport",
     "ReplayCost",
     "ReplayReport",
     "RetentionGap",
     "RunFigures",
+    "Scores",
     "SweepReport",
     "SweepSet",
     "VerdictBrief",
@@ -82,6 +85,51 @@ class ReplayCost(_Frozen):
     live_completion_tokens: int
 
 
+class Scores(_Frozen):
+    """Precision, recall and F1 of one side against the labels, with their counts."""
+
+    precision: float
+    recall: float
+    f1: float
+    tp: int
+    fp: int
+    fn: int
+    tn: int
+
+
+class CategoryScores(_Frozen):
+    """One category as its own binary problem: the verdict names it, the label holds it."""
+
+    category: str
+    live: Scores
+    candidate: Scores
+
+
+class LabeledReport(_Frozen):
+    """The live verdicts and the candidate against labels, over the same labeled items.
+
+    Violation figures as ``streamproc eval``'s: an item violates when its label names any
+    category, and is flagged when its decision is review or reject.
+    """
+
+    #: Replayed items with a label, replayed items without one, and labels of the pack's
+    #: content type that match no item the pack replayed.
+    labeled: int
+    unlabeled: int
+    labels_unmatched: int
+    #: Labeled items left out: no live verdict, or a side decided by an error (an item with
+    #: errors on both sides counts in both).
+    without_live_verdict: int
+    live_errors: int
+    candidate_errors: int
+    #: Items the figures cover, and how many of them violate.
+    compared: int
+    violating: int
+    live: Scores
+    candidate: Scores
+    categories: tuple[CategoryScores, ...]
+
+
 class PackReport(_Frozen):
     """One candidate pack against the live verdicts of the items it decided."""
 
@@ -109,6 +157,8 @@ class PackReport(_Frozen):
     cost: ReplayCost
     #: The first changes in time order (all of them in changes.jsonl).
     changes_shown: tuple[Change, ...]
+    #: Against the labels given with --labels; None without.
+    labeled: LabeledReport | None = None
 
 
 class RetentionGap(_Frozen):

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Final
 
 from streamproc.evaluation.replay.join import RevisionKey
+from streamproc.evaluation.replay.labels import Labels, labeled_report
 from streamproc.evaluation.replay.records import ReplayedItem
 from streamproc.evaluation.replay.report import (
     CategoryRate,
@@ -65,9 +66,15 @@ def changes(
 
 
 def pack_report(
-    policy: Policy, items: Sequence[ReplayedItem], live: Mapping[RevisionKey, Verdict], *, shown: int
+    policy: Policy,
+    items: Sequence[ReplayedItem],
+    live: Mapping[RevisionKey, Verdict],
+    *,
+    shown: int,
+    labels: Labels | None = None,
 ) -> PackReport:
-    """One pack's tables; ``items`` are its replayed items, ``shown`` the changes listed."""
+    """One pack's tables; ``items`` are its replayed items, ``shown`` the changes listed; with
+    ``labels``, the figures against them."""
     unique, duplicates = unique_items(items)
     pairs = [(item, live[item.revision_key]) for item in unique if item.revision_key in live]
     matrix = {row: dict.fromkeys(DECISIONS, 0) for row in DECISIONS}
@@ -92,6 +99,7 @@ def pack_report(
         flag_rates=_flag_rates(policy, pairs),
         cost=_cost(unique, [v for _, v in pairs]),
         changes_shown=tuple(found[:shown]),
+        labeled=labeled_report(policy, unique, live, labels) if labels is not None else None,
     )
 
 
