@@ -41,6 +41,7 @@ from load.fault_scenarios import (
     topic_env,
 )
 from load.faults import fault_proxy
+from load.hostile_scenarios import poison_notes, poison_records, rss_mib
 from load.stack import SERVED_MODEL, start_vllm
 from streamproc.config import TopicSettings
 from streamproc.dev.devstack import Broker, ManagedProcess, free_port, wait_for_port
@@ -112,6 +113,7 @@ def run_scenarios(running: Stack, runs: int) -> dict[str, list[Figures]]:
         "sigkill": lambda: repeated_sigkill(running.broker.bootstrap, _topics(running), running.start_worker),
         "model": lambda: _model_faults(running),
         "broker": lambda: broker_restart(running.start_worker, running.run_dir),
+        "poison": lambda: poison_records(running.broker.bootstrap, _topics(running), running.start_worker),
     }
     results: dict[str, list[Figures]] = defaultdict(list)
     for n in range(runs):
@@ -159,7 +161,7 @@ def soak(running: Stack, minutes: float, rate: float, model_every: int = 20) -> 
             batch = [listing(f"L-s{n + i}", banned=(n + i) % model_every != 0) for i in range(int(rate))]
             n += len(batch)
             asyncio.run(publish(running.broker.bootstrap, topics.listings, listing_records(batch)))
-            rss[int(elapsed // 60)] = max(rss.get(int(elapsed // 60), 0.0), _rss_mib(pid))
+            rss[int(elapsed // 60)] = max(rss.get(int(elapsed // 60), 0.0), rss_mib(pid))
             time.sleep(max(0.0, 1.0 - (time.monotonic() - began - elapsed)))
         expected = {f"L-s{i}" for i in range(n)}
         collector.wait_for_ids(expected, 120)
@@ -183,15 +185,6 @@ def soak(running: Stack, minutes: float, rate: float, model_every: int = 20) -> 
             }
         )
     return result
-
-
-def _rss_mib(pid: int) -> float:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0.0
-    match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
-    return int(match.group(1)) / 1024 if match else 0.0
 
 
 def machine() -> str:
@@ -230,7 +223,7 @@ def figures_table(results: dict[str, list[Figures]], soaked: Soak | None, runs: 
             f"| {_median(recovery)} / {max(recovery, default=0):.1f} "
             f"| {_median([f.wall_seconds for f in runs_of])} |"
         )
-    lines += ["", *_fault_notes(results)]
+    lines += ["", *_fault_notes(results), *poison_notes(results.get("poison", []))]
     if soaked is not None:
         lines += _soak_table(soaked)
     return "\n".join(lines)

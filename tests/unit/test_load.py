@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from load.bench_overhead import _process_counts
 from load.bench_scorers import CPU_FORMS, ratios
 from load.bench_scorers import main as bench_scorers
+from load.hostile_scenarios import POISON, PoisonFigures, hostile_batch, poison_notes
 from load.instant import ZeroCostModel, instant_processor
 from load.profile_processor import main as profile_processor
 from load.report import RunReport, cpu_description, percentile, spread, summarise
@@ -39,6 +40,7 @@ from streamproc.policy import PolicySet, ScorerName, item_windows, load_policy_s
 from streamproc.schemas import Verdict, decode_event
 from streamproc.stream import InboundRecord
 from tests.factories import worker_processor
+from tests.large_records import FIELDS
 
 
 def test_arrivals_follow_the_target_rate_with_exponential_gaps() -> None:
@@ -290,3 +292,40 @@ def test_profile_processor_prints_cpu_per_item() -> None:
     result = CliRunner().invoke(profile_processor, ["--events", "100", "--http"])
     assert result.exit_code == 0, result.output
     assert re.fullmatch(r"\d+ µs CPU per item \(100 events, best of 3, http=True\)\n", result.output)
+
+
+def test_every_hostile_record_sits_between_ordinary_items_and_is_followed_under_its_key() -> None:
+    batch = hostile_batch()
+    triples = [batch[n : n + 3] for n in range(0, len(batch), 3)]
+    assert triples[0][1].value == POISON
+    for before, hostile, follower in triples:
+        assert before.topic == hostile.topic == follower.topic
+        assert (follower.key, follower.follower, before.follower) == (hostile.key, True, False)
+        for ordinary in (before, follower):
+            decode_event("video" if ordinary.topic == "videos" else "listing", ordinary.value)
+    # the poison record and 1 MB in each field (U+FDFA and plain text) become dead letters
+    assert sum(p.dead_letter for p in batch) == 1 + 2 * len(FIELDS)
+    assert len({p.outcome_id for p in batch}) == len(batch)
+    assert len(hostile_batch(("ligature", "plain"))) == len(batch) + 3 * len(FIELDS)  # U+FDFA too
+
+
+def test_poison_notes_tabulate_each_run_and_say_when_one_went_wrong() -> None:
+    good = PoisonFigures(
+        "poison",
+        at_bound=16,
+        dead_letters=17,
+        expected_dead_letters=17,
+        recovery_seconds=[2.31],
+        letter_reasons={"invalid_json": 1, "schema_validation": 16},
+        rss_growth_mib=20.4,
+        rss_peak_growth_mib=31.0,
+        largest_dead_letter_bytes=98_832,
+    )
+    stalled = dataclasses.replace(good, recovery_seconds=[], not_once=1, partitions_behind=1)
+    assert poison_notes([]) == []
+    lines = poison_notes([good, stalled])
+    assert "| 1 | 17 (17) | 0 | 0 | 2.3 | 31 / 20 | 98832 |" in lines
+    assert "| 2 | 17 (17) | 1 | 1 | never | 31 / 20 | 98832 |" in lines
+    assert "invalid_json 1, schema_validation 16" in lines[1]
+    assert lines[-1].startswith("Reading the poison runs: NOT every record")
+    assert "every record over a bound became exactly one dead letter" in poison_notes([good])[-1]
