@@ -34,8 +34,8 @@ PLAN: Final = "plan.json"
 RESULTS: Final = "results.jsonl"
 PROGRESS: Final = "progress.json"
 
-#: One line of results.jsonl, whichever kind (mypy takes an annotated union for a value).
-_LINE: Final = TypeAdapter[ReplayedItem | BadRecord](Entry)  # type: ignore[arg-type]
+#: One line of results.jsonl, whichever kind.
+_LINE: Final = TypeAdapter[ReplayedItem | BadRecord](Entry)
 
 
 def save_plan(out: Path, plan: ReplayPlan) -> None:
