@@ -4,28 +4,37 @@
 # Runs as uid/gid 10001 on a read-only root filesystem: the only paths it writes are /tmp and
 # /var/lib/streamproc (the quality service's join store; mount a volume there). See docs/deploy.md.
 
-# Builder: the project's wheel, installed with its runtime dependencies (no extras) into a
-# virtualenv that the runtime stage copies whole, so the runtime stage needs no pip run.
-FROM python:3.11.14-slim-bookworm AS builder
+# The base is pinned by tag and by the digest of its multi-architecture index: a rebuild gets
+# the same bytes. To move it: docs/deploy.md#the-base-image-and-the-lock.
+
+# Builder: the runtime dependencies from requirements/image.txt, each checked against its
+# hashes (`make lock` rewrites it), then the project's wheel without dependencies; the runtime
+# stage copies the virtualenv whole, so it needs no pip run.
+FROM python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
+# The locked dependencies first: their layer is reused until the lock changes.
+COPY requirements/image.txt requirements/
+RUN python -m venv /opt/venv \
+ && /opt/venv/bin/pip install --require-hashes -r requirements/image.txt
 COPY pyproject.toml README.md LICENSE ./
 COPY streamproc/ streamproc/
 RUN pip wheel --no-deps --wheel-dir /wheels . \
- && python -m venv /opt/venv \
- && /opt/venv/bin/pip install /wheels/streamproc-*.whl \
+ && /opt/venv/bin/pip install --no-deps /wheels/streamproc-*.whl \
+ && /opt/venv/bin/pip check \
  && /opt/venv/bin/pip uninstall --yes pip \
  && /opt/venv/bin/streamproc --help >/dev/null
 
-FROM python:3.11.14-slim-bookworm AS runtime
+FROM python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d AS runtime
 ARG VERSION=0.1.0
 LABEL org.opencontainers.image.title="streamproc" \
       org.opencontainers.image.description="Streaming content-moderation workers: Kafka in, vLLM-scored verdicts out." \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.base.name="docker.io/library/python:3.11.14-slim-bookworm"
+      org.opencontainers.image.base.name="docker.io/library/python:3.11.14-slim-bookworm" \
+      org.opencontainers.image.base.digest="sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d"
 # Packs and topic specs are looked up at absolute paths, whatever the working directory; mount
 # your own packs over /app/policies (the worker reloads them when they change).
 ENV PATH=/opt/venv/bin:$PATH \

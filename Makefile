@@ -37,7 +37,7 @@ SWEEP_DEPTHS ?= 5 10 15 20 25 30
 # thresholds come from `make train` (out-of-fold scores of their heads).
 CALIBRATE_ARGS ?= --policy policies/candidates/listings-v2.yaml --data datasets/moderation-v1/calibration.jsonl --out .calibrate
 
-.PHONY: install vllm demo eval calibrate train sweep-depth compare-scorers test unit deploy-check lint docs clean bench-overhead bench-saturation bench-latency bench-scorers reliability
+.PHONY: install vllm demo eval calibrate train sweep-depth compare-scorers test unit deploy-check lint docs clean bench-overhead bench-saturation bench-latency bench-scorers reliability lock
 
 $(BIN)/.installed: pyproject.toml
 	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
@@ -121,6 +121,11 @@ unit: install
 # project's scripts install; no broker, no model server.
 deploy-check: install
 	$(BIN)/pytest -m deploy
+
+# Rewrites requirements/image.txt, the image's runtime dependencies pinned with their hashes,
+# after a change to pyproject.toml's dependencies (tests/deploy/test_image.py fails until then).
+lock:
+	bash scripts/lock_image.sh
 
 # Rewrites the generated tables in README.md and docs/*.md (tests/unit/test_docs.py checks them).
 docs: install

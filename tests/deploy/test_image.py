@@ -23,6 +23,9 @@ from pathlib import Path, PurePosixPath
 
 import dockerfile
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 from prometheus_client import CollectorRegistry
 
 from streamproc.config import MetricsSettings, QualitySettings
@@ -34,6 +37,8 @@ from tests.deploy.streamproc_env import settings_from
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
+#: The image's runtime dependencies with their hashes (scripts/lock_image.sh).
+LOCK = ROOT / "requirements" / "image.txt"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 #: What a context must leave out to stay small.
 NOT_IN_CONTEXT = [".git", ".venv", "tests", "load", "deploy", "helm", ".demo", ".eval", "samples"]
@@ -194,13 +199,20 @@ def test_stages_are_builder_then_runtime() -> None:
     assert BUILDER.name in used, "the runtime stage copies nothing from the builder"
 
 
-def test_base_images_are_pinned_python_slim() -> None:
+def _base(stage: Stage) -> tuple[str, str, str]:
+    """(image, tag, digest) of `image:tag@sha256:digest`."""
+    reference, _, digest = stage.base.partition("@")
+    image, _, tag = reference.partition(":")
+    return image, tag, digest
+
+
+def test_base_images_are_pinned_python_slim_by_tag_and_digest() -> None:
     for stage in STAGES:
-        image, sep, tag = stage.base.partition(":")
-        assert sep and tag and tag != "latest", f"stage {stage.name}: pin {stage.base} to a version tag"
         assert "$" not in stage.base, f"stage {stage.name}: a literal base image, not a build argument"
+        image, tag, digest = _base(stage)
         assert image == "python"
         assert re.fullmatch(r"3\.11\.\d+-slim-\w+", tag), f"{tag}: a patch-pinned 3.11 slim tag"
+        assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest), f"stage {stage.name}: pin {stage.base} by digest"
     # The runtime runs the builder's virtualenv: the same interpreter must be at the same path.
     assert BUILDER.base == RUNTIME.base
     assert PYPROJECT["requires-python"] == ">=3.11"
@@ -238,11 +250,45 @@ def test_entrypoint_command_ports_and_healthcheck() -> None:
     assert "/healthz" in " ".join(healthcheck.value)
 
 
-def test_only_runtime_dependencies_are_installed() -> None:
-    runs = " ".join(c.value[0] for stage in STAGES for c in stage.all("RUN"))
-    installs = [found.strip() for found in re.findall(r"pip install ([^&]+)", runs)]
-    assert installs == ["/wheels/streamproc-*.whl"], f"install the wheel alone, no extras: {installs}"
-    assert "matplotlib" not in runs and "[dev" not in runs
+def test_only_locked_runtime_dependencies_are_installed() -> None:
+    runs = [c.value[0] for stage in STAGES for c in stage.all("RUN")]
+    installs = [found.strip() for run in runs for found in re.findall(r"pip install ([^&]+)", run)]
+    expected = [f"--require-hashes -r {LOCK.relative_to(ROOT)}", "--no-deps /wheels/streamproc-*.whl"]
+    assert installs == expected, f"the lock with its hashes, then the wheel alone: {installs}"
+    assert any("pip check" in run for run in runs), "the lock must satisfy what the wheel requires"
+
+
+def _locked() -> dict[str, tuple[Version, int]]:
+    """requirements/image.txt: normalised name -> (pinned version, number of hashes)."""
+    locked: dict[str, tuple[Version, int]] = {}
+    text = LOCK.read_text().replace("\\\n", " ")
+    for raw in text.splitlines():
+        line = raw.partition("#")[0].strip()
+        if not line:
+            continue
+        spec, *options = line.split(" --")
+        requirement = Requirement(spec)
+        (pin,) = requirement.specifier
+        assert pin.operator == "==", f"{line[:60]}: pin with =="
+        hashes = [o for o in options if re.fullmatch(r"hash=sha256:[0-9a-f]{64}", o.strip())]
+        locked[canonicalize_name(requirement.name)] = (Version(pin.version), len(hashes))
+    return locked
+
+
+def test_the_lock_pins_each_runtime_dependency_within_its_range_with_hashes() -> None:
+    locked = _locked()
+    for name, (_, hashes) in locked.items():
+        assert hashes, f"{name}: no --hash in {LOCK.name}"
+    for dependency in map(Requirement, PYPROJECT["dependencies"]):
+        name = canonicalize_name(dependency.name)
+        assert name in locked, f"{name} is not in {LOCK.name}: run `make lock`"
+        assert dependency.specifier.contains(locked[name][0]), (
+            f"{name}=={locked[name][0]} is outside pyproject's {dependency.specifier}: run `make lock`"
+        )
+    extras = [d for group in PYPROJECT["optional-dependencies"].values() for d in group]
+    runtime = {canonicalize_name(Requirement(d).name) for d in PYPROJECT["dependencies"]}
+    extras_only = {canonicalize_name(Requirement(d).name) for d in extras} - runtime
+    assert not extras_only & locked.keys(), f"extras in the image's lock: {extras_only & locked.keys()}"
 
 
 def test_runtime_environment_is_valid_settings() -> None:
@@ -278,7 +324,9 @@ def test_labels_follow_the_project() -> None:
     assert version_arg["VERSION"] == PYPROJECT["version"]
     assert labels["org.opencontainers.image.licenses"] == PYPROJECT["license"]
     assert labels["org.opencontainers.image.title"] == PYPROJECT["name"]
-    assert labels["org.opencontainers.image.base.name"].endswith(RUNTIME.base)
+    image, tag, digest = _base(RUNTIME)
+    assert labels["org.opencontainers.image.base.name"] == f"docker.io/library/{image}:{tag}"
+    assert labels["org.opencontainers.image.base.digest"] == digest
 
 
 # -- the build context ----------------------------------------------------------------------
