@@ -11,7 +11,7 @@ from streamproc.cli.evaluate import eval_
 from streamproc.cli.explain import explain
 from streamproc.cli.policy import policy
 from streamproc.cli.replay import replay, replay_sweep
-from streamproc.cli.resources import publish, schemas, topics
+from streamproc.cli.resources import publish, schemas, smoke, topics
 from streamproc.cli.services import check_config, export_labels, quality, worker
 from streamproc.cli.train import train
 
@@ -31,6 +31,7 @@ for _command in (
     schemas,
     topics,
     publish,
+    smoke,
     policy,
     demo,
     eval_,

@@ -1,4 +1,4 @@
-"""Schemas, topics and publishing: `streamproc schemas`, `topics` and `publish`."""
+"""Schemas, topics and publishing: `streamproc schemas`, `topics`, `publish` and `smoke`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import click
 from streamproc.cli.common import BadConfiguration, BootstrapServers, config_option, load, quiet_kafka_client
 from streamproc.errors import ConfigError
 
-__all__ = ["publish", "schemas", "topics"]
+__all__ = ["publish", "schemas", "smoke", "topics"]
 
 
 @click.group()
@@ -124,3 +124,50 @@ def publish(
     except ConfigError as exc:  # the broker is out of reach
         raise click.ClickException(str(exc)) from exc
     click.echo(f"published {count} records to {topic}")
+
+
+@click.command()
+@click.option(
+    "--timeout",
+    "within",
+    type=click.FloatRange(min=1),
+    default=300.0,
+    show_default=True,
+    help="Seconds to wait for the verdict (a cold model server needs minutes).",
+)
+@config_option
+def smoke(within: float, config_file: Path | None) -> None:
+    """Check a running deployment end to end: publish one harmless listing, wait for its verdict.
+
+    Kafka (STREAMPROC_KAFKA__) and topics (STREAMPROC_TOPICS__) come from the workers' settings.
+    The listing's seller_id is streamproc-smoke; its id is new on each run. Exits non-zero when
+    no verdict comes, when it is dead-lettered, or when the model server could not score it.
+    """
+    from streamproc.stream.smoke import smoke_test  # noqa: PLC0415
+
+    settings = load(config_file)
+    quiet_kafka_client()
+    try:
+        result = asyncio.run(smoke_test(settings.kafka, settings.topics, within=within))
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    record = result.record or {}
+    if result.outcome == "timeout":
+        raise click.ClickException(
+            f"no verdict for {result.listing_id} on {settings.topics.verdicts} within {within:.0f} s; "
+            f"check that workers consume {settings.topics.listings} (their /readyz and logs) "
+            "and that the model server answers"
+        )
+    if result.outcome == "dead_letter":
+        raise click.ClickException(f"{result.listing_id} was dead-lettered: {record.get('reason')}")
+    decided_by = record.get("decided_by") or {}
+    if decided_by.get("kind") == "error":
+        raise click.ClickException(
+            f"{result.listing_id} got {record.get('decision')} through the fallback: the model "
+            f"server could not score it ({decided_by.get('id')})"
+        )
+    who = " ".join(str(part) for part in (decided_by.get("kind"), decided_by.get("id")) if part)
+    click.echo(
+        f"{result.listing_id}: {record.get('decision')} after {result.seconds:.1f} s, decided by {who} "
+        f"(pack {record.get('policy_version')}, model {record.get('model')})"
+    )

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +31,23 @@ ROOT = Path(__file__).resolve().parents[2]
 VERDICT_SCHEMA = jsonschema.Draft202012Validator(
     json.loads((ROOT / "topics" / "schemas" / "verdict.v1.json").read_text())
 )
+
+
+def smoke(broker: Broker, topics: TopicSettings) -> subprocess.CompletedProcess[str]:
+    """`streamproc smoke` (the chart's `helm test`) against this test's broker and topics."""
+    env = {
+        **os.environ,
+        "STREAMPROC_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap,
+        **{f"STREAMPROC_TOPICS__{field.upper()}": name for field, name in topics.model_dump().items()},
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "streamproc", "smoke", "--timeout", "240"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 async def test_listings_and_videos_get_verdicts_on_the_right_topics(
@@ -83,6 +103,13 @@ async def test_listings_and_videos_get_verdicts_on_the_right_topics(
     assert worker.total("streamproc_model_request_latency_seconds_count") >= 6
     assert worker.total("streamproc_prompt_tokens_total") > 10 * len(scored)
     assert worker.total("streamproc_model_requests_in_flight") == 0
+
+    # The deployment's smoke test: its own listing, decided by the model.
+    done = smoke(broker, topics)
+    assert done.returncode == 0, done.stderr
+    line = r"smoke-[0-9a-f]{32}: (approve|review|reject) after .* decided by \S+.*\n"
+    assert re.fullmatch(line, done.stdout), done.stdout
+    assert worker.total("streamproc_verdicts_total") == 7
 
 
 async def test_malformed_events_are_dead_lettered_and_the_next_valid_one_decided(
@@ -191,6 +218,10 @@ async def test_model_server_down_escalates_to_review_when_not_holding(
     assert worker.total("streamproc_inference_errors_total", kind="unavailable") == 2 * requests
     assert worker.total("streamproc_inference_retries_total") == requests
     assert worker.total("streamproc_verdicts_total", category="inference_error", decision="review") == 3
+    # The smoke test does not take a fallback verdict for a working deployment.
+    done = smoke(broker, topics)
+    assert done.returncode == 1
+    assert "got review through the fallback: the model server could not score it (unavailable)" in done.stderr
 
 
 def test_any_kafka_client_can_publish_a_listing_and_read_its_verdict(

@@ -107,17 +107,20 @@ which values reach the worker, quality and topic Job pods; the vLLM pods take on
 {{- with $items }}{{ toYaml . }}{{ end }}
 {{- end }}
 
-{{/* The environment of a streamproc container, (list $ COMPONENT-VALUES SERVICE). A service
+{{/* The environment of a streamproc container, (list $ COMPONENT-VALUES KIND). A "service"
 (worker, quality) reads its settings from the config ConfigMap and gets the model server's API
-key. The topic hook Job runs before that ConfigMap exists and calls no model server: it gets the
-Kafka settings (STREAMPROC_KAFKA__*, config.env's among them) as variables of its own, which the
-extras override as they override the ConfigMap in the services. */}}
+key; the "test" pod (helm test) the same settings without the key, since it calls no model
+server. The topic hook "job" runs before that ConfigMap exists and calls no model server: it
+gets the Kafka settings (STREAMPROC_KAFKA__*, config.env's among them) as variables of its own,
+which the extras override as they override the ConfigMap in the services. */}}
 {{- define "streamproc.env" -}}
-{{- $root := index . 0 }}{{ $v := index . 1 }}{{ $service := index . 2 }}
+{{- $root := index . 0 }}{{ $v := index . 1 }}{{ $kind := index . 2 }}
 {{- $envFrom := list }}{{ $env := list }}
 {{- $extraEnv := include "streamproc.extras" (list $root $v "extraEnv") | fromYamlArray }}
-{{- if $service }}
+{{- if ne $kind "job" }}
 {{- $envFrom = append $envFrom (dict "configMapRef" (dict "name" (include "streamproc.componentName" (list $root "config")))) }}
+{{- end }}
+{{- if eq $kind "service" }}
 {{- with (include "streamproc.apiKeySecretName" $root) }}
 {{- $key := dict "secretKeyRef" (dict "name" . "key" $root.Values.inference.apiKey.existingSecretKey) }}
 {{- $env = append $env (dict "name" "STREAMPROC_INFERENCE__API_KEY" "valueFrom" $key) }}
@@ -125,7 +128,7 @@ extras override as they override the ConfigMap in the services. */}}
 {{- $env = append $env (dict "name" "STREAMPROC_EMBEDDING__API_KEY" "valueFrom" $key) }}
 {{- end }}
 {{- end }}
-{{- else }}
+{{- else if eq $kind "job" }}
 {{- $overridden := list }}{{ range $extraEnv }}{{ $overridden = append $overridden .name }}{{ end }}
 {{- range $name, $value := include "streamproc.settings" $root | fromYaml }}
 {{- if and (hasPrefix "STREAMPROC_KAFKA__" $name) (not (has $name $overridden)) }}

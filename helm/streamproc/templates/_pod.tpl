@@ -37,7 +37,7 @@ spec:
         - name: metrics
           containerPort: {{ $v.service.metricsPort }}
           protocol: TCP
-      {{- include "streamproc.env" (list $root $v true) | nindent 6 }}
+      {{- include "streamproc.env" (list $root $v "service") | nindent 6 }}
       livenessProbe:
         {{- toYaml $v.livenessProbe | nindent 8 }}
       readinessProbe:
