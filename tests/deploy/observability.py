@@ -151,10 +151,11 @@ def metric_names(expr: str) -> set[str]:
 
 
 #: Metrics of exporters outside this stack that rules read on Kubernetes only: the kubelet's
-#: volume figures (StreamprocQualityVolumeFilling). No compose or test Prometheus scrapes them,
-#: so queried_metrics() leaves them out; promtool's unit tests cover their rules.
+#: volume figures (StreamprocQualityVolumeFilling) and dcgm-exporter's last Xid code
+#: (VllmGpuXidError). No compose or test Prometheus scrapes them, so queried_metrics() leaves
+#: them out; promtool's unit tests cover their rules.
 KUBERNETES_METRICS = frozenset(
-    {"kubelet_volume_stats_available_bytes", "kubelet_volume_stats_capacity_bytes"}
+    {"kubelet_volume_stats_available_bytes", "kubelet_volume_stats_capacity_bytes", "DCGM_FI_DEV_XID_ERRORS"}
 )
 
 

@@ -313,7 +313,7 @@ def test_topic_job_mounts_every_spec_and_schema(tmp_path: Path) -> None:
 
 
 #: Alerts the chart scopes to its release (templates/monitoring.yaml, streamproc.releaseRules).
-RELEASE_SCOPED = {"StreamprocJobAbsent", "VllmJobAbsent", "StreamprocQualityVolumeFilling"}
+RELEASE_SCOPED = {"StreamprocJobAbsent", "VllmJobAbsent", "StreamprocQualityVolumeFilling", "VllmGpuXidError"}
 
 
 def _rule_name(rule: dict[str, Any]) -> str:
@@ -1361,6 +1361,57 @@ def test_release_scoped_alerts_fire_for_this_release_only(tmp_path: Path) -> Non
         check=False,
         cwd=tmp_path,
     )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_gpu_alert_watches_this_releases_model_server_pods_only(tmp_path: Path) -> None:
+    """Under either dcgm-exporter label convention (exported_pod, or pod with honorLabels):
+    a same-named pod of another release's namespace, or another release's pod, does not fire."""
+    rules = _chart_rules()
+    selectors = set(re.findall(r"DCGM_FI_DEV_XID_ERRORS\{([^}]*)\}", rules["VllmGpuXidError"]["expr"]))
+    pods = f'"{RELEASE}-streamproc-(vllm|embedding)-[^-]+-[^-]+"'
+    assert selectors == {
+        f'exported_namespace="{NAMESPACE}", exported_pod=~{pods}',
+        f'namespace="{NAMESPACE}", pod=~{pods}',
+    }
+    assert "VllmGpuXidError" not in _chart_rules(
+        *settings("vllm.enabled=false", "embedding.enabled=false", "inference.baseUrl=https://m.example/v1")
+    )
+    # The expression only: the annotations are tested in deploy/prometheus/tests/vllm.test.yml.
+    rule = {k: v for k, v in rules["VllmGpuXidError"].items() if k != "annotations"}
+    (tmp_path / "gpu.rules.yml").write_text(yaml.safe_dump({"groups": [{"name": "gpu", "rules": [rule]}]}))
+    vllm, embedding = f"{RELEASE}-streamproc-vllm-6d4f8-x2k4p", f"{RELEASE}-streamproc-embedding-5c9d7-qw7rt"
+    exporter = {"pod": "nvidia-dcgm-exporter-abcde"}
+    firing = [
+        {"gpu": "0", **exporter, "exported_namespace": NAMESPACE, "exported_pod": vllm},
+        {"gpu": "1", "namespace": NAMESPACE, "pod": embedding},
+    ]
+    quiet = [
+        {"gpu": "2", **exporter, "exported_namespace": "staging", "exported_pod": vllm},
+        {"gpu": "3", **exporter, "exported_namespace": NAMESPACE, "exported_pod": "x-streamproc-vllm-6d-b"},
+        {"gpu": "4", "namespace": "staging", "pod": embedding},
+    ]
+    series = [
+        "DCGM_FI_DEV_XID_ERRORS{" + ", ".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
+        for labels in firing + quiet
+    ]
+    expected = [{"exp_labels": {"severity": "warning", **labels}} for labels in firing]
+    tests = {
+        "rule_files": ["gpu.rules.yml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [{"series": s, "values": "0x4 79x10"} for s in series],
+                "alert_rule_test": [
+                    {"eval_time": "6m", "alertname": "VllmGpuXidError", "exp_alerts": expected}
+                ],
+            }
+        ],
+    }
+    (tmp_path / "gpu.test.yml").write_text(yaml.safe_dump(tests))
+    command = [promtool(), "test", "rules", "gpu.test.yml"]
+    done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
