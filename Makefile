@@ -131,10 +131,16 @@ lock:
 docs: install
 	$(BIN)/python scripts/gen_docs.py
 
+# Exports the integration tests' model servers (the vLLM virtualenv and model directories).
+define with_test_servers
+$(with_vllm); export STREAMPROC_TEST_VLLM_PYTHON="$$vllm_python" STREAMPROC_TEST_MODEL_DIR="$$model_dir" \
+  STREAMPROC_TEST_EMBEDDING_MODEL_DIR="$$embedding_dir"
+endef
+
+# Every tier but the minutes-long fault scenarios (`make reliability`): the integration tests
+# on one worker, the unit and deployment tests on the other (tests/conftest.py).
 test: lint
-	$(with_vllm); \
-	STREAMPROC_TEST_VLLM_PYTHON="$$vllm_python" STREAMPROC_TEST_MODEL_DIR="$$model_dir" \
-	STREAMPROC_TEST_EMBEDDING_MODEL_DIR="$$embedding_dir" $(BIN)/pytest
+	$(with_test_servers); $(BIN)/pytest -n 2 --dist loadgroup -m "not reliability"
 
 # Benchmarks (load/): each prints its ratio and writes load/results/*.json. Saturation, latency
 # and scorers measure the running servers VLLM_URL (with MODEL_NAME) and EMBEDDING_URL (with
@@ -153,9 +159,12 @@ bench-latency: install
 bench-scorers: install
 	$(with_bench_server); $(BIN)/python -m load.bench_scorers $(BENCH_ARGS)
 
-# Fault scenarios (SIGKILL, model server faults, broker restart) several times each and a soak;
-# rewrites the figures in docs/reliability.md and load/results/reliability.json.
+# The tests marked reliability, the property tests with 2,000 examples each, then the fault
+# scenarios (SIGKILL, model server faults, broker restart, poison records) several times each
+# and a soak; rewrites the figures in docs/reliability.md and load/results/reliability.json.
 reliability: install
+	$(with_test_servers); $(BIN)/pytest -m reliability; \
+	HYPOTHESIS_PROFILE=thorough $(BIN)/pytest tests/unit/test_hostile_input.py
 	$(with_vllm); \
 	STREAMPROC_VLLM_PYTHON="$$vllm_python" STREAMPROC_MODEL_DIR="$$model_dir" \
 	STREAMPROC_EMBEDDING_MODEL_DIR="$$embedding_dir" $(BIN)/python -m load.reliability $(RELIABILITY_ARGS)

@@ -43,7 +43,7 @@ class FaultState:
 class FaultProxy:
     """Runs on its own thread and event loop, so the caller may block (e.g. in a test)."""
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, port: int = 0) -> None:
         parts = urlsplit(upstream)
         self._origin = f"{parts.scheme}://{parts.netloc}"
         self._path_prefix = parts.path.rstrip("/")  # /v1
@@ -54,7 +54,7 @@ class FaultProxy:
         self._thread = threading.Thread(target=self._serve, name="fault-proxy", daemon=True)
         self._stop: asyncio.Event | None = None
         self._connections: set[asyncio.Task[None]] = set()
-        self.port = 0
+        self.port = port  # 0: any free port; a stopped proxy's port: the same address again
 
     @property
     def base_url(self) -> str:
@@ -82,7 +82,9 @@ class FaultProxy:
     async def _main(self) -> None:
         self._stop = asyncio.Event()
         async with httpx.AsyncClient(base_url=self._origin, timeout=300) as upstream:
-            server = await asyncio.start_server(lambda r, w: self._connection(r, w, upstream), "127.0.0.1", 0)
+            server = await asyncio.start_server(
+                lambda r, w: self._connection(r, w, upstream), "127.0.0.1", self.port
+            )
             self.port = server.sockets[0].getsockname()[1]
             self._ready.set()
             async with server:
@@ -158,9 +160,10 @@ def _response(status: int, body: bytes) -> bytes:
 
 
 @contextlib.contextmanager
-def fault_proxy(upstream: str) -> Iterator[FaultProxy]:
-    """A started proxy in front of ``upstream`` (an API root such as http://host:port/v1)."""
-    proxy = FaultProxy(upstream)
+def fault_proxy(upstream: str, port: int = 0) -> Iterator[FaultProxy]:
+    """A started proxy in front of ``upstream`` (an API root such as http://host:port/v1), on
+    ``port`` (0: any free one)."""
+    proxy = FaultProxy(upstream, port)
     proxy.start()
     try:
         yield proxy

@@ -16,6 +16,7 @@ import pytest
 from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
+from load.faults import fault_proxy
 from streamproc.config import KafkaSettings, Settings, TopicSettings, WorkerSettings
 from streamproc.dev.devstack import Broker, VllmServer
 from streamproc.metrics import create as create_metrics
@@ -146,6 +147,9 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}", pytrace=False)
 
 
+# Minutes of generative requests on a CPU server; test_faults.py's repeated SIGKILL checks the
+# same guarantees in `make test`.
+@pytest.mark.reliability
 async def test_sigkill_with_hundreds_in_flight_loses_nothing_and_bounds_duplicates(
     broker: Broker, topics: TopicSettings, start_worker: StartWorker, tmp_path: Path
 ) -> None:
@@ -205,48 +209,50 @@ async def test_sigkill_with_hundreds_in_flight_loses_nothing_and_bounds_duplicat
 async def test_model_server_outage_pauses_consumption_and_holds_items_until_it_is_back(
     broker: Broker, embedding_server: VllmServer, topics: TopicSettings, start_worker: StartWorker
 ) -> None:
-    """The shipped packs' model server (the embedding server) stops and comes back."""
-    vllm = embedding_server
-    worker = start_worker(
-        STREAMPROC_INFERENCE__BREAKER_FAILURES="3",
-        STREAMPROC_INFERENCE__BREAKER_RECOVERY_SECONDS="2",
-        STREAMPROC_INFERENCE__TIMEOUT_SECONDS="60",
-    )
-
-    def listings(prefix: str, n: int) -> list[tuple[bytes, bytes]]:
-        ids = [f"{prefix}{i}" for i in range(n)]
-        return [(id_.encode(), orjson.dumps(listing_dict(listing_id=id_))) for id_ in ids]
-
-    # Few items: the test is about holding, not throughput.
-    before = listings("L-before", 4)
-    await produce(broker.bootstrap, topics.listings, before)
-    await consume(broker.bootstrap, [topics.verdicts], len(before), within=120)
-
-    vllm.stop()
-    try:
-        during = listings("L-during", 12)
-        await produce(broker.bootstrap, topics.listings, during)
-        wait_for(
-            lambda: (
-                worker.total("streamproc_consumption_paused") == 1
-                and worker.total("streamproc_model_circuit_open") == 1
-            ),
-            60,
-            "the worker to open the circuit and pause consumption",
+    """The shipped packs' model server (the embedding server) goes away and comes back. The
+    worker reaches it through a proxy, stopped and started again on the same port: connections
+    are refused meanwhile, as for a stopped server, while the session's server keeps serving
+    the other tests."""
+    with fault_proxy(embedding_server.base_url) as proxy:
+        port = proxy.port
+        worker = start_worker(
+            STREAMPROC_EMBEDDING__BASE_URL=proxy.base_url,
+            STREAMPROC_INFERENCE__BREAKER_FAILURES="3",
+            STREAMPROC_INFERENCE__BREAKER_RECOVERY_SECONDS="2",
+            STREAMPROC_INFERENCE__TIMEOUT_SECONDS="60",
         )
-        await asyncio.sleep(3)
-        decided_while_down = worker.total("streamproc_verdicts_total")
-        assert decided_while_down == len(before)  # nothing decided, nothing escalated, nothing approved
-    finally:
-        vllm.start()
 
-    received = await consume(broker.bootstrap, [topics.verdicts], len(before) + len(during), within=240)
-    by_id = verdicts_by_id(received, topics.verdicts)
-    assert len(by_id) == len(before) + len(during)
-    for copies in by_id.values():
-        for verdict in copies:
-            assert verdict.decided_by.kind != "error"
-            assert verdict.usage is not None  # decided by the model once it was back
-    assert worker.total("streamproc_consumption_paused") == 0
+        def listings(prefix: str, n: int) -> list[tuple[bytes, bytes]]:
+            ids = [f"{prefix}{i}" for i in range(n)]
+            return [(id_.encode(), orjson.dumps(listing_dict(listing_id=id_))) for id_ in ids]
+
+        # Few items: the test is about holding, not throughput.
+        before = listings("L-before", 4)
+        await produce(broker.bootstrap, topics.listings, before)
+        await consume(broker.bootstrap, [topics.verdicts], len(before), within=120)
+
+    during = listings("L-during", 12)
+    await produce(broker.bootstrap, topics.listings, during)
+    wait_for(
+        lambda: (
+            worker.total("streamproc_consumption_paused") == 1
+            and worker.total("streamproc_model_circuit_open") == 1
+        ),
+        60,
+        "the worker to open the circuit and pause consumption",
+    )
+    await asyncio.sleep(3)
+    decided_while_down = worker.total("streamproc_verdicts_total")
+    assert decided_while_down == len(before)  # nothing decided, nothing escalated, nothing approved
+
+    with fault_proxy(embedding_server.base_url, port):  # the server is back
+        received = await consume(broker.bootstrap, [topics.verdicts], len(before) + len(during), within=240)
+        by_id = verdicts_by_id(received, topics.verdicts)
+        assert len(by_id) == len(before) + len(during)
+        for copies in by_id.values():
+            for verdict in copies:
+                assert verdict.decided_by.kind != "error"
+                assert verdict.usage is not None  # decided by the model once it was back
+        wait_for(lambda: worker.total("streamproc_consumption_paused") == 0, 60, "consumption to resume")
     assert worker.total("streamproc_inference_errors_total", kind="unavailable") > 0
     assert worker.total("streamproc_rebalances_total", event="revoked") == 0  # the group stayed stable

@@ -69,6 +69,8 @@ def test_model_server_faults_never_approve_and_scoring_resumes(
     assert proxy.requests > 0
 
 
+# A minute and more of its own broker's restart; `make reliability` also repeats it for the report.
+@pytest.mark.reliability
 def test_broker_restart_approves_nothing_and_does_not_hang_silently(start_worker: StartWorker) -> None:
     figures = broker_restart(start_worker, LOGS, observe=60)
     report(figures)

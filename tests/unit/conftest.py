@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 from collections.abc import Iterator
 from datetime import timedelta
 from itertools import count
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 from prometheus_client import CollectorRegistry
 
 from streamproc.config import TopicSettings
@@ -16,6 +18,11 @@ from streamproc.quality.store import QualityStore
 from streamproc.stream.records import InboundRecord
 
 _offsets = count()
+
+# Property tests: Hypothesis's 100 examples each in `make test`; `make reliability` sets
+# HYPOTHESIS_PROFILE=thorough for 2,000 (minutes, not seconds).
+settings.register_profile("thorough", max_examples=2000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 def quality_record(topic: str, value: bytes | None) -> InboundRecord:

@@ -31,7 +31,8 @@ SCHEMAS = Path(__file__).resolve().parents[2] / "topics" / "schemas"
 SETTINGS = Settings(kafka={"client_id": "worker-hostile"})
 TOPICS = SETTINGS.topics
 TOPIC_OF: dict[ContentType, str] = {"listing": TOPICS.listings, "video": TOPICS.videos}
-MANY = settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))
+# Examples per property: the loaded profile's (tests/unit/conftest.py).
+MANY = settings(deadline=None, suppress_health_check=list(HealthCheck))
 
 
 class ApprovingModel:
