@@ -117,8 +117,8 @@ lint: install
 unit: install
 	$(BIN)/pytest tests/unit
 
-# The deployment checks (chart, compose, alert rules, dashboards, image), with the tools the
-# project's scripts install; no broker, no model server.
+# The deployment checks (chart, compose, alert rules, dashboards, the image built and run), with
+# the tools the project's scripts install; no model server (the image test starts a broker).
 deploy-check: install
 	$(BIN)/pytest -m deploy
 
@@ -140,7 +140,7 @@ endef
 # Every tier but the minutes-long fault scenarios (`make reliability`): the integration tests
 # on one worker, the unit and deployment tests on the other (tests/conftest.py).
 test: lint
-	$(with_test_servers); $(BIN)/pytest -n 2 --dist loadgroup -m "not reliability"
+	$(with_test_servers); $(BIN)/pytest -n 2 -m "not reliability"
 
 # Benchmarks (load/): each prints its ratio and writes load/results/*.json. Saturation, latency
 # and scorers measure the running servers VLLM_URL (with MODEL_NAME) and EMBEDDING_URL (with
