@@ -10,6 +10,7 @@ module at a time.
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ TIERS = ("unit", "integration", "deploy")
 _seconds: defaultdict[str, float] = defaultdict(float)
 #: Figures tests record (``record_property``), e.g. the image's size: shown at the end.
 _figures: list[tuple[str, object]] = []
+_yielded = False
 
 
 def tier_of(path: Path) -> str | None:
@@ -50,6 +52,15 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
             return nodeid.split("::", 1)[0]
 
     return TierScheduling(config, log)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Under xdist, a worker running unit or deployment tests yields the CPU to the other's
+    integration tests (the run's critical path) and their worker processes and servers."""
+    global _yielded  # noqa: PLW0603  (once per worker process: niceness only goes up)
+    if not _yielded and os.environ.get("PYTEST_XDIST_WORKER") and tier_of(item.path) != "integration":
+        os.nice(10)
+        _yielded = True
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
