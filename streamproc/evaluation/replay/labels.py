@@ -14,12 +14,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from streamproc.accuracy import Confusion, confusion_by_category, violates, violation_confusion
+from streamproc.accuracy import confusion_by_category, violates, violation_confusion
 from streamproc.errors import ConfigError
 from streamproc.evaluation.dataset import DatasetError, check_categories, load_dataset
 from streamproc.evaluation.replay.join import RevisionKey
 from streamproc.evaluation.replay.records import ReplayedItem
-from streamproc.evaluation.replay.report import CategoryScores, LabeledReport, Scores
+from streamproc.evaluation.replay.report import CategoryScores, LabeledReport
+from streamproc.evaluation.report.violation import confusion_figures
 from streamproc.policy import Policy
 from streamproc.schemas import Verdict
 
@@ -81,24 +82,14 @@ def labeled_report(
         candidate_errors=len(candidate_errors),
         compared=len(compared),
         violating=sum(1 for truth, _, _ in compared if violates(truth)),
-        live=_scores(violation_confusion((truth, v.decision, 1.0) for truth, _, v in compared)),
-        candidate=_scores(violation_confusion((truth, i.decision, 1.0) for truth, i, _ in compared)),
+        live=confusion_figures(violation_confusion((t, v.decision, 1.0) for t, _, v in compared)),
+        candidate=confusion_figures(violation_confusion((t, i.decision, 1.0) for t, i, _ in compared)),
         categories=tuple(
             CategoryScores(
-                category=c, live=_scores(live_by_category[c]), candidate=_scores(candidate_by_category[c])
+                category=c,
+                live=confusion_figures(live_by_category[c]),
+                candidate=confusion_figures(candidate_by_category[c]),
             )
             for c in policy.category_ids
         ),
-    )
-
-
-def _scores(confusion: Confusion) -> Scores:
-    return Scores(
-        precision=confusion.precision,
-        recall=confusion.recall,
-        f1=confusion.f1,
-        tp=int(confusion.tp),
-        fp=int(confusion.fp),
-        fn=int(confusion.fn),
-        tn=int(confusion.tn),
     )

@@ -11,11 +11,11 @@ from streamproc.evaluation.replay.report import (
     LabeledReport,
     PackReport,
     ReplayReport,
-    Scores,
     SweepReport,
     VerdictBrief,
 )
 from streamproc.evaluation.replay.tables import DECISIONS
+from streamproc.evaluation.report.model import ConfusionFigures
 from streamproc.schemas import Decision
 
 __all__ = ["render_replay", "render_sweep"]
@@ -156,7 +156,7 @@ def _labeled(labeled: LabeledReport) -> list[str]:
     return [*lines, ""]
 
 
-def _scores_row(name: str, scores: Scores) -> str:
+def _scores_row(name: str, scores: ConfusionFigures) -> str:
     return (
         f"| {name} | {scores.precision:.1%} | {scores.recall:.1%} | {scores.f1:.3f} | "
         f"{scores.tp} | {scores.fp} | {scores.fn} | {scores.tn} |"

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
+from streamproc.evaluation.report.model import ConfusionFigures
 from streamproc.schemas import ContentType, DecidedBy, Decision
 
 __all__ = [
@@ -24,7 +25,6 @@ __all__ = [
     "ReplayReport",
     "RetentionGap",
     "RunFigures",
-    "Scores",
     "SweepReport",
     "SweepSet",
     "VerdictBrief",
@@ -85,24 +85,12 @@ class ReplayCost(_Frozen):
     live_completion_tokens: int
 
 
-class Scores(_Frozen):
-    """Precision, recall and F1 of one side against the labels, with their counts."""
-
-    precision: float
-    recall: float
-    f1: float
-    tp: int
-    fp: int
-    fn: int
-    tn: int
-
-
 class CategoryScores(_Frozen):
     """One category as its own binary problem: the verdict names it, the label holds it."""
 
     category: str
-    live: Scores
-    candidate: Scores
+    live: ConfusionFigures
+    candidate: ConfusionFigures
 
 
 class LabeledReport(_Frozen):
@@ -125,8 +113,8 @@ class LabeledReport(_Frozen):
     #: Items the figures cover, and how many of them violate.
     compared: int
     violating: int
-    live: Scores
-    candidate: Scores
+    live: ConfusionFigures
+    candidate: ConfusionFigures
     categories: tuple[CategoryScores, ...]
 
 

@@ -23,6 +23,7 @@ __all__ = [
     "CategoryEntry",
     "CategoryFigures",
     "Comparison",
+    "ConfusionFigures",
     "ConfusionMatrix",
     "DatasetRef",
     "DecidedByRef",
@@ -174,8 +175,8 @@ class ModelCost(_Frozen):
     completion_tokens_per_item: float
 
 
-class ViolationFigures(_Frozen):
-    """Violates any category (truth) against flagged, i.e. decision review or reject (predicted)."""
+class ConfusionFigures(_Frozen):
+    """Precision, recall and F1 of one binary decision, with its counts."""
 
     precision: float
     recall: float
@@ -184,6 +185,11 @@ class ViolationFigures(_Frozen):
     fp: int
     fn: int
     tn: int
+
+
+class ViolationFigures(ConfusionFigures):
+    """Violates any category (truth) against flagged, i.e. decision review or reject (predicted)."""
+
     cost: ModelCost
 
 

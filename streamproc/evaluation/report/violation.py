@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 from streamproc.accuracy import Confusion, violates, violation_confusion
 from streamproc.evaluation.report.model import (
+    ConfusionFigures,
     ModelContribution,
     ModelCost,
     ViolationDelta,
@@ -22,7 +23,7 @@ from streamproc.evaluation.report.model import (
 from streamproc.evaluation.runner import ItemResult
 from streamproc.schemas import Decision
 
-__all__ = ["combine_violation", "violation_delta", "violation_report"]
+__all__ = ["combine_violation", "confusion_figures", "violation_delta", "violation_report"]
 
 _NO_COST = (0, 0, 0)
 
@@ -107,22 +108,20 @@ def _confusion(evaluated: Sequence[ItemResult], decision: Callable[[ItemResult],
     return violation_confusion((r.item.true_categories, decision(r), 1.0) for r in evaluated)
 
 
+def confusion_figures(confusion: Confusion) -> ConfusionFigures:
+    """Precision, recall, F1 and the (unweighted) counts of a confusion."""
+    counts = {name: int(getattr(confusion, name)) for name in ("tp", "fp", "fn", "tn")}
+    return ConfusionFigures(precision=confusion.precision, recall=confusion.recall, f1=confusion.f1, **counts)
+
+
 def _figures(confusion: Confusion, items: int, usage: tuple[int, int, int] = _NO_COST) -> ViolationFigures:
     requests, prompt, completion = usage
-    return ViolationFigures(
-        precision=confusion.precision,
-        recall=confusion.recall,
-        f1=confusion.f1,
-        tp=int(confusion.tp),
-        fp=int(confusion.fp),
-        fn=int(confusion.fn),
-        tn=int(confusion.tn),
-        cost=ModelCost(
-            requests=requests,
-            prompt_tokens=prompt,
-            completion_tokens=completion,
-            requests_per_item=requests / items if items else 0.0,
-            prompt_tokens_per_item=prompt / items if items else 0.0,
-            completion_tokens_per_item=completion / items if items else 0.0,
-        ),
+    cost = ModelCost(
+        requests=requests,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        requests_per_item=requests / items if items else 0.0,
+        prompt_tokens_per_item=prompt / items if items else 0.0,
+        completion_tokens_per_item=completion / items if items else 0.0,
     )
+    return ViolationFigures(**confusion_figures(confusion).model_dump(), cost=cost)
