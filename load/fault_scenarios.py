@@ -242,13 +242,22 @@ def settle(worker: WorkerLike, within: float = 30.0) -> None:
 
 
 def first_verdict_after(worker: WorkerLike, since: float, within: float) -> float | None:
-    """Seconds from ``since`` (monotonic) until ``worker`` reports its first verdict."""
+    """Seconds from ``since`` (monotonic) until ``worker`` reports its first verdict; None if it
+    exits or ``within`` passes first."""
     deadline = since + within
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and worker.process.alive():
         if metric_total(worker.metrics_port, "streamproc_verdicts_total") > 0:
             return time.monotonic() - since
-        time.sleep(0.05)
+        time.sleep(0.2)
     return None
+
+
+def _silent(worker: WorkerLike, within: float) -> str:
+    """Why a worker gave no verdict, in words, with the end of its log."""
+    process = worker.process
+    state = f"exited with status {_status(process)}" if not process.alive() else "kept running"
+    tail = process.log_tail(15)
+    return f"a restarted worker decided nothing within {within:.0f} s: it {state}; its log ends:\n{tail}"
 
 
 def repeated_sigkill(
@@ -280,9 +289,12 @@ def repeated_sigkill(
             killed = _sigkill(worker.process)
             worker = start(**env)
             recovery = first_verdict_after(worker, killed, within)
-            if recovery is not None:
-                figures.recovery_seconds.append(recovery)
-        collector.wait_for_ids(expected, within)
+            if recovery is None:  # the figures say so at once, with why: no further kills
+                figures.outcome = _silent(worker, within)
+                break
+            figures.recovery_seconds.append(recovery)
+        else:
+            collector.wait_for_ids(expected, within)
         settle(worker)
         verdicts = list(collector.verdicts)
     figures.wall_seconds = time.monotonic() - began

@@ -240,6 +240,7 @@ def _fault_notes(results: dict[str, list[Figures]]) -> list[str]:
         f"Verdicts produced during each model server fault, per run (4 new listings per fault; "
         f"the others were held until it ended): {during or 'none'}.",
     ]
+    notes += [f"SIGKILL: {f.outcome.splitlines()[0]}" for f in results.get("sigkill", []) if f.outcome]
     outcomes: dict[str, list[str]] = defaultdict(list)
     for f in results.get("broker", []):
         summary, _, detail = f.outcome.partition(" (")

@@ -18,9 +18,11 @@ from click.testing import CliRunner
 from load.bench_overhead import _process_counts
 from load.bench_scorers import CPU_FORMS, ratios
 from load.bench_scorers import main as bench_scorers
+from load.fault_scenarios import Figures
 from load.hostile_scenarios import POISON, PoisonFigures, hostile_batch, poison_notes
 from load.instant import ZeroCostModel, instant_processor
 from load.profile_processor import main as profile_processor
+from load.reliability import figures_table
 from load.report import RunReport, cpu_description, percentile, spread, summarise
 from load.stack import (
     ROOT,
@@ -329,3 +331,15 @@ def test_poison_notes_tabulate_each_run_and_say_when_one_went_wrong() -> None:
     assert "invalid_json 1, schema_validation 16" in lines[1]
     assert lines[-1].startswith("Reading the poison runs: NOT every record")
     assert "every record over a bound became exactly one dead letter" in poison_notes([good])[-1]
+
+
+def test_the_reliability_table_says_why_a_sigkill_run_stopped_early() -> None:
+    silent = Figures(
+        "SIGKILL x5, 3000 listings",
+        inputs=3000,
+        recovery_seconds=[3.5],
+        outcome="a restarted worker decided nothing within 120 s: it kept running; its log ends:\nINFO x",
+    )
+    table = figures_table({"sigkill": [Figures("SIGKILL x5, 3000 listings", inputs=3000), silent]}, None, 2)
+    assert "SIGKILL: a restarted worker decided nothing within 120 s: it kept running; its log ends:" in table
+    assert "INFO x" not in table  # the log stays in the test's failure, not the table
