@@ -27,6 +27,7 @@ __all__ = [
     "Broker",
     "ManagedProcess",
     "VllmServer",
+    "cpu_dtype",
     "free_port",
     "serving",
     "sigterm_unwinds",
@@ -156,9 +157,33 @@ GENERATIVE_ARGS: Final = (
 )  # fmt: skip
 
 
+#: CPU flags of native bfloat16 arithmetic (x86 AVX-512 BF16 and AMX, Arm's BF16 extension).
+_NATIVE_BF16: Final = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def cpu_dtype(cpuinfo: str | None = None) -> str:
+    """The weight type a vLLM CPU server runs fastest in here: bfloat16 (the model's own, and
+    vLLM's CPU default) only where the CPU has bfloat16 instructions; without them float32
+    answered 3 to 4 times as many requests a second (load/bench_dtype.py measures it).
+    ``cpuinfo``: the text of /proc/cpuinfo (read when None)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:  # not Linux: vLLM's own default
+            return "bfloat16"
+    flags = {
+        flag
+        for line in cpuinfo.splitlines()
+        if line.startswith(("flags", "Features"))
+        for flag in line.partition(":")[2].split()
+    }
+    return "bfloat16" if flags & _NATIVE_BF16 else "float32"
+
+
 class VllmServer(ManagedProcess):
-    """vLLM's OpenAI-compatible server, started from its own virtualenv's python; with
-    ``pooling``, an embedding server (a truncated backbone for the embedding_probe scorer)."""
+    """vLLM's OpenAI-compatible server on this machine's CPU, started from its own
+    virtualenv's python; with ``pooling``, an embedding server (a truncated backbone for the
+    embedding_probe scorer). ``dtype``: the weight type (None: the fastest here, cpu_dtype)."""
 
     def __init__(
         self,
@@ -172,6 +197,7 @@ class VllmServer(ManagedProcess):
         extra_args: Sequence[str] = (),
         other_names: Sequence[str] = (),
         pooling: bool = False,
+        dtype: str | None = None,
     ) -> None:
         if not python.is_file():
             raise ConfigError(
@@ -192,6 +218,7 @@ class VllmServer(ManagedProcess):
             "--host", "127.0.0.1",
             "--port", str(self.port),
             "--max-model-len", str(max_model_len),
+            "--dtype", dtype or cpu_dtype(),
             *(POOLING_ARGS if pooling else GENERATIVE_ARGS),
             *extra_args,
         ]  # fmt: skip
