@@ -37,7 +37,7 @@ SWEEP_DEPTHS ?= 5 10 15 20 25 30
 # thresholds come from `make train` (out-of-fold scores of their heads).
 CALIBRATE_ARGS ?= --policy policies/candidates/listings-v2.yaml --data datasets/moderation-v1/calibration.jsonl --out .calibrate
 
-.PHONY: install vllm demo eval calibrate train sweep-depth compare-scorers test unit deploy-check lint docs clean bench-overhead bench-saturation bench-latency bench-scorers reliability lock
+.PHONY: install vllm demo eval calibrate train sweep-depth compare-scorers test unit deploy-check lint docs clean bench-overhead bench-saturation bench-latency bench-scorers bench-dtype reliability lock
 
 $(BIN)/.installed: pyproject.toml
 	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
@@ -158,6 +158,12 @@ bench-latency: install
 # and worker CPU per item, each as a ratio (both servers started in turn; a few minutes on CPU).
 bench-scorers: install
 	$(with_bench_server); $(BIN)/python -m load.bench_scorers $(BENCH_ARGS)
+
+# The local vLLM servers' weight type: requests/s at float32 beside bfloat16, both servers,
+# each started in turn at each type (about 5 minutes on a 2-core CPU).
+bench-dtype: install
+	$(with_vllm); STREAMPROC_VLLM_PYTHON="$$vllm_python" STREAMPROC_MODEL_DIR="$$model_dir" \
+	  STREAMPROC_EMBEDDING_MODEL_DIR="$$embedding_dir" $(BIN)/python -m load.bench_dtype $(BENCH_ARGS)
 
 # The tests marked reliability, the property tests with 2,000 examples each, then the fault
 # scenarios (SIGKILL, model server faults, broker restart, poison records) several times each
