@@ -272,24 +272,31 @@ def repeated_sigkill(
 ) -> Figures:
     """SIGKILL the worker ``kills`` times while it works through ``count`` listings, restarting
     it at once each time; every ``model_every``-th listing goes to the model, the rest are
-    rejected by a pre-rule."""
+    rejected by a pre-rule.
+
+    The listings arrive in ``kills + 1`` batches: the first before the first worker starts,
+    each next one just after a kill, so every restarted worker has work however fast the
+    killed one was (rule-decided listings go at hundreds a second, faster than its metrics
+    are polled). A worker is killed once its own metrics count a fifth of a batch of
+    verdicts, usually with most of its batch still in flight or unread."""
     began = time.monotonic()
     figures = Figures(f"SIGKILL x{kills}, {count} listings", duplicate_bound=kills * WINDOW)
     group = f"kill-{uuid.uuid4().hex[:8]}"  # the same group across restarts
     env = {**FAST_WORKER_ENV, **topic_env(topics), "STREAMPROC_KAFKA__GROUP_ID": group}
     items = [listing(f"L-k{i}", banned=i % model_every != 0) for i in range(count)]
-    asyncio.run(publish(bootstrap, topics.listings, listing_records(items)))
     expected = {str(x["listing_id"]) for x in items}
-    # Each worker is killed once its own metrics count this many verdicts (repeats included):
-    # the kills take at most kills/(kills+2) of the listings, so every restarted worker has work
-    # left. The collector is no clock for it: it may lag behind a fast worker, which could then
-    # finish every listing before the kill meant to interrupt it.
-    per_round = count // (kills + 2)
+    size = -(-count // (kills + 1))
+    batches = [items[i : i + size] for i in range(0, count, size)]
+    per_round = max(1, size // 5)
+    asyncio.run(publish(bootstrap, topics.listings, listing_records(batches[0])))
     with Collector(bootstrap, topics) as collector:
         worker = start(**env)
-        for _ in range(kills):
-            collector.wait(partial(_decided_at_least, worker, per_round), within)
+        for batch in batches[1:]:
+            if not collector.wait(partial(_decided_at_least, worker, per_round), within):
+                figures.outcome = f"a worker decided fewer than {per_round} listings in {within:.0f} s"
+                break
             killed = _sigkill(worker.process)
+            asyncio.run(publish(bootstrap, topics.listings, listing_records(batch)))
             worker = start(**env)
             recovery = first_verdict_after(worker, killed, within)
             if recovery is None:  # the figures say so at once, with why: no further kills
