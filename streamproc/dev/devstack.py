@@ -8,6 +8,7 @@ memory: a restart loses all topics, which suits tests and demos and nothing else
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import socket
@@ -28,6 +29,7 @@ __all__ = [
     "ManagedProcess",
     "VllmServer",
     "cpu_dtype",
+    "cpu_flags",
     "free_port",
     "serving",
     "sigterm_unwinds",
@@ -161,23 +163,29 @@ GENERATIVE_ARGS: Final = (
 _NATIVE_BF16: Final = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
 
 
+def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
+    """The first processor's instruction-set flags in /proc/cpuinfo's text (x86 ``flags``, Arm
+    ``Features``); this machine's when None (none where there is no /proc/cpuinfo)."""
+    for line in (_proc_cpuinfo() if cpuinfo is None else cpuinfo).splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
+@functools.cache
+def _proc_cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
 def cpu_dtype(cpuinfo: str | None = None) -> str:
     """The weight type a vLLM CPU server runs fastest in here: bfloat16 (the model's own, and
     vLLM's CPU default) only where the CPU has bfloat16 instructions; without them float32
-    answered 3 to 4 times as many requests a second (load/bench_dtype.py measures it).
-    ``cpuinfo``: the text of /proc/cpuinfo (read when None)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-        except OSError:  # not Linux: vLLM's own default
-            return "bfloat16"
-    flags = {
-        flag
-        for line in cpuinfo.splitlines()
-        if line.startswith(("flags", "Features"))
-        for flag in line.partition(":")[2].split()
-    }
-    return "bfloat16" if flags & _NATIVE_BF16 else "float32"
+    answered 3 to 4 times as many requests a second (load/bench_dtype.py measures it)."""
+    return "bfloat16" if cpu_flags(cpuinfo) & _NATIVE_BF16 else "float32"
 
 
 class VllmServer(ManagedProcess):
@@ -211,6 +219,7 @@ class VllmServer(ManagedProcess):
             )
         self.port = port or free_port()
         self.served_model_name = served_model_name
+        self.dtype = dtype or cpu_dtype()
         argv = [
             str(python), "-m", "vllm.entrypoints.openai.api_server",
             "--model", str(model_dir),
@@ -218,7 +227,7 @@ class VllmServer(ManagedProcess):
             "--host", "127.0.0.1",
             "--port", str(self.port),
             "--max-model-len", str(max_model_len),
-            "--dtype", dtype or cpu_dtype(),
+            "--dtype", self.dtype,
             *(POOLING_ARGS if pooling else GENERATIVE_ARGS),
             *extra_args,
         ]  # fmt: skip

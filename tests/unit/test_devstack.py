@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from streamproc.dev.devstack import VllmServer, cpu_dtype
+from streamproc.dev import devstack
+from streamproc.dev.devstack import VllmServer, cpu_dtype, cpu_flags
 
 #: /proc/cpuinfo lines as CPUs print them (abridged).
 AVX512_WITHOUT_BF16 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw avx512_vnni\n"
@@ -47,6 +48,16 @@ def _dtype(server: VllmServer) -> str:
     return server.argv[server.argv.index("--dtype") + 1]
 
 
-def test_the_server_runs_the_cpus_dtype_unless_told(tmp_path: Path) -> None:
-    assert _dtype(_server(tmp_path)) == cpu_dtype()
+def test_the_first_processors_flags_count() -> None:
+    assert cpu_flags(AVX512_WITHOUT_BF16 + "processor\t: 1\nflags\t\t: fpu\n") >= {"avx512f", "avx2"}
+    assert cpu_flags("") == frozenset()
+
+
+@pytest.mark.parametrize(("cpuinfo", "dtype"), [(SAPPHIRE_RAPIDS, "bfloat16"), (EPYC_AVX2, "float32")])
+def test_the_server_runs_this_cpus_dtype_unless_told(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cpuinfo: str, dtype: str
+) -> None:
+    monkeypatch.setattr(devstack, "_proc_cpuinfo", lambda: cpuinfo)
+    server = _server(tmp_path)
+    assert (_dtype(server), server.dtype) == (dtype, dtype)
     assert _dtype(_server(tmp_path, dtype="bfloat16", pooling=True)) == "bfloat16"
