@@ -246,7 +246,7 @@ def first_verdict_after(worker: WorkerLike, since: float, within: float) -> floa
     exits or ``within`` passes first."""
     deadline = since + within
     while time.monotonic() < deadline and worker.process.alive():
-        if metric_total(worker.metrics_port, "streamproc_verdicts_total") > 0:
+        if _decided_at_least(worker, 1):
             return time.monotonic() - since
         time.sleep(0.2)
     return None
@@ -254,10 +254,9 @@ def first_verdict_after(worker: WorkerLike, since: float, within: float) -> floa
 
 def _silent(worker: WorkerLike, within: float) -> str:
     """Why a worker gave no verdict, in words, with the end of its log."""
-    process = worker.process
-    state = f"exited with status {_status(process)}" if not process.alive() else "kept running"
-    tail = process.log_tail(15)
-    return f"a restarted worker decided nothing within {within:.0f} s: it {state}; its log ends:\n{tail}"
+    outcome = _restart_outcome(worker.process, decided=False, log_mark=0)
+    tail = worker.process.log_tail(15)
+    return f"a restarted worker decided nothing within {within:.0f} s: {outcome}; its log ends:\n{tail}"
 
 
 def repeated_sigkill(
@@ -458,7 +457,8 @@ def _log_size(process: ManagedProcess) -> int:
 
 
 def _restart_outcome(process: ManagedProcess, decided: bool, log_mark: int) -> str:
-    """What the worker did, and what it logged, from the broker going away on."""
+    """What the worker did, and what it logged from ``log_mark`` on (where the broker went
+    away, or 0: since it started)."""
     with process.log_path.open("rb") as log:
         log.seek(log_mark)
         lines = log.read().decode("utf-8", "replace").splitlines()
