@@ -29,7 +29,7 @@ from load.direct import closed_loop
 from load.report import load_average, machine_description
 from load.stack import ROOT, model_requests, vllm_paths, vllm_server, write_packs
 from load.workload import make_events
-from streamproc.dev.devstack import cpu_dtype
+from streamproc.dev.devstack import cpu_dtype, serving
 from streamproc.policy import ScorerName, load_policy_set
 
 __all__ = ["DTYPES", "main"]
@@ -92,12 +92,9 @@ def _measure(
     for dtype in DTYPES:
         click.echo(f"starting the {role} server at {dtype} …")
         server = vllm_server(run_dir, eager=True, served_model="bench", pooling=pooling, dtype=dtype)
-        server.start()
-        try:
+        with serving([server]):  # stopped also when interrupted while it starts
             asyncio.run(closed_loop(server.base_url, "bench", warm, _WARM_UP))
             rates[dtype] = asyncio.run(closed_loop(server.base_url, "bench", requests, concurrency))
-        finally:
-            server.stop()
         click.echo(f"{role} at {dtype}: {rates[dtype]:.3g} requests/s ({len(requests)} requests)")
     return {
         "model_dir": vllm_paths(pooling).model_dir.name,
