@@ -4,10 +4,11 @@
 characters after NFKC) or plain text, through one ``streamproc worker`` process. Each gets
 one outcome (a dead letter over the bound, a verdict at it, never an approve from an error);
 the worker's resident memory ends within 100 MB of its warmed-up baseline; its CPU time
-(an upper bound on its event-loop time) averages under 50 ms a record, over the bound and at
-it (tests/unit/test_record_cost.py bounds each record alone); and no model request reaches
-10 MB. Before the input bounds, one such record in ``category_path`` became a 72 MB
-model request and four added 577 MB of RSS.
+(an upper bound on its event-loop time) averages under 20 ordinary records' a record, over the
+bound and at it, the ordinary ones measured by the same worker just before (a ratio, as CPU
+seconds measure the machine too; tests/unit/test_record_cost.py bounds each record alone);
+and no model request reaches 10 MB. Before the input bounds, one such record in
+``category_path`` became a 72 MB model request and four added 577 MB of RSS.
 
 The model server is a stand-in that records request sizes and answers at once: what is
 measured is the worker's path from the broker to the model request, not a model.
@@ -41,8 +42,9 @@ pytestmark = pytest.mark.integration
 RECORDS = 100
 MAX_RSS_GROWTH = 100 * 2**20
 MAX_REQUEST_BYTES = 10 * 2**20
-MAX_CPU_SECONDS_PER_RECORD = 0.050
-WARM_UP = 24
+#: CPU a large record, in ordinary records' CPU: a ratio, as CPU seconds measure the machine too.
+MAX_ORDINARY_RECORDS = 20
+ORDINARY = 24  # records a batch, to warm up and then to measure
 
 
 @dataclass(frozen=True)
@@ -70,22 +72,24 @@ def _publish(bootstrap: str, topics: TopicSettings, records: Sequence[LargeRecor
         asyncio.run(publish(bootstrap, topic, chosen))
 
 
-def _warm_up(bootstrap: str, topics: TopicSettings, seen: Collector) -> None:
+def _ordinary(bootstrap: str, topics: TopicSettings, seen: Collector, batch: str) -> None:
     """Ordinary listings and videos until the worker has decided them all."""
-    listings = [listing(f"W-L-{n}") for n in range(WARM_UP // 2)]
-    videos = [video_dict(video_id=f"W-V-{n}") for n in range(WARM_UP // 2)]
+    listings = [listing(f"{batch}-L-{n}") for n in range(ORDINARY // 2)]
+    videos = [video_dict(video_id=f"{batch}-V-{n}") for n in range(ORDINARY // 2)]
     for topic, events, key in (
         (topics.listings, listings, "listing_id"),
         (topics.videos, videos, "video_id"),
     ):
         asyncio.run(publish(bootstrap, topic, [(x[key].encode(), orjson.dumps(x)) for x in events]))
     ids = {x["listing_id"] for x in listings} | {x["video_id"] for x in videos}
-    assert seen.wait_for_ids(ids, within=120), f"warm-up items without an outcome: {ids - seen.decided_ids()}"
+    if not seen.wait_for_ids(ids, within=120):
+        pytest.fail(f"ordinary items without an outcome: {sorted(ids - seen.decided_ids())}", pytrace=False)
 
 
 @dataclass(frozen=True)
 class Run:
-    baseline: Usage  # warmed up
+    warm: Usage  # after a batch of ordinary records
+    baseline: Usage  # after another
     rejected: Usage  # after the records over the bound
     after: Usage  # after the records at the bound too
     largest_request: int
@@ -117,7 +121,9 @@ def _run(
         STREAMPROC_WORKER__PROCESSES="1",
     )
     try:
-        _warm_up(broker.bootstrap, topics, seen)
+        _ordinary(broker.bootstrap, topics, seen, "warm")
+        warm = usage(process)
+        _ordinary(broker.bootstrap, topics, seen, "measured")
         baseline, warm_requests = usage(process), len(stub.requests)
         _decide(broker.bootstrap, topics, [r for r in records if r.oversize], seen)
         rejected = usage(process)
@@ -125,7 +131,7 @@ def _run(
         after = usage(process)
     finally:
         process.stop()
-    return Run(baseline, rejected, after, stub.largest_body, len(stub.requests) - warm_requests)
+    return Run(warm, baseline, rejected, after, stub.largest_body, len(stub.requests) - warm_requests)
 
 
 def _check_outcomes(
@@ -165,12 +171,14 @@ def test_megabyte_records_in_any_field_cost_bounded_memory_cpu_and_model_request
     oversize = sum(r.oversize for r in records)
     cpu_rejected = (run.rejected.cpu_seconds - run.baseline.cpu_seconds) / oversize
     cpu_at_bound = (run.after.cpu_seconds - run.rejected.cpu_seconds) / (len(records) - oversize)
+    cpu_ordinary = (run.baseline.cpu_seconds - run.warm.cpu_seconds) / ORDINARY
     print(
         f"RSS {run.baseline.rss_bytes / 2**20:.0f} -> {run.after.rss_bytes / 2**20:.0f} MiB "
-        f"(growth {growth / 2**20:.1f} MiB); CPU a record: {cpu_rejected * 1000:.1f} ms over the "
-        f"bound, {cpu_at_bound * 1000:.1f} ms at it; {run.requests} model requests, largest body "
+        f"(growth {growth / 2**20:.1f} MiB); CPU a record: {cpu_ordinary * 1000:.1f} ms ordinary, "
+        f"{cpu_rejected * 1000:.1f} ms over the bound, {cpu_at_bound * 1000:.1f} ms at it; "
+        f"{run.requests} model requests, largest body "
         f"{run.largest_request / 2**10:.0f} KiB"
     )
     assert run.largest_request < MAX_REQUEST_BYTES
     assert growth < MAX_RSS_GROWTH
-    assert max(cpu_rejected, cpu_at_bound) < MAX_CPU_SECONDS_PER_RECORD
+    assert max(cpu_rejected, cpu_at_bound) < MAX_ORDINARY_RECORDS * cpu_ordinary
