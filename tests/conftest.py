@@ -2,11 +2,10 @@
 ``integration``, ``deploy``: ``pytest -m deploy`` runs one tier), and the run ends with the
 time each tier took.
 
-`make test` runs the tiers side by side on two pytest-xdist workers. The integration tests
-that use the model servers are one work unit, run first and one after another on one worker,
-which starts the broker and the model servers once: the run's critical path. The other worker
-first runs the integration modules that need only the broker (their own broker, meanwhile),
-then the unit and deployment tests, a module at a time.
+`make test` runs the tiers side by side on two pytest-xdist workers: the integration tests
+are one work unit, run first and one after another on one worker, which starts the broker and
+the model servers once; the other worker runs the unit and deployment tests meanwhile, a
+module at a time.
 """
 
 from __future__ import annotations
@@ -24,17 +23,6 @@ _seconds: defaultdict[str, float] = defaultdict(float)
 #: Figures tests record (``record_property``), e.g. the image's size: shown at the end.
 _figures: list[tuple[str, object]] = []
 _yielded = False
-#: Integration modules none of whose tests use the model servers: a work unit of their own, so
-#: that they run beside the model servers' unit. Checked at collection.
-BROKER_ONLY = frozenset(
-    {
-        "test_delivery.py",
-        "test_hostile_memory.py",
-        "test_kafka_security.py",
-        "test_load.py",
-        "test_outage.py",
-    }
-)
 
 
 def tier_of(path: Path) -> str | None:
@@ -47,29 +35,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         tier = tier_of(item.path)
         if tier is not None:
             item.add_marker(getattr(pytest.mark, tier))
-        fixtures = getattr(item, "fixturenames", ())
-        if tier == "integration" and item.path.name in BROKER_ONLY and "model_servers" in fixtures:
-            raise pytest.UsageError(
-                f"{item.nodeid} uses the model servers: take {item.path.name} out of BROKER_ONLY in "
-                "tests/conftest.py, or move the test to a module that has them"
-            )
     # The integration tier first: the longest work unit starts at once.
     items.sort(key=lambda item: tier_of(item.path) != "integration")
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """Work units by module, and the integration tier as two: the tests with the model servers
-    (which start once) and the broker-only modules. xdist's own loadgroup cannot do it: it
-    reads the xdist_group marker from a node id attribute that pytest 9.2 no longer uses."""
+    """Work units by module, and the whole integration tier as one unit (its session servers
+    start once). xdist's own loadgroup cannot do it: it reads the xdist_group marker from a
+    node id attribute that pytest 9.2 no longer uses."""
     from xdist.scheduler import LoadScopeScheduling
 
     class TierScheduling(LoadScopeScheduling):  # type: ignore[misc]  # xdist has no type information
         def _split_scope(self, nodeid: str) -> str:
-            module = nodeid.split("::", 1)[0]
-            if module.startswith("tests/integration/"):
-                broker_only = module.removeprefix("tests/integration/") in BROKER_ONLY
-                return "tests/integration (broker only)" if broker_only else "tests/integration"
-            return module
+            if nodeid.startswith("tests/integration/"):
+                return "tests/integration"
+            return nodeid.split("::", 1)[0]
 
     return TierScheduling(config, log)
 
