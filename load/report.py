@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from streamproc.dev.devstack import cpu_flags
+from streamproc.dev.devstack import cpu_flags, proc_cpuinfo
 
 __all__ = [
     "LatencySummary",
@@ -60,10 +60,7 @@ def machine_description() -> str:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     except (ValueError, OSError):
         memory = math.nan
-    try:
-        cpu = cpu_description(Path("/proc/cpuinfo").read_text())
-    except OSError:
-        cpu = ""
+    cpu = cpu_description(proc_cpuinfo())
     python = platform.python_version()
     return (
         f"{platform.machine()}{f' ({cpu})' if cpu else ''}, {cores} cores, {memory:.0f} GiB RAM, "

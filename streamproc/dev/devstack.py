@@ -31,6 +31,7 @@ __all__ = [
     "cpu_dtype",
     "cpu_flags",
     "free_port",
+    "proc_cpuinfo",
     "serving",
     "sigterm_unwinds",
     "wait_for_port",
@@ -166,7 +167,7 @@ _NATIVE_BF16: Final = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
 def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
     """The first processor's instruction-set flags in /proc/cpuinfo's text (x86 ``flags``, Arm
     ``Features``); this machine's when None (none where there is no /proc/cpuinfo)."""
-    for line in (_proc_cpuinfo() if cpuinfo is None else cpuinfo).splitlines():
+    for line in (proc_cpuinfo() if cpuinfo is None else cpuinfo).splitlines():
         name, _, value = line.partition(":")
         if name.strip() in ("flags", "Features"):
             return frozenset(value.split())
@@ -174,7 +175,8 @@ def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
 
 
 @functools.cache
-def _proc_cpuinfo() -> str:
+def proc_cpuinfo() -> str:
+    """This machine's /proc/cpuinfo, read once; empty where there is none."""
     try:
         return Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
     except OSError:

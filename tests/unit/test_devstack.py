@@ -35,6 +35,11 @@ def test_a_flag_named_like_bf16_in_another_line_does_not_count() -> None:
     assert cpu_dtype("model name\t: bf16 lab machine\nflags\t\t: avx2\n") == "float32"
 
 
+def test_the_first_processors_flags_count() -> None:
+    assert cpu_flags(AVX512_WITHOUT_BF16 + "processor\t: 1\nflags\t\t: fpu\n") >= {"avx512f", "avx2"}
+    assert cpu_flags("") == frozenset()
+
+
 def _server(tmp_path: Path, *, dtype: str | None = None, pooling: bool = False) -> VllmServer:
     python = tmp_path / "python"
     python.touch()
@@ -48,16 +53,11 @@ def _dtype(server: VllmServer) -> str:
     return server.argv[server.argv.index("--dtype") + 1]
 
 
-def test_the_first_processors_flags_count() -> None:
-    assert cpu_flags(AVX512_WITHOUT_BF16 + "processor\t: 1\nflags\t\t: fpu\n") >= {"avx512f", "avx2"}
-    assert cpu_flags("") == frozenset()
-
-
 @pytest.mark.parametrize(("cpuinfo", "dtype"), [(SAPPHIRE_RAPIDS, "bfloat16"), (EPYC_AVX2, "float32")])
 def test_the_server_runs_this_cpus_dtype_unless_told(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cpuinfo: str, dtype: str
 ) -> None:
-    monkeypatch.setattr(devstack, "_proc_cpuinfo", lambda: cpuinfo)
+    monkeypatch.setattr(devstack, "proc_cpuinfo", lambda: cpuinfo)
     server = _server(tmp_path)
     assert (_dtype(server), server.dtype) == (dtype, dtype)
     assert _dtype(_server(tmp_path, dtype="bfloat16", pooling=True)) == "bfloat16"
