@@ -51,6 +51,7 @@ __all__ = [
     "listing",
     "metric_total",
     "model_faults",
+    "poll",
     "publish",
     "repeated_sigkill",
 ]
@@ -202,16 +203,18 @@ class Collector:
     def decided_ids(self) -> set[str]:
         return {v.content_id for v in self.verdicts} | {d.key or "" for d in self.dead_letters}
 
-    def wait(self, condition: Callable[[], bool], within: float) -> bool:
-        deadline = time.monotonic() + within
-        while not condition():
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.1)
-        return True
-
     def wait_for_ids(self, ids: set[str], within: float) -> bool:
-        return self.wait(lambda: ids <= self.decided_ids(), within)
+        return poll(lambda: ids <= self.decided_ids(), within)
+
+
+def poll(condition: Callable[[], bool], within: float, interval: float = 0.1) -> bool:
+    """Whether ``condition`` came true within ``within`` seconds, checked every ``interval``."""
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+    return True
 
 
 def error_approval(verdict: Verdict) -> bool:
@@ -235,21 +238,17 @@ def tally(figures: Figures, verdicts: Sequence[Verdict], expected: set[str]) -> 
 
 def settle(worker: WorkerLike, within: float = 30.0) -> None:
     """Wait until nothing is in flight, then a few commit intervals: every duplicate is out."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline and metric_total(worker.metrics_port, "streamproc_items_in_flight"):
-        time.sleep(0.2)
+    poll(lambda: not metric_total(worker.metrics_port, "streamproc_items_in_flight"), within, 0.2)
     time.sleep(1.0)
 
 
 def first_verdict_after(worker: WorkerLike, since: float, within: float) -> float | None:
     """Seconds from ``since`` (monotonic) until ``worker`` reports its first verdict; None if it
     exits or ``within`` passes first."""
-    deadline = since + within
-    while time.monotonic() < deadline and worker.process.alive():
-        if _decided_at_least(worker, 1):
-            return time.monotonic() - since
-        time.sleep(0.2)
-    return None
+    decided = partial(_decided_at_least, worker, 1)
+    poll(lambda: decided() or not worker.process.alive(), since + within - time.monotonic(), 0.2)
+    seconds = time.monotonic() - since
+    return seconds if decided() else None
 
 
 def _silent(worker: WorkerLike, within: float) -> str:
@@ -291,7 +290,7 @@ def repeated_sigkill(
     with Collector(bootstrap, topics) as collector:
         worker = start(**env)
         for batch in batches[1:]:
-            if not collector.wait(partial(_decided_at_least, worker, per_round), within):
+            if not poll(partial(_decided_at_least, worker, per_round), within, 0.2):
                 figures.outcome = f"a worker decided fewer than {per_round} listings in {within:.0f} s"
                 break
             killed = _sigkill(worker.process)
@@ -368,7 +367,7 @@ def model_faults(
             probe = [listing(f"L-after-{fault}")]
             expected.add(f"L-after-{fault}")
             asyncio.run(publish(bootstrap, topics.listings, listing_records(probe)))
-            if collector.wait(partial(_scored_since, collector, ended), within):
+            if poll(partial(_scored_since, collector, ended), within):
                 first = min(v.produced_at for v in collector.verdicts if v.usage and v.produced_at >= ended)
                 figures.recovery_seconds.append((first - ended).total_seconds())
             # Each fault starts from a quiet worker: items held by this one are decided first.
@@ -445,7 +444,7 @@ def _decide(
     ids = {str(x["listing_id"]) for x in items}
     with Collector(bootstrap, topics) as collector:
         asyncio.run(publish(bootstrap, topics.listings, listing_records(items)))
-        collector.wait(lambda: ids <= collector.decided_ids() or not worker.process.alive(), within)
+        poll(lambda: ids <= collector.decided_ids() or not worker.process.alive(), within)
         return list(collector.verdicts), ids <= collector.decided_ids()
 
 

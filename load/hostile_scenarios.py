@@ -42,6 +42,7 @@ from load.fault_scenarios import (
     StartWorker,
     WorkerLike,
     listing,
+    poll,
     publish,
     tally,
     topic_env,
@@ -191,7 +192,7 @@ def poison_records(
             peak = max(peak, rss_mib(pid))
             return followers <= collector.decided_ids()
 
-        if collector.wait(followed, within):
+        if poll(followed, within):
             figures.recovery_seconds.append(time.monotonic() - published)
         collector.wait_for_ids({p.outcome_id for p in batch}, within)
         inputs = [topics.listings, topics.videos]

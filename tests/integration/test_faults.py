@@ -21,6 +21,7 @@ from load.fault_scenarios import (
     broker_restart,
     listing,
     model_faults,
+    poll,
     publish,
     repeated_sigkill,
 )
@@ -133,7 +134,7 @@ async def test_hostile_records_each_get_a_verdict_or_a_dead_letter(
     )
     with Collector(broker.bootstrap, topics) as collector:
         answered = await asyncio.to_thread(
-            collector.wait, lambda: len(collector.verdicts) + len(collector.dead_letters) >= len(values), 180
+            poll, lambda: len(collector.verdicts) + len(collector.dead_letters) >= len(values), 180
         )
         verdicts, letters = list(collector.verdicts), list(collector.dead_letters)
     assert answered, f"{len(verdicts)} verdicts and {len(letters)} dead letters for {len(values)} records"
