@@ -16,7 +16,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamproc.config import TopicSettings
+from streamproc.config import KafkaSettings, TopicSettings
 from streamproc.dev.devstack import Broker, ManagedProcess, VllmServer, free_port, serving, wait_for_port
 from streamproc.topics import apply_topics, load_topic_specs
 from tests.factories import label_pack
@@ -128,13 +128,27 @@ StartWorker = Callable[..., Worker]
 StartQuality = Callable[..., Worker]
 
 
+#: Tansu completes a new consumer group's first join after half the session timeout (5 s at
+#: the default 10 s, measured), which every consumer group these tests start would wait; 4 s
+#: makes it 2 s, still four heartbeats long. A test of the session timeout sets its own.
+SESSION_TIMEOUT_SECONDS = 4.0
+GROUP_JOIN_ENV = {"STREAMPROC_KAFKA__SESSION_TIMEOUT_SECONDS": str(SESSION_TIMEOUT_SECONDS)}
+
+
+def group_kafka(broker: Broker, group_id: str) -> KafkaSettings:
+    """Settings of an in-process consumer group on the test broker (GROUP_JOIN_ENV's timeout)."""
+    return KafkaSettings(
+        bootstrap_servers=broker.bootstrap, group_id=group_id, session_timeout_seconds=SESSION_TIMEOUT_SECONDS
+    )
+
+
 def _start(command: str, port: int, env: dict[str, str]) -> Worker:
     """`streamproc COMMAND` with this environment, once its metrics port answers."""
     process = ManagedProcess(
         command,
         [sys.executable, "-m", "streamproc", command],
         LOGS / f"{command}-{uuid.uuid4().hex[:6]}.log",
-        env=env,
+        env={**GROUP_JOIN_ENV, **env},
     )
     process.start()
     if not wait_for_port("127.0.0.1", port, timeout=60):

@@ -23,7 +23,7 @@ from streamproc.metrics import create as create_metrics
 from streamproc.schemas import Verdict
 from streamproc.stream import InboundRecord, OutboundRecord, Pipeline
 from tests.factories import listing_dict
-from tests.integration.conftest import StartWorker, label_policy_paths
+from tests.integration.conftest import SESSION_TIMEOUT_SECONDS, StartWorker, group_kafka, label_policy_paths
 from tests.integration.kafka_io import Received, committed_offsets, consume, produce, publish_content
 
 pytestmark = pytest.mark.integration
@@ -43,7 +43,7 @@ async def test_window_keeps_key_order_and_never_commits_past_an_unfinished_item(
     """Hundreds of items in flight finish out of order; one is held back on purpose."""
     group_id = f"window-{uuid.uuid4().hex[:8]}"
     settings = Settings(
-        kafka=KafkaSettings(bootstrap_servers=broker.bootstrap, group_id=group_id),
+        kafka=group_kafka(broker, group_id),
         topics=topics,
         worker=WorkerSettings(max_inflight_items=400, commit_interval_seconds=0.2),
     )
@@ -102,15 +102,15 @@ async def test_items_slower_than_the_session_timeout_cause_no_rebalance(
         kafka=KafkaSettings(
             bootstrap_servers=broker.bootstrap,
             group_id=f"slow-{uuid.uuid4().hex[:8]}",
-            session_timeout_seconds=6,
-            rebalance_timeout_seconds=6,
+            session_timeout_seconds=SESSION_TIMEOUT_SECONDS,
+            rebalance_timeout_seconds=SESSION_TIMEOUT_SECONDS,
         ),
         topics=topics,
     )
     registry = CollectorRegistry()
 
     async def slow(record: InboundRecord) -> list[OutboundRecord]:
-        await asyncio.sleep(15)  # a model call far slower than the session timeout
+        await asyncio.sleep(2.5 * SESSION_TIMEOUT_SECONDS)  # a model call far slower than the session
         return [OutboundRecord(topics.verdicts, record.key, record.value or b"")]
 
     pipeline = Pipeline(

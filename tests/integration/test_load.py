@@ -11,12 +11,12 @@ from prometheus_client import CollectorRegistry
 from load.instant import ZeroCostModel
 from load.loadgen import open_loop
 from load.workload import make_events
-from streamproc.config import KafkaSettings, Settings, TopicSettings
+from streamproc.config import Settings, TopicSettings
 from streamproc.dev.devstack import Broker
 from streamproc.metrics import create as create_metrics
 from streamproc.stream import Pipeline
 from tests.factories import shipped_policies, worker_processor
-from tests.integration.conftest import wait_until
+from tests.integration.conftest import group_kafka, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +25,7 @@ async def test_open_loop_run_reads_back_every_verdict_and_times_it(
     broker: Broker, topics: TopicSettings
 ) -> None:
     settings = Settings(
-        kafka=KafkaSettings(bootstrap_servers=broker.bootstrap, group_id=f"load-{uuid.uuid4().hex[:8]}"),
+        kafka=group_kafka(broker, f"load-{uuid.uuid4().hex[:8]}"),
         topics=topics,
     )
     registry = CollectorRegistry()

@@ -93,7 +93,11 @@ async def test_unreachable_model_in_review_mode_escalates_everything_without_pau
 async def test_a_restarted_member_with_the_same_instance_id_takes_its_partitions_back(
     broker: Broker, topics: TopicSettings, offline_worker: StartWorker
 ) -> None:
-    env = {"STREAMPROC_KAFKA__GROUP_INSTANCE_ID": "worker-0"}
+    # The production session timeout: the restarted member is back well within it.
+    env = {
+        "STREAMPROC_KAFKA__GROUP_INSTANCE_ID": "worker-0",
+        "STREAMPROC_KAFKA__SESSION_TIMEOUT_SECONDS": "10",
+    }
     await publish_content(broker.bootstrap, topics, listings("L-a", 50))
     first = offline_worker(**env)
     await consume(broker.bootstrap, [topics.verdicts], 50, within=120)

@@ -12,13 +12,13 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from streamproc.config import KafkaSettings, TopicSettings, WorkerSettings
+from streamproc.config import TopicSettings, WorkerSettings
 from streamproc.dev.devstack import Broker
 from streamproc.metrics import create as create_metrics
 from streamproc.schemas import DeadLetter
 from streamproc.stream import InboundRecord, OutboundRecord, Pipeline, too_large_letters
 from tests.factories import listing_dict
-from tests.integration.conftest import StartWorker, wait_until
+from tests.integration.conftest import StartWorker, group_kafka, wait_until
 from tests.integration.kafka_io import committed_offsets, consume, produce
 
 pytestmark = pytest.mark.integration
@@ -70,7 +70,7 @@ def _pipeline(broker: Broker, topics: TopicSettings, group_id: str, *, replace: 
     registry = CollectorRegistry()
     metrics = create_metrics(registry)
     return Pipeline(
-        KafkaSettings(bootstrap_servers=broker.bootstrap, group_id=group_id),
+        group_kafka(broker, group_id),
         WorkerSettings(commit_interval_seconds=0.2),
         oversized,
         metrics,
