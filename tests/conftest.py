@@ -35,8 +35,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         tier = tier_of(item.path)
         if tier is not None:
             item.add_marker(getattr(pytest.mark, tier))
-    # The integration tier first: the longest work unit starts at once.
-    items.sort(key=lambda item: tier_of(item.path) != "integration")
+    # The integration tier first: the longest work unit starts at once; within it, the tests
+    # that need only the broker, while the model servers start (tests/integration/conftest.py).
+    items.sort(
+        key=lambda item: (
+            tier_of(item.path) != "integration",
+            "model_servers" in getattr(item, "fixturenames", ()),
+        )
+    )
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:

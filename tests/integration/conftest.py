@@ -4,6 +4,7 @@ per session; a fresh set of topics and a worker process per test."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -17,7 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamproc.config import KafkaSettings, TopicSettings
-from streamproc.dev.devstack import Broker, ManagedProcess, VllmServer, free_port, serving, wait_for_port
+from streamproc.dev.devstack import Broker, ManagedProcess, VllmServer, free_port, wait_for_port
 from streamproc.topics import apply_topics, load_topic_specs
 from tests.factories import label_pack
 
@@ -44,21 +45,15 @@ class ModelServers:
     embedding: VllmServer
 
 
-@pytest.fixture(scope="session")
-def model_servers() -> Iterator[ModelServers]:
+def _configured_servers() -> ModelServers | None:
+    """The servers `make test` names in the environment (None when it names none)."""
     python, model = os.environ.get("STREAMPROC_TEST_VLLM_PYTHON"), os.environ.get("STREAMPROC_TEST_MODEL_DIR")
     backbone = os.environ.get("STREAMPROC_TEST_EMBEDDING_MODEL_DIR")
     if not python or not model or not backbone:
-        pytest.fail(
-            "the integration tests need real vLLM servers. Run them with `make test`, which builds "
-            "the server's virtualenv and the models, or set STREAMPROC_TEST_VLLM_PYTHON (python of a "
-            "virtualenv with vllm), STREAMPROC_TEST_MODEL_DIR (a model directory) and "
-            "STREAMPROC_TEST_EMBEDDING_MODEL_DIR (its backbone: scripts/prepare_model.sh backbone).",
-            pytrace=False,
-        )
+        return None
     # --enforce-eager skips torch.compile: start-up drops from about 125 s to 35 s on two
-    # cores, at a throughput cost that these tests do not measure. Both start at once.
-    servers = ModelServers(
+    # cores, at a throughput cost that these tests do not measure.
+    return ModelServers(
         VllmServer(
             Path(python),
             Path(model),
@@ -76,8 +71,35 @@ def model_servers() -> Iterator[ModelServers]:
             pooling=True,
         ),
     )
-    with serving([servers.generative, servers.embedding]):
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _launched_servers(request: pytest.FixtureRequest) -> Iterator[ModelServers | None]:
+    """Both model servers launched as the tier begins, if any of its tests needs them, without
+    waiting: they start (most of a minute) while the tests that need only the broker, ordered
+    first (tests/conftest.py), run."""
+    needed = any("model_servers" in getattr(item, "fixturenames", ()) for item in request.session.items)
+    servers = _configured_servers() if needed else None
+    with contextlib.ExitStack() as stack:
+        for server in (servers.generative, servers.embedding) if servers else ():
+            server.launch()
+            stack.callback(server.stop)
         yield servers
+
+
+@pytest.fixture(scope="session")
+def model_servers(_launched_servers: ModelServers | None) -> ModelServers:
+    if _launched_servers is None:
+        pytest.fail(
+            "the integration tests need real vLLM servers. Run them with `make test`, which builds "
+            "the server's virtualenv and the models, or set STREAMPROC_TEST_VLLM_PYTHON (python of a "
+            "virtualenv with vllm), STREAMPROC_TEST_MODEL_DIR (a model directory) and "
+            "STREAMPROC_TEST_EMBEDDING_MODEL_DIR (its backbone: scripts/prepare_model.sh backbone).",
+            pytrace=False,
+        )
+    _launched_servers.generative.wait_healthy()
+    _launched_servers.embedding.wait_healthy()
+    return _launched_servers
 
 
 @pytest.fixture(scope="session")
@@ -126,7 +148,6 @@ class Worker:
 
 StartWorker = Callable[..., Worker]
 StartQuality = Callable[..., Worker]
-
 
 #: Tansu completes a new consumer group's first join after half the session timeout (5 s at
 #: the default 10 s, measured), which every consumer group these tests start would wait; 4 s
