@@ -23,7 +23,7 @@ from streamproc.dev.devstack import Broker, free_port
 from streamproc.policy import load_pack
 from streamproc.schemas import DeadLetter, Verdict, decode_event
 from tests.factories import listing_dict, sample_events, shipped_policies
-from tests.integration.conftest import EMBEDDING_MODEL, StartWorker
+from tests.integration.conftest import EMBEDDING_MODEL, SESSION_TIMEOUT_SECONDS, StartWorker
 from tests.integration.kafka_io import consume, produce, publish_content
 
 pytestmark = pytest.mark.integration
@@ -240,6 +240,9 @@ def test_any_kafka_client_can_publish_a_listing_and_read_its_verdict(
             "bootstrap.servers": broker.bootstrap,
             "group.id": f"enforcement-{topics.verdicts}",
             "auto.offset.reset": "earliest",
+            # librdkafka's 45 s default would hold the first join for 22 s on Tansu
+            "session.timeout.ms": int(SESSION_TIMEOUT_SECONDS * 1000),
+            "heartbeat.interval.ms": 1000,
         }
     )
     consumer.subscribe([topics.verdicts])
