@@ -10,12 +10,14 @@ from dataclasses import dataclass
 from typing import Literal
 
 import httpx
+import orjson
 
 from streamproc.config import InferenceSettings
 from streamproc.decision import Evaluation, ModelClient, decide, evaluate_item, flagged_categories
 from streamproc.errors import ConfigError, redact_url
 from streamproc.evaluation.dataset import LabeledItem
 from streamproc.inference import ModelRouter, open_router
+from streamproc.inference.protocol import ModelAnswer, ModelRequest
 from streamproc.metrics import NOOP
 from streamproc.policy import Policy
 from streamproc.policy.rules import CompiledRules
@@ -190,6 +192,24 @@ async def check_server(base_url: str, model: str, *, api_key: str | None = None)
         )
 
 
+class _AskedOnce:
+    """A model client that sends each distinct request once: packs compared on the same items
+    ask the same questions where they share a scorer and its texts (a candidate that moves
+    thresholds or rules, any two probe packs on one backbone). Each pack's results still
+    carry every answer it asked for, so its figures say what it would cost alone."""
+
+    def __init__(self, model: ModelClient) -> None:
+        self._model = model
+        self._asked: dict[bytes, asyncio.Task[ModelAnswer]] = {}
+
+    async def complete(self, request: ModelRequest) -> ModelAnswer:
+        key = orjson.dumps([request.endpoint, request.body], option=orjson.OPT_SORT_KEYS)
+        if key not in self._asked:
+            self._asked[key] = asyncio.ensure_future(self._model.complete(request))
+        # shielded: one pack's item cancelled leaves the answer to the others
+        return await asyncio.shield(self._asked[key])
+
+
 async def run_packs(
     policies: Sequence[Policy],
     items: Sequence[LabeledItem],
@@ -205,6 +225,9 @@ async def run_packs(
     by ``error``), never exceptions; other exceptions propagate. With a ``second`` model,
     packs with a ``cascade`` band cascade as in the worker.
     """
+    if len(policies) > 1:
+        model = _AskedOnce(model)
+        second = _AskedOnce(second) if second is not None else None
     compiled = [CompiledRules.compile(policy) for policy in policies]
     stages = [{rule.id: rule.stage for rule in policy.rules} for policy in policies]
     gate = asyncio.Semaphore(concurrency)
