@@ -193,10 +193,10 @@ async def check_server(base_url: str, model: str, *, api_key: str | None = None)
 
 
 class _AskedOnce:
-    """A model client that sends each distinct request once: packs compared on the same items
+    """A model client that sends each distinct request once: packs compared on the same item
     ask the same questions where they share a scorer and its texts (a candidate that moves
-    thresholds or rules, any two probe packs on one backbone). Each pack's results still
-    carry every answer it asked for, so its figures say what it would cost alone."""
+    thresholds or rules, any two probe packs on one backbone). Each pack's result still
+    carries every answer it asked for, so its figures say what it would cost alone."""
 
     def __init__(self, model: ModelClient) -> None:
         self._model = model
@@ -206,8 +206,7 @@ class _AskedOnce:
         key = orjson.dumps([request.endpoint, request.body], option=orjson.OPT_SORT_KEYS)
         if key not in self._asked:
             self._asked[key] = asyncio.ensure_future(self._model.complete(request))
-        # shielded: one pack's item cancelled leaves the answer to the others
-        return await asyncio.shield(self._asked[key])
+        return await self._asked[key]
 
 
 async def run_packs(
@@ -219,38 +218,44 @@ async def run_packs(
     on_done: Callable[[], None] | None = None,
     second: ModelClient | None = None,
 ) -> list[list[ItemResult]]:
-    """Every pack over the items of its content type, at most ``concurrency`` items at once.
+    """Every pack over the items of its content type, at most ``concurrency`` items at once;
+    the packs of one item run together and send the requests they share once.
 
     Returns one list per pack, in dataset order. Inference errors become results (decided
     by ``error``), never exceptions; other exceptions propagate. With a ``second`` model,
     packs with a ``cascade`` band cascade as in the worker.
     """
-    if len(policies) > 1:
-        model = _AskedOnce(model)
-        second = _AskedOnce(second) if second is not None else None
     compiled = [CompiledRules.compile(policy) for policy in policies]
     stages = [{rule.id: rule.stage for rule in policy.rules} for policy in policies]
     gate = asyncio.Semaphore(concurrency)
 
-    async def one(index: int, item: LabeledItem) -> ItemResult:
-        policy = policies[index]
-        async with gate:
-            result = await evaluate_item(policy, compiled[index], item.event, model, second=second)
+    async def one(index: int, item: LabeledItem, first: ModelClient, then: ModelClient | None) -> ItemResult:
+        result = await evaluate_item(policies[index], compiled[index], item.event, first, second=then)
         if on_done is not None:
             on_done()
-        return _item_result(policy, item, stages[index], result)
+        return _item_result(policies[index], item, stages[index], result)
 
-    tasks: list[list[asyncio.Task[ItemResult]]] = []
+    packs_of = {
+        kind: [i for i, policy in enumerate(policies) if policy.content_type == kind]
+        for kind in {item.content_type for item in items}
+    }
+
+    async def every_pack(item: LabeledItem) -> list[tuple[int, ItemResult]]:
+        # Answers shared for this item only: nothing is kept once its packs have decided.
+        indexes = packs_of[item.content_type]
+        first = _AskedOnce(model) if len(indexes) > 1 else model
+        then = _AskedOnce(second) if second is not None and len(indexes) > 1 else second
+        async with gate, asyncio.TaskGroup() as group:
+            tasks = [group.create_task(one(index, item, first, then)) for index in indexes]
+        return [(index, task.result()) for index, task in zip(indexes, tasks, strict=True)]
+
     async with asyncio.TaskGroup() as group:
-        for index, policy in enumerate(policies):
-            tasks.append(
-                [
-                    group.create_task(one(index, item))
-                    for item in items
-                    if item.content_type == policy.content_type
-                ]
-            )
-    return [[task.result() for task in pack_tasks] for pack_tasks in tasks]
+        runs = [group.create_task(every_pack(item)) for item in items]
+    results: list[list[ItemResult]] = [[] for _ in policies]
+    for run in runs:
+        for index, result in run.result():
+            results[index].append(result)
+    return results
 
 
 def _item_result(
