@@ -50,7 +50,7 @@ def report(figures: Figures) -> None:
 def test_repeated_sigkill_loses_nothing_and_repeats_at_most_the_window_per_kill(
     broker: Broker, topics: TopicSettings, start_worker: StartWorker
 ) -> None:
-    # Three kills (the reliability report makes five, three times over) in batches of its size.
+    # Three kills (the reliability report makes five, three times over), batches of 450 (its 500).
     figures = repeated_sigkill(broker.bootstrap, topics, start_worker, kills=3, count=1800)
     report(figures)
     assert not figures.outcome, figures.outcome
@@ -64,7 +64,7 @@ def test_repeated_sigkill_loses_nothing_and_repeats_at_most_the_window_per_kill(
 def test_model_server_faults_never_approve_and_scoring_resumes(
     broker: Broker, topics: TopicSettings, start_worker: StartWorker, proxy: FaultProxy
 ) -> None:
-    # Faults of 4 s (the report's last 6 s): still past the worker's 3 s timeout, and long
+    # Faults of 4 s (the report's are 6 s): still past the worker's 3 s timeout, and long
     # enough for the failures that open its circuit.
     figures = model_faults(broker.bootstrap, topics, start_worker, proxy, fault_seconds=4.0)
     report(figures)
