@@ -31,6 +31,7 @@ __all__ = [
     "cpu_dtype",
     "cpu_flags",
     "free_port",
+    "launched",
     "proc_cpuinfo",
     "serving",
     "sigterm_unwinds",
@@ -285,13 +286,21 @@ def sigterm_unwinds() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def serving(servers: Sequence[VllmServer], timeout: float = 600.0) -> Iterator[None]:
-    """Start several vLLM servers at once (start-up is mostly waiting on each one's own
-    process), wait until all are healthy, stop them all on the way out."""
+def launched(servers: Sequence[VllmServer]) -> Iterator[None]:
+    """Start several vLLM servers without waiting for them to serve (each one's start is
+    mostly waiting on its own process); stop them all on the way out."""
     with contextlib.ExitStack() as stack:
         for server in servers:
             server.launch()
             stack.callback(server.stop)
+        yield
+
+
+@contextlib.contextmanager
+def serving(servers: Sequence[VllmServer], timeout: float = 600.0) -> Iterator[None]:
+    """Start several vLLM servers at once, wait until all are healthy, stop them all on the
+    way out."""
+    with launched(servers):
         for server in servers:
             server.wait_healthy(timeout)
         yield

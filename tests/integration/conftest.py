@@ -4,7 +4,6 @@ per session; a fresh set of topics and a worker process per test."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import sys
@@ -18,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamproc.config import KafkaSettings, TopicSettings
-from streamproc.dev.devstack import Broker, ManagedProcess, VllmServer, free_port, wait_for_port
+from streamproc.dev.devstack import Broker, ManagedProcess, VllmServer, free_port, launched, wait_for_port
 from streamproc.topics import apply_topics, load_topic_specs
 from tests.factories import label_pack
 
@@ -80,10 +79,7 @@ def _launched_servers(request: pytest.FixtureRequest) -> Iterator[ModelServers |
     first (tests/conftest.py), run."""
     needed = any("model_servers" in getattr(item, "fixturenames", ()) for item in request.session.items)
     servers = _configured_servers() if needed else None
-    with contextlib.ExitStack() as stack:
-        for server in (servers.generative, servers.embedding) if servers else ():
-            server.launch()
-            stack.callback(server.stop)
+    with launched([servers.generative, servers.embedding] if servers else []):
         yield servers
 
 
