@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +13,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streamproc.config import TopicSettings
+from streamproc.schemas import Verdict
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,31 @@ async def consume(
     finally:
         await consumer.stop()
     return received
+
+
+def verdicts_by_id(received: list[Received], verdict_topic: str) -> dict[str, list[Verdict]]:
+    """The verdicts read back, every copy, by content id."""
+    by_id: dict[str, list[Verdict]] = defaultdict(list)
+    for record in received:
+        if record.topic == verdict_topic:
+            verdict = Verdict.model_validate_json(record.value)
+            by_id[verdict.content_id].append(verdict)
+    return by_id
+
+
+async def verdicts_for(
+    bootstrap: str, verdict_topic: str, ids: Iterable[str], within: float
+) -> list[Received]:
+    """Read the verdict topic until each of ``ids`` has a verdict: duplicates count towards
+    the records read, so a record count alone would stop too early."""
+    expected = set(ids)
+    return await consume(
+        bootstrap,
+        [verdict_topic],
+        len(expected),
+        within=within,
+        until=lambda records: set(verdicts_by_id(records, verdict_topic)) == expected,
+    )
 
 
 async def committed_offsets(bootstrap: str, group_id: str, topic: str) -> dict[TopicPartition, int]:

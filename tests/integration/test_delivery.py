@@ -20,11 +20,17 @@ from load.faults import fault_proxy
 from streamproc.config import KafkaSettings, Settings, TopicSettings, WorkerSettings
 from streamproc.dev.devstack import Broker, VllmServer
 from streamproc.metrics import create as create_metrics
-from streamproc.schemas import Verdict
 from streamproc.stream import InboundRecord, OutboundRecord, Pipeline
 from tests.factories import listing_dict
 from tests.integration.conftest import SESSION_TIMEOUT_SECONDS, StartWorker, group_kafka, label_policy_paths
-from tests.integration.kafka_io import Received, committed_offsets, consume, produce, publish_content
+from tests.integration.kafka_io import (
+    committed_offsets,
+    consume,
+    produce,
+    publish_content,
+    verdicts_by_id,
+    verdicts_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -129,15 +135,6 @@ async def test_items_slower_than_the_session_timeout_cause_no_rebalance(
     assert (assigned, revoked) == (1, 0)
 
 
-def verdicts_by_id(received: list[Received], verdict_topic: str) -> dict[str, list[Verdict]]:
-    by_id: dict[str, list[Verdict]] = defaultdict(list)
-    for record in received:
-        if record.topic == verdict_topic:
-            verdict = Verdict.model_validate_json(record.value)
-            by_id[verdict.content_id].append(verdict)
-    return by_id
-
-
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -185,14 +182,7 @@ async def test_sigkill_with_hundreds_in_flight_loses_nothing_and_bounds_duplicat
 
     start_worker(**env)
     expected = sorted(str(x["listing_id"]) for x in items)
-    # Duplicates count towards the records read: read until every input has a verdict.
-    received = await consume(
-        broker.bootstrap,
-        [topics.verdicts],
-        count,
-        within=400,
-        until=lambda records: sorted(verdicts_by_id(records, topics.verdicts)) == expected,
-    )
+    received = await verdicts_for(broker.bootstrap, topics.verdicts, expected, within=400)
     assert sorted(verdicts_by_id(received, topics.verdicts)) == expected  # every input has a verdict
     # Replayed items may still be in flight: once every input offset is committed, all their
     # outputs are acknowledged, and a read from the start sees every duplicate.

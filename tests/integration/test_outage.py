@@ -15,8 +15,8 @@ from streamproc.config import TopicSettings
 from streamproc.dev.devstack import Broker, free_port
 from tests.factories import listing_dict
 from tests.integration.conftest import ROOT, StartWorker, Worker, _start
-from tests.integration.kafka_io import consume, publish_content
-from tests.integration.test_delivery import verdicts_by_id, wait_for
+from tests.integration.kafka_io import consume, publish_content, verdicts_by_id, verdicts_for
+from tests.integration.test_delivery import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -61,13 +61,7 @@ async def test_unreachable_model_in_review_mode_escalates_everything_without_pau
     started = time.monotonic()
     worker = offline_worker()
     expected = sorted(str(x["listing_id"]) for x in items)
-    received = await consume(
-        broker.bootstrap,
-        [topics.verdicts],
-        count,
-        within=300,
-        until=lambda records: sorted(verdicts_by_id(records, topics.verdicts)) == expected,
-    )
+    received = await verdicts_for(broker.bootstrap, topics.verdicts, expected, within=300)
     seconds = time.monotonic() - started
     by_id = verdicts_by_id(received, topics.verdicts)
     assert sorted(by_id) == expected  # every listing got a verdict
